@@ -1,0 +1,98 @@
+//! Micro-benchmarks of the per-row hot paths: envelope encode/decode, row hashing, and
+//! batch compaction. Run with `cargo bench --bench codec`; results go in BENCHMARKS.md.
+
+use std::sync::Arc;
+
+use binferry::event::{ChangeEvent, Op, Record, Value, envelope};
+use binferry::position::Position;
+use binferry::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
+use binferry::writer::Batch;
+use binferry::writer::hash::row_hash;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+/// A ~200-byte row like the end-to-end benchmark's: ids, text, decimal, double, datetime.
+fn row(i: i64) -> Vec<Value> {
+    vec![
+        Value::Int(i),
+        Value::Text(format!("recipe number {i} with a reasonably long name")),
+        Value::UInt(4),
+        Value::Decimal("1234.56".into()),
+        Value::Double(0.142_315_974_591_594_17 * i as f64),
+        Value::DateTime("2026-11-22 03:04:05.123456".into()),
+        Value::Text("x".repeat(80)),
+    ]
+}
+
+fn schema() -> Arc<TableSchema> {
+    let cs = Charset { name: "utf8mb4".into(), collation: "utf8mb4_general_ci".into() };
+    let col = |name: &str, ty: ColumnType| ColumnSchema { name: name.into(), ty, nullable: true, default: None };
+    Arc::new(TableSchema {
+        table: TableRef::new("bench", "recipes"),
+        columns: vec![
+            col("id", ColumnType::Int { bytes: 4, unsigned: false }),
+            col("name", ColumnType::VarChar { chars: 100, charset: cs.clone() }),
+            col("servings", ColumnType::Int { bytes: 2, unsigned: true }),
+            col("price", ColumnType::Decimal { precision: 10, scale: 2, unsigned: false }),
+            col("rating", ColumnType::Double { unsigned: false }),
+            col("created", ColumnType::DateTime { fsp: 6 }),
+            col("notes", ColumnType::Text { length_bytes: 2, charset: cs }),
+        ],
+        primary_key: vec![0],
+    })
+}
+
+fn event(i: i64, op: Op) -> ChangeEvent {
+    ChangeEvent {
+        table: TableRef::new("bench", "recipes"),
+        schema_version: 1,
+        op,
+        before: if op == Op::Update { Some(row(i)) } else { None },
+        after: Some(row(i)),
+        position: Position { file: "binlog.000001".into(), offset: 1000 + i as u64, row: 0 },
+        timestamp: 1_700_000_000,
+    }
+}
+
+fn envelope_bench(c: &mut Criterion) {
+    let record = Record::Change(event(7, Op::Update));
+    let bytes = envelope::encode(&record).unwrap();
+    let mut g = c.benchmark_group("envelope");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode_update", |b| b.iter(|| envelope::encode(std::hint::black_box(&record)).unwrap()));
+    g.bench_function("decode_update", |b| b.iter(|| envelope::decode(std::hint::black_box(&bytes), &"bench").unwrap()));
+    g.finish();
+}
+
+fn hash_bench(c: &mut Criterion) {
+    let r = row(42);
+    let mut g = c.benchmark_group("row_hash");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("200_byte_row", |b| b.iter(|| row_hash(std::hint::black_box(&r))));
+    g.finish();
+}
+
+fn compaction_bench(c: &mut Criterion) {
+    let s = schema();
+    // 10,000 changes over 1,000 keys: the compaction ratio of a hot workload.
+    let events: Vec<ChangeEvent> =
+        (0..10_000).map(|i| event(i % 1000, if i < 1000 { Op::Insert } else { Op::Update })).collect();
+    let mut g = c.benchmark_group("compaction");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("10k_changes_1k_keys", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |evs| {
+                let mut batch = Batch::default();
+                for e in evs {
+                    batch.push(e, &s).unwrap();
+                }
+                batch
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, envelope_bench, hash_bench, compaction_bench);
+criterion_main!(benches);

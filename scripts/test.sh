@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what is missing, starts
+# the project's MariaDB (port 3407, see scripts/mariadb.sh), checks formatting
+# and lints, and runs every test. This is README command 2 and what CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binferry-target}"
+export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+scripts/bootstrap.sh
+started=0
+if ! scripts/mariadb.sh status; then
+  scripts/mariadb.sh start
+  started=1
+fi
+cleanup() { [ "$started" = 1 ] && scripts/mariadb.sh stop || true; }
+trap cleanup EXIT
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+# Benchmarks run once each in test mode, so they cannot rot.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests -- --test-threads="${BINFERRY_TEST_THREADS:-4}"

@@ -1,0 +1,599 @@
+//! Typed configuration.
+//!
+//! One TOML file, optionally overridden by environment variables named
+//! `BINFERRY__SECTION__FIELD` (for example `BINFERRY__SOURCE__PORT=3307`).
+//! Every field is documented in `config/binferry.example.toml` with its
+//! default; unknown fields are errors. Passwords never appear in the file:
+//! they come from an environment variable or a file named by the config, and
+//! [`Secret`] keeps them out of logs and `Debug` output.
+//!
+//! [`Config::validate`] checks everything that can be checked without I/O;
+//! reaching the servers is `binferry check`'s job.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::TableFilter;
+use crate::table_options::{TableRule, TableRules};
+
+/// Default pipeline name; it keys the target's `_binferry_state` row.
+pub const DEFAULT_PIPELINE_NAME: &str = "default";
+/// Default MySQL port.
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+/// Default host of source and target.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Environment variable holding the source password unless `source.password_env` says otherwise.
+pub const DEFAULT_SOURCE_PASSWORD_ENV: &str = "BINFERRY_SOURCE_PASSWORD";
+/// Environment variable holding the target password unless `sink.mysql.password_env` says otherwise.
+pub const DEFAULT_TARGET_PASSWORD_ENV: &str = "BINFERRY_TARGET_PASSWORD";
+/// Seconds to wait for a connection to a server.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Embedded buffer file.
+pub const DEFAULT_BUFFER_PATH: &str = "binferry-data/buffer.redb";
+/// Keep at most this many bytes of applied events in the embedded buffer (10 GiB).
+pub const DEFAULT_RETENTION_MAX_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+/// Keep applied events at most this long (7 days).
+pub const DEFAULT_RETENTION_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+/// Pause the binlog reader while this many records wait for the target.
+pub const DEFAULT_MAX_UNAPPLIED_RECORDS: u64 = 5_000_000;
+/// Flush a batch to the target once it holds this many row changes.
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 10_000;
+/// Flush a batch once its row changes take this many bytes (16 MiB).
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Flush a batch at the latest this long after its first change arrived.
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 200;
+/// Snapshot rows per buffer append (and per target transaction).
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
+/// Interval of the progress log line.
+pub const DEFAULT_PROGRESS_INTERVAL_SECS: u64 = 10;
+/// Target table name template.
+pub const DEFAULT_TABLE_TEMPLATE: &str = "{table}";
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pipeline identity.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The MySQL/MariaDB server whose binlog is read.
+    pub source: SourceConfig,
+    /// Where change events wait between source and writer.
+    #[serde(default)]
+    pub buffer: BufferConfig,
+    /// Where changes are applied.
+    pub sink: SinkConfig,
+    /// Batching of target writes.
+    #[serde(default)]
+    pub writer: WriterConfig,
+    /// Initial copy of existing rows.
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Per-table options (`[[tables]]`), first match wins.
+    #[serde(default)]
+    pub tables: Vec<TableRule>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name of this pipeline; two pipelines writing to one target need different names.
+    #[serde(default = "default_pipeline_name")]
+    pub name: String,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { name: default_pipeline_name() }
+    }
+}
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Host name or IP address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Replication user (needs REPLICATION SLAVE, BINLOG MONITOR / REPLICATION CLIENT, SELECT).
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line), instead of an environment variable.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Replica server id presented to the source; must be unique among its replicas.
+    /// Default: derived from the pipeline name.
+    #[serde(default)]
+    pub server_id: Option<u32>,
+    /// Tables to replicate, as `database.table` glob patterns.
+    pub include: Vec<String>,
+    /// Tables to leave out, as `database.table` glob patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+/// `[buffer]`
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BufferConfig {
+    /// Buffer implementation.
+    #[serde(default)]
+    pub kind: BufferKind,
+    /// `[buffer.embedded]`
+    #[serde(default)]
+    pub embedded: EmbeddedBufferConfig,
+}
+
+/// Buffer implementations.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferKind {
+    /// A local redb file: zero setup, one machine.
+    #[default]
+    Embedded,
+}
+
+/// `[buffer.embedded]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBufferConfig {
+    /// Path of the redb file (created when missing).
+    #[serde(default = "default_buffer_path")]
+    pub path: PathBuf,
+    /// Drop the oldest applied events once the log exceeds this many bytes.
+    #[serde(default = "default_retention_bytes")]
+    pub retention_max_bytes: u64,
+    /// Drop applied events older than this many seconds.
+    #[serde(default = "default_retention_age")]
+    pub retention_max_age_secs: u64,
+    /// Pause reading the binlog (at a transaction boundary) while this many records wait
+    /// for the target. 0: never pause.
+    #[serde(default = "default_max_unapplied")]
+    pub max_unapplied_records: u64,
+}
+
+impl Default for EmbeddedBufferConfig {
+    fn default() -> Self {
+        EmbeddedBufferConfig {
+            path: default_buffer_path(),
+            retention_max_bytes: DEFAULT_RETENTION_MAX_BYTES,
+            retention_max_age_secs: DEFAULT_RETENTION_MAX_AGE_SECS,
+            max_unapplied_records: DEFAULT_MAX_UNAPPLIED_RECORDS,
+        }
+    }
+}
+
+/// `[sink]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Target implementation.
+    #[serde(default)]
+    pub kind: SinkKind,
+    /// `[sink.mysql]`
+    pub mysql: Option<MysqlSinkConfig>,
+}
+
+/// Target implementations.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// A MySQL or MariaDB serving database.
+    #[default]
+    Mysql,
+}
+
+/// `[sink.mysql]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSinkConfig {
+    /// Host name or IP address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Target user (needs CREATE, ALTER, SELECT, INSERT, UPDATE, DELETE on `database`).
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Target database; created when missing. Holds the tables and `_binferry_state`.
+    pub database: String,
+    /// Target table name; `{db}` and `{table}` are replaced by the source names.
+    #[serde(default = "default_table_template")]
+    pub table_name: String,
+    /// Seconds to wait for a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// What a source `DROP TABLE` does to the target table: `keep` renames it to
+    /// `<name>__dropped_<YYYYmmddHHMMSS>` (the data stays, marked); `drop` drops it.
+    #[serde(default)]
+    pub on_source_drop: DropMode,
+}
+
+/// Target handling of a dropped source table.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DropMode {
+    /// Keep the target table under a marked name.
+    #[default]
+    Keep,
+    /// Drop the target table too.
+    Drop,
+}
+
+/// `[writer]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterConfig {
+    /// Flush once a batch holds this many row changes.
+    #[serde(default = "default_batch_rows")]
+    pub batch_max_rows: usize,
+    /// Flush once a batch holds this many bytes of row data.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_max_bytes: usize,
+    /// Flush at the latest this many milliseconds after the batch's first change.
+    #[serde(default = "default_batch_delay")]
+    pub batch_max_delay_ms: u64,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS,
+        }
+    }
+}
+
+/// `[snapshot]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `initial`: copy existing rows before streaming; `never`: stream from the current binlog end.
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Rows per buffer append and per target transaction while copying.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { mode: SnapshotMode::default(), chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS }
+    }
+}
+
+/// Snapshot modes.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Copy existing rows first.
+    #[default]
+    Initial,
+    /// Only stream changes made after the first start.
+    Never,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Seconds between progress lines (throughput, positions, lag).
+    #[serde(default = "default_progress_interval")]
+    pub progress_interval_secs: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), progress_interval_secs: DEFAULT_PROGRESS_INTERVAL_SECS }
+    }
+}
+
+/// Log formats.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn default_pipeline_name() -> String {
+    DEFAULT_PIPELINE_NAME.into()
+}
+fn default_host() -> String {
+    DEFAULT_HOST.into()
+}
+fn default_port() -> u16 {
+    DEFAULT_MYSQL_PORT
+}
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_SECS
+}
+fn default_buffer_path() -> PathBuf {
+    DEFAULT_BUFFER_PATH.into()
+}
+fn default_retention_bytes() -> u64 {
+    DEFAULT_RETENTION_MAX_BYTES
+}
+fn default_retention_age() -> u64 {
+    DEFAULT_RETENTION_MAX_AGE_SECS
+}
+fn default_max_unapplied() -> u64 {
+    DEFAULT_MAX_UNAPPLIED_RECORDS
+}
+fn default_table_template() -> String {
+    DEFAULT_TABLE_TEMPLATE.into()
+}
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_MAX_ROWS
+}
+fn default_batch_bytes() -> usize {
+    DEFAULT_BATCH_MAX_BYTES
+}
+fn default_batch_delay() -> u64 {
+    DEFAULT_BATCH_MAX_DELAY_MS
+}
+fn default_chunk_rows() -> usize {
+    DEFAULT_SNAPSHOT_CHUNK_ROWS
+}
+fn default_progress_interval() -> u64 {
+    DEFAULT_PROGRESS_INTERVAL_SECS
+}
+
+/// A password. `Debug` and `Display` print `***`.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is handed to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Config {
+    /// Read `path` and `BINFERRY__*` overrides, then [`validate`](Self::validate).
+    pub fn load(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::new(ErrorKind::Config, format!("config file {} does not exist", path.display()))
+                .with_hint("pass --config FILE; config/binferry.example.toml documents every field"));
+        }
+        let figment = Figment::new().merge(Toml::file(path)).merge(Env::prefixed("BINFERRY__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    /// Parse a TOML string (tests and embedding).
+    pub fn from_toml(toml: &str) -> Result<Self> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self> {
+        let config: Config = figment.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| describe_figment_error(&e)).collect();
+            Error::new(ErrorKind::Config, msgs.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check values that need no I/O: non-empty selections, valid patterns and names,
+    /// positive limits, a configured target for the chosen sink.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::new(ErrorKind::Config, format!("{field}: {why}")));
+        if self.pipeline.name.is_empty() || self.pipeline.name.len() > 64 {
+            return bad("pipeline.name", "must be 1 to 64 characters".into());
+        }
+        if self.source.include.is_empty() {
+            return bad("source.include", "must list at least one `database.table` pattern, e.g. [\"shop.*\"]".into());
+        }
+        TableFilter::new(&self.source.include, &self.source.exclude)?;
+        TableRules::new(&self.tables)?;
+        if self.source.server_id == Some(0) {
+            return bad("source.server_id", "must not be 0 (the server refuses replicas with id 0)".into());
+        }
+        if self.source.user.is_empty() {
+            return bad("source.user", "must not be empty".into());
+        }
+        match self.sink.kind {
+            SinkKind::Mysql => {
+                let Some(m) = &self.sink.mysql else {
+                    return bad("sink.mysql", "missing: sink.kind = \"mysql\" needs a [sink.mysql] section".into());
+                };
+                if !is_identifier(&m.database) {
+                    return bad(
+                        "sink.mysql.database",
+                        format!(
+                            "{:?} is not a valid database name (letters, digits, `_`, `$`; at most 64)",
+                            m.database
+                        ),
+                    );
+                }
+                if !m.table_name.contains("{table}") {
+                    return bad("sink.mysql.table_name", format!("{:?} must contain {{table}}", m.table_name));
+                }
+                if m.user.is_empty() {
+                    return bad("sink.mysql.user", "must not be empty".into());
+                }
+            }
+        }
+        if self.writer.batch_max_rows == 0 {
+            return bad("writer.batch_max_rows", "must be at least 1".into());
+        }
+        if self.writer.batch_max_bytes < 1024 {
+            return bad("writer.batch_max_bytes", "must be at least 1024".into());
+        }
+        if self.writer.batch_max_delay_ms == 0 {
+            return bad("writer.batch_max_delay_ms", "must be at least 1".into());
+        }
+        if self.snapshot.chunk_rows == 0 {
+            return bad("snapshot.chunk_rows", "must be at least 1".into());
+        }
+        if self.log.progress_interval_secs == 0 {
+            return bad("log.progress_interval_secs", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The compiled `[[tables]]` rules (valid after [`validate`](Self::validate)).
+    pub fn table_rules(&self) -> Result<TableRules> {
+        TableRules::new(&self.tables)
+    }
+
+    /// The replica server id: configured, or derived from the pipeline name so that pipelines
+    /// with different names never kick each other off the source (a server drops the older
+    /// connection of two replicas with one id).
+    pub fn server_id(&self) -> u32 {
+        self.source.server_id.unwrap_or_else(|| {
+            let h = blake3::hash(self.pipeline.name.as_bytes());
+            let b = h.as_bytes();
+            0x8000_0000 | (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+        })
+    }
+}
+
+/// Resolve a password from `password_file`, `password_env` or the default variable.
+pub(crate) fn resolve_password(
+    field: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    default_env: &str,
+) -> Result<Secret> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::new(ErrorKind::Config, format!("{field}.password_file: cannot read {}: {e}", path.display()))
+        })?;
+        return Ok(Secret(text.lines().next().unwrap_or("").to_string()));
+    }
+    match env {
+        Some(var) => std::env::var(var).map(Secret).map_err(|_| {
+            Error::new(ErrorKind::Config, format!("{field}.password_env: environment variable {var} is not set"))
+                .with_hint(format!("export {var}=... or remove password_env to use {default_env}"))
+        }),
+        None => Ok(Secret(std::env::var(default_env).unwrap_or_default())),
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
+}
+
+fn describe_figment_error(e: &figment::Error) -> String {
+    let path = e.path.join(".");
+    let mut msg = e.kind.to_string();
+    if !path.is_empty() {
+        msg = format!("{path}: {msg}");
+    }
+    match &e.kind {
+        figment::error::Kind::MissingField(f) => {
+            let full = if path.is_empty() { f.to_string() } else { format!("{path}.{f}") };
+            format!("{full}: missing field (required)")
+        }
+        figment::error::Kind::UnknownField(f, _) => {
+            let full = if path.is_empty() { f.to_string() } else { format!("{path}.{f}") };
+            format!("{full}: unknown field ({})", e.kind)
+        }
+        _ => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [source]
+        user = "repl"
+        include = ["shop.*"]
+        [sink.mysql]
+        user = "w"
+        database = "replica"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert_eq!(c.source.port, DEFAULT_MYSQL_PORT);
+        assert_eq!(c.writer.batch_max_rows, DEFAULT_BATCH_MAX_ROWS);
+        assert_eq!(c.buffer.embedded.path, PathBuf::from(DEFAULT_BUFFER_PATH));
+        assert_eq!(c.snapshot.mode, SnapshotMode::Initial);
+        assert!(c.server_id() >= 0x8000_0000);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::from_toml(&format!("{MINIMAL}\n[writer]\nbatch_rows = 5\n")).unwrap_err();
+        assert!(e.to_string().contains("writer.batch_rows"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = Config::from_toml("[source]\nuser = \"x\"\n[sink.mysql]\nuser=\"w\"\ndatabase=\"r\"\n").unwrap_err();
+        assert!(e.to_string().contains("source.include"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::from_toml(&MINIMAL.replace("user = \"repl\"", "user = \"repl\"\nport = \"many\"")).unwrap_err();
+        assert!(e.to_string().contains("source.port"), "{e}");
+        let e = Config::from_toml(&format!("{MINIMAL}\n[writer]\nbatch_max_rows = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("writer.batch_max_rows"), "{e}");
+        let e = Config::from_toml(&MINIMAL.replace("\"replica\"", "\"bad name\"")).unwrap_err();
+        assert!(e.to_string().contains("sink.mysql.database"), "{e}");
+    }
+
+    #[test]
+    fn example_config_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../config/binferry.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.writer.batch_max_rows, DEFAULT_BATCH_MAX_ROWS);
+        assert_eq!(c.writer.batch_max_bytes, DEFAULT_BATCH_MAX_BYTES);
+        assert_eq!(c.writer.batch_max_delay_ms, DEFAULT_BATCH_MAX_DELAY_MS);
+        assert_eq!(c.buffer.embedded.retention_max_bytes, DEFAULT_RETENTION_MAX_BYTES);
+        assert_eq!(c.buffer.embedded.retention_max_age_secs, DEFAULT_RETENTION_MAX_AGE_SECS);
+        assert_eq!(c.snapshot.chunk_rows, DEFAULT_SNAPSHOT_CHUNK_ROWS);
+        assert_eq!(c.buffer.embedded.max_unapplied_records, DEFAULT_MAX_UNAPPLIED_RECORDS);
+        assert_eq!(c.log.progress_interval_secs, DEFAULT_PROGRESS_INTERVAL_SECS);
+        assert_eq!(c.source.connect_timeout_secs, DEFAULT_CONNECT_TIMEOUT_SECS);
+        assert_eq!(c.sink.mysql.as_ref().unwrap().table_name, DEFAULT_TABLE_TEMPLATE);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
+    }
+}

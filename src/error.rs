@@ -1,0 +1,239 @@
+//! One error type for the whole crate.
+//!
+//! Every failure carries an [`ErrorKind`] that decides what happens next:
+//! *transient* kinds (a dropped connection, a lock timeout, a target that is
+//! restarting) are retried by the central policy in [`crate::retry`];
+//! *definite* kinds (a wrong server setting, a missing grant, a purged binlog,
+//! a malformed buffer record) stop the pipeline with a message that says what
+//! is wrong, what was expected, and how to fix it. Nothing is skipped.
+
+use std::fmt;
+
+/// What went wrong, at the granularity the retry policy and the operator need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The configuration file or environment is invalid.
+    Config,
+    /// A source server setting is wrong (`binlog_format`, ...).
+    SourceSetting,
+    /// The source user lacks a privilege.
+    SourcePermission,
+    /// The source could not be reached or the connection dropped.
+    SourceUnavailable,
+    /// The binlog position to resume from no longer exists on the source.
+    BinlogPurged,
+    /// A table or value the replicator cannot represent exactly.
+    Unsupported,
+    /// A binlog event could not be decoded.
+    Decode,
+    /// The buffer failed (I/O, corruption, unknown envelope version).
+    Buffer,
+    /// The target could not be reached or the connection dropped.
+    TargetUnavailable,
+    /// The target user lacks a privilege, or the target refused a statement
+    /// for a reason that retrying will not fix.
+    TargetRejected,
+    /// A bug: an invariant of binferry itself does not hold.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Transient errors are retried with backoff; definite ones stop.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::SourceUnavailable | ErrorKind::TargetUnavailable)
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "configuration error",
+            ErrorKind::SourceSetting => "source setting",
+            ErrorKind::SourcePermission => "source permission",
+            ErrorKind::SourceUnavailable => "source unavailable",
+            ErrorKind::BinlogPurged => "binlog purged",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Decode => "decode error",
+            ErrorKind::Buffer => "buffer error",
+            ErrorKind::TargetUnavailable => "target unavailable",
+            ErrorKind::TargetRejected => "target rejected",
+            ErrorKind::Internal => "internal error",
+        }
+    }
+}
+
+/// The crate's error: a kind, a human explanation, an optional remedy and the
+/// underlying cause.
+pub struct Error {
+    kind: ErrorKind,
+    detail: String,
+    hint: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with an explanation.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        Error { kind, detail: detail.into(), hint: None, source: None }
+    }
+
+    /// Attach the remedy the operator should apply.
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Attach the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The explanation without kind or hint.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The remedy, when one is known.
+    pub fn hint(&self) -> Option<&str> {
+        self.hint.as_deref()
+    }
+
+    /// Shorthand for `kind().is_transient()`.
+    pub fn is_transient(&self) -> bool {
+        self.kind.is_transient()
+    }
+
+    /// Prefix the detail with context, keeping kind, hint and cause.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.detail = format!("{context}: {}", self.detail);
+        self
+    }
+
+    /// Classify a MySQL client error from the source side.
+    pub(crate) fn source_mysql(err: mysql_async::Error, what: impl fmt::Display) -> Self {
+        classify_mysql(err, Side::Source, what)
+    }
+
+    /// Classify a MySQL client error from the target side.
+    pub(crate) fn target_mysql(err: mysql_async::Error, what: impl fmt::Display) -> Self {
+        classify_mysql(err, Side::Target, what)
+    }
+
+    pub(crate) fn buffer(err: impl std::error::Error + Send + Sync + 'static, what: impl fmt::Display) -> Self {
+        let detail = format!("{what}: {err}");
+        Error::new(ErrorKind::Buffer, detail).with_source(err)
+    }
+
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, detail)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// MySQL server error codes that retrying can fix.
+const TRANSIENT_SERVER_CODES: &[u16] = &[
+    1040, // ER_CON_COUNT_ERROR: too many connections
+    1053, // ER_SERVER_SHUTDOWN
+    1205, // ER_LOCK_WAIT_TIMEOUT
+    1213, // ER_LOCK_DEADLOCK
+    1927, // ER_CONNECTION_KILLED (MariaDB)
+    2002, 2003, 2006, 2013, // client-side connection failures reported as server errors
+    4031, // ER_CLIENT_INTERACTION_TIMEOUT
+];
+
+/// Privilege errors: definite, and worth a grant hint.
+const PERMISSION_CODES: &[u16] = &[
+    1044, // ER_DBACCESS_DENIED_ERROR
+    1045, // ER_ACCESS_DENIED_ERROR
+    1142, // ER_TABLEACCESS_DENIED_ERROR
+    1143, // ER_COLUMNACCESS_DENIED_ERROR
+    1227, // ER_SPECIFIC_ACCESS_DENIED_ERROR
+    1370, // ER_PROCACCESS_DENIED_ERROR
+];
+
+fn classify_mysql(err: mysql_async::Error, side: Side, what: impl fmt::Display) -> Error {
+    use mysql_async::Error as E;
+    let (unavailable, permission, rejected) = match side {
+        Side::Source => (ErrorKind::SourceUnavailable, ErrorKind::SourcePermission, ErrorKind::SourceSetting),
+        Side::Target => (ErrorKind::TargetUnavailable, ErrorKind::TargetRejected, ErrorKind::TargetRejected),
+    };
+    let kind = match &err {
+        E::Io(_) => unavailable,
+        E::Driver(d) => match d {
+            mysql_async::DriverError::ConnectionClosed
+            | mysql_async::DriverError::PoolDisconnected
+            | mysql_async::DriverError::PacketOutOfOrder => unavailable,
+            _ => rejected,
+        },
+        E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => unavailable,
+        E::Server(s) if PERMISSION_CODES.contains(&s.code) => permission,
+        E::Server(s) if s.code == 1236 => ErrorKind::BinlogPurged,
+        E::Server(_) => rejected,
+        E::Url(_) => ErrorKind::Config,
+        E::Other(_) => unavailable,
+    };
+    let denied = matches!(&err, E::Server(s) if PERMISSION_CODES.contains(&s.code));
+    let detail = format!("{what}: {err}");
+    let mut out = Error::new(kind, detail);
+    if denied {
+        out = out.with_hint(match side {
+            Side::Source => "grant the replication user REPLICATION SLAVE, BINLOG MONITOR (REPLICATION CLIENT on MySQL) ON *.* and SELECT on the replicated tables; `binferry check` lists what is missing",
+            Side::Target => "grant the target user CREATE, ALTER, SELECT, INSERT, UPDATE, DELETE on the target database; `binferry check` lists what is missing",
+        });
+    }
+    out.with_source(err)
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.label(), self.detail)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  fix: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unavailability_is_transient() {
+        assert!(ErrorKind::SourceUnavailable.is_transient());
+        assert!(ErrorKind::TargetUnavailable.is_transient());
+        assert!(!ErrorKind::BinlogPurged.is_transient());
+        assert!(!ErrorKind::SourcePermission.is_transient());
+        assert!(!ErrorKind::Buffer.is_transient());
+    }
+
+    #[test]
+    fn display_has_kind_detail_and_hint() {
+        let e = Error::new(ErrorKind::BinlogPurged, "binlog.000001:4 is gone").with_hint("resnapshot");
+        assert_eq!(e.to_string(), "binlog purged: binlog.000001:4 is gone\n  fix: resnapshot");
+    }
+}

@@ -1,0 +1,118 @@
+//! The change events that flow from the source through the buffer to a sink.
+//!
+//! The source appends a stream of [`Record`]s: a [`ChangeEvent`] per changed
+//! row, and a [`Commit`] at the end of every source transaction (and after
+//! every chunk of the initial snapshot). Writers commit to the target only at
+//! `Commit` records, which is how a target never shows half a source
+//! transaction. The on-disk / on-wire form is the versioned [`envelope`].
+
+pub mod envelope;
+pub(crate) mod value;
+
+use serde::{Deserialize, Serialize};
+
+pub use value::Value;
+
+use crate::position::{Gtid, Position};
+use crate::schema::TableRef;
+
+/// What happened to a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// A row copied by the initial snapshot (applied as an upsert).
+    Snapshot,
+    /// INSERT: `after` is set.
+    Insert,
+    /// UPDATE: `before` and `after` are set; the primary key may have changed.
+    Update,
+    /// DELETE: `before` is set.
+    Delete,
+}
+
+/// One row change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The source table.
+    pub table: TableRef,
+    /// [`crate::schema::TableSchema::version`] of the schema the row was decoded with.
+    pub schema_version: u64,
+    /// The operation.
+    pub op: Op,
+    /// Row image before the change (UPDATE, DELETE), in schema column order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Vec<Value>>,
+    /// Row image after the change (INSERT, UPDATE, snapshot), in schema column order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<Value>>,
+    /// Where the change is in the source binlog (for snapshot rows: the snapshot's position).
+    pub position: Position,
+    /// Source event time, seconds since the Unix epoch.
+    pub timestamp: u32,
+}
+
+/// The end of a source transaction (or of a snapshot chunk).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Position of the commit event; streaming may resume right after it.
+    pub position: Position,
+    /// The transaction's GTID, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<Gtid>,
+    /// Commit time, seconds since the Unix epoch.
+    pub timestamp: u32,
+    /// Whether this closes a chunk of snapshot rows rather than a binlog transaction.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub snapshot: bool,
+}
+
+/// A DDL statement that changes rows or names in a way TABLE_MAP events cannot show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    /// The source table it applies to.
+    pub table: TableRef,
+    /// What happened.
+    pub change: TableChange,
+    /// Position of the statement.
+    pub position: Position,
+    /// Statement time, seconds since the Unix epoch.
+    pub timestamp: u32,
+}
+
+/// The kinds of [`SchemaChange`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableChange {
+    /// `TRUNCATE`: every row is gone.
+    Truncate,
+    /// `DROP TABLE`, or a rename out of the replicated tables.
+    Drop,
+    /// `RENAME TABLE` to another replicated name.
+    RenameTo(TableRef),
+    /// Column renames `(from, to)`.
+    RenameColumns(Vec<(String, String)>),
+}
+
+/// An entry of the buffer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// A row change.
+    Change(ChangeEvent),
+    /// A transaction boundary.
+    Commit(Commit),
+    /// A DDL statement applied in source order (always followed by its own `Commit`).
+    Ddl(SchemaChange),
+}
+
+impl ChangeEvent {
+    /// Approximate in-memory size, used by batch limits.
+    pub fn approx_bytes(&self) -> usize {
+        let row = |r: &Option<Vec<Value>>| r.as_ref().map_or(0, |v| v.iter().map(Value::approx_bytes).sum());
+        64 + self.table.db.len()
+            + self.table.name.len()
+            + self.position.file.len()
+            + row(&self.before)
+            + row(&self.after)
+    }
+}

@@ -1,0 +1,224 @@
+//! The `binferry` command line: orchestration only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use binferry::config::{Config, LogFormat};
+use binferry::error::{Error, ErrorKind, Result};
+use binferry::pipeline::ReplayFrom;
+use binferry::sink::mysql::{MysqlSink, MysqlSinkSettings};
+use binferry::source::{SourceSettings, preflight};
+
+/// Streaming CDC replicator: MySQL/MariaDB binlog → durable buffer → target, exactly-once effect.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check source and target settings, grants and tables; exits non-zero on problems.
+    Check {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the pipeline (after the same checks) until SIGINT or SIGTERM.
+    Run {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Start even when the preflight check reports problems.
+        #[arg(long)]
+        skip_checks: bool,
+    },
+    /// Re-apply the buffer to the target from a stored offset (while `run` is stopped).
+    /// Safe to repeat: rows already up to date are left alone.
+    Replay {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// First buffer offset to re-apply.
+        #[arg(long, required_unless_present = "from_time", conflicts_with = "from_time")]
+        from_offset: Option<u64>,
+        /// Re-apply records appended at or after this time: Unix seconds, or UTC
+        /// `YYYY-MM-DDTHH:MM:SS[Z]`.
+        #[arg(long)]
+        from_time: Option<String>,
+        /// Only this table (`db.table`, globs allowed).
+        #[arg(long)]
+        table: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config_path = match &cli.command {
+        Command::Check { config } | Command::Run { config, .. } | Command::Replay { config, .. } => config.clone(),
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("binferry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("binferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check { .. } => {
+                check(&config).await.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            Command::Run { skip_checks, .. } => run(&config, skip_checks).await,
+            Command::Replay { from_offset, from_time, table, .. } => {
+                replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("binferry: {e}");
+            // 2 = the invocation or config is wrong; 1 = the servers or the data are.
+            if e.kind() == ErrorKind::Config { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BINFERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Run the preflight checks and print the report; `Ok(true)` when there is no problem.
+async fn check(config: &Config) -> Result<bool> {
+    let source = SourceSettings::from_config(config)?;
+    let target = MysqlSinkSettings::from_config(config)?;
+    let mut ok = true;
+    for report in [preflight::check_source(&source).await, MysqlSink::check(&target).await] {
+        let report = report?;
+        println!("{}", report.server);
+        for n in &report.notes {
+            println!("  ok: {n}");
+        }
+        for p in &report.problems {
+            println!("  problem: {p}");
+        }
+        ok &= report.problems.is_empty();
+    }
+    println!(
+        "{}",
+        if ok { "all checks passed" } else { "checks failed: fix the problems above and run `binferry check` again" }
+    );
+    Ok(ok)
+}
+
+async fn run(config: &Config, skip_checks: bool) -> Result<ExitCode> {
+    if !skip_checks && !check(config).await? {
+        return Ok(ExitCode::FAILURE);
+    }
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("signal received: draining and committing (send again to abort)");
+        let _ = tx.send(true);
+        wait_for_signal().await;
+        warn!("second signal: aborting without draining; the next run resumes from the last checkpoint");
+        std::process::exit(130);
+    });
+    binferry::pipeline::run(config, rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(config: &Config, offset: Option<u64>, time: Option<&str>, table: Option<&str>) -> Result<ExitCode> {
+    let from = match (offset, time) {
+        (Some(o), _) => ReplayFrom::Offset(o),
+        (None, Some(t)) => ReplayFrom::Time(parse_time(t)?),
+        (None, None) => return Err(Error::new(ErrorKind::Config, "replay: give --from-offset or --from-time")),
+    };
+    let s = binferry::pipeline::replay(config, from, table).await?;
+    println!(
+        "replayed offsets {}..{}: {} rows written, {} already up to date, {} older than the target",
+        s.from, s.to, s.written, s.unchanged, s.stale
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds, or UTC `YYYY-MM-DD[T ]HH:MM:SS[Z]`, to Unix milliseconds.
+fn parse_time(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(ErrorKind::Config, format!("--from-time: {s:?} is neither Unix seconds nor YYYY-MM-DDTHH:MM:SSZ"))
+    };
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs.checked_mul(1000).ok_or_else(bad);
+    }
+    let t = s.trim_end_matches('Z');
+    let (date, time) = t.split_once(['T', ' ']).ok_or_else(bad)?;
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+    let h: Vec<i64> = time.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_>>()?;
+    let (&[y, m, day], &[hh, mm, ss]) = (d.as_slice(), h.as_slice()) else { return Err(bad()) };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    u64::try_from(secs).map(|s| s * 1000).map_err(|_| bad())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_as_utc() {
+        assert_eq!(parse_time("0").unwrap(), 0);
+        assert_eq!(parse_time("1970-01-02T00:00:00Z").unwrap(), 86_400_000);
+        assert_eq!(parse_time("2000-02-29 12:00:00").unwrap(), 951_825_600_000);
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2000-13-01T00:00:00").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Live counters shared by the pipeline's tasks, read by the progress log.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::position::Position;
+
+/// Counters and positions of one pipeline.
+#[derive(Default)]
+pub struct Stats {
+    /// Row changes appended by the source.
+    pub source_events: AtomicU64,
+    /// Source transactions with selected changes.
+    pub source_txns: AtomicU64,
+    /// Timestamp (s) of the last source commit seen.
+    pub source_event_ts: AtomicU64,
+    /// The source received a heartbeat since its last event: it has read the binlog to its end.
+    pub source_caught_up: AtomicBool,
+    /// Updates dropped because only excluded columns changed.
+    pub source_unchanged: AtomicU64,
+    /// The source waits for the writer (backpressure).
+    pub source_paused: AtomicBool,
+    /// Rows copied by the snapshot.
+    pub snapshot_rows: AtomicU64,
+    /// Rows written to the target (after compaction).
+    pub writer_rows: AtomicU64,
+    /// Changes that found their row already up to date.
+    pub writer_unchanged: AtomicU64,
+    /// Changes older than the target's rows (skipped).
+    pub writer_stale: AtomicU64,
+    /// Changes folded by compaction.
+    pub writer_compacted: AtomicU64,
+    /// Changes skipped because their table is stopped.
+    pub writer_skipped_stopped: AtomicU64,
+    /// Target commits.
+    pub writer_commits: AtomicU64,
+    /// Next buffer offset the writer will apply.
+    pub writer_next_offset: AtomicU64,
+    /// Source commit timestamp (s) of the last applied transaction.
+    pub writer_applied_ts: AtomicU64,
+    source_position: Mutex<Option<Position>>,
+}
+
+impl Stats {
+    pub(crate) fn set_source_position(&self, p: &Position) {
+        if let Ok(mut g) = self.source_position.lock() {
+            *g = Some(p.clone());
+        }
+    }
+
+    /// The source checkpoint position last appended.
+    pub fn source_position(&self) -> Option<Position> {
+        self.source_position.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Seconds the target is behind the source server, with the one-second resolution of
+    /// binlog timestamps:
+    /// - the writer has records to apply: the age of the last source commit it applied;
+    /// - it has applied everything but the reader has not reached the end of the binlog (no
+    ///   heartbeat since the last event): the age of the last source commit read;
+    /// - both are caught up: 0.
+    pub fn lag_seconds(&self, buffer_next: u64) -> f64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let age = |ts: u64| if ts == 0 { 0.0 } else { now.saturating_sub(ts) as f64 };
+        let read = self.source_event_ts.load(Ordering::Relaxed);
+        if self.writer_next_offset.load(Ordering::Relaxed) < buffer_next {
+            let applied = self.writer_applied_ts.load(Ordering::Relaxed);
+            return age(if applied > 0 { applied } else { read });
+        }
+        if self.source_caught_up.load(Ordering::Relaxed) { 0.0 } else { age(read) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn lag_follows_the_slowest_stage() {
+        let s = Stats::default();
+        assert_eq!(s.lag_seconds(0), 0.0, "nothing happened yet");
+        // The reader is 30 s behind the server; the writer has applied all it has.
+        s.source_event_ts.store(now() - 30, Ordering::Relaxed);
+        s.writer_next_offset.store(10, Ordering::Relaxed);
+        assert!(s.lag_seconds(10) >= 30.0);
+        // A heartbeat: the reader reached the end of the binlog.
+        s.source_caught_up.store(true, Ordering::Relaxed);
+        assert_eq!(s.lag_seconds(10), 0.0);
+        // The writer is behind: the age of what it applied last.
+        s.writer_applied_ts.store(now() - 5, Ordering::Relaxed);
+        assert!((5.0..30.0).contains(&s.lag_seconds(20)));
+    }
+}

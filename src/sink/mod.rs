@@ -1,0 +1,68 @@
+//! Sinks apply compacted batches to a target.
+//!
+//! # Delivery contract
+//!
+//! - The writer calls [`Sink::apply`] zero or more times, then
+//!   [`Sink::commit`] with the buffer offset of the last record the applied
+//!   batches cover. Everything applied since the previous commit and the
+//!   offset must become durable **atomically**: after a crash the target holds
+//!   either all of it or none of it.
+//! - [`Sink::applied_offset`] returns the offset of the last commit. The writer
+//!   resumes right after it; a sink must never report an offset whose changes
+//!   are not durable, and the stored offset never moves backward.
+//! - Every change carries its source position. A sink applies a change to a
+//!   row only if it is newer than the position stored with that row, so
+//!   duplicates delivered by upstream stages have no effect.
+
+pub mod mysql;
+
+use std::future::Future;
+
+use crate::error::Result;
+use crate::event::SchemaChange;
+use crate::position::Position;
+use crate::schema::{TableRef, TableSchema};
+use crate::writer::Batch;
+
+/// What applying a batch did, row by row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyCounts {
+    /// Rows inserted, updated or deleted in the target.
+    pub written: u64,
+    /// Changes whose row already had these values (same hash): no data written.
+    pub unchanged: u64,
+    /// Changes older than what the target holds (replays, duplicates): skipped.
+    pub stale: u64,
+}
+
+/// A target. See the module docs for the contract.
+pub trait Sink: Send {
+    /// Offset of the last committed buffer record, `None` when nothing was ever applied.
+    fn applied_offset(&mut self) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Create or extend the target table for `schema` (outside the data transaction).
+    fn ensure_table(&mut self, schema: &TableSchema) -> impl Future<Output = Result<()>> + Send;
+
+    /// Apply a batch inside the open target transaction (starting one if needed).
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<ApplyCounts>> + Send;
+
+    /// Apply a DDL change (truncate, drop, renames) in source order. Must be idempotent: after
+    /// a crash it may be applied again before the offset that covers it is committed.
+    fn apply_schema_change(&mut self, change: &SchemaChange) -> impl Future<Output = Result<()>> + Send;
+
+    /// Tables stopped by an incompatible schema change (durable, see [`Sink::stop_table`]).
+    fn stopped_tables(&mut self) -> impl Future<Output = Result<Vec<TableRef>>> + Send;
+
+    /// Record that `table` no longer replicates because of `reason`, inside the open
+    /// transaction (so it becomes durable with the offset that passes its changes).
+    fn stop_table(&mut self, table: &TableRef, reason: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Commit the open transaction together with `offset` (and the source `position` it reflects).
+    fn commit(&mut self, offset: u64, position: &Position) -> impl Future<Output = Result<()>> + Send;
+
+    /// Abandon the open transaction.
+    fn rollback(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drop connections after a failure; the next call reconnects.
+    fn reset(&mut self) -> impl Future<Output = ()> + Send;
+}

@@ -1,0 +1,886 @@
+//! The MySQL/MariaDB sink.
+//!
+//! # Target layout
+//!
+//! Each target table has the source columns and primary key, plus
+//! `_binferry_pos` (the 16-byte [`Position::sort_key`] of the change that last
+//! wrote the row) and `_binferry_hash` (the [row hash](crate::writer::hash)).
+//! Soft-delete tables add `_binferry_deleted_at`. Tables without a primary key
+//! are keyed by (`_binferry_hash`, `_binferry_dup`): a row that appears *n*
+//! times in the source appears *n* times in the target, numbered 1..=n.
+//! `_binferry_state` holds the applied buffer offset, and
+//! `_binferry_tombstones` the positions of hard deletes.
+//!
+//! # Idempotence by position
+//!
+//! For each batch and table, the sink first reads the stored position and hash
+//! of every key the batch touches, and the tombstones of those keys. Then:
+//!
+//! - an upsert older than the stored row or than the key's tombstone is stale
+//!   and skipped (a replayed or duplicated change);
+//! - an upsert whose hash equals the stored hash changes no data: only the
+//!   position moves (counted as *unchanged*);
+//! - a hard delete removes the row and records a tombstone at its position,
+//!   so that an older insert replayed later cannot bring the row back;
+//! - a soft delete keeps the row with `_binferry_deleted_at` set; a newer
+//!   insert of the key clears it.
+//!
+//! Every statement also carries the position guard itself
+//! (`IF(VALUES(_binferry_pos) > _binferry_pos, ...)`, `... AND _binferry_pos <
+//! ?`), so correctness does not depend on the read alone. Tombstones are kept
+//! as long as the buffer keeps events that could be replayed.
+//!
+//! The applied offset is written to `_binferry_state` in the same transaction
+//! as the rows ([`Sink`] contract). Tables are created on a separate
+//! connection, because DDL would implicitly commit the open data transaction.
+//! Values travel as binary-protocol parameters: floats keep their exact bits
+//! and nothing needs escaping.
+
+mod check;
+mod statements;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row, Value as MyValue};
+use tracing::{info, warn};
+
+pub use check::check;
+pub use statements::{
+    DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE,
+};
+
+use super::{ApplyCounts, Sink};
+use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::value::format_epoch;
+use crate::event::{SchemaChange, TableChange, Value};
+use crate::position::Position;
+use crate::schema::{TableRef, TableSchema};
+use crate::source::decode::{Origin, convert};
+use crate::table_options::{DeleteMode, TableRules};
+use crate::writer::hash::{encode_values, row_hash};
+use crate::writer::{Batch, KeylessRow, RowOp, TableBatch};
+use statements::{Statements, q};
+
+/// Rows per multi-row statement (a power of two; smaller chunks halve down to 1).
+const ROWS_PER_STATEMENT: usize = 256;
+/// The protocol's limit of placeholders per statement.
+const MAX_PLACEHOLDERS: usize = 65_535;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 512;
+/// The stream id of the embedded buffer in `_binferry_state`.
+const STREAM: &str = "embedded";
+/// Key hash of a table-wide tombstone (TRUNCATE, DROP): no change older than it applies.
+const TABLE_TOMBSTONE: [u8; 16] = [0; 16];
+/// How often expired tombstones are removed.
+const TOMBSTONE_GC_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Connection settings and options of a MySQL target.
+#[derive(Clone)]
+pub struct MysqlSinkSettings {
+    opts: Opts,
+    /// `host:port`, for messages.
+    pub address: String,
+    /// Target database.
+    pub database: String,
+    table_template: String,
+    pub(crate) pipeline: String,
+    connect_timeout: Duration,
+    rules: TableRules,
+    tombstone_retention: Duration,
+    on_drop: DropMode,
+}
+
+impl MysqlSinkSettings {
+    /// Resolve settings (and the password) from the config.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let m = config.sink.mysql.as_ref().ok_or_else(|| Error::new(ErrorKind::Config, "sink.mysql: missing"))?;
+        let password = resolve_password("sink.mysql", &m.password_env, &m.password_file, DEFAULT_TARGET_PASSWORD_ENV)?;
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(m.host.clone())
+            .tcp_port(m.port)
+            .user(Some(m.user.clone()))
+            .pass(Some(password.expose().to_string()))
+            .prefer_socket(false)
+            .stmt_cache_size(STATEMENT_CACHE)
+            .init(vec![
+                // UTC: TIMESTAMP values arrive in UTC. No zero-date checks: the source allowed
+                // them. STRICT_ALL_TABLES: never truncate silently.
+                "SET time_zone = '+00:00'",
+                "SET NAMES utf8mb4",
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+                "SET SESSION foreign_key_checks = 0",
+                // A DDL statement waiting for a metadata lock fails instead of hanging forever.
+                "SET SESSION lock_wait_timeout = 120",
+            ]);
+        Ok(MysqlSinkSettings {
+            opts: opts.into(),
+            address: format!("{}:{}", m.host, m.port),
+            database: m.database.clone(),
+            table_template: m.table_name.clone(),
+            pipeline: config.pipeline.name.clone(),
+            connect_timeout: Duration::from_secs(m.connect_timeout_secs),
+            rules: config.table_rules()?,
+            tombstone_retention: Duration::from_secs(config.buffer.embedded.retention_max_age_secs),
+            on_drop: m.on_source_drop,
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts.clone())).await {
+            Ok(r) => r.map_err(|e| Error::target_mysql(e, format!("connecting to target {}", self.address))),
+            Err(_) => Err(Error::new(
+                ErrorKind::TargetUnavailable,
+                format!("connecting to target {} timed out", self.address),
+            )),
+        }
+    }
+
+    /// The target table name for a source table.
+    pub fn target_table(&self, t: &TableRef) -> String {
+        self.table_template.replace("{db}", &t.db).replace("{table}", &t.name)
+    }
+
+    fn soft(&self, t: &TableRef) -> bool {
+        self.rules.options(t).deletes == DeleteMode::Soft
+    }
+}
+
+/// The MySQL sink.
+pub struct MysqlSink {
+    settings: MysqlSinkSettings,
+    data: Option<Conn>,
+    ddl: Option<Conn>,
+    in_txn: bool,
+    /// Target table → the schema version it was last checked against.
+    tables: HashMap<String, u64>,
+    /// Source table each target table is fed from (detects template collisions).
+    owners: HashMap<String, TableRef>,
+    state_ready: bool,
+    overwrite_equal: bool,
+    last_gc: Option<Instant>,
+    /// (target table, column) already warned about as dropped in the source.
+    warned_dropped: HashSet<(String, String)>,
+}
+
+/// What the stored row of a key looks like.
+struct Stored {
+    pos: [u8; 16],
+    hash: [u8; 16],
+    deleted: bool,
+}
+
+impl MysqlSink {
+    /// A sink that connects lazily.
+    pub fn new(settings: MysqlSinkSettings) -> Self {
+        MysqlSink {
+            settings,
+            data: None,
+            ddl: None,
+            in_txn: false,
+            tables: HashMap::new(),
+            owners: HashMap::new(),
+            state_ready: false,
+            overwrite_equal: false,
+            last_gc: None,
+            warned_dropped: HashSet::new(),
+        }
+    }
+
+    /// Replay mode: also rewrite rows whose stored position equals the change's, which
+    /// repairs rows changed in the target by hand. Never rewrites newer rows.
+    pub fn overwrite_equal_positions(mut self, on: bool) -> Self {
+        self.overwrite_equal = on;
+        self
+    }
+
+    /// Preflight of the target.
+    pub async fn check(settings: &MysqlSinkSettings) -> Result<crate::source::preflight::Report> {
+        check::check(settings).await
+    }
+
+    async fn data(&mut self) -> Result<&mut Conn> {
+        if self.data.is_none() {
+            self.data = Some(self.settings.connect().await?);
+        }
+        self.data.as_mut().ok_or_else(|| Error::internal("no data connection"))
+    }
+
+    /// The connection for DDL and catalog reads, opened on first use. Separate from the data
+    /// connection, whose open transaction a DDL statement would commit implicitly.
+    async fn ddl_conn(&mut self) -> Result<&mut Conn> {
+        if self.ddl.is_none() {
+            self.ddl = Some(self.settings.connect().await?);
+        }
+        self.ddl.as_mut().ok_or_else(|| Error::internal("no DDL connection"))
+    }
+
+    async fn ddl(&mut self, sql: &str) -> Result<()> {
+        let conn = self.ddl_conn().await?;
+        conn.query_drop(sql).await.map_err(|e| Error::target_mysql(e, format!("target DDL `{sql}`")))
+    }
+
+    /// Record a table-wide tombstone for target table `name` in the data transaction: no change
+    /// older than `pos` applies to that name any more (TRUNCATE, DROP, RENAME).
+    async fn table_tombstone(&mut self, table: &TableRef, name: &str, pos: [u8; 16]) -> Result<()> {
+        let db = self.settings.database.clone();
+        let schema = TableSchema { table: table.clone(), columns: vec![], primary_key: vec![] };
+        let st = Statements::new(&db, name, &schema, false);
+        self.begin().await?;
+        self.write_tombstones(&st, name, vec![(TABLE_TOMBSTONE, pos)]).await
+    }
+
+    async fn ensure_state(&mut self) -> Result<()> {
+        if self.state_ready {
+            return Ok(());
+        }
+        let db = q(&self.settings.database);
+        self.ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\
+               pipeline VARCHAR(64) NOT NULL, stream VARCHAR(255) NOT NULL, \
+               applied_offset BIGINT UNSIGNED NOT NULL, source_file VARCHAR(512) NOT NULL, \
+               source_offset BIGINT UNSIGNED NOT NULL, updated_at TIMESTAMP(6) NOT NULL, \
+               PRIMARY KEY (pipeline, stream)) ENGINE=InnoDB",
+            q(STATE_TABLE)
+        ))
+        .await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\
+               table_name VARCHAR(255) NOT NULL, key_hash BINARY(16) NOT NULL, pos BINARY(16) NOT NULL, \
+               deleted_at TIMESTAMP(6) NOT NULL, PRIMARY KEY (table_name, key_hash), KEY (deleted_at)) ENGINE=InnoDB",
+            q(TOMBSTONE_TABLE)
+        ))
+        .await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\
+               pipeline VARCHAR(64) NOT NULL, source_db VARCHAR(64) NOT NULL, source_table VARCHAR(64) NOT NULL, \
+               reason TEXT NOT NULL, stopped_at TIMESTAMP(6) NOT NULL, \
+               PRIMARY KEY (pipeline, source_db, source_table)) ENGINE=InnoDB",
+            q(STOPPED_TABLE)
+        ))
+        .await?;
+        self.state_ready = true;
+        Ok(())
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        if !self.in_txn {
+            self.data().await?.query_drop("START TRANSACTION").await.map_err(|e| Error::target_mysql(e, "BEGIN"))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    /// Execute `sql(n)` over `rows` in power-of-two chunks; each row is `per_row` parameters.
+    /// Returns the rows of SELECTs.
+    async fn chunked(
+        &mut self,
+        rows: Vec<Vec<MyValue>>,
+        per_row: usize,
+        prefix: &[MyValue],
+        sql: impl Fn(usize) -> String,
+        what: &str,
+    ) -> Result<Vec<Row>> {
+        let mut max = ROWS_PER_STATEMENT;
+        while max > 1 && max * per_row + prefix.len() > MAX_PLACEHOLDERS {
+            max /= 2;
+        }
+        let mut out = Vec::new();
+        let mut rest = &rows[..];
+        while !rest.is_empty() {
+            let mut n = max;
+            while n > rest.len() {
+                n /= 2;
+            }
+            let (chunk, tail) = rest.split_at(n);
+            let mut params = prefix.to_vec();
+            params.extend(chunk.iter().flatten().cloned());
+            let conn = self.data().await?;
+            let result: Vec<Row> = conn.exec(sql(n), params).await.map_err(|e| Error::target_mysql(e, what))?;
+            out.extend(result);
+            rest = tail;
+        }
+        Ok(out)
+    }
+
+    async fn tombstones(
+        &mut self,
+        st: &Statements<'_>,
+        table: &str,
+        hashes: Vec<[u8; 16]>,
+    ) -> Result<HashMap<[u8; 16], [u8; 16]>> {
+        if hashes.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = hashes.into_iter().map(|h| vec![MyValue::Bytes(h.to_vec())]).collect();
+        let found = self
+            .chunked(
+                rows,
+                1,
+                &[MyValue::Bytes(table.as_bytes().to_vec())],
+                |n| st.select_tombstones(n),
+                "reading tombstones",
+            )
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter_map(|mut r| Some((bytes16(r.take::<Vec<u8>, _>(0)?)?, bytes16(r.take::<Vec<u8>, _>(1)?)?)))
+            .collect())
+    }
+
+    async fn write_tombstones(
+        &mut self,
+        st: &Statements<'_>,
+        table: &str,
+        stones: Vec<([u8; 16], [u8; 16])>,
+    ) -> Result<()> {
+        let rows = stones
+            .into_iter()
+            .map(|(h, p)| {
+                vec![MyValue::Bytes(table.as_bytes().to_vec()), MyValue::Bytes(h.to_vec()), MyValue::Bytes(p.to_vec())]
+            })
+            .collect();
+        self.chunked(rows, 3, &[], |n| st.upsert_tombstones(n), "recording tombstones").await?;
+        Ok(())
+    }
+
+    async fn apply_keyed(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
+        let schema = &t.schema;
+        let soft = self.settings.soft(&schema.table);
+        let st = Statements::new(&self.settings.database, name, schema, soft);
+        // 1. What the target holds for these keys.
+        let ops: Vec<(&Vec<u8>, &RowOp)> = t.ops.iter().collect();
+        let key_rows = ops.iter().map(|(_, op)| op.key(schema).into_iter().map(param).collect()).collect();
+        let found = self
+            .chunked(key_rows, schema.primary_key.len(), &[], |n| st.select_state(n), "reading target rows")
+            .await?;
+        let mut stored: HashMap<Vec<u8>, Stored> = HashMap::with_capacity(found.len());
+        for row in found {
+            let (key, s) = stored_row(row, schema)?;
+            stored.insert(key, s);
+        }
+        let mut lookup: Vec<[u8; 16]> = if soft { Vec::new() } else { ops.iter().map(|(k, _)| key_hash(k)).collect() };
+        lookup.push(TABLE_TOMBSTONE);
+        let tombs = self.tombstones(&st, name, lookup).await?;
+        let table_tomb = tombs.get(&TABLE_TOMBSTONE).copied();
+        // 2. Decide per key.
+        let mut upserts: Vec<Vec<MyValue>> = Vec::new();
+        let mut deletes: Vec<Vec<MyValue>> = Vec::new();
+        let mut stones: Vec<([u8; 16], [u8; 16])> = Vec::new();
+        for (key, op) in ops {
+            let pos = op.position().sort_key()?;
+            let current = stored.get(key);
+            let tomb = tombs.get(&key_hash(key));
+            let stale = current.is_some_and(|s| s.pos > pos || (s.pos == pos && !self.overwrite_equal))
+                || tomb.is_some_and(|t| *t >= pos)
+                || table_tomb.is_some_and(|t| t >= pos);
+            if stale {
+                counts.stale += 1;
+                continue;
+            }
+            match op {
+                RowOp::Upsert { row, hash, .. } => {
+                    if current.is_some_and(|s| s.hash == *hash && !s.deleted) {
+                        counts.unchanged += 1;
+                    } else {
+                        counts.written += 1;
+                    }
+                    let mut p: Vec<MyValue> = row.iter().map(param).collect();
+                    p.push(MyValue::Bytes(pos.to_vec()));
+                    p.push(MyValue::Bytes(hash.to_vec()));
+                    if soft {
+                        p.push(MyValue::NULL);
+                    }
+                    upserts.push(p);
+                }
+                RowOp::Delete { before, timestamp, .. } if soft => {
+                    if current.is_some_and(|s| s.deleted) {
+                        counts.unchanged += 1;
+                    } else {
+                        counts.written += 1;
+                    }
+                    let mut p: Vec<MyValue> = before.iter().map(param).collect();
+                    p.push(MyValue::Bytes(pos.to_vec()));
+                    p.push(MyValue::Bytes(row_hash(before).to_vec()));
+                    p.push(MyValue::Bytes(format_epoch(*timestamp as i64, 0, 6).into_bytes()));
+                    upserts.push(p);
+                }
+                RowOp::Delete { key: key_values, .. } => {
+                    if current.is_some() {
+                        counts.written += 1;
+                        let mut p: Vec<MyValue> = key_values.iter().map(param).collect();
+                        p.push(MyValue::Bytes(pos.to_vec()));
+                        deletes.push(p);
+                    } else {
+                        counts.unchanged += 1;
+                    }
+                    stones.push((key_hash(key), pos));
+                }
+            }
+        }
+        // 3. Write.
+        let upsert_width = schema.columns.len() + 2 + usize::from(soft);
+        let overwrite = self.overwrite_equal;
+        self.chunked(deletes, schema.primary_key.len() + 1, &[], |n| st.delete(n), &format!("deleting from `{name}`"))
+            .await?;
+        self.chunked(upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`")).await?;
+        self.write_tombstones(&st, name, stones).await?;
+        Ok(())
+    }
+
+    async fn apply_keyless(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
+        let schema = &t.schema;
+        let st = Statements::new(&self.settings.database, name, schema, false);
+        let rows: Vec<(&[u8; 16], &KeylessRow)> = t.keyless.iter().collect();
+        let hashes: Vec<Vec<MyValue>> = rows.iter().map(|(h, _)| vec![MyValue::Bytes(h.to_vec())]).collect();
+        let found = self.chunked(hashes, 1, &[], |n| st.keyless_state(n), "reading target rows").await?;
+        let mut stored: HashMap<[u8; 16], (u64, [u8; 16])> = HashMap::new();
+        for mut r in found {
+            let hash = r.take::<Vec<u8>, _>(0).and_then(bytes16);
+            let count = r.take::<u64, _>(1);
+            let pos = r.take::<Vec<u8>, _>(2).and_then(bytes16);
+            if let (Some(h), Some(c), Some(p)) = (hash, count, pos) {
+                stored.insert(h, (c, p));
+            }
+        }
+        let mut lookup: Vec<[u8; 16]> = rows.iter().map(|(h, _)| **h).collect();
+        lookup.push(TABLE_TOMBSTONE);
+        let tombs = self.tombstones(&st, name, lookup).await?;
+        let table_tomb = tombs.get(&TABLE_TOMBSTONE).copied().unwrap_or([0; 16]);
+        let mut inserts: Vec<Vec<MyValue>> = Vec::new();
+        let mut stones = Vec::new();
+        for (hash, k) in rows {
+            let (count, stored_pos) = stored.get(hash).copied().unwrap_or((0, [0; 16]));
+            let floor = tombs.get(hash).map_or(stored_pos, |t| (*t).max(stored_pos)).max(table_tomb);
+            let fresh: Vec<(&[u8; 16], &i64)> =
+                k.changes.range((std::ops::Bound::Excluded(floor), std::ops::Bound::Unbounded)).collect();
+            let Some(newest) = fresh.last().map(|(p, _)| **p) else {
+                counts.stale += k.changes.len() as u64;
+                continue;
+            };
+            counts.stale += (k.changes.len() - fresh.len()) as u64;
+            let delta: i64 = fresh.iter().map(|(_, d)| **d).sum();
+            let target = count as i64 + delta;
+            if target < 0 {
+                warn!(table = %name, "a row deleted in the source is missing in the target (drift); its count stays 0");
+            }
+            let target = target.max(0) as u64;
+            counts.written += count.abs_diff(target).max(1);
+            for dup in count + 1..=target {
+                let mut p: Vec<MyValue> = k.row.iter().map(param).collect();
+                p.extend([MyValue::Bytes(hash.to_vec()), MyValue::UInt(dup), MyValue::Bytes(newest.to_vec())]);
+                inserts.push(p);
+            }
+            let conn = self.data().await?;
+            if target < count {
+                conn.exec_drop(st.keyless_trim(), (hash.to_vec(), target))
+                    .await
+                    .map_err(|e| Error::target_mysql(e, format!("deleting from `{name}`")))?;
+            }
+            if target > 0 && count > 0 {
+                conn.exec_drop(st.keyless_touch(), (newest.to_vec(), hash.to_vec()))
+                    .await
+                    .map_err(|e| Error::target_mysql(e, format!("updating `{name}`")))?;
+            }
+            if target == 0 {
+                stones.push((*hash, newest));
+            }
+        }
+        let width = schema.columns.len() + 3;
+        self.chunked(inserts, width, &[], |n| st.keyless_insert(n), &format!("writing to `{name}`")).await?;
+        self.write_tombstones(&st, name, stones).await?;
+        Ok(())
+    }
+
+    async fn collect_tombstones(&mut self) -> Result<()> {
+        if self.last_gc.is_some_and(|t| t.elapsed() < TOMBSTONE_GC_INTERVAL) {
+            return Ok(());
+        }
+        self.last_gc = Some(Instant::now());
+        let sql = format!(
+            "DELETE FROM {}.{} WHERE deleted_at < UTC_TIMESTAMP(6) - INTERVAL ? SECOND",
+            q(&self.settings.database),
+            q(TOMBSTONE_TABLE)
+        );
+        let secs = self.settings.tombstone_retention.as_secs();
+        let conn = self.data().await?;
+        conn.exec_drop(sql, (secs,)).await.map_err(|e| Error::target_mysql(e, "removing expired tombstones"))?;
+        let removed = conn.affected_rows();
+        if removed > 0 {
+            info!(removed, "expired tombstones removed");
+        }
+        Ok(())
+    }
+}
+
+impl Sink for MysqlSink {
+    async fn applied_offset(&mut self) -> Result<Option<u64>> {
+        self.ensure_state().await?;
+        let sql = format!(
+            "SELECT applied_offset FROM {}.{} WHERE pipeline = ? AND stream = ?",
+            q(&self.settings.database),
+            q(STATE_TABLE)
+        );
+        let pipeline = self.settings.pipeline.clone();
+        let conn = self.data().await?;
+        conn.exec_first(sql, (pipeline, STREAM)).await.map_err(|e| Error::target_mysql(e, "reading the applied offset"))
+    }
+
+    async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
+        let name = self.settings.target_table(&schema.table);
+        if let Some(owner) = self.owners.get(&name) {
+            if owner != &schema.table {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "sink.mysql.table_name: source tables {owner} and {} both map to target table `{name}`",
+                        schema.table
+                    ),
+                )
+                .with_hint("use a template that includes {db}, e.g. table_name = \"{db}_{table}\""));
+            }
+        }
+        let soft = self.settings.soft(&schema.table);
+        if soft && !schema.has_primary_key() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("tables: deletes = \"soft\" needs a primary key, and {} has none", schema.table),
+            )
+            .with_hint("use deletes = \"hard\" for this table"));
+        }
+        let st = Statements::new(&self.settings.database, &name, schema, soft);
+        let system = st.system_columns();
+        let version = schema.version();
+        if self.tables.get(&name) == Some(&version) {
+            return Ok(());
+        }
+        self.ensure_state().await?;
+        self.ddl(&st.create()).await?;
+        // The table may predate this schema version or this rule: compare column by column.
+        let database = self.settings.database.clone();
+        let conn = self.ddl_conn().await?;
+        type TargetCol = (String, String, String, Option<u64>, Option<String>, Option<String>);
+        let rows: Vec<TargetCol> = conn
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, COLLATION_NAME \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&database, &name),
+            )
+            .await
+            .map_err(|e| Error::target_mysql(e, format!("reading columns of `{name}`")))?;
+        // A replay applies older schema versions too. A version that lacks columns the target
+        // has (renamed or added since) is older than the target: leave the table as it is;
+        // its rows are stale anyway, or they fit the columns they share.
+        if self.overwrite_equal
+            && rows.iter().any(|r| !r.0.starts_with("_binferry_") && !schema.columns.iter().any(|c| c.name == r.0))
+        {
+            self.owners.insert(name.clone(), schema.table.clone());
+            self.tables.insert(name, version);
+            return Ok(());
+        }
+        let mut existing: HashSet<String> = HashSet::new();
+        for (col, data_type, column_type, max_len, cs, coll) in rows {
+            existing.insert(col.clone());
+            if col.starts_with("_binferry_") {
+                continue;
+            }
+            let Some(want) = schema.columns.iter().find(|c| c.name == col) else {
+                if self.warned_dropped.insert((name.clone(), col.clone())) {
+                    warn!(table = %name, column = %col, "column is no longer in the source; kept in the target (NULL for new rows)");
+                }
+                continue;
+            };
+            let charset = cs.zip(coll).map(|(name, collation)| crate::schema::Charset { name, collation });
+            let Ok(have) =
+                crate::schema::ColumnType::from_information_schema(&data_type, &column_type, max_len, charset)
+            else {
+                continue;
+            };
+            if have == want.ty || (have.mysql_ddl() == want.ty.mysql_ddl()) {
+                continue;
+            }
+            if self.overwrite_equal && want.ty.widens_to(&have) {
+                // A replay writes rows of an older, narrower schema version into a column that
+                // was widened since: the values fit, the column stays as it is.
+                continue;
+            }
+            if have.widens_to(&want.ty) {
+                info!(table = %name, column = %col, from = %have.mysql_ddl(), to = %want.ty.mysql_ddl(), "widening target column");
+                let null =
+                    if schema.primary_key.iter().any(|&k| schema.columns[k].name == col) { "NOT NULL" } else { "NULL" };
+                self.ddl(&format!("ALTER TABLE {} MODIFY COLUMN {} {} {null}", st.table, q(&col), want.ty.mysql_ddl()))
+                    .await?;
+            } else {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "table {}: column `{col}` changed from {} to {}, which can lose or change values",
+                        schema.table,
+                        have.mysql_ddl(),
+                        want.ty.mysql_ddl()
+                    ),
+                )
+                .with_hint(format!(
+                    "exclude {} (source.exclude) and restart, or rebuild its target table from a fresh snapshot \
+                     (a per-table resync command is planned)",
+                    schema.table.key()
+                )));
+            }
+        }
+        let wanted = schema
+            .columns
+            .iter()
+            .map(|c| {
+                let default = c.default.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
+                (c.name.clone(), format!("{} NULL{default}", c.ty.mysql_ddl()))
+            })
+            .chain(system.iter().map(|(c, ty)| (c.to_string(), ty.to_string())));
+        for (col, ty) in wanted.collect::<Vec<_>>() {
+            if !existing.contains(&col) {
+                // Existing rows take the column's default, as they did in the source.
+                info!(table = %name, column = %col, "adding column to target table");
+                self.ddl(&format!("ALTER TABLE {} ADD COLUMN {} {ty}", st.table, q(&col))).await?;
+                existing.insert(col);
+            }
+        }
+        self.owners.insert(name.clone(), schema.table.clone());
+        self.tables.insert(name, version);
+        Ok(())
+    }
+
+    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+        self.begin().await?;
+        let mut counts = ApplyCounts::default();
+        for t in batch.tables() {
+            let name = self.settings.target_table(&t.schema.table);
+            if t.schema.has_primary_key() {
+                self.apply_keyed(t, &name, &mut counts).await?;
+            } else {
+                self.apply_keyless(t, &name, &mut counts).await?;
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        self.ensure_state().await?;
+        let name = self.settings.target_table(&change.table);
+        let db = self.settings.database.clone();
+        let pos = change.position.sort_key()?;
+        let full = format!("{}.{}", q(&db), q(&name));
+        match &change.change {
+            TableChange::Truncate => {
+                // DELETE, not TRUNCATE: it stays inside the transaction that records the offset.
+                self.begin().await?;
+                let conn = self.data().await?;
+                if table_exists(conn, &db, &name).await? {
+                    conn.query_drop(format!("DELETE FROM {full}"))
+                        .await
+                        .map_err(|e| Error::target_mysql(e, format!("emptying `{name}`")))?;
+                }
+                self.table_tombstone(&change.table, &name, pos).await?;
+                info!(table = %name, "target table emptied (source TRUNCATE)");
+            }
+            TableChange::Drop => {
+                let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
+                let kept = format!("{name}__dropped_{stamp}");
+                let conn = self.ddl_conn().await?;
+                let present = table_exists(conn, &db, &name).await?;
+                // Idempotent: a replayed or re-applied drop whose marked table exists is done.
+                let already = table_exists(conn, &db, &kept).await?;
+                if present && !already {
+                    match self.settings.on_drop {
+                        DropMode::Drop => self.ddl(&format!("DROP TABLE {full}")).await?,
+                        DropMode::Keep => {
+                            self.ddl(&format!("RENAME TABLE {full} TO {}.{}", q(&db), q(&kept))).await?;
+                            info!(table = %name, kept_as = %kept, "source table dropped; target table kept");
+                        }
+                    }
+                }
+                // Changes from before the drop must never reach a table re-created under this name.
+                self.table_tombstone(&change.table, &name, pos).await?;
+                self.tables.remove(&name);
+                self.owners.remove(&name);
+            }
+            TableChange::RenameTo(to) => {
+                let new = self.settings.target_table(to);
+                let conn = self.ddl_conn().await?;
+                let (from_exists, to_exists) =
+                    (table_exists(conn, &db, &name).await?, table_exists(conn, &db, &new).await?);
+                // Idempotent: after a crash the rename may already be done.
+                if from_exists && !to_exists {
+                    self.ddl(&format!("RENAME TABLE {full} TO {}.{}", q(&db), q(&new))).await?;
+                    info!(from = %name, to = %new, "target table renamed");
+                }
+                // Replayed changes from before the rename must not refill the old name.
+                self.table_tombstone(&change.table, &name, pos).await?;
+                self.tables.remove(&name);
+                self.owners.remove(&name);
+                self.tables.remove(&new);
+            }
+            TableChange::RenameColumns(renames) => {
+                let cols: Vec<String> = self
+                    .ddl_conn()
+                    .await?
+                    .exec(
+                        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                        (&db, &name),
+                    )
+                    .await
+                    .map_err(|e| Error::target_mysql(e, format!("reading columns of `{name}`")))?;
+                for (from, to) in renames {
+                    if cols.contains(from) && !cols.contains(to) {
+                        self.ddl(&format!("ALTER TABLE {full} RENAME COLUMN {} TO {}", q(from), q(to))).await?;
+                        info!(table = %name, from = %from, to = %to, "target column renamed");
+                    }
+                }
+                self.tables.remove(&name);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
+        self.ensure_state().await?;
+        let sql = format!(
+            "SELECT source_db, source_table FROM {}.{} WHERE pipeline = ?",
+            q(&self.settings.database),
+            q(STOPPED_TABLE)
+        );
+        let pipeline = self.settings.pipeline.clone();
+        let rows: Vec<(String, String)> = self
+            .data()
+            .await?
+            .exec(sql, (pipeline,))
+            .await
+            .map_err(|e| Error::target_mysql(e, "reading stopped tables"))?;
+        Ok(rows.into_iter().map(|(d, t)| TableRef::new(d, t)).collect())
+    }
+
+    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
+        self.ensure_state().await?;
+        self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.{} (pipeline, source_db, source_table, reason, stopped_at) VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6)) \
+             ON DUPLICATE KEY UPDATE reason = VALUES(reason)",
+            q(&self.settings.database),
+            q(STOPPED_TABLE)
+        );
+        let params = (self.settings.pipeline.clone(), table.db.clone(), table.name.clone(), reason.to_string());
+        self.data().await?.exec_drop(sql, params).await.map_err(|e| Error::target_mysql(e, "recording a stopped table"))
+    }
+
+    async fn commit(&mut self, offset: u64, position: &Position) -> Result<()> {
+        self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.{} (pipeline, stream, applied_offset, source_file, source_offset, updated_at) \
+             VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+             source_file = IF(VALUES(applied_offset) > applied_offset, VALUES(source_file), source_file), \
+             source_offset = IF(VALUES(applied_offset) > applied_offset, VALUES(source_offset), source_offset), \
+             updated_at = VALUES(updated_at), \
+             applied_offset = GREATEST(applied_offset, VALUES(applied_offset))",
+            q(&self.settings.database),
+            q(STATE_TABLE)
+        );
+        let params = (self.settings.pipeline.clone(), STREAM, offset, position.file.clone(), position.offset);
+        let conn = self.data().await?;
+        conn.exec_drop(sql, params).await.map_err(|e| Error::target_mysql(e, "recording the applied offset"))?;
+        conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing to the target"))?;
+        self.in_txn = false;
+        self.collect_tombstones().await
+    }
+
+    async fn rollback(&mut self) -> Result<()> {
+        if self.in_txn {
+            self.in_txn = false;
+            self.data().await?.query_drop("ROLLBACK").await.map_err(|e| Error::target_mysql(e, "ROLLBACK"))?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self) {
+        self.in_txn = false;
+        self.data = None;
+        self.ddl = None;
+        self.tables.clear();
+        self.state_ready = false;
+    }
+}
+
+async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {
+    let n: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (db, table),
+        )
+        .await
+        .map_err(|e| Error::target_mysql(e, "looking up a target table"))?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// Decode one `select_state` row: key values (as the target returns them), position, hash, deleted.
+fn stored_row(mut row: Row, schema: &TableSchema) -> Result<(Vec<u8>, Stored)> {
+    let n = schema.primary_key.len();
+    let mut key = Vec::with_capacity(n);
+    for (i, &ci) in schema.primary_key.iter().enumerate() {
+        let v: MyValue = row.take(i).unwrap_or(MyValue::NULL);
+        key.push(convert(v, &schema.columns[ci], Origin::Snapshot)?);
+    }
+    let mut encoded = Vec::new();
+    encode_values(&key, &mut encoded);
+    let bad = || {
+        Error::new(
+            ErrorKind::TargetRejected,
+            format!("target table of {} has malformed binferry columns", schema.table),
+        )
+    };
+    let pos = row.take::<Vec<u8>, _>(n).and_then(bytes16).ok_or_else(bad)?;
+    let hash = row.take::<Vec<u8>, _>(n + 1).and_then(bytes16).ok_or_else(bad)?;
+    let deleted = row.take::<i64, _>(n + 2).unwrap_or(0) != 0;
+    Ok((encoded, Stored { pos, hash, deleted }))
+}
+
+fn bytes16(v: Vec<u8>) -> Option<[u8; 16]> {
+    v.try_into().ok()
+}
+
+/// Tombstone key of an encoded primary key.
+fn key_hash(encoded_key: &[u8]) -> [u8; 16] {
+    let h = blake3::hash(encoded_key);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&h.as_bytes()[..16]);
+    out
+}
+
+/// The binary-protocol parameter for `v`. Temporal values and decimals travel as their
+/// exact text, which the server parses without rounding; text travels as utf8mb4 and is
+/// converted by the server to the column's character set.
+fn param(v: &Value) -> MyValue {
+    match v {
+        Value::Null => MyValue::NULL,
+        Value::Int(i) => MyValue::Int(*i),
+        Value::UInt(u) | Value::Bit(u) => MyValue::UInt(*u),
+        Value::Year(y) => MyValue::UInt(*y as u64),
+        Value::Float(f) => MyValue::Float(*f),
+        Value::Double(d) => MyValue::Double(*d),
+        Value::Decimal(s) | Value::Date(s) | Value::DateTime(s) | Value::Time(s) | Value::Text(s) | Value::Json(s) => {
+            MyValue::Bytes(s.as_bytes().to_vec())
+        }
+        Value::Bytes(b) => MyValue::Bytes(b.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_travel_bit_exact() {
+        assert_eq!(param(&Value::Double(0.14231597459159417)), MyValue::Double(0.14231597459159417));
+        assert_eq!(param(&Value::Float(-0.0)), MyValue::Float(-0.0));
+        assert_eq!(param(&Value::Text("é".into())), MyValue::Bytes("é".as_bytes().to_vec()));
+    }
+}

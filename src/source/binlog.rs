@@ -1,0 +1,506 @@
+//! Streaming the binlog into the buffer.
+//!
+//! One replication connection (`COM_BINLOG_DUMP` from the checkpoint's file
+//! and offset). Events are turned into [`Record`]s and appended in batches:
+//! after at most [`FLUSH_MAX_RECORDS`] records, or [`FLUSH_MAX_DELAY`] after
+//! the first unflushed record, whichever comes first, so latency stays in
+//! milliseconds while each fsync covers many events. Memory is bounded by the
+//! same limit: a large source transaction is appended in pieces, with the
+//! checkpoint held at the last complete transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mysql_async::BinlogStreamRequest;
+use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::prelude::Queryable;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::ddl::{Ddl, classify};
+use super::decode::{Origin, convert};
+use super::table_map::{Collations, schema_from_table_map};
+use super::{ServerInfo, SourceSettings};
+use crate::buffer::{AppendBatch, Buffer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
+use crate::metrics;
+use crate::pipeline::Stats;
+use crate::position::{Gtid, MARIADB_GTID_FL_STANDALONE, Position, SourceCheckpoint};
+use crate::retry::Backoff;
+use crate::schema::{TableRef, TableSchema};
+
+/// Append after this many pending records.
+const FLUSH_MAX_RECORDS: usize = 4096;
+/// Append at the latest this long after the first pending record.
+const FLUSH_MAX_DELAY: Duration = Duration::from_millis(10);
+/// Persist a checkpoint that moved without records (unselected tables) this often.
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Ask the server for a heartbeat when the binlog is idle (nanoseconds).
+const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
+/// MariaDB's GTID event type.
+const MARIADB_GTID_EVENT: u8 = 0xa2;
+
+struct CachedTable {
+    /// Raw TABLE_MAP body: an identical body means an identical schema.
+    raw: Vec<u8>,
+    /// `None` when the table is not selected.
+    schema: Option<Arc<TableSchema>>,
+    /// `schema`'s version, computed once rather than per ROWS event.
+    version: u64,
+    /// Changes at or before this position are part of the table's snapshot.
+    skip_until: Option<Position>,
+    /// Source column indexes kept after `exclude_columns` (`None`: all).
+    keep: Option<Vec<usize>>,
+}
+
+struct Streamer<'a> {
+    collations: Collations,
+    settings: &'a SourceSettings,
+    stats: &'a Stats,
+    checkpoint: SourceCheckpoint,
+    checkpoint_dirty: bool,
+    tables: HashMap<u64, CachedTable>,
+    new_schemas: Vec<Arc<TableSchema>>,
+    /// Tables whose new schema still needs its column defaults looked up (async, before rows).
+    pending_defaults: Vec<u64>,
+    /// Connection for those lookups, opened on first need and kept.
+    meta: Option<mysql_async::Conn>,
+    mariadb: bool,
+    pending: Vec<Record>,
+    first_pending_at: Option<Instant>,
+    current_file: String,
+    in_txn: bool,
+    txn_gtid: Option<Gtid>,
+    txn_has_changes: bool,
+    events_seen: u64,
+    /// The server checksums events and no FORMAT_DESCRIPTION arrived yet: the artificial
+    /// ROTATE that opens the stream still carries its 4 CRC bytes after the file name.
+    rotate_has_crc: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stream<B: Buffer>(
+    settings: &SourceSettings,
+    server: &ServerInfo,
+    collations: Collations,
+    buffer: &B,
+    checkpoint: SourceCheckpoint,
+    stats: &Stats,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
+    let mut conn = settings.connect().await?;
+    if server.mariadb {
+        // Capability 4 (MARIA_SLAVE_CAPABILITY_GTID): send GTID events as such, not as fake BEGINs.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
+    }
+    conn.query_drop(format!("SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"))
+        .await
+        .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
+    let checksum: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL VARIABLES LIKE 'binlog_checksum'")
+        .await
+        .map_err(|e| Error::source_mysql(e, "reading binlog_checksum"))?;
+    let checksums = checksum.is_some_and(|(_, v)| !v.eq_ignore_ascii_case("NONE"));
+    let request =
+        BinlogStreamRequest::new(settings.server_id).with_filename(resume.file.as_bytes()).with_pos(resume.offset);
+    let mut binlog = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| purged_hint(Error::source_mysql(e, format!("requesting the binlog at {resume}")), &resume))?;
+    info!(position = %resume, server_id = settings.server_id, "streaming binlog");
+
+    let mut st = Streamer {
+        collations,
+        settings,
+        stats,
+        current_file: resume.file.clone(),
+        checkpoint,
+        checkpoint_dirty: false,
+        tables: HashMap::new(),
+        new_schemas: Vec::new(),
+        pending_defaults: Vec::new(),
+        meta: None,
+        mariadb: server.mariadb,
+        pending: Vec::new(),
+        first_pending_at: None,
+        in_txn: false,
+        txn_gtid: None,
+        txn_has_changes: false,
+        events_seen: 0,
+        rotate_has_crc: checksums,
+    };
+    let mut idle_tick = tokio::time::interval(IDLE_CHECKPOINT_INTERVAL);
+    idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let deadline = st.first_pending_at.map(|t| tokio::time::Instant::from_std(t + FLUSH_MAX_DELAY));
+        tokio::select! {
+            biased;
+            _ = crate::pipeline::raised(shutdown) => {
+                st.flush(buffer).await?;
+                // Closing tells the server to end its dump thread now rather than at its next write.
+                let _ = tokio::time::timeout(Duration::from_secs(2), binlog.close()).await;
+                info!(position = ?st.checkpoint.resume.as_ref().map(|p| p.to_string()), "source stopped");
+                return Ok(());
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                st.flush(buffer).await?;
+                backoff.reset();
+            }
+            event = binlog.next() => {
+                let event = match event {
+                    Some(Ok(ev)) => ev,
+                    Some(Err(e)) => return Err(purged_hint(Error::source_mysql(e, "reading the binlog"), &resume)),
+                    None => return Err(Error::new(ErrorKind::SourceUnavailable, "the source closed the binlog stream")),
+                };
+                st.handle(&event, |id| binlog.get_tme(id))?;
+                st.resolve_defaults(settings).await?;
+                if st.pending.len() >= FLUSH_MAX_RECORDS {
+                    st.flush(buffer).await?;
+                    backoff.reset();
+                }
+                // Backpressure: between transactions, wait while the target is far behind.
+                // (Never inside one: the writer commits only at its end, so waiting there
+                // could wait forever.)
+                let waiting = buffer.unapplied() + st.pending.len() as u64;
+                if !st.in_txn && settings.max_unapplied > 0 && waiting >= settings.max_unapplied {
+                    st.flush(buffer).await?;
+                    st.stats.source_paused.store(true, Ordering::Relaxed);
+                    while buffer.unapplied() >= settings.max_unapplied && !*shutdown.borrow() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    st.stats.source_paused.store(false, Ordering::Relaxed);
+                }
+            }
+            _ = idle_tick.tick() => {
+                if st.checkpoint_dirty && st.pending.is_empty() {
+                    st.flush(buffer).await?;
+                }
+            }
+        }
+    }
+}
+
+fn purged_hint(e: Error, resume: &Position) -> Error {
+    if e.kind() == ErrorKind::BinlogPurged {
+        e.context(format!("checkpoint position {resume} is no longer on the source"))
+            .with_hint("the binlog was purged before binferry read it: raise binlog_expire_logs_seconds, then start over with a fresh buffer and target (a new snapshot)")
+    } else {
+        e
+    }
+}
+
+impl Streamer<'_> {
+    fn handle<'t>(
+        &mut self,
+        event: &mysql_async::binlog::events::Event,
+        tme: impl Fn(u64) -> Option<&'t TableMapEvent<'static>>,
+    ) -> Result<()> {
+        let header = event.header();
+        let log_pos = header.log_pos() as u64;
+        self.events_seen += 1;
+        if header.event_type_raw() == MARIADB_GTID_EVENT {
+            let (gtid, flags) = Gtid::decode_mariadb(event.data(), header.server_id())?;
+            self.txn_gtid = Some(gtid);
+            self.in_txn = flags & MARIADB_GTID_FL_STANDALONE == 0;
+            return Ok(());
+        }
+        let data = event.read_data().map_err(|e| {
+            Error::new(ErrorKind::Decode, format!("binlog event at {}:{log_pos}: {e}", self.current_file))
+        })?;
+        match data {
+            Some(EventData::RotateEvent(r)) => {
+                let raw = r.name_raw();
+                let raw = if self.rotate_has_crc && raw.len() > 4 { &raw[..raw.len() - 4] } else { raw };
+                self.current_file = String::from_utf8(raw.to_vec()).map_err(|_| {
+                    Error::new(ErrorKind::Decode, format!("ROTATE event names a non-UTF-8 binlog file {raw:?}"))
+                })?;
+            }
+            Some(EventData::FormatDescriptionEvent(_)) => self.rotate_has_crc = false,
+            Some(EventData::TableMapEvent(t)) => self.on_table_map(&t, event.data())?,
+            Some(EventData::RowsEvent(rows)) => {
+                let table = tme(rows.table_id());
+                self.on_rows(&rows, table, log_pos, header.timestamp())?;
+            }
+            Some(EventData::XidEvent(_)) => self.on_commit(log_pos, header.timestamp()),
+            Some(EventData::QueryEvent(q)) => {
+                let sql = q.query();
+                if sql.eq_ignore_ascii_case("BEGIN") {
+                    self.in_txn = true;
+                } else if sql.eq_ignore_ascii_case("COMMIT") || !self.in_txn {
+                    // COMMIT of a non-transactional engine, or a standalone statement (DDL).
+                    if !sql.eq_ignore_ascii_case("COMMIT") {
+                        debug!(query = %sql, "standalone statement");
+                        let db = q.schema().into_owned();
+                        self.on_ddl(&sql, &db, log_pos, header.timestamp());
+                    }
+                    self.on_commit(log_pos, header.timestamp());
+                }
+            }
+            Some(EventData::HeartbeatEvent) => {
+                self.stats.source_caught_up.store(true, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_table_map(&mut self, t: &TableMapEvent<'_>, raw: &[u8]) -> Result<()> {
+        if let Some(c) = self.tables.get(&t.table_id()) {
+            if c.raw == raw {
+                return Ok(());
+            }
+        }
+        let table = crate::schema::TableRef::new(t.database_name(), t.table_name());
+        let (schema, skip_until, keep) = if self.settings.filter.matches(&table) {
+            let (schema, keep) = self.settings.shape(schema_from_table_map(t, &self.collations)?)?;
+            let schema = Arc::new(schema);
+            self.pending_defaults.push(t.table_id());
+            (Some(schema), self.checkpoint.snapshot.tables.get(&table.key()).cloned(), keep)
+        } else {
+            (None, None, None)
+        };
+        let version = schema.as_ref().map_or(0, |s| s.version());
+        self.tables.insert(t.table_id(), CachedTable { raw: raw.to_vec(), schema, version, skip_until, keep });
+        Ok(())
+    }
+
+    fn on_rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        tme: Option<&TableMapEvent<'static>>,
+        log_pos: u64,
+        ts: u32,
+    ) -> Result<()> {
+        let Some(cached) = self.tables.get(&rows.table_id()) else {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!("ROWS event at {}:{log_pos} without a TABLE_MAP", self.current_file),
+            ));
+        };
+        let Some(schema) = cached.schema.clone() else {
+            return Ok(());
+        };
+        let tme = tme.ok_or_else(|| {
+            Error::new(ErrorKind::Decode, format!("no TABLE_MAP for ROWS event at {}:{log_pos}", self.current_file))
+        })?;
+        let op = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(Error::new(
+                    ErrorKind::SourceSetting,
+                    "binlog_row_value_options: expected '' (full JSON images), found PARTIAL_JSON",
+                )
+                .with_hint("SET GLOBAL binlog_row_value_options = ''"));
+            }
+        };
+        let n = tme.columns_count() as usize;
+        for image in [rows.columns_before_image(), rows.columns_after_image()].into_iter().flatten() {
+            if image.count_ones() != n {
+                return Err(Error::new(
+                    ErrorKind::SourceSetting,
+                    format!(
+                        "binlog_row_image: expected FULL, found a partial row image for {} at {}:{log_pos}",
+                        schema.table, self.current_file
+                    ),
+                )
+                .with_hint(
+                    "SET GLOBAL binlog_row_image = 'FULL' and add binlog_row_image=FULL to the server configuration",
+                ));
+            }
+        }
+        let skip_until = cached.skip_until.clone();
+        let keep = cached.keep.clone();
+        let version = cached.version;
+        for (i, row) in rows.rows(tme).enumerate() {
+            let (before, after) = row.map_err(|e| {
+                Error::new(
+                    ErrorKind::Decode,
+                    format!("row {i} of {} at {}:{log_pos}: {e}", schema.table, self.current_file),
+                )
+            })?;
+            let position = Position { file: self.current_file.clone(), offset: log_pos, row: i as u32 };
+            if skip_until.as_ref().is_some_and(|s| {
+                matches!(position.partial_cmp(s), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal))
+            }) {
+                continue;
+            }
+            let before = before.map(|r| values(r, &schema, keep.as_deref(), &position)).transpose()?;
+            let after = after.map(|r| values(r, &schema, keep.as_deref(), &position)).transpose()?;
+            if op == Op::Update && before == after {
+                // Only excluded columns changed: nothing to replicate.
+                self.stats.source_unchanged.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.push(Record::Change(ChangeEvent {
+                table: schema.table.clone(),
+                schema_version: version,
+                op,
+                before,
+                after,
+                position,
+                timestamp: ts,
+            }));
+            self.txn_has_changes = true;
+        }
+        Ok(())
+    }
+
+    /// Complete new schemas with their column defaults (a column added to a table with rows
+    /// takes its default in the target too), then register them for the buffer.
+    async fn resolve_defaults(&mut self, settings: &SourceSettings) -> Result<()> {
+        if self.pending_defaults.is_empty() {
+            return Ok(());
+        }
+        if self.meta.is_none() {
+            self.meta = Some(settings.connect().await?);
+        }
+        for id in std::mem::take(&mut self.pending_defaults) {
+            let Some(cached) = self.tables.get_mut(&id) else { continue };
+            let Some(schema) = cached.schema.clone() else { continue };
+            let Some(conn) = self.meta.as_mut() else { return Err(Error::internal("no metadata connection")) };
+            let defaults = super::snapshot::column_defaults(conn, &schema.table, self.mariadb).await?;
+            let mut patched = (*schema).clone();
+            for c in &mut patched.columns {
+                c.default = defaults.get(&c.name).cloned().flatten();
+            }
+            let patched = Arc::new(patched);
+            cached.version = patched.version();
+            cached.schema = Some(Arc::clone(&patched));
+            self.new_schemas.push(patched);
+        }
+        Ok(())
+    }
+
+    /// Turn a row- or name-affecting DDL statement on replicated tables into records.
+    fn on_ddl(&mut self, sql: &str, default_db: &str, log_pos: u64, ts: u32) {
+        let Some(ddl) = classify(sql, default_db) else { return };
+        let position = Position::new(self.current_file.clone(), log_pos);
+        let selected = |t: &TableRef| self.settings.filter.matches(t);
+        let mut changes = Vec::new();
+        match ddl {
+            Ddl::Truncate(t) if selected(&t) => changes.push((t, TableChange::Truncate)),
+            Ddl::Drop(ts) => changes.extend(ts.into_iter().filter(|t| selected(t)).map(|t| (t, TableChange::Drop))),
+            Ddl::RenameTables(pairs) => {
+                for (from, to) in pairs {
+                    match (selected(&from), selected(&to)) {
+                        (true, true) => changes.push((from, TableChange::RenameTo(to))),
+                        (true, false) => changes.push((from, TableChange::Drop)),
+                        (false, true) => warn!(
+                            table = %to,
+                            "a table entered the replicated tables by RENAME; its existing rows are not in the target, \
+                             only its changes from now on"
+                        ),
+                        (false, false) => {}
+                    }
+                }
+            }
+            Ddl::RenameColumns(t, renames) if selected(&t) => changes.push((t, TableChange::RenameColumns(renames))),
+            _ => {}
+        }
+        for (table, change) in changes {
+            info!(%table, ?change, position = %position, "schema change");
+            self.push(Record::Ddl(SchemaChange { table, change, position: position.clone(), timestamp: ts }));
+            self.txn_has_changes = true;
+        }
+    }
+
+    fn on_commit(&mut self, log_pos: u64, ts: u32) {
+        let position = Position::new(self.current_file.clone(), log_pos);
+        if self.txn_has_changes {
+            self.push(Record::Commit(Commit {
+                position: position.clone(),
+                gtid: self.txn_gtid.clone(),
+                timestamp: ts,
+                snapshot: false,
+            }));
+            self.stats.source_txns.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
+        self.stats.source_caught_up.store(false, Ordering::Relaxed);
+        self.checkpoint.resume = Some(position);
+        self.checkpoint.gtid = self.txn_gtid.take();
+        self.checkpoint_dirty = true;
+        self.in_txn = false;
+        self.txn_has_changes = false;
+    }
+
+    fn push(&mut self, record: Record) {
+        if self.first_pending_at.is_none() {
+            self.first_pending_at = Some(Instant::now());
+        }
+        self.pending.push(record);
+    }
+
+    /// Append pending records with the checkpoint of the last complete transaction.
+    async fn flush<B: Buffer>(&mut self, buffer: &B) -> Result<()> {
+        if self.pending.is_empty() && !self.checkpoint_dirty {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.pending);
+        let changes = records.iter().filter(|r| matches!(r, Record::Change(_))).count() as u64;
+        let batch = AppendBatch {
+            records,
+            schemas: std::mem::take(&mut self.new_schemas),
+            checkpoint: self.checkpoint.clone(),
+        };
+        buffer.append(batch).await?;
+        self.first_pending_at = None;
+        self.checkpoint_dirty = false;
+        self.stats.source_events.fetch_add(changes, Ordering::Relaxed);
+        ::metrics::counter!(metrics::SOURCE_EVENTS).increment(changes);
+        if let Some(p) = &self.checkpoint.resume {
+            self.stats.set_source_position(p);
+        }
+        Ok(())
+    }
+}
+
+fn values(
+    row: mysql_async::binlog::row::BinlogRow,
+    schema: &TableSchema,
+    keep: Option<&[usize]>,
+    at: &Position,
+) -> Result<Vec<Value>> {
+    let mut raw = row.unwrap();
+    if let Some(keep) = keep {
+        let mut all: Vec<Option<BinlogValue<'static>>> = raw.into_iter().map(Some).collect();
+        raw = keep.iter().filter_map(|&i| all.get_mut(i).and_then(Option::take)).collect();
+    }
+    if raw.len() != schema.columns.len() {
+        return Err(Error::new(
+            ErrorKind::Decode,
+            format!("row of {} at {at} has {} values for {} columns", schema.table, raw.len(), schema.columns.len()),
+        ));
+    }
+    raw.into_iter()
+        .zip(&schema.columns)
+        .map(|(v, col)| match v {
+            BinlogValue::Value(v) => convert(v, col, Origin::Binlog),
+            BinlogValue::Jsonb(j) => {
+                let json = serde_json::Value::try_from(j).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Decode,
+                        format!("column `{}` of {} at {at}: invalid JSON: {e}", col.name, schema.table),
+                    )
+                })?;
+                Ok(Value::Json(json.to_string()))
+            }
+            BinlogValue::JsonDiff(_) => Err(Error::new(
+                ErrorKind::SourceSetting,
+                "binlog_row_value_options: expected '' (full JSON images), found PARTIAL_JSON",
+            )
+            .with_hint("SET GLOBAL binlog_row_value_options = ''")),
+        })
+        .collect()
+}

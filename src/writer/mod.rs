@@ -1,0 +1,322 @@
+//! The writer: reads the buffer, batches and compacts changes, and applies
+//! them to the sink in target transactions aligned with source transactions.
+//!
+//! # Transaction alignment
+//!
+//! The writer commits a target transaction only at a [`Record::Commit`], so a
+//! reader of the target never sees part of a source transaction. Changes of
+//! the transaction in progress are held apart ([`MAX_OPEN_CHANGES`] at most);
+//! when a source transaction is larger than that, its changes are applied in
+//! chunks into one open target transaction that commits at its end, so memory
+//! stays bounded whatever the transaction size.
+//!
+//! # Batching
+//!
+//! Complete transactions accumulate in one compacted [`Batch`] until it holds
+//! `batch_max_rows` changes or `batch_max_bytes`, or `batch_max_delay` has
+//! passed since its first change; then it is applied and committed together
+//! with the buffer offset of its last `Commit` record. That offset, stored in
+//! the target in the same transaction, is where the writer resumes after any
+//! crash: nothing is applied twice and nothing is skipped.
+
+pub mod batch;
+pub mod hash;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, error, warn};
+
+pub use batch::{Batch, KeylessRow, RowOp, TableBatch};
+
+use crate::buffer::Buffer;
+use crate::config::WriterConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{ChangeEvent, Commit, Record};
+use crate::metrics;
+use crate::pipeline::Stats;
+use crate::retry::Backoff;
+use crate::schema::TableSchema;
+use crate::sink::Sink;
+use crate::source::TableFilter;
+
+/// Records read from the buffer per call.
+const READ_CHUNK: usize = 2048;
+/// Changes of one source transaction held in memory before they are applied in a chunk.
+pub const MAX_OPEN_CHANGES: usize = 10_000;
+/// Longest wait for new records when idle.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// Batching limits, and for replays where to start and which tables to apply.
+#[derive(Clone, Debug)]
+pub struct WriterSettings {
+    /// Flush at this many changes.
+    pub max_rows: usize,
+    /// Flush at this many bytes.
+    pub max_bytes: usize,
+    /// Flush this long after the batch's first change.
+    pub max_delay: Duration,
+    /// Start at this buffer offset instead of after the target's applied offset (replay).
+    pub start_at: Option<u64>,
+    /// Apply only changes of these tables (replay of one table).
+    pub only: Option<TableFilter>,
+}
+
+impl From<&WriterConfig> for WriterSettings {
+    fn from(c: &WriterConfig) -> Self {
+        WriterSettings {
+            max_rows: c.batch_max_rows,
+            max_bytes: c.batch_max_bytes,
+            max_delay: Duration::from_millis(c.batch_max_delay_ms),
+            start_at: None,
+            only: None,
+        }
+    }
+}
+
+/// Run the writer until `drain` turns true and everything in the buffer is applied, or a
+/// definite error occurs. Transient sink errors are retried from the target's checkpoint.
+pub async fn run<B: Buffer, S: Sink>(
+    settings: WriterSettings,
+    buffer: Arc<B>,
+    mut sink: S,
+    stats: Arc<Stats>,
+    mut drain: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats);
+        match w.run(&mut sink, &mut drain, &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                sink.reset().await;
+                match backoff.next_delay(&e) {
+                    Some(delay) => {
+                        warn!(error = %e, attempt = backoff.attempts(), "writer failed; retrying in {:.1}s from the target's checkpoint", delay.as_secs_f64());
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+struct Writer<'a, B> {
+    settings: WriterSettings,
+    buffer: &'a B,
+    stats: &'a Stats,
+    schemas: HashMap<u64, Arc<TableSchema>>,
+    batch: Batch,
+    batch_started: Option<Instant>,
+    open: Vec<ChangeEvent>,
+    last_commit: Option<(u64, Commit)>,
+    /// A chunk of an unfinished source transaction is in the open target transaction.
+    partial_applied: bool,
+    /// Tables stopped by an incompatible schema change: their changes are skipped.
+    stopped: std::collections::HashSet<crate::schema::TableRef>,
+}
+
+impl<'a, B: Buffer> Writer<'a, B> {
+    fn new(settings: WriterSettings, buffer: &'a B, stats: &'a Stats) -> Self {
+        Writer {
+            settings,
+            buffer,
+            stats,
+            schemas: HashMap::new(),
+            batch: Batch::default(),
+            batch_started: None,
+            open: Vec::new(),
+            last_commit: None,
+            partial_applied: false,
+            stopped: Default::default(),
+        }
+    }
+
+    async fn run<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        drain: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<()> {
+        let applied = sink.applied_offset().await?;
+        self.stopped = sink.stopped_tables().await?.into_iter().collect();
+        for t in &self.stopped {
+            warn!(table = %t, "table is stopped by an earlier incompatible schema change; its changes are skipped");
+        }
+        let mut next = self.settings.start_at.unwrap_or(applied.map_or(0, |o| o + 1));
+        if let Some(o) = applied {
+            self.buffer.acknowledge(o);
+        }
+        self.stats.writer_next_offset.store(next, Ordering::Relaxed);
+        debug!(next, "writer resuming");
+        loop {
+            let draining = *drain.borrow();
+            let records = self.buffer.read(next, READ_CHUNK).await?;
+            if records.is_empty() {
+                if self.due() || draining {
+                    self.flush_commit(sink).await?;
+                    backoff.reset();
+                }
+                if draining {
+                    if self.partial_applied {
+                        sink.rollback().await?;
+                    }
+                    return Ok(());
+                }
+                let wait = self
+                    .batch_started
+                    .map_or(IDLE_WAIT, |t| (t + self.settings.max_delay).saturating_duration_since(Instant::now()));
+                tokio::select! {
+                    _ = self.buffer.wait_for(next, wait) => {}
+                    _ = drain.changed() => {}
+                }
+                continue;
+            }
+            for (offset, record) in records {
+                next = offset + 1;
+                match record {
+                    Record::Change(ev) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ev.table)) => {}
+                    Record::Change(ev) if self.stopped.contains(&ev.table) => {
+                        self.stats.writer_skipped_stopped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Record::Change(ev) => {
+                        if self.batch_started.is_none() {
+                            self.batch_started = Some(Instant::now());
+                        }
+                        self.open.push(ev);
+                        if self.open.len() >= MAX_OPEN_CHANGES {
+                            // A large source transaction: apply what we have into the open
+                            // target transaction; it commits at the transaction's end.
+                            self.merge_open(sink).await?;
+                            self.apply(sink).await?;
+                            self.partial_applied = true;
+                        }
+                    }
+                    Record::Ddl(ddl) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ddl.table)) => {}
+                    Record::Ddl(ddl) if self.stopped.contains(&ddl.table) => {}
+                    Record::Ddl(ddl) => {
+                        // DDL is its own source transaction: commit everything before it (a
+                        // target DDL statement may commit implicitly), then apply it; its
+                        // Commit record right after stores the offset.
+                        self.merge_open(sink).await?;
+                        self.flush_commit(sink).await?;
+                        sink.apply_schema_change(&ddl).await?;
+                        self.partial_applied = true;
+                    }
+                    Record::Commit(c) => {
+                        self.merge_open(sink).await?;
+                        self.last_commit = Some((offset, c));
+                        let must = self.partial_applied;
+                        self.partial_applied = false;
+                        if must || self.full() || self.due() {
+                            self.flush_commit(sink).await?;
+                            backoff.reset();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.batch.changes() >= self.settings.max_rows || self.batch.bytes() >= self.settings.max_bytes
+    }
+
+    fn due(&self) -> bool {
+        self.last_commit.is_some() && self.batch_started.is_some_and(|t| t.elapsed() >= self.settings.max_delay)
+    }
+
+    async fn schema(&mut self, version: u64) -> Result<Arc<TableSchema>> {
+        if let Some(s) = self.schemas.get(&version) {
+            return Ok(Arc::clone(s));
+        }
+        let s = self.buffer.schema(version).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Buffer,
+                format!("schema version {version:016x} is referenced by the buffer but not stored in it"),
+            )
+        })?;
+        self.schemas.insert(version, Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Move the changes of the transaction in progress into the batch.
+    async fn merge_open<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+        for ev in std::mem::take(&mut self.open) {
+            let schema = self.schema(ev.schema_version).await?;
+            if self.batch.schema_version(&ev.table).is_some_and(|v| v != ev.schema_version) {
+                // Rows of two schema versions of one table never share a batch. Commit the older
+                // ones first: the target table may now be altered, and an open transaction that
+                // wrote to it would hold the metadata lock the ALTER waits for. (The batch holds
+                // only complete source transactions here: `last_commit` is still the previous one.)
+                if self.partial_applied {
+                    self.apply(sink).await?;
+                } else {
+                    self.flush_commit(sink).await?;
+                }
+            }
+            self.batch.push(ev, &schema)?;
+        }
+        Ok(())
+    }
+
+    /// Apply the batch into the open target transaction.
+    async fn apply<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let schemas: Vec<Arc<TableSchema>> = self.batch.tables().map(|t| Arc::clone(&t.schema)).collect();
+        for schema in schemas {
+            match sink.ensure_table(&schema).await {
+                Ok(()) => {}
+                // An incompatible schema change stops that table only: recorded durably with
+                // the next commit, its changes skipped from now on, the others go on.
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    error!(table = %schema.table, error = %e, "table stopped; the other tables keep replicating");
+                    sink.stop_table(&schema.table, &e.to_string()).await?;
+                    self.batch.remove_table(&schema.table);
+                    self.stopped.insert(schema.table.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.batch.is_empty() {
+            self.batch = Batch::default();
+            return Ok(());
+        }
+        let counts = sink.apply(&self.batch).await?;
+        self.stats.writer_rows.fetch_add(counts.written, Ordering::Relaxed);
+        self.stats.writer_unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
+        self.stats.writer_stale.fetch_add(counts.stale, Ordering::Relaxed);
+        self.stats.writer_compacted.fetch_add(self.batch.compacted(), Ordering::Relaxed);
+        ::metrics::counter!(metrics::WRITER_ROWS_WRITTEN).increment(counts.written);
+        ::metrics::counter!(metrics::WRITER_ROWS_UNCHANGED).increment(counts.unchanged);
+        ::metrics::counter!(metrics::WRITER_ROWS_STALE).increment(counts.stale);
+        ::metrics::counter!(metrics::WRITER_ROWS_COMPACTED).increment(self.batch.compacted());
+        self.batch = Batch::default();
+        Ok(())
+    }
+
+    /// Apply the batch and commit it with the offset of the last complete transaction.
+    async fn flush_commit<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+        if self.partial_applied {
+            return Ok(());
+        }
+        let Some((offset, commit)) = self.last_commit.take() else {
+            return Ok(());
+        };
+        self.apply(sink).await?;
+        sink.commit(offset, &commit.position).await?;
+        self.buffer.acknowledge(offset);
+        self.batch_started = if self.open.is_empty() { None } else { Some(Instant::now()) };
+        self.stats.writer_commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.writer_next_offset.store(offset + 1, Ordering::Relaxed);
+        self.stats.writer_applied_ts.store(commit.timestamp as u64, Ordering::Relaxed);
+        ::metrics::counter!(metrics::WRITER_COMMITS).increment(1);
+        Ok(())
+    }
+}

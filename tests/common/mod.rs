@@ -1,0 +1,493 @@
+//! Shared test harness: real MariaDB servers, the real binferry binary.
+//!
+//! - [`Env`] gives each test its own source and target databases (unique names) on the
+//!   project's MariaDB (`scripts/mariadb.sh`, port `BINFERRY_MARIADB_PORT`, default 3407)
+//!   and drops them afterwards, so tests run in parallel.
+//! - [`Server`] starts a throwaway MariaDB with extra options (wrong settings on purpose,
+//!   or binlogs a test may purge) through the same script, and destroys it on drop.
+//! - [`Binferry`] runs the binary with a generated config; tests kill and restart it.
+#![allow(dead_code)]
+
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, Row, Value};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Port of the shared project MariaDB.
+pub fn main_port() -> u16 {
+    std::env::var("BINFERRY_MARIADB_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3407)
+}
+
+fn mariadb_script(port: u16, dir: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(repo_root().join("scripts/mariadb.sh"));
+    cmd.args(args).env("BINFERRY_MARIADB_PORT", port.to_string());
+    if let Some(d) = dir {
+        cmd.env("BINFERRY_MARIADB_DIR", d);
+    }
+    cmd.output().expect("run scripts/mariadb.sh")
+}
+
+/// Make sure the shared MariaDB runs (scripts/test.sh starts it; `cargo test` alone works too).
+pub fn ensure_main_server() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let out = mariadb_script(main_port(), None, &["start"]);
+        assert!(out.status.success(), "cannot start MariaDB: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+pub fn opts(port: u16, user: &str, password: &str) -> Opts {
+    OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some(user))
+        .pass(Some(password))
+        .prefer_socket(false)
+        .init(vec!["SET NAMES utf8mb4", "SET time_zone = '+00:00'"])
+        .into()
+}
+
+/// A unique suffix for database and pipeline names.
+pub fn unique(prefix: &str) -> String {
+    use rand::Rng;
+    let n: u32 = rand::rng().random();
+    format!("{prefix}_{}_{n:08x}", std::process::id())
+}
+
+/// A throwaway MariaDB instance on a free port.
+pub struct Server {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["start", "--"];
+        args.extend_from_slice(extra);
+        let out = mariadb_script(port, Some(dir.path()), &args);
+        assert!(out.status.success(), "cannot start MariaDB {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Server { port, dir }
+    }
+
+    pub fn pool(&self) -> Pool {
+        Pool::new(opts(self.port, "root", ""))
+    }
+
+    /// Shut the server down (its data stays).
+    pub fn stop(&self) {
+        let out = mariadb_script(self.port, Some(self.dir.path()), &["stop"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Start it again after [`stop`](Self::stop).
+    pub fn restart(&self) {
+        let out = mariadb_script(self.port, Some(self.dir.path()), &["start"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = mariadb_script(self.port, Some(self.dir.path()), &["destroy"]);
+    }
+}
+
+/// A test's own source and target databases, config and buffer directory.
+pub struct Env {
+    pub port: u16,
+    pub name: String,
+    pub src: String,
+    pub dst: String,
+    pub pool: Pool,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+    /// Body of the `[writer]` section.
+    pub writer_config: String,
+    /// Extra lines of the `[buffer.embedded]` section.
+    pub buffer_config: String,
+    /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
+    pub target_port: u16,
+    pub target_pool: Pool,
+    target_server: Option<Server>,
+    owns_server: Option<Server>,
+}
+
+impl Env {
+    /// Databases on the shared server.
+    pub async fn new(prefix: &str) -> Env {
+        ensure_main_server();
+        Self::on(main_port(), prefix, None).await
+    }
+
+    /// Databases on a dedicated server (tests that purge binlogs or restart servers).
+    pub async fn on_server(server: Server, prefix: &str) -> Env {
+        let port = server.port;
+        Self::on(port, prefix, Some(server)).await
+    }
+
+    async fn on(port: u16, prefix: &str, owns_server: Option<Server>) -> Env {
+        let name = unique(prefix);
+        let src = format!("{name}_src");
+        let dst = format!("{name}_dst");
+        let pool = Pool::new(opts(port, "root", ""));
+        let mut c = pool.get_conn().await.unwrap();
+        c.query_drop(format!("CREATE DATABASE `{src}` CHARACTER SET utf8mb4")).await.unwrap();
+        // Connections of the pool default to the source database (sequence tables need one).
+        let pool = Pool::new(OptsBuilder::from_opts(opts(port, "root", "")).db_name(Some(src.clone())));
+        Env {
+            port,
+            name,
+            src,
+            dst,
+            target_pool: pool.clone(),
+            pool,
+            dir: tempfile::tempdir().unwrap(),
+            extra_config: String::new(),
+            writer_config: "batch_max_delay_ms = 50".into(),
+            buffer_config: String::new(),
+            target_port: port,
+            target_server: None,
+            owns_server,
+        }
+    }
+
+    /// Put the target database on its own server (tests that take the target down).
+    pub fn with_target(mut self, server: Server) -> Env {
+        self.target_port = server.port;
+        self.target_pool = server.pool();
+        self.target_server = Some(server);
+        self
+    }
+
+    pub fn target_server(&self) -> &Server {
+        self.target_server.as_ref().expect("with_target")
+    }
+
+    pub async fn conn(&self) -> Conn {
+        self.pool.get_conn().await.unwrap()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("binferry.toml")
+    }
+
+    pub fn buffer_path(&self) -> PathBuf {
+        self.dir.path().join("buffer.redb")
+    }
+
+    /// Write the config: source = target server, root user, this test's databases.
+    pub fn write_config(&self) -> PathBuf {
+        let cfg = format!(
+            r#"
+[pipeline]
+name = "{name}"
+
+[source]
+port = {port}
+user = "root"
+include = ["{src}.*"]
+
+[buffer.embedded]
+path = "{buffer}"
+{buffer_extra}
+
+[sink.mysql]
+port = {target_port}
+user = "root"
+database = "{dst}"
+
+[writer]
+{writer}
+
+[log]
+progress_interval_secs = 1
+{extra}
+"#,
+            name = self.name,
+            port = self.port,
+            target_port = self.target_port,
+            src = self.src,
+            dst = self.dst,
+            buffer = self.buffer_path().display(),
+            extra = self.extra_config,
+            buffer_extra = self.buffer_config,
+            writer = self.writer_config,
+        );
+        std::fs::write(self.config_path(), cfg).unwrap();
+        self.config_path()
+    }
+
+    pub fn start(&self) -> Binferry {
+        self.write_config();
+        Binferry::start(&self.config_path(), &self.dir.path().join("binferry.log"))
+    }
+
+    /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
+    /// the changes a test makes next arrive through the binlog.
+    pub async fn start_streaming(&self) -> Binferry {
+        let before = self.log().matches("streaming binlog").count();
+        let bf = self.start();
+        let start = Instant::now();
+        while self.log().matches("streaming binlog").count() == before {
+            assert!(start.elapsed() < Duration::from_secs(60), "binferry did not start streaming:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bf
+    }
+
+    /// `binferry replay --config ... ARGS`, returning stdout (panics on failure).
+    pub fn replay(&self, args: &[&str]) -> String {
+        let cfg = self.config_path();
+        let mut all = vec!["replay", "--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = binferry_cmd(&all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "replay failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    /// The last progress line's `name=value` counter.
+    pub fn last_counter(&self, name: &str) -> Option<u64> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains(" progress ") || l.ends_with(" progress"))?;
+        let key = format!("{name}=");
+        let at = line.find(&key)? + key.len();
+        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    }
+
+    /// Tables of the source database.
+    pub async fn tables(&self) -> Vec<String> {
+        let mut c = self.conn().await;
+        c.exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&self.src,))
+            .await
+            .unwrap()
+    }
+
+    /// Row-by-row difference between source and target: `None` when equal.
+    pub async fn diff(&self) -> Option<String> {
+        let mut c = self.conn().await;
+        for t in self.tables().await {
+            let cols: Vec<String> = c
+                .exec("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", (&self.src, &t))
+                .await
+                .unwrap();
+            let pk: Vec<String> = c
+                .exec("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (&self.src, &t))
+                .await
+                .unwrap();
+            let list = cols.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+            // Keyless tables compare as multisets: order by every column.
+            let order = if pk.is_empty() {
+                list.clone()
+            } else {
+                pk.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            };
+            let q = |db: &str| format!("SELECT {list} FROM `{db}`.`{t}` ORDER BY {order}");
+            // The binary protocol returns floats, temporals and integers as typed values, which
+            // are compared bit for bit below.
+            let a: Vec<Row> = c.exec(q(&self.src), ()).await.unwrap();
+            let mut tc = self.target_pool.get_conn().await.unwrap();
+            let b: Vec<Row> = match tc.exec(q(&self.dst), ()).await {
+                Ok(rows) => rows,
+                // A table binferry has not seen a row of yet has no target table yet.
+                Err(_) if a.is_empty() => continue,
+                Err(e) => return Some(format!("{t}: target not readable: {e}")),
+            };
+            if a.len() != b.len() {
+                return Some(format!("{t}: {} source rows, {} target rows", a.len(), b.len()));
+            }
+            for (ra, rb) in a.iter().zip(&b) {
+                let va: Vec<Value> = (0..ra.len()).map(|i| ra.as_ref(i).cloned().unwrap_or(Value::NULL)).collect();
+                let vb: Vec<Value> = (0..rb.len()).map(|i| rb.as_ref(i).cloned().unwrap_or(Value::NULL)).collect();
+                if va.len() != vb.len() || va.iter().zip(&vb).any(|(x, y)| !same_value(x, y)) {
+                    let show = |v: &[Value]| {
+                        v.iter()
+                            .map(|x| match x {
+                                Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+                                other => format!("{other:?}"),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" | ")
+                    };
+                    return Some(format!("{t}: source row [{}] != target row [{}]", show(&va), show(&vb)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Wait until the target equals the source, or panic with the last difference and the log.
+    pub async fn wait_equal(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let d = self.diff().await;
+            match d {
+                None => return,
+                Some(d) if start.elapsed() > timeout => {
+                    let log = std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                    panic!(
+                        "target did not converge in {timeout:?}: {d}\n--- binferry log tail ---\n{}",
+                        tail.join("\n")
+                    );
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
+    /// Row count and an order-independent checksum of the source columns of `table` in `db`
+    /// (on the source server for the source database, the target server otherwise).
+    pub async fn checksum(&self, db: &str, table: &str) -> (u64, u64) {
+        let mut c = self.conn().await;
+        let cols: Vec<String> = c
+            .exec("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", (&self.src, table))
+            .await
+            .unwrap();
+        let list = cols.iter().map(|c| format!("COALESCE(`{c}`, '<null>')")).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT COUNT(*), COALESCE(SUM(CRC32(CONCAT_WS('#', {list}))), 0) FROM `{db}`.`{table}`");
+        let mut conn = if db == self.src { c } else { self.target_pool.get_conn().await.unwrap() };
+        let r: Option<(u64, u64)> = conn.query_first(sql).await.unwrap_or(None);
+        r.unwrap_or((0, 0))
+    }
+
+    /// `CHECKSUM TABLE` of every target table (binferry's own columns included).
+    pub async fn target_checksums(&self) -> Vec<(String, Option<u64>)> {
+        let mut c = self.target_pool.get_conn().await.unwrap();
+        let mut out = Vec::new();
+        for t in self.tables().await {
+            let r: Option<(String, Option<u64>)> =
+                c.query_first(format!("CHECKSUM TABLE `{}`.`{t}`", self.dst)).await.unwrap();
+            out.push(r.unwrap());
+        }
+        out
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let pool = self.pool.clone();
+        let target = self.target_pool.clone();
+        let (src, dst) = (self.src.clone(), self.dst.clone());
+        // Drop runs inside or outside a runtime; use a small runtime of our own on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok(mut c) = pool.get_conn().await {
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{src}`")).await;
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{dst}`")).await;
+                }
+                if let Ok(mut c) = target.get_conn().await {
+                    let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{dst}`")).await;
+                }
+                let _ = pool.disconnect().await;
+                let _ = target.disconnect().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Value equality that tells -0.0 from 0.0 and compares NaN payloads: bit for bit.
+pub fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+        (Value::Double(x), Value::Double(y)) => x.to_bits() == y.to_bits(),
+        _ => a == b,
+    }
+}
+
+/// A running `binferry run` process. Killed (SIGKILL) on drop if still running.
+pub struct Binferry {
+    child: Child,
+}
+
+impl Binferry {
+    pub fn start(config: &Path, log: &Path) -> Binferry {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_binferry"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("BINFERRY_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn binferry");
+        Binferry { child }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Send SIGINT and wait for the exit status.
+    pub fn interrupt(self, timeout: Duration) -> ExitStatus {
+        unsafe {
+            libc::kill(self.pid(), libc::SIGINT);
+        }
+        self.wait_exit(timeout)
+    }
+
+    /// Wait for the process to exit; SIGKILL and panic after `timeout`.
+    pub fn wait_exit(mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                panic!("binferry did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Peak resident set size so far (kB), from /proc.
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    }
+}
+
+impl Drop for Binferry {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `binferry` with arguments and capture its output.
+pub fn binferry_cmd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_binferry")).args(args).stdin(Stdio::null()).output().expect("run binferry")
+}

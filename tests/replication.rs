@@ -1,0 +1,175 @@
+//! End-to-end replication against the real MariaDB: MariaDB binlog → embedded buffer →
+//! MySQL target, compared row by row with the source.
+
+mod common;
+
+use std::time::Duration;
+
+use common::workload::{Workload, create_schema};
+use common::{Binferry, Env};
+use rand::Rng;
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_replicates_row_by_row() {
+    let env = Env::new("mixed").await;
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 1);
+    w.seed(&mut c, 300).await;
+    let bf = env.start();
+    let changes = w.run(&mut c, 10_000).await;
+    assert!(changes >= 10_000);
+    env.wait_equal(CONVERGE).await;
+    let status = bf.interrupt(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}\n{}", env.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_sigkill_at_random_moments() {
+    let env = Env::new("sigkill").await;
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 2);
+    w.seed(&mut c, 300).await;
+
+    let src = env.src.clone();
+    let pool = env.pool.clone();
+    let load = tokio::spawn(async move {
+        let mut c = pool.get_conn().await.unwrap();
+        let mut w = Workload::new(&src, 3);
+        w.next_ingredient_from(1_000_000);
+        // Paced so that the workload spans many seconds and every kill lands inside it.
+        w.run_paced(&mut c, 12_000, Duration::from_millis(3)).await
+    });
+    let mut kills_during_load = 0;
+    let mut bf = env.start();
+    while !load.is_finished() {
+        let wait = rand::rng().random_range(200..1200);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if load.is_finished() {
+            break;
+        }
+        bf.kill9();
+        kills_during_load += 1;
+        bf = env.start();
+    }
+    assert!(load.await.unwrap() >= 12_000);
+    assert!(kills_during_load >= 5, "only {kills_during_load} kills during the workload");
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_concurrent_writes_loses_and_doubles_nothing() {
+    let mut env = Env::new("snapshot").await;
+    env.extra_config = "[snapshot]\nchunk_rows = 500\n".into();
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 4);
+    w.seed(&mut c, 40_000).await;
+    for _ in 0..200 {
+        w.step(&mut c).await;
+    }
+    // Writes start before binferry and go on while it copies the existing rows.
+    let src = env.src.clone();
+    let pool = env.pool.clone();
+    let load = tokio::spawn(async move {
+        let mut c = pool.get_conn().await.unwrap();
+        let mut w = Workload::new(&src, 5);
+        w.next_ingredient_from(2_000_000);
+        w.run(&mut c, 5_000).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bf = env.start();
+    load.await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    assert!(env.log().contains("snapshot complete"), "{}", env.log());
+    assert!(bf.interrupt(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_snapshot_does_not_copy_finished_tables_again() {
+    let mut env = Env::new("snapresume").await;
+    env.extra_config = "[snapshot]\nchunk_rows = 200\n".into();
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    // `ingredients` sorts first and is small; `recipes` is large and slow to copy.
+    let mut w = Workload::new(&env.src, 6);
+    for _ in 0..50 {
+        w.step(&mut c).await;
+    }
+    w.seed(&mut c, 60_000).await;
+    let bf = env.start();
+    let start = std::time::Instant::now();
+    while !env.log().contains(&format!("table copied table={}.ingredients", env.src)) {
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", env.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bf.kill9();
+    assert!(!env.log().contains("snapshot complete"), "the snapshot finished before the kill; make the table larger");
+    let before = env.log().len();
+    w.run(&mut c, 500).await;
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+    let second_run = env.log()[before..].to_string();
+    assert!(!second_run.contains(&format!("table copied table={}.ingredients", env.src)), "{second_run}");
+    assert!(second_run.contains(&format!("table copied table={}.recipes", env.src)), "{second_run}");
+    assert!(bf.interrupt(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_exits_zero_and_the_next_run_continues_without_gap() {
+    let env = Env::new("ctrlc").await;
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 7);
+    w.seed(&mut c, 100).await;
+    let bf = env.start();
+    w.run(&mut c, 2_000).await;
+    let status = bf.interrupt(Duration::from_secs(60));
+    assert!(status.success(), "exit status {status:?}\n{}", env.log());
+    assert!(env.log().contains("pipeline stopped cleanly"));
+    // Changes made while binferry is down are picked up by the next run.
+    w.run(&mut c, 2_000).await;
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_target_settings_stop_clearly() {
+    // A target database name clash between two source tables is a definite error, not data loss.
+    let mut env = Env::new("clash").await;
+    let mut c = env.conn().await;
+    c.query_drop_simple(&format!("CREATE TABLE `{}`.a (id INT PRIMARY KEY)", env.src)).await;
+    let other = format!("{}_x", env.src);
+    c.query_drop_simple(&format!("CREATE DATABASE `{other}`")).await;
+    c.query_drop_simple(&format!("CREATE TABLE `{other}`.a (id INT PRIMARY KEY)")).await;
+    c.query_drop_simple(&format!("INSERT INTO `{}`.a VALUES (1)", env.src)).await;
+    c.query_drop_simple(&format!("INSERT INTO `{other}`.a VALUES (2)")).await;
+    env.extra_config = String::new();
+    env.write_config();
+    let cfg = std::fs::read_to_string(env.config_path())
+        .unwrap()
+        .replace(&format!("include = [\"{}.*\"]", env.src), &format!("include = [\"{}.*\", \"{other}.*\"]", env.src));
+    std::fs::write(env.config_path(), cfg).unwrap();
+    let bf = Binferry::start(&env.config_path(), &env.dir.path().join("binferry.log"));
+    let status = bf.wait_exit(Duration::from_secs(60));
+    c.query_drop_simple(&format!("DROP DATABASE `{other}`")).await;
+    assert!(!status.success());
+    assert!(env.log().contains("both map to target table"), "{}", env.log());
+    env.extra_config.clear();
+}
+
+trait QuerySimple {
+    async fn query_drop_simple(&mut self, sql: &str);
+}
+
+impl QuerySimple for mysql_async::Conn {
+    async fn query_drop_simple(&mut self, sql: &str) {
+        use mysql_async::prelude::Queryable;
+        self.query_drop(sql).await.unwrap();
+    }
+}

@@ -1,0 +1,159 @@
+//! Schema changes followed while streaming, each with writes before, during and after it,
+//! and a replay from before all of them that reproduces the same target.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Env;
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+const CONVERGE: Duration = Duration::from_secs(120);
+
+/// Inserts, updates and deletes on whatever columns `recipes` and `ingredients` have now.
+async fn churn(c: &mut Conn, db: &str, ingredients: &str, round: i32) {
+    for i in 0..20 {
+        let id = round * 100 + i;
+        c.query_drop(format!("INSERT INTO `{db}`.recipes (id, name) VALUES ({id}, 'r{id}')")).await.unwrap();
+        c.query_drop(format!("INSERT INTO `{db}`.`{ingredients}` (id, label) VALUES ({id}, 'i{id}')")).await.unwrap();
+    }
+    c.query_drop(format!("UPDATE `{db}`.recipes SET name = LEFT(CONCAT(name, '+'), 10) WHERE id % 3 = 0"))
+        .await
+        .unwrap();
+    c.query_drop(format!("DELETE FROM `{db}`.`{ingredients}` WHERE id % 7 = 0")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_are_followed_while_streaming() {
+    let env = Env::new("ddl").await;
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!(
+        "CREATE TABLE `{db}`.recipes (id INT PRIMARY KEY, name VARCHAR(10), qty INT DEFAULT 1, price DECIMAL(5,2) DEFAULT 1.50)"
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("CREATE TABLE `{db}`.ingredients (id INT PRIMARY KEY, label VARCHAR(20), cost DECIMAL(5,2))"))
+        .await
+        .unwrap();
+    churn(&mut c, &db, "ingredients", 1).await;
+    let bf = env.start_streaming().await;
+    churn(&mut c, &db, "ingredients", 2).await;
+    env.wait_equal(CONVERGE).await;
+
+    let steps: Vec<(&str, String)> = vec![
+        ("create table", format!("CREATE TABLE `{db}`.newt (id INT PRIMARY KEY, x INT)")),
+        ("add column first", format!("ALTER TABLE `{db}`.recipes ADD COLUMN note VARCHAR(20) DEFAULT 'n/a' FIRST")),
+        ("add column middle", format!("ALTER TABLE `{db}`.recipes ADD COLUMN mid INT DEFAULT 7 AFTER name")),
+        (
+            "add column last",
+            format!("ALTER TABLE `{db}`.recipes ADD COLUMN made DATETIME(3) DEFAULT '2024-01-01 00:00:00.5'"),
+        ),
+        ("drop column", format!("ALTER TABLE `{db}`.recipes DROP COLUMN price")),
+        ("rename column", format!("ALTER TABLE `{db}`.recipes RENAME COLUMN qty TO quantity")),
+        ("int to bigint", format!("ALTER TABLE `{db}`.recipes MODIFY quantity BIGINT DEFAULT 1")),
+        ("varchar(10) to varchar(100)", format!("ALTER TABLE `{db}`.recipes MODIFY name VARCHAR(100)")),
+        ("decimal(5,2) to decimal(10,4)", format!("ALTER TABLE `{db}`.ingredients MODIFY cost DECIMAL(10,4)")),
+        ("create index", format!("CREATE INDEX by_name ON `{db}`.recipes (name)")),
+        ("drop index", format!("DROP INDEX by_name ON `{db}`.recipes")),
+        ("rename table", format!("RENAME TABLE `{db}`.ingredients TO `{db}`.ingredients2")),
+        ("truncate", format!("TRUNCATE TABLE `{db}`.recipes")),
+        ("drop table", format!("DROP TABLE `{db}`.newt")),
+    ];
+    let mut ingredients = "ingredients";
+    for (round, (what, ddl)) in steps.iter().enumerate() {
+        let round = round as i32 + 3;
+        churn(&mut c, &db, ingredients, round * 10).await;
+        if *what == "drop table" {
+            c.query_drop(format!("INSERT INTO `{db}`.newt VALUES ({round}, 2)")).await.unwrap();
+        }
+        c.query_drop(ddl).await.unwrap();
+        if *what == "rename table" {
+            ingredients = "ingredients2";
+        }
+        if *what == "create table" {
+            c.query_drop(format!("INSERT INTO `{db}`.newt VALUES (1, 1), (2, 2)")).await.unwrap();
+        }
+        if *what == "add column first" {
+            c.query_drop(format!("UPDATE `{db}`.recipes SET note = 'set' WHERE id % 2 = 0")).await.unwrap();
+        }
+        churn(&mut c, &db, ingredients, round * 10 + 1).await;
+        let start = std::time::Instant::now();
+        while env.diff().await.is_some() && start.elapsed() < CONVERGE {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Some(d) = env.diff().await {
+            panic!("after {what}: {d}\n{}", env.log());
+        }
+    }
+    let log = env.log();
+    assert!(log.contains("column is no longer in the source; kept in the target"), "{log}");
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let kept: Vec<String> = t
+        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE 'newt\\_\\_dropped\\_%'", (&env.dst,))
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1, "the dropped table is kept under a marked name");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+
+    // A replay from before all of these changes reproduces the same target.
+    let before = env.target_checksums().await;
+    env.replay(&["--from-offset", "0"]);
+    assert_eq!(env.target_checksums().await, before);
+    assert_eq!(env.diff().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incompatible_change_stops_only_that_table() {
+    let env = Env::new("narrow").await;
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v VARCHAR(100))")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{db}`.u (id INT PRIMARY KEY, w INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, '10'), (2, '20')")).await.unwrap();
+    let mut bf = env.start_streaming().await;
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (3, '30')")).await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    c.query_drop(format!("ALTER TABLE `{db}`.t MODIFY v INT")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (4, 40)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.u VALUES (1, 1), (2, 2)")).await.unwrap();
+    let count = |table: &'static str| {
+        let pool = env.target_pool.clone();
+        let dst = env.dst.clone();
+        async move {
+            let mut t = pool.get_conn().await.unwrap();
+            let n: Option<u64> = t.query_first(format!("SELECT COUNT(*) FROM `{dst}`.`{table}`")).await.unwrap_or(None);
+            n.unwrap_or(0)
+        }
+    };
+    let start = std::time::Instant::now();
+    while count("u").await < 2 {
+        assert!(start.elapsed() < CONVERGE, "the other table stopped too:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(bf.is_running(), "binferry stopped:\n{}", env.log());
+    let log = env.log();
+    assert!(log.contains("table stopped; the other tables keep replicating"), "{log}");
+    assert!(log.contains("column `v` changed from varchar(100)") && log.contains("to int"), "{log}");
+    assert!(log.contains("fix: "), "{log}");
+    assert_eq!(count("t").await, 3, "nothing of the new shape was applied");
+    // The stop is durable: after a restart `t` stays stopped and `u` goes on.
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+    // `check` tells the operator, without refusing to run.
+    let out = common::binferry_cmd(&["check", "--config", env.config_path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("table {db}.t is STOPPED")), "{text}");
+    bf = env.start();
+    c.query_drop(format!("INSERT INTO `{db}`.u VALUES (3, 3)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (5, 50)")).await.unwrap();
+    let start = std::time::Instant::now();
+    while count("u").await < 3 {
+        assert!(start.elapsed() < CONVERGE, "{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count("t").await, 3);
+    assert!(env.log().contains("table is stopped by an earlier incompatible schema change"));
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
