@@ -50,6 +50,8 @@ fn event(i: i64, op: Op) -> ChangeEvent {
         after: Some(row(i)),
         position: Position { file: "binlog.000001".into(), offset: 1000 + i as u64, row: 0 },
         timestamp: 1_700_000_000,
+        gtid: None,
+        index: None,
     }
 }
 

@@ -53,6 +53,10 @@ pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
 pub const DEFAULT_PROGRESS_INTERVAL_SECS: u64 = 10;
 /// Target table name template.
 pub const DEFAULT_TABLE_TEMPLATE: &str = "{table}";
+/// Partitions of topics created in the Kafka `key` layout.
+pub const DEFAULT_KAFKA_PARTITIONS: i32 = 12;
+/// Replication factor of created topics: the broker's default.
+pub const DEFAULT_KAFKA_REPLICATION_FACTOR: i32 = -1;
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -139,6 +143,8 @@ pub struct BufferConfig {
     /// `[buffer.embedded]`
     #[serde(default)]
     pub embedded: EmbeddedBufferConfig,
+    /// `[buffer.kafka]` (required when `kind = "kafka"`).
+    pub kafka: Option<KafkaBufferConfig>,
 }
 
 /// Buffer implementations.
@@ -148,6 +154,81 @@ pub enum BufferKind {
     /// A local redb file: zero setup, one machine.
     #[default]
     Embedded,
+    /// Kafka topics: durable across machines, read by sink workers in a consumer group.
+    Kafka,
+}
+
+/// How change records are spread over Kafka topics.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaLayout {
+    /// One single-partition topic per source database: the database stays totally ordered and
+    /// source transactions are applied atomically.
+    #[default]
+    Database,
+    /// One single-partition topic per table: tables are applied in parallel; a source
+    /// transaction touching several tables is atomic per table only.
+    Table,
+    /// One topic per database with `partitions` partitions, keyed by table and primary key:
+    /// most parallel; ordering and atomicity hold per row only.
+    Key,
+}
+
+/// What a sink worker does with a Kafka message it cannot decode.
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PoisonMode {
+    /// Stop the table the message key names (durably, in the target), or the partition when the
+    /// key is unreadable too, with an error naming topic, partition and offset.
+    #[default]
+    Stop,
+    /// Copy the message to the dead-letter topic, count it, log it, and go on.
+    DeadLetter,
+}
+
+/// `[buffer.kafka]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaBufferConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// Prefix of every topic name; default: the pipeline name.
+    pub topic_prefix: Option<String>,
+    /// How records are spread over topics.
+    #[serde(default)]
+    pub layout: KafkaLayout,
+    /// Partitions of the topics binferry creates in the `key` layout (other layouts use 1).
+    #[serde(default = "default_kafka_partitions")]
+    pub partitions: i32,
+    /// Replication factor of the topics binferry creates; -1: the broker's default.
+    #[serde(default = "default_kafka_replication")]
+    pub replication_factor: i32,
+    /// Retention of the data topics binferry creates (`retention.ms`): how far back replay
+    /// reaches; the MySQL target also keeps delete tombstones this long.
+    #[serde(default = "default_retention_age")]
+    pub retention_secs: u64,
+    /// Create missing topics (data topics as they are needed, the checkpoint and schema topics
+    /// compacted). Off: topics must exist, and a missing one is an error naming it.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Consumer group of the sink workers; default: `binferry-<pipeline name>`.
+    pub group_id: Option<String>,
+    /// What a sink worker does with an undecodable message.
+    #[serde(default)]
+    pub on_poison: PoisonMode,
+    /// Dead-letter topic; default: `<topic_prefix>-dead-letter`.
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties for every client (security: `security.protocol`, `sasl.*`,
+    /// `ssl.*`). A value `env:NAME` is read from that environment variable and `file:PATH`
+    /// from that file, so secrets stay out of the file; values are never logged.
+    #[serde(default)]
+    pub client: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the producer only (e.g. `linger.ms`, `compression.type`).
+    #[serde(default)]
+    pub producer: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties for the consumers only (e.g. `fetch.max.bytes`).
+    #[serde(default)]
+    pub consumer: std::collections::BTreeMap<String, String>,
 }
 
 /// `[buffer.embedded]`
@@ -350,6 +431,15 @@ fn default_retention_age() -> u64 {
 fn default_max_unapplied() -> u64 {
     DEFAULT_MAX_UNAPPLIED_RECORDS
 }
+fn default_kafka_partitions() -> i32 {
+    DEFAULT_KAFKA_PARTITIONS
+}
+fn default_kafka_replication() -> i32 {
+    DEFAULT_KAFKA_REPLICATION_FACTOR
+}
+fn default_true() -> bool {
+    true
+}
 fn default_table_template() -> String {
     DEFAULT_TABLE_TEMPLATE.into()
 }
@@ -448,6 +538,47 @@ impl Config {
                 }
                 if m.user.is_empty() {
                     return bad("sink.mysql.user", "must not be empty".into());
+                }
+            }
+        }
+        if self.buffer.kind == BufferKind::Kafka {
+            let Some(k) = &self.buffer.kafka else {
+                return bad(
+                    "buffer.kafka",
+                    "missing: buffer.kind = \"kafka\" needs a [buffer.kafka] section with `brokers`".into(),
+                );
+            };
+            if k.brokers.trim().is_empty() {
+                return bad("buffer.kafka.brokers", "must list at least one host:port".into());
+            }
+            if k.partitions < 1 {
+                return bad("buffer.kafka.partitions", format!("must be at least 1, found {}", k.partitions));
+            }
+            if k.replication_factor == 0 || k.replication_factor < -1 {
+                return bad(
+                    "buffer.kafka.replication_factor",
+                    format!("must be -1 (broker default) or at least 1, found {}", k.replication_factor),
+                );
+            }
+            if let Some(p) = &k.topic_prefix
+                && !crate::buffer::kafka::is_topic_name(p)
+            {
+                return bad(
+                    "buffer.kafka.topic_prefix",
+                    format!("{p:?} is not a valid topic name part (letters, digits, `.`, `_`, `-`; at most 200)"),
+                );
+            }
+            if let Some(t) = &k.dead_letter_topic
+                && !crate::buffer::kafka::is_topic_name(t)
+            {
+                return bad("buffer.kafka.dead_letter_topic", format!("{t:?} is not a valid topic name"));
+            }
+            for (section, props) in [("client", &k.client), ("producer", &k.producer), ("consumer", &k.consumer)] {
+                if let Some(p) = props.keys().find(|p| crate::buffer::kafka::MANAGED_PROPERTIES.contains(&p.as_str())) {
+                    return bad(
+                        &format!("buffer.kafka.{section}.{p}"),
+                        "is set by binferry itself (delivery guarantees depend on it) and cannot be overridden".into(),
+                    );
                 }
             }
         }

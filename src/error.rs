@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Decode,
     /// The buffer failed (I/O, corruption, unknown envelope version).
     Buffer,
+    /// The buffer's brokers could not be reached or did not acknowledge in time (Kafka).
+    BufferUnavailable,
     /// The target could not be reached or the connection dropped.
     TargetUnavailable,
     /// The target user lacks a privilege, or the target refused a statement
@@ -40,7 +42,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Transient errors are retried with backoff; definite ones stop.
     pub fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::SourceUnavailable | ErrorKind::TargetUnavailable)
+        matches!(self, ErrorKind::SourceUnavailable | ErrorKind::BufferUnavailable | ErrorKind::TargetUnavailable)
     }
 
     fn label(self) -> &'static str {
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Decode => "decode error",
             ErrorKind::Buffer => "buffer error",
+            ErrorKind::BufferUnavailable => "buffer unavailable",
             ErrorKind::TargetUnavailable => "target unavailable",
             ErrorKind::TargetRejected => "target rejected",
             ErrorKind::Internal => "internal error",
@@ -226,6 +229,7 @@ mod tests {
     fn only_unavailability_is_transient() {
         assert!(ErrorKind::SourceUnavailable.is_transient());
         assert!(ErrorKind::TargetUnavailable.is_transient());
+        assert!(ErrorKind::BufferUnavailable.is_transient());
         assert!(!ErrorKind::BinlogPurged.is_transient());
         assert!(!ErrorKind::SourcePermission.is_transient());
         assert!(!ErrorKind::Buffer.is_transient());

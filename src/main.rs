@@ -9,7 +9,7 @@ use tracing::{error, info, warn};
 
 use binferry::config::{Config, LogFormat};
 use binferry::error::{Error, ErrorKind, Result};
-use binferry::pipeline::ReplayFrom;
+use binferry::pipeline::{ReplayFrom, Role};
 use binferry::sink::mysql::{MysqlSink, MysqlSinkSettings};
 use binferry::source::{SourceSettings, preflight};
 
@@ -37,6 +37,10 @@ enum Command {
         /// Start even when the preflight check reports problems.
         #[arg(long)]
         skip_checks: bool,
+        /// With the Kafka buffer: run only the binlog reader, or only a sink worker (one of a
+        /// consumer group; start as many as there are partitions to share).
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
     },
     /// Re-apply the buffer to the target from a stored offset (while `run` is stopped).
     /// Safe to repeat: rows already up to date are left alone.
@@ -82,7 +86,7 @@ fn main() -> ExitCode {
             Command::Check { .. } => {
                 check(&config).await.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
-            Command::Run { skip_checks, .. } => run(&config, skip_checks).await,
+            Command::Run { skip_checks, role, .. } => run(&config, skip_checks, role).await,
             Command::Replay { from_offset, from_time, table, .. } => {
                 replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
             }
@@ -136,7 +140,7 @@ async fn check(config: &Config) -> Result<bool> {
     Ok(ok)
 }
 
-async fn run(config: &Config, skip_checks: bool) -> Result<ExitCode> {
+async fn run(config: &Config, skip_checks: bool, role: Role) -> Result<ExitCode> {
     if !skip_checks && !check(config).await? {
         return Ok(ExitCode::FAILURE);
     }
@@ -149,7 +153,7 @@ async fn run(config: &Config, skip_checks: bool) -> Result<ExitCode> {
         warn!("second signal: aborting without draining; the next run resumes from the last checkpoint");
         std::process::exit(130);
     });
-    binferry::pipeline::run(config, rx).await?;
+    binferry::pipeline::run(config, role, rx).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,3 +19,9 @@ pub const WRITER_ROWS_COMPACTED: &str = "binferry_writer_rows_compacted_total";
 pub const WRITER_COMMITS: &str = "binferry_writer_commits_total";
 /// Seconds from a source commit to its target commit (gauge, per pipeline).
 pub const REPLICATION_LAG_SECONDS: &str = "binferry_replication_lag_seconds";
+/// Undecodable buffer messages that stopped a table or the stream (counter).
+pub const WRITER_POISON_MESSAGES: &str = "binferry_writer_poison_messages_total";
+/// Undecodable Kafka messages routed to the dead-letter topic (counter).
+pub const KAFKA_DEAD_LETTERS: &str = "binferry_kafka_dead_letters_total";
+/// Records and schemas acknowledged by the Kafka brokers (counter).
+pub const KAFKA_PRODUCED: &str = "binferry_kafka_produced_total";

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
-use super::{AppendBatch, Buffer};
+use super::{AppendBatch, Item, Journal, Log};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Record, envelope};
+use crate::event::envelope;
 use crate::position::SourceCheckpoint;
 use crate::schema::TableSchema;
 
@@ -94,6 +94,11 @@ fn create_atomically(path: &Path) -> Result<()> {
 }
 
 impl EmbeddedBuffer {
+    /// The offset the next append will get (number of records ever appended).
+    pub fn next_offset(&self) -> u64 {
+        *self.next_offset.borrow()
+    }
+
     /// Open (or create) the buffer file.
     pub fn open(path: &Path, retention: Retention) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -246,7 +251,7 @@ impl EmbeddedBuffer {
     }
 }
 
-impl Buffer for EmbeddedBuffer {
+impl Journal for EmbeddedBuffer {
     async fn append(&self, batch: AppendBatch) -> Result<Option<u64>> {
         let mut encoded = Vec::with_capacity(batch.records.len());
         let now = now_ms().to_be_bytes();
@@ -303,7 +308,31 @@ impl Buffer for EmbeddedBuffer {
         Ok(last)
     }
 
-    async fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Record)>> {
+    async fn checkpoint(&self) -> Result<SourceCheckpoint> {
+        self.blocking(|db, path| {
+            let err = storage(path);
+            let txn = db.begin_read().map_err(|e| err(e.into()))?;
+            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            match meta.get(META_CHECKPOINT).map_err(|e| err(e.into()))? {
+                None => Ok(SourceCheckpoint::default()),
+                Some(v) => serde_json::from_slice(v.value()).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Buffer,
+                        format!("embedded buffer {}: unreadable source checkpoint: {e}", path.display()),
+                    )
+                }),
+            }
+        })
+        .await
+    }
+
+    fn unapplied(&self) -> u64 {
+        self.next_offset().saturating_sub(self.acked.load(Ordering::Acquire))
+    }
+}
+
+impl Log for EmbeddedBuffer {
+    async fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Item)>> {
         if from >= self.next_offset() {
             return Ok(Vec::new());
         }
@@ -328,7 +357,7 @@ impl Buffer for EmbeddedBuffer {
                 let bytes = v.value();
                 let body = bytes.get(8..).unwrap_or_default();
                 let at = format!("{} offset {offset}", path.display());
-                out.push((offset, envelope::decode(body, &at)?));
+                out.push((offset, Item::Record(envelope::decode(body, &at)?)));
             }
             Ok(out)
         })
@@ -338,28 +367,6 @@ impl Buffer for EmbeddedBuffer {
     async fn wait_for(&self, offset: u64, timeout: Duration) {
         let mut rx = self.next_offset.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|next| *next > offset)).await;
-    }
-
-    fn next_offset(&self) -> u64 {
-        *self.next_offset.borrow()
-    }
-
-    async fn checkpoint(&self) -> Result<SourceCheckpoint> {
-        self.blocking(|db, path| {
-            let err = storage(path);
-            let txn = db.begin_read().map_err(|e| err(e.into()))?;
-            let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
-            match meta.get(META_CHECKPOINT).map_err(|e| err(e.into()))? {
-                None => Ok(SourceCheckpoint::default()),
-                Some(v) => serde_json::from_slice(v.value()).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Buffer,
-                        format!("embedded buffer {}: unreadable source checkpoint: {e}", path.display()),
-                    )
-                }),
-            }
-        })
-        .await
     }
 
     async fn schema(&self, version: u64) -> Result<Option<Arc<TableSchema>>> {
@@ -374,18 +381,8 @@ impl Buffer for EmbeddedBuffer {
                 match table.get(version).map_err(|e| err(e.into()))? {
                     None => Ok(None),
                     Some(v) => {
-                        let bad = |why: String| {
-                            Error::new(
-                                ErrorKind::Buffer,
-                                format!("embedded buffer {}: unreadable schema {version}: {why}", path.display()),
-                            )
-                        };
-                        let schema =
-                            serde_json::from_slice::<TableSchema>(v.value()).map_err(|e| bad(e.to_string()))?;
-                        if schema.primary_key.iter().any(|&i| i >= schema.columns.len()) {
-                            return Err(bad("its primary key refers to a missing column".into()));
-                        }
-                        Ok(Some(Arc::new(schema)))
+                        let at = format!("embedded buffer {} schema {version:016x}", path.display());
+                        Ok(Some(Arc::new(envelope::decode_schema(v.value(), &at)?)))
                     }
                 }
             })
@@ -398,10 +395,6 @@ impl Buffer for EmbeddedBuffer {
 
     fn acknowledge(&self, offset: u64) {
         self.acked.fetch_max(offset + 1, Ordering::AcqRel);
-    }
-
-    fn unapplied(&self) -> u64 {
-        self.next_offset().saturating_sub(self.acked.load(Ordering::Acquire))
     }
 }
 
@@ -424,7 +417,7 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Commit;
+    use crate::event::{Commit, Record};
     use crate::position::Position;
 
     fn commit(n: u64) -> Record {
@@ -458,7 +451,7 @@ mod tests {
         assert_eq!(b.next_offset(), 3);
         assert_eq!(b.checkpoint().await.unwrap().resume, Some(Position::new("binlog.000001", 3)));
         let got = b.read(1, 10).await.unwrap();
-        assert_eq!(got, vec![(1, commit(2)), (2, commit(3))]);
+        assert_eq!(got, vec![(1, Item::Record(commit(2))), (2, Item::Record(commit(3)))]);
         assert!(b.read(3, 10).await.unwrap().is_empty());
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Record;
 use crate::error::{Error, ErrorKind, Result};
+use crate::schema::TableSchema;
 
 /// The envelope version this binferry writes and reads.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -49,6 +50,16 @@ pub fn decode(bytes: &[u8], at: &dyn std::fmt::Display) -> Result<Record> {
     }
 }
 
+/// Decode a stored [`TableSchema`]; `at` names where it came from.
+pub fn decode_schema(bytes: &[u8], at: &dyn std::fmt::Display) -> Result<TableSchema> {
+    let bad = |why: String| Error::new(ErrorKind::Buffer, format!("unreadable schema at {at}: {why}"));
+    let schema = serde_json::from_slice::<TableSchema>(bytes).map_err(|e| bad(e.to_string()))?;
+    if schema.primary_key.iter().any(|&i| i >= schema.columns.len()) {
+        return Err(bad("its primary key refers to a missing column".into()));
+    }
+    Ok(schema)
+}
+
 fn version_error(v: u32, at: &dyn std::fmt::Display) -> Error {
     Error::new(
         ErrorKind::Buffer,
@@ -73,6 +84,8 @@ mod tests {
             after: Some(vec![Value::Int(1), Value::Bytes(vec![0, 255, 10])]),
             position: Position { file: "binlog.000001".into(), offset: 400, row: 2 },
             timestamp: 1_700_000_000,
+            gtid: None,
+            index: None,
         })
     }
 
@@ -145,6 +158,8 @@ mod tests {
                 after: Some(after.clone()),
                 position: Position::new("binlog.000001", 4),
                 timestamp: 0,
+                gtid: None,
+                index: None,
             });
             let Record::Change(back) = decode(&encode(&r).unwrap(), &"prop").unwrap() else { panic!("not a change") };
             let (b2, a2) = (back.before.unwrap(), back.after.unwrap());

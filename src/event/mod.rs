@@ -49,6 +49,13 @@ pub struct ChangeEvent {
     pub position: Position,
     /// Source event time, seconds since the Unix epoch.
     pub timestamp: u32,
+    /// GTID of the source transaction, when the server has GTIDs (not for snapshot rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<crate::position::Gtid>,
+    /// Index of this change inside its source transaction, from 0 (not for snapshot rows).
+    /// With the transaction's GTID or commit position it identifies the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 /// The end of a source transaction (or of a snapshot chunk).

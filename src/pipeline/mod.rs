@@ -18,9 +18,11 @@ use tracing::{error, info};
 pub use replay::{ReplayFrom, ReplaySummary, replay};
 pub use stats::Stats;
 
-use crate::buffer::Buffer;
 use crate::buffer::embedded::{EmbeddedBuffer, Retention};
-use crate::config::Config;
+use crate::buffer::kafka::KafkaSettings;
+use crate::buffer::kafka::group as kafka_group;
+use crate::buffer::kafka::journal::KafkaJournal;
+use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics;
 use crate::sink::mysql::{MysqlSink, MysqlSinkSettings};
@@ -30,57 +32,149 @@ use crate::writer::{self, WriterSettings};
 /// How often retention runs on the embedded buffer.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Run the pipeline described by `config` until `shutdown` turns true.
-pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<()> {
-    let source = SourceSettings::from_config(config)?;
-    let sink = MysqlSink::new(MysqlSinkSettings::from_config(config)?);
-    let buffer = Arc::new(open_buffer(config)?);
-    info!(
-        pipeline = %config.pipeline.name,
-        buffer = %config.buffer.embedded.path.display(),
-        next_offset = buffer.next_offset(),
-        "pipeline starting"
-    );
+/// Which parts of the pipeline a process runs. With the embedded buffer both always run in
+/// one process; with Kafka, readers and sink workers may run on different machines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The binlog reader and a sink worker.
+    #[default]
+    All,
+    /// Only the binlog reader (publishes to Kafka).
+    Reader,
+    /// Only a sink worker (a member of the consumer group).
+    Worker,
+}
 
+impl Role {
+    fn reads(self) -> bool {
+        self != Role::Worker
+    }
+    fn writes(self) -> bool {
+        self != Role::Reader
+    }
+}
+
+type Task = tokio::task::JoinHandle<Result<()>>;
+
+/// Run the pipeline described by `config` until `shutdown` turns true.
+pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -> Result<()> {
     let stats = Arc::new(Stats::default());
     let (drain_tx, drain_rx) = watch::channel(false);
-    let (fail_tx, mut fail_rx) = watch::channel(false);
-
-    // A failing task stops the other one through the same path as a signal.
-    let source_shutdown = {
-        let (tx, rx) = watch::channel(false);
-        let mut sig = shutdown.clone();
-        let mut fail = fail_rx.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = raised(&mut sig) => {}
-                _ = raised(&mut fail) => {}
+    let (fail_tx, fail_rx) = watch::channel(false);
+    let source_shutdown = either(shutdown.clone(), fail_rx.clone());
+    let sink_settings = MysqlSinkSettings::from_config(config)?;
+    match config.buffer.kind {
+        BufferKind::Embedded => {
+            if role != Role::All {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("--role {role:?}: only the Kafka buffer splits readers and sink workers"),
+                )
+                .with_hint("run without --role, or set buffer.kind = \"kafka\""));
             }
-            let _ = tx.send(true);
-        });
-        rx
-    };
-    let source_task =
-        tokio::spawn(crate::source::run(source, Arc::clone(&buffer), Arc::clone(&stats), source_shutdown));
-    let writer_task = tokio::spawn(writer::run(
-        WriterSettings::from(&config.writer),
-        Arc::clone(&buffer),
-        sink,
-        Arc::clone(&stats),
-        drain_rx,
-    ));
-    let progress = tokio::spawn(progress_loop(
-        Arc::clone(&buffer),
-        Arc::clone(&stats),
-        Duration::from_secs(config.log.progress_interval_secs),
-    ));
+            let source = SourceSettings::from_config(config)?;
+            let buffer = Arc::new(open_buffer(config)?);
+            info!(
+                pipeline = %config.pipeline.name,
+                buffer = %config.buffer.embedded.path.display(),
+                next_offset = buffer.next_offset(),
+                "pipeline starting"
+            );
+            let source_task =
+                tokio::spawn(crate::source::run(source, Arc::clone(&buffer), Arc::clone(&stats), source_shutdown));
+            let writer_task = tokio::spawn(writer::run(
+                WriterSettings::from(&config.writer),
+                Arc::clone(&buffer),
+                MysqlSink::new(sink_settings),
+                Arc::clone(&stats),
+                drain_rx,
+            ));
+            let backlog = {
+                let b = Arc::clone(&buffer);
+                move || Some(b.next_offset())
+            };
+            let progress = tokio::spawn(progress_loop(
+                backlog.clone(),
+                Arc::clone(&stats),
+                Duration::from_secs(config.log.progress_interval_secs),
+            ));
+            let tasks = Tasks { source: Some(source_task), writer: Some(writer_task), drain_tx, fail_tx, fail_rx };
+            let result = supervise(tasks, shutdown, Some(buffer)).await;
+            progress.abort();
+            log_progress(&backlog, &stats, None);
+            result
+        }
+        BufferKind::Kafka => {
+            let kafka = KafkaSettings::from_config(config)?;
+            info!(pipeline = %config.pipeline.name, brokers = %kafka.brokers(), topic_prefix = %kafka.topics.prefix,
+                layout = ?kafka.layout, ?role, "pipeline starting");
+            let source_task = match role.reads() {
+                true => {
+                    let journal = Arc::new(KafkaJournal::new(kafka.clone())?);
+                    let source = SourceSettings::from_config(config)?;
+                    Some(tokio::spawn(crate::source::run(source, journal, Arc::clone(&stats), source_shutdown)))
+                }
+                false => None,
+            };
+            let writer_task = match role.writes() {
+                true => {
+                    let ws = WriterSettings::from(&config.writer);
+                    let make_sink = move |stream: &str| MysqlSink::new(sink_settings.for_stream(stream));
+                    Some(tokio::spawn(kafka_group::run(kafka, ws, make_sink, Arc::clone(&stats), drain_rx)))
+                }
+                false => None,
+            };
+            let backlog = || None;
+            let progress = tokio::spawn(progress_loop(
+                backlog,
+                Arc::clone(&stats),
+                Duration::from_secs(config.log.progress_interval_secs),
+            ));
+            let tasks = Tasks { source: source_task, writer: writer_task, drain_tx, fail_tx, fail_rx };
+            let result = supervise(tasks, shutdown, None).await;
+            progress.abort();
+            log_progress(&backlog, &stats, None);
+            result
+        }
+    }
+}
 
-    let mut source_task = source_task;
-    let mut writer_task = writer_task;
+/// A receiver that turns true once either input does.
+fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = raised(&mut a) => {}
+            _ = raised(&mut b) => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+struct Tasks {
+    source: Option<Task>,
+    writer: Option<Task>,
+    drain_tx: watch::Sender<bool>,
+    fail_tx: watch::Sender<bool>,
+    fail_rx: watch::Receiver<bool>,
+}
+
+/// Wait for both tasks. A failing task stops the other one through the same path as a
+/// signal; the writer drains once the source is done (or, without a source, on the signal).
+async fn supervise(
+    t: Tasks,
+    mut shutdown: watch::Receiver<bool>,
+    retention_of: Option<Arc<EmbeddedBuffer>>,
+) -> Result<()> {
+    let Tasks { source, writer, drain_tx, fail_tx, mut fail_rx } = t;
+    let mut source_result: Option<Result<()>> = if source.is_none() { Some(Ok(())) } else { None };
+    let mut writer_result: Option<Result<()>> = if writer.is_none() { Some(Ok(())) } else { None };
+    let mut source_task = source.unwrap_or_else(|| tokio::spawn(async { Ok(()) }));
+    let mut writer_task = writer.unwrap_or_else(|| tokio::spawn(async { Ok(()) }));
+    let no_source = source_result.is_some();
     let mut retention = tokio::time::interval(RETENTION_INTERVAL);
     retention.tick().await;
-    let mut source_result: Option<Result<()>> = None;
-    let mut writer_result: Option<Result<()>> = None;
     while source_result.is_none() || writer_result.is_none() {
         tokio::select! {
             r = &mut source_task, if source_result.is_none() => {
@@ -101,16 +195,19 @@ pub async fn run(config: &Config, shutdown: watch::Receiver<bool>) -> Result<()>
                 let _ = fail_tx.send(true);
                 writer_result = Some(r);
             }
-            _ = retention.tick() => {
-                if let Err(e) = buffer.enforce_retention().await {
+            _ = retention.tick(), if retention_of.is_some() => {
+                if let Some(b) = &retention_of
+                    && let Err(e) = b.enforce_retention().await
+                {
                     error!(error = %e, "buffer retention failed");
                 }
+            }
+            _ = raised(&mut shutdown), if no_source && !*drain_tx.borrow() => {
+                let _ = drain_tx.send(true);
             }
             _ = fail_rx.changed() => {}
         }
     }
-    progress.abort();
-    log_progress(buffer.as_ref(), &stats, None);
     writer_result.unwrap_or(Ok(()))?;
     source_result.unwrap_or(Ok(()))?;
     info!("pipeline stopped cleanly");
@@ -130,17 +227,18 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &str
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("{what} task panicked: {e}")))?
 }
 
-async fn progress_loop<B: Buffer>(buffer: Arc<B>, stats: Arc<Stats>, every: Duration) {
+async fn progress_loop(backlog: impl Fn() -> Option<u64>, stats: Arc<Stats>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let mut last = (0u64, 0u64, std::time::Instant::now());
     loop {
         tick.tick().await;
-        log_progress(buffer.as_ref(), &stats, Some(&mut last));
+        log_progress(&backlog, &stats, Some(&mut last));
     }
 }
 
-fn log_progress<B: Buffer>(buffer: &B, stats: &Stats, last: Option<&mut (u64, u64, std::time::Instant)>) {
+/// One progress line. `backlog` gives the buffer's end offset when the buffer is one stream.
+fn log_progress(backlog: &impl Fn() -> Option<u64>, stats: &Stats, last: Option<&mut (u64, u64, std::time::Instant)>) {
     let events = stats.source_events.load(Ordering::Relaxed);
     let rows = stats.writer_rows.load(Ordering::Relaxed);
     let (src_rate, dst_rate) = match last {
@@ -152,7 +250,8 @@ fn log_progress<B: Buffer>(buffer: &B, stats: &Stats, last: Option<&mut (u64, u6
         }
         None => (0.0, 0.0),
     };
-    let next = buffer.next_offset();
+    let end = backlog();
+    let next = end.unwrap_or(0);
     let applied = stats.writer_next_offset.load(Ordering::Relaxed);
     let lag = stats.lag_seconds(next);
     ::metrics::gauge!(metrics::REPLICATION_LAG_SECONDS).set(lag);
@@ -170,7 +269,7 @@ fn log_progress<B: Buffer>(buffer: &B, stats: &Stats, last: Option<&mut (u64, u6
         skipped_stopped_tables = stats.writer_skipped_stopped.load(Ordering::Relaxed),
         target_rows_per_s = format!("{dst_rate:.0}"),
         target_commits = stats.writer_commits.load(Ordering::Relaxed),
-        buffer_pending = next.saturating_sub(applied),
+        buffer_pending = end.map(|n| n.saturating_sub(applied).to_string()).unwrap_or_else(|| "-".into()),
         source_paused = stats.source_paused.load(Ordering::Relaxed),
         lag_seconds = lag,
         "progress"

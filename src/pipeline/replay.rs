@@ -19,7 +19,6 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{Stats, open_buffer};
-use crate::buffer::Buffer;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::mysql::{MysqlSink, MysqlSinkSettings};

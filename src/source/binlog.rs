@@ -25,7 +25,7 @@ use super::ddl::{Ddl, classify};
 use super::decode::{Origin, convert};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings};
-use crate::buffer::{AppendBatch, Buffer};
+use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
 use crate::metrics;
@@ -76,6 +76,8 @@ struct Streamer<'a> {
     current_file: String,
     in_txn: bool,
     txn_gtid: Option<Gtid>,
+    /// Changes of the current transaction so far (the next change's index).
+    txn_index: u32,
     txn_has_changes: bool,
     events_seen: u64,
     /// The server checksums events and no FORMAT_DESCRIPTION arrived yet: the artificial
@@ -84,7 +86,7 @@ struct Streamer<'a> {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn stream<B: Buffer>(
+pub(super) async fn stream<B: Journal>(
     settings: &SourceSettings,
     server: &ServerInfo,
     collations: Collations,
@@ -134,6 +136,7 @@ pub(super) async fn stream<B: Buffer>(
         first_pending_at: None,
         in_txn: false,
         txn_gtid: None,
+        txn_index: 0,
         txn_has_changes: false,
         events_seen: 0,
         rotate_has_crc: checksums,
@@ -350,7 +353,10 @@ impl Streamer<'_> {
                 after,
                 position,
                 timestamp: ts,
+                gtid: self.txn_gtid.clone(),
+                index: Some(self.txn_index),
             }));
+            self.txn_index += 1;
             self.txn_has_changes = true;
         }
         Ok(())
@@ -433,6 +439,7 @@ impl Streamer<'_> {
         self.checkpoint_dirty = true;
         self.in_txn = false;
         self.txn_has_changes = false;
+        self.txn_index = 0;
     }
 
     fn push(&mut self, record: Record) {
@@ -443,7 +450,7 @@ impl Streamer<'_> {
     }
 
     /// Append pending records with the checkpoint of the last complete transaction.
-    async fn flush<B: Buffer>(&mut self, buffer: &B) -> Result<()> {
+    async fn flush<B: Journal>(&mut self, buffer: &B) -> Result<()> {
         if self.pending.is_empty() && !self.checkpoint_dirty {
             return Ok(());
         }

@@ -43,7 +43,7 @@ use tracing::{info, warn};
 
 pub use select::TableFilter;
 
-use crate::buffer::Buffer;
+use crate::buffer::Journal;
 use crate::config::{Config, DEFAULT_SOURCE_PASSWORD_ENV, SnapshotMode, resolve_password};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::Stats;
@@ -177,7 +177,7 @@ pub(crate) async fn load_collations(conn: &mut Conn) -> Result<Collations> {
 
 /// Run the source until `shutdown` turns true or a definite error occurs; transient errors
 /// are retried with backoff from the last checkpoint.
-pub async fn run<B: Buffer>(
+pub async fn run<B: Journal>(
     settings: SourceSettings,
     buffer: Arc<B>,
     stats: Arc<Stats>,
@@ -202,7 +202,7 @@ pub async fn run<B: Buffer>(
     }
 }
 
-async fn run_once<B: Buffer>(
+async fn run_once<B: Journal>(
     settings: &SourceSettings,
     buffer: &Arc<B>,
     stats: &Arc<Stats>,

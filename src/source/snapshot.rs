@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::decode::{Origin, convert};
 use super::{ServerInfo, SourceSettings};
-use crate::buffer::{AppendBatch, Buffer};
+use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record};
 use crate::pipeline::Stats;
@@ -19,7 +19,7 @@ use crate::position::{Position, SourceCheckpoint};
 use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
 
 /// Copy every selected table not yet in `checkpoint`. Returns `false` when interrupted by shutdown.
-pub(super) async fn run<B: Buffer>(
+pub(super) async fn run<B: Journal>(
     pool: &Pool,
     server: &ServerInfo,
     buffer: &B,
@@ -80,6 +80,8 @@ pub(super) async fn run<B: Buffer>(
                     after: Some(values),
                     position,
                     timestamp: now_secs(),
+                    gtid: None,
+                    index: None,
                 }));
             }
             if chunk.len() >= settings.chunk_rows || done {

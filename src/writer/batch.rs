@@ -279,6 +279,8 @@ mod tests {
             after: after.map(row),
             position: Position::new("binlog.000001", offset),
             timestamp: 0,
+            gtid: None,
+            index: None,
         }
     }
 

@@ -32,7 +32,7 @@ use tracing::{debug, error, warn};
 
 pub use batch::{Batch, KeylessRow, RowOp, TableBatch};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Item, Log, Poison};
 use crate::config::WriterConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Record};
@@ -79,7 +79,7 @@ impl From<&WriterConfig> for WriterSettings {
 
 /// Run the writer until `drain` turns true and everything in the buffer is applied, or a
 /// definite error occurs. Transient sink errors are retried from the target's checkpoint.
-pub async fn run<B: Buffer, S: Sink>(
+pub async fn run<B: Log, S: Sink>(
     settings: WriterSettings,
     buffer: Arc<B>,
     mut sink: S,
@@ -120,7 +120,7 @@ struct Writer<'a, B> {
     stopped: std::collections::HashSet<crate::schema::TableRef>,
 }
 
-impl<'a, B: Buffer> Writer<'a, B> {
+impl<'a, B: Log> Writer<'a, B> {
     fn new(settings: WriterSettings, buffer: &'a B, stats: &'a Stats) -> Self {
         Writer {
             settings,
@@ -176,8 +176,16 @@ impl<'a, B: Buffer> Writer<'a, B> {
                 }
                 continue;
             }
-            for (offset, record) in records {
+            for (offset, item) in records {
                 next = offset + 1;
+                let record = match item {
+                    Item::Record(r) => r,
+                    Item::Poison(p) => {
+                        self.poison(sink, p).await?;
+                        continue;
+                    }
+                    Item::DeadLettered => continue,
+                };
                 match record {
                     Record::Change(ev) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ev.table)) => {}
                     Record::Change(ev) if self.stopped.contains(&ev.table) => {
@@ -220,6 +228,30 @@ impl<'a, B: Buffer> Writer<'a, B> {
                 }
             }
         }
+    }
+
+    /// An undecodable message stops the table its key names, durably and loudly; without a
+    /// readable key nothing safe can be skipped, so the stream stops with a definite error.
+    async fn poison<S: Sink>(&mut self, sink: &mut S, poison: Poison) -> Result<()> {
+        ::metrics::counter!(metrics::WRITER_POISON_MESSAGES).increment(1);
+        let Some(table) = poison.table else {
+            return Err(Error::new(ErrorKind::Decode, poison.reason).with_hint(
+                "inspect the message; to route undecodable messages to a dead-letter topic instead, \
+                 set buffer.kafka.on_poison = \"dead_letter\"",
+            ));
+        };
+        if self.stopped.contains(&table) || self.settings.only.as_ref().is_some_and(|f| !f.matches(&table)) {
+            return Ok(());
+        }
+        error!(%table, reason = %poison.reason, "undecodable message: table stopped; the other tables keep replicating");
+        // Its earlier changes in the open transaction go too: the table is now out of step and
+        // needs a resync, and half of a source transaction must not reach it.
+        self.open.retain(|e| e.table != table);
+        self.batch.remove_table(&table);
+        sink.stop_table(&table, &format!("undecodable message: {}", poison.reason)).await?;
+        self.stopped.insert(table);
+        self.partial_applied = true;
+        Ok(())
     }
 
     fn full(&self) -> bool {

@@ -45,6 +45,23 @@ pub fn ensure_main_server() {
     });
 }
 
+/// `host:port` of the shared Kafka-protocol broker (`scripts/kafka.sh`, port
+/// `BINFERRY_KAFKA_PORT`, default 19092).
+pub fn kafka_brokers() -> String {
+    let port: u16 = std::env::var("BINFERRY_KAFKA_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19092);
+    format!("127.0.0.1:{port}")
+}
+
+/// Make sure the shared broker runs (scripts/test.sh starts it; `cargo test` alone works too).
+pub fn ensure_kafka() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let out =
+            Command::new(repo_root().join("scripts/kafka.sh")).arg("start").output().expect("run scripts/kafka.sh");
+        assert!(out.status.success(), "cannot start the Kafka broker: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
 pub fn opts(port: u16, user: &str, password: &str) -> Opts {
     OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -120,6 +137,8 @@ pub struct Env {
     pub writer_config: String,
     /// Extra lines of the `[buffer.embedded]` section.
     pub buffer_config: String,
+    /// `[buffer]` and `[buffer.kafka]` sections when the test runs on Kafka ([`Env::use_kafka`]).
+    pub kafka_config: String,
     /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
     pub target_port: u16,
     pub target_pool: Pool,
@@ -160,6 +179,7 @@ impl Env {
             extra_config: String::new(),
             writer_config: "batch_max_delay_ms = 50".into(),
             buffer_config: String::new(),
+            kafka_config: String::new(),
             target_port: port,
             target_server: None,
             owns_server,
@@ -202,6 +222,8 @@ port = {port}
 user = "root"
 include = ["{src}.*"]
 
+{kafka}
+
 [buffer.embedded]
 path = "{buffer}"
 {buffer_extra}
@@ -226,6 +248,7 @@ progress_interval_secs = 1
             buffer = self.buffer_path().display(),
             extra = self.extra_config,
             buffer_extra = self.buffer_config,
+            kafka = self.kafka_config,
             writer = self.writer_config,
         );
         std::fs::write(self.config_path(), cfg).unwrap();
@@ -235,6 +258,46 @@ progress_interval_secs = 1
     pub fn start(&self) -> Binferry {
         self.write_config();
         Binferry::start(&self.config_path(), &self.dir.path().join("binferry.log"))
+    }
+
+    /// Carry this test's changes through the shared Kafka-protocol broker, in topics of its
+    /// own (the prefix is the test's unique name), with `layout` and `extra` lines of the
+    /// `[buffer.kafka]` section.
+    pub fn use_kafka(&mut self, layout: &str, extra: &str) {
+        ensure_kafka();
+        self.kafka_config = format!(
+            r#"
+[buffer]
+kind = "kafka"
+
+[buffer.kafka]
+brokers = "{brokers}"
+topic_prefix = "{name}"
+layout = "{layout}"
+partitions = 4
+{extra}
+
+[buffer.kafka.producer]
+# tansu 0.6.0 (the broker here) loses the rest of a multi-record batch when a fetch starts in
+# its middle, and sink workers resume from the offsets stored in the target: one record per
+# batch keeps every resume point at a batch start. Real Kafka needs none of this.
+"batch.num.messages" = "1"
+"linger.ms" = "0"
+"#,
+            brokers = kafka_brokers(),
+            name = self.name,
+        );
+    }
+
+    /// `binferry run --role ROLE`, logging to `<log>.log` in the test directory.
+    pub fn start_role(&self, role: &str, log: &str) -> Binferry {
+        self.write_config();
+        Binferry::start_with(&self.config_path(), &self.dir.path().join(format!("{log}.log")), &["--role", role])
+    }
+
+    /// The log of a process started with [`start_role`](Self::start_role).
+    pub fn log_of(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{log}.log"))).unwrap_or_default()
     }
 
     /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
@@ -423,10 +486,15 @@ pub struct Binferry {
 
 impl Binferry {
     pub fn start(config: &Path, log: &Path) -> Binferry {
+        Self::start_with(config, log, &[])
+    }
+
+    pub fn start_with(config: &Path, log: &Path, args: &[&str]) -> Binferry {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_binferry"))
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("BINFERRY_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

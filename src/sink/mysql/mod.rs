@@ -71,7 +71,7 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 512;
 /// The stream id of the embedded buffer in `_binferry_state`.
-const STREAM: &str = "embedded";
+const EMBEDDED_STREAM: &str = "embedded";
 /// Key hash of a table-wide tombstone (TRUNCATE, DROP): no change older than it applies.
 const TABLE_TOMBSTONE: [u8; 16] = [0; 16];
 /// How often expired tombstones are removed.
@@ -91,6 +91,8 @@ pub struct MysqlSinkSettings {
     rules: TableRules,
     tombstone_retention: Duration,
     on_drop: DropMode,
+    /// Which buffer stream this sink applies: its row in `_binferry_state`.
+    stream: String,
 }
 
 impl MysqlSinkSettings {
@@ -123,9 +125,19 @@ impl MysqlSinkSettings {
             pipeline: config.pipeline.name.clone(),
             connect_timeout: Duration::from_secs(m.connect_timeout_secs),
             rules: config.table_rules()?,
-            tombstone_retention: Duration::from_secs(config.buffer.embedded.retention_max_age_secs),
+            tombstone_retention: Duration::from_secs(match (&config.buffer.kind, &config.buffer.kafka) {
+                (crate::config::BufferKind::Kafka, Some(k)) => k.retention_secs,
+                _ => config.buffer.embedded.retention_max_age_secs,
+            }),
             on_drop: m.on_source_drop,
+            stream: EMBEDDED_STREAM.into(),
         })
+    }
+
+    /// The same target, applying another buffer stream (a Kafka partition): each stream keeps
+    /// its own applied offset.
+    pub fn for_stream(&self, stream: impl Into<String>) -> Self {
+        MysqlSinkSettings { stream: stream.into(), ..self.clone() }
     }
 
     async fn connect(&self) -> Result<Conn> {
@@ -524,9 +536,9 @@ impl Sink for MysqlSink {
             q(&self.settings.database),
             q(STATE_TABLE)
         );
-        let pipeline = self.settings.pipeline.clone();
+        let params = (self.settings.pipeline.clone(), self.settings.stream.clone());
         let conn = self.data().await?;
-        conn.exec_first(sql, (pipeline, STREAM)).await.map_err(|e| Error::target_mysql(e, "reading the applied offset"))
+        conn.exec_first(sql, params).await.map_err(|e| Error::target_mysql(e, "reading the applied offset"))
     }
 
     async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
@@ -674,10 +686,12 @@ impl Sink for MysqlSink {
         match &change.change {
             TableChange::Truncate => {
                 // DELETE, not TRUNCATE: it stays inside the transaction that records the offset.
+                // Only rows older than the TRUNCATE go: with a key-partitioned Kafka layout each
+                // partition applies it at its own pace, after newer rows from other partitions.
                 self.begin().await?;
                 let conn = self.data().await?;
                 if table_exists(conn, &db, &name).await? {
-                    conn.query_drop(format!("DELETE FROM {full}"))
+                    conn.exec_drop(format!("DELETE FROM {full} WHERE {POS_COLUMN} < ?"), (pos.to_vec(),))
                         .await
                         .map_err(|e| Error::target_mysql(e, format!("emptying `{name}`")))?;
                 }
@@ -785,7 +799,13 @@ impl Sink for MysqlSink {
             q(&self.settings.database),
             q(STATE_TABLE)
         );
-        let params = (self.settings.pipeline.clone(), STREAM, offset, position.file.clone(), position.offset);
+        let params = (
+            self.settings.pipeline.clone(),
+            self.settings.stream.clone(),
+            offset,
+            position.file.clone(),
+            position.offset,
+        );
         let conn = self.data().await?;
         conn.exec_drop(sql, params).await.map_err(|e| Error::target_mysql(e, "recording the applied offset"))?;
         conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing to the target"))?;
