@@ -251,7 +251,10 @@ progress_interval_secs = 1
             kafka = self.kafka_config,
             writer = self.writer_config,
         );
-        std::fs::write(self.config_path(), cfg).unwrap();
+        // Atomically: a process started a moment ago may be reading the previous version.
+        let tmp = self.dir.path().join("binferry.toml.tmp");
+        std::fs::write(&tmp, cfg).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
         self.config_path()
     }
 
@@ -402,12 +405,19 @@ partitions = 4
             match d {
                 None => return,
                 Some(d) if start.elapsed() > timeout => {
-                    let log = std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-                    panic!(
-                        "target did not converge in {timeout:?}: {d}\n--- binferry log tail ---\n{}",
-                        tail.join("\n")
-                    );
+                    let mut tails = String::new();
+                    let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+                        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                        .unwrap_or_default();
+                    logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+                    logs.sort();
+                    for path in logs {
+                        let log = std::fs::read_to_string(&path).unwrap_or_default();
+                        let tail: Vec<&str> =
+                            log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+                        tails.push_str(&format!("--- {} tail ---\n{}\n", path.display(), tail.join("\n")));
+                    }
+                    panic!("target did not converge in {timeout:?}: {d}\n{tails}");
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }

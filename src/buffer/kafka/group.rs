@@ -69,6 +69,7 @@ impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                info!(partitions = tpl.count(), "consumer group assignment received");
                 // The member only holds ownership; partition readers fetch the records.
                 if let Err(e) = consumer.pause(tpl) {
                     warn!(error = %e, "cannot pause the group member's partitions");

@@ -204,7 +204,10 @@ impl KafkaSettings {
         let mut c = self.base();
         // Defaults the consumer section may override: new per-table topics are found within
         // seconds, and a dead worker's partitions move within seconds, not minutes.
-        c.set("topic.metadata.refresh.interval.ms", "5000")
+        // Round robin: the range assignor hands partition 0 of every single-partition topic to
+        // the same member, which would leave all but one worker idle in the `table` layout.
+        c.set("partition.assignment.strategy", "roundrobin")
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "3000");
         c.set("group.id", &self.group_id)
@@ -273,7 +276,7 @@ impl Topics {
     pub fn data_pattern(&self) -> String {
         let mut escaped = String::new();
         for c in self.prefix.chars() {
-            if !c.is_ascii_alphanumeric() {
+            if !(c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 escaped.push('\\');
             }
             escaped.push(c);
