@@ -119,3 +119,117 @@ async fn two_workers_share_partitions_and_the_survivor_takes_over() {
     assert!(reader.interrupt(Duration::from_secs(30)).success());
     assert!(b.interrupt(Duration::from_secs(60)).success(), "{}", env.log_of("b"));
 }
+
+/// Write `payload` (and `key`) straight into partition 0 of the pipeline's topic for `db`, as
+/// a foreign producer or a damaged message would.
+async fn inject(env: &Env, key: Option<&[u8]>, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_brokers())
+        .create()
+        .unwrap();
+    let topic = format!("{}.{}", env.name, env.src);
+    let mut record = FutureRecord::<[u8], [u8]>::to(&topic).partition(0).payload(payload);
+    if let Some(k) = key {
+        record = record.key(k);
+    }
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+}
+
+async fn two_tables(env: &Env) -> mysql_async::Conn {
+    let mut c = env.conn().await;
+    for t in ["a", "b"] {
+        c.query_drop(format!("CREATE TABLE `{}`.{t} (id INT PRIMARY KEY, v VARCHAR(20))", env.src)).await.unwrap();
+        c.query_drop(format!("INSERT INTO `{}`.{t} VALUES (1, 'x'), (2, 'y')", env.src)).await.unwrap();
+    }
+    c
+}
+
+async fn target_has(env: &Env, table: &str, id: i32) -> bool {
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let n: Option<i64> = t
+        .query_first(format!("SELECT COUNT(*) FROM `{}`.{table} WHERE id = {id}", env.dst))
+        .await
+        .unwrap_or(None);
+    n == Some(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_stops_its_table_then_the_partition() {
+    let mut env = Env::new("kpoison").await;
+    env.use_kafka("database", "");
+    let mut c = two_tables(&env).await;
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+
+    let key = format!(r#"{{"db":"{}","table":"a"}}"#, env.src);
+    inject(&env, Some(key.as_bytes()), b"{not an envelope").await;
+    c.query_drop(format!("INSERT INTO `{}`.a VALUES (100, 'after')", env.src)).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{}`.b VALUES (100, 'after')", env.src)).await.unwrap();
+    let start = std::time::Instant::now();
+    while !target_has(&env, "b", 100).await {
+        assert!(start.elapsed() < CONVERGE, "table b stopped replicating:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Table a is stopped durably, with the message's origin; its later change is not applied.
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let reason: Option<String> = t
+        .query_first(format!("SELECT reason FROM `{}`._binferry_stopped WHERE source_table = 'a'", env.dst))
+        .await
+        .unwrap();
+    let reason = reason.unwrap_or_else(|| panic!("table a was not stopped:\n{}", env.log()));
+    let origin = format!("Kafka topic {}.{} partition 0 offset", env.name, env.src);
+    assert!(reason.contains(&origin), "{reason}");
+    assert!(!target_has(&env, "a", 100).await);
+    assert!(env.log().contains("undecodable message: table stopped"), "{}", env.log());
+
+    // Without a readable key nothing can be skipped safely: the worker stops, saying where.
+    inject(&env, None, b"\x00\x01garbage").await;
+    let status = bf.wait_exit(CONVERGE);
+    assert!(!status.success());
+    let log = env.log();
+    assert!(log.contains(&origin) && log.contains("dead_letter"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_goes_to_the_dead_letter_topic() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let mut env = Env::new("kdlq").await;
+    env.use_kafka("database", "on_poison = \"dead_letter\"");
+    let mut c = two_tables(&env).await;
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+    let key = format!(r#"{{"db":"{}","table":"a"}}"#, env.src);
+    inject(&env, Some(key.as_bytes()), b"{\"v\":99,\"r\":{}}").await;
+    c.query_drop(format!("INSERT INTO `{}`.a VALUES (100, 'after')", env.src)).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{}`.b VALUES (100, 'after')", env.src)).await.unwrap();
+    // Nothing stops: both tables keep replicating.
+    env.wait_equal(CONVERGE).await;
+    assert!(env.log().contains("undecodable message routed to the dead-letter topic"), "{}", env.log());
+
+    // The dead-letter topic holds the message as it was, with its origin in headers.
+    let dlq = format!("{}-dead-letter", env.name);
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::kafka_brokers())
+        .set("group.id", format!("{}-check", env.name))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&dlq, 0, rdkafka::Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let msg = loop {
+        match consumer.poll(Duration::from_secs(30)) {
+            Some(Ok(m)) => break m.detach(),
+            Some(Err(e)) => panic!("reading {dlq}: {e}"),
+            None => panic!("nothing in {dlq}"),
+        }
+    };
+    assert_eq!(msg.payload(), Some(&b"{\"v\":99,\"r\":{}}"[..]));
+    assert_eq!(msg.key(), Some(key.as_bytes()));
+    let headers = msg.headers().expect("headers");
+    let error = headers.iter().find(|h| h.key == "binferry-error").and_then(|h| h.value).unwrap();
+    assert!(String::from_utf8_lossy(error).contains("envelope version 99"));
+    assert!(headers.iter().any(|h| h.key == "binferry-offset"));
+    assert!(bf.interrupt(Duration::from_secs(30)).success());
+}
