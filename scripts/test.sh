@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing, starts
-# the project's MariaDB (port 3407, see scripts/mariadb.sh), checks formatting
+# the project's MariaDB (port 3407, see scripts/mariadb.sh) and a Kafka-protocol
+# broker (tansu, port 19092, see scripts/kafka.sh), checks formatting
 # and lints, and runs every test. This is README command 2 and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,15 @@ if ! scripts/mariadb.sh status; then
   scripts/mariadb.sh start
   started=1
 fi
-cleanup() { [ "$started" = 1 ] && scripts/mariadb.sh stop || true; }
+kafka_started=0
+if ! scripts/kafka.sh status; then
+  scripts/kafka.sh start
+  kafka_started=1
+fi
+cleanup() {
+  [ "$started" = 1 ] && scripts/mariadb.sh stop || true
+  [ "$kafka_started" = 1 ] && scripts/kafka.sh stop || true
+}
 trap cleanup EXIT
 
 cargo fmt --all -- --check

@@ -124,10 +124,8 @@ async fn two_workers_share_partitions_and_the_survivor_takes_over() {
 /// a foreign producer or a damaged message would.
 async fn inject(env: &Env, key: Option<&[u8]>, payload: &[u8]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", common::kafka_brokers())
-        .create()
-        .unwrap();
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", common::kafka_brokers()).create().unwrap();
     let topic = format!("{}.{}", env.name, env.src);
     let mut record = FutureRecord::<[u8], [u8]>::to(&topic).partition(0).payload(payload);
     if let Some(k) = key {
@@ -147,10 +145,8 @@ async fn two_tables(env: &Env) -> mysql_async::Conn {
 
 async fn target_has(env: &Env, table: &str, id: i32) -> bool {
     let mut t = env.target_pool.get_conn().await.unwrap();
-    let n: Option<i64> = t
-        .query_first(format!("SELECT COUNT(*) FROM `{}`.{table} WHERE id = {id}", env.dst))
-        .await
-        .unwrap_or(None);
+    let n: Option<i64> =
+        t.query_first(format!("SELECT COUNT(*) FROM `{}`.{table} WHERE id = {id}", env.dst)).await.unwrap_or(None);
     n == Some(1)
 }
 

@@ -36,6 +36,8 @@ pub struct PartitionLog {
     closing: watch::Receiver<bool>,
     /// Highest offset applied to the target (-1: none), for the group's progress commits.
     acked: Arc<AtomicI64>,
+    /// Keeps `closing` open for a standalone reader.
+    _open: Option<watch::Sender<bool>>,
 }
 
 struct ReadState {
@@ -78,7 +80,18 @@ impl PartitionLog {
             state: Mutex::new(ReadState { next: None, pending: VecDeque::new(), error: None }),
             closing,
             acked,
+            _open: None,
         })
+    }
+
+    /// A standalone reader of `topic`/`partition` (tools and tests): its own schema cache,
+    /// never closed from outside.
+    pub fn open(settings: &KafkaSettings, topic: &str, partition: i32) -> Result<Self> {
+        let (tx, rx) = watch::channel(false);
+        let schemas = Arc::new(SchemaRegistry::new(settings));
+        let mut log = Self::new(settings, topic, partition, schemas, rx, Arc::new(AtomicI64::new(-1)))?;
+        log._open = Some(tx);
+        Ok(log)
     }
 
     /// The stream name of this partition in the target's `_binferry_state`.
