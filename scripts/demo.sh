@@ -7,7 +7,12 @@
 # a generator inserts, updates and deletes for DEMO_SECONDS (default 30),
 # shows progress and lag, then compares source and target table by table and
 # stops what it started.
+#
+#   scripts/demo.sh            embedded buffer (one redb file)
+#   scripts/demo.sh --kafka    through a local Kafka-protocol broker (tansu, scripts/kafka.sh)
 set -euo pipefail
+KAFKA=0
+[ "${1:-}" = "--kafka" ] && KAFKA=1
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binferry-target}"
 export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
@@ -27,6 +32,11 @@ if ! scripts/mariadb.sh status; then
   scripts/mariadb.sh start
   started_db=1
 fi
+started_kafka=0
+if [ "$KAFKA" = 1 ] && ! scripts/kafka.sh status; then
+  scripts/kafka.sh start
+  started_kafka=1
+fi
 sql() { scripts/mariadb.sh client "$@"; }
 BF_PID=""; TAIL_PID=""; GEN_PID=""
 cleanup() {
@@ -34,6 +44,7 @@ cleanup() {
   [ -n "$BF_PID" ] && kill -INT "$BF_PID" 2>/dev/null && wait "$BF_PID" 2>/dev/null || true
   [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null || true
   [ "$started_db" = 1 ] && scripts/mariadb.sh stop || true
+  [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -79,6 +90,18 @@ database = "$DST"
 [log]
 progress_interval_secs = 3
 EOF
+if [ "$KAFKA" = 1 ]; then
+  # A fresh topic prefix: the in-memory broker may still hold an earlier demo's topics.
+  cat >> "$WORK/binferry.toml" <<EOF
+[buffer]
+kind = "kafka"
+[buffer.kafka]
+brokers = "127.0.0.1:${BINFERRY_KAFKA_PORT:-19092}"
+topic_prefix = "demo-$(date +%s)"
+layout = "database"
+EOF
+  say "buffer: Kafka at 127.0.0.1:${BINFERRY_KAFKA_PORT:-19092} (topics demo-*)"
+fi
 
 say "binferry check"
 "$BIN" check --config "$WORK/binferry.toml"
@@ -89,7 +112,7 @@ BF_PID=$!
 # Progress lines condensed to what matters here: events read, rows written, backlog, lag.
 tail -n +1 -f "$WORK/binferry.log" | grep --line-buffered -E "snapshot|table copied|streaming|progress|ERROR|WARN" \
   | sed -u -E 's/^[^ ]+ +//; s/binferry::[a-z_:]+: //;
-      s/^INFO progress .*source_events=([0-9]+).*source_events_per_s="([0-9]+)".*target_rows_written=([0-9]+).*target_rows_per_s="([0-9]+)".*buffer_pending=([0-9]+).*lag_seconds=([0-9.]+).*/progress: \1 changes read (\2\/s), \3 rows written (\4\/s), \5 waiting, lag \6 s/' &
+      s/^INFO progress .*source_events=([0-9]+).*source_events_per_s="([0-9]+)".*target_rows_written=([0-9]+).*target_rows_per_s="([0-9]+)".*buffer_pending=([0-9-]+).*lag_seconds=([0-9.]+).*/progress: \1 changes read (\2\/s), \3 rows written (\4\/s), \5 waiting, lag \6 s/' &
 TAIL_PID=$!
 
 say "generating inserts, updates and deletes for ${SECONDS_TO_RUN}s"

@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  MySQL/MariaDB ──binlog──► source ──Record──► buffer ──► writer ──► sink ──► target
-//!    (snapshot reads) ─────►   │                (embedded)   │ batch,        (MySQL)
+//!    (snapshot reads) ─────►   │             (embedded |     │ batch,        (MySQL)
+//!                              │              Kafka)         │
 //!                              ▼ source checkpoint           ▼ compact, hash
 //!                         (in the buffer, atomic        sink checkpoint (in the target,
 //!                          with the records)             same transaction as the rows)
@@ -20,7 +21,8 @@
 //!    position stored with the row, and stores the buffer offset it applied in
 //!    the same target transaction as the rows.
 //! 2. **Order.** Changes are applied in source commit order, and a target
-//!    transaction never holds part of a source transaction.
+//!    transaction never holds part of a source transaction (with Kafka's
+//!    `table` and `key` layouts: per table, per row).
 //! 3. **Nothing lost.** Checkpoints never move backward and never pass a
 //!    change that is not durable downstream; purged binlogs and unsupported
 //!    tables stop with a definite error.
@@ -35,7 +37,8 @@
 //! - [`event`]: change records and the versioned envelope.
 //! - [`source`]: preflight, snapshot and binlog streaming.
 //! - [`table_options`]: per-table rules (delete mode, excluded columns, tables without a key).
-//! - [`buffer`]: the `Buffer` trait and the embedded redb log.
+//! - [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
+//!   redb log, and Kafka (producer, partition logs, consumer-group sink workers).
 //! - [`writer`]: batching, compaction, row hashes.
 //! - [`sink`]: the `Sink` trait and the MySQL sink.
 //! - [`pipeline`]: wiring, progress, shutdown.

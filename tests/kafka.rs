@@ -227,3 +227,29 @@ async fn a_poison_message_goes_to_the_dead_letter_topic() {
     assert!(headers.iter().any(|h| h.key == "binferry-offset"));
     assert!(bf.interrupt(Duration::from_secs(30)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_from_kafka_changes_nothing_and_repairs_drift() {
+    let mut env = Env::new("kreplay").await;
+    env.use_kafka("key", "");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 16);
+    w.seed(&mut c, 200).await;
+    let bf = env.start();
+    w.run(&mut c, 2_000).await;
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+
+    let before = env.target_checksums().await;
+    let out = env.replay(&["--from-offset", "0"]);
+    assert!(out.contains(" 0 rows written"), "{out}");
+    assert_eq!(env.target_checksums().await, before, "replay changed a correct target");
+
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    t.query_drop(format!("DELETE FROM `{}`.recipes ORDER BY id LIMIT 5", env.dst)).await.unwrap();
+    t.query_drop(format!("UPDATE `{}`.ingredients SET name = 'tampered' ORDER BY id LIMIT 3", env.dst)).await.unwrap();
+    assert!(env.diff().await.is_some());
+    env.replay(&["--from-time", "0"]);
+    assert_eq!(env.diff().await, None);
+}

@@ -114,6 +114,59 @@ mod tests {
         );
     }
 
+    /// One record of each kind, with every optional field set, as pinned in
+    /// `tests/golden/envelope-v1.jsonl` (a file, so other consumers can test against it too).
+    fn golden_records() -> Vec<Record> {
+        use crate::event::{SchemaChange, TableChange};
+        let gtid = Gtid::Mariadb { domain: 0, server: 1, seq: 42 };
+        vec![
+            Record::Change(ChangeEvent {
+                table: TableRef::new("shop", "orders"),
+                schema_version: 0x1234_5678_9abc_def0,
+                op: Op::Insert,
+                before: None,
+                after: Some(vec![
+                    Value::Int(-7),
+                    Value::UInt(u64::MAX),
+                    Value::Decimal("12.50".into()),
+                    Value::Text("crème 🧄".into()),
+                    Value::Null,
+                    Value::DateTime("2026-11-22 03:04:05.123456".into()),
+                    Value::Double(0.1),
+                    Value::Json(r#"{"a":[1,2]}"#.into()),
+                ]),
+                position: Position { file: "binlog.000002".into(), offset: 1234, row: 0 },
+                timestamp: 1_790_000_000,
+                gtid: Some(gtid.clone()),
+                index: Some(3),
+            }),
+            Record::Commit(Commit {
+                position: Position::new("binlog.000002", 1300),
+                gtid: Some(gtid),
+                timestamp: 1_790_000_000,
+                snapshot: false,
+            }),
+            Record::Ddl(SchemaChange {
+                table: TableRef::new("shop", "orders"),
+                change: TableChange::RenameTo(TableRef::new("shop", "orders_v2")),
+                position: Position::new("binlog.000002", 1400),
+                timestamp: 1_790_000_001,
+            }),
+        ]
+    }
+
+    #[test]
+    fn golden_file_v1() {
+        let golden = include_str!("../../tests/golden/envelope-v1.jsonl");
+        let lines: Vec<&str> = golden.lines().collect();
+        let records = golden_records();
+        assert_eq!(lines.len(), records.len());
+        for (line, record) in lines.iter().zip(&records) {
+            assert_eq!(String::from_utf8(encode(record).unwrap()).unwrap(), *line);
+            assert_eq!(&decode(line.as_bytes(), &"golden").unwrap(), record);
+        }
+    }
+
     /// Any value of any variant MySQL can store (no NaN or infinity).
     fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
@@ -149,6 +202,8 @@ mod tests {
         fn every_value_round_trips_bit_exact(
             before in proptest::collection::vec(any_value(), 0..12),
             after in proptest::collection::vec(any_value(), 0..12),
+            seq in proptest::option::of(proptest::prelude::any::<u64>()),
+            index in proptest::option::of(proptest::prelude::any::<u32>()),
         ) {
             let r = Record::Change(ChangeEvent {
                 table: TableRef::new("d", "t"),
@@ -158,10 +213,12 @@ mod tests {
                 after: Some(after.clone()),
                 position: Position::new("binlog.000001", 4),
                 timestamp: 0,
-                gtid: None,
-                index: None,
+                gtid: seq.map(|seq| Gtid::Mariadb { domain: 1, server: 2, seq }),
+                index,
             });
-            let Record::Change(back) = decode(&encode(&r).unwrap(), &"prop").unwrap() else { panic!("not a change") };
+            let decoded = decode(&encode(&r).unwrap(), &"prop").unwrap();
+            proptest::prop_assert_eq!(&decoded, &r);
+            let Record::Change(back) = decoded else { panic!("not a change") };
             let (b2, a2) = (back.before.unwrap(), back.after.unwrap());
             proptest::prop_assert_eq!(&b2, &before);
             proptest::prop_assert_eq!(&a2, &after);

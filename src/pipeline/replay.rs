@@ -8,9 +8,11 @@
 //! the newest state the replayed range holds. The applied offset stored in the
 //! target never moves backward.
 //!
-//! Replay runs while `binferry run` is stopped: the embedded buffer can be
-//! opened by one process at a time, so a running pipeline makes replay refuse
-//! to start rather than race it.
+//! With the embedded buffer, replay runs while `binferry run` is stopped: the
+//! file can be opened by one process at a time, so a running pipeline makes
+//! replay refuse to start rather than race it. With Kafka, replay reads every
+//! partition of the pipeline's topics up to its end at the start of the replay,
+//! while sink workers may go on: both only ever move a row forward.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +21,10 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{Stats, open_buffer};
-use crate::config::Config;
+use crate::buffer::kafka::KafkaSettings;
+use crate::buffer::kafka::admin::Admin;
+use crate::buffer::kafka::partition::PartitionLog;
+use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::mysql::{MysqlSink, MysqlSinkSettings};
 use crate::source::TableFilter;
@@ -51,6 +56,59 @@ pub struct ReplaySummary {
 
 /// Replay the buffer from `from` into the target, optionally only for `table` (`db.table`).
 pub async fn replay(config: &Config, from: ReplayFrom, table: Option<&str>) -> Result<ReplaySummary> {
+    match config.buffer.kind {
+        BufferKind::Embedded => replay_embedded(config, from, table).await,
+        BufferKind::Kafka => replay_kafka(config, from, table).await,
+    }
+}
+
+/// Kafka: every partition of the pipeline's data topics, from `from` (the same offset in each
+/// partition, or each partition's first offset at the time) to its end when replay starts.
+/// Sink workers may keep running meanwhile: both sides only ever move rows forward.
+async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) -> Result<ReplaySummary> {
+    let kafka = KafkaSettings::from_config(config)?;
+    let admin = Admin::new(&kafka)?;
+    let only = table.map(|t| TableFilter::new(&[t.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
+    let sink_settings = MysqlSinkSettings::from_config(config)?;
+    let stats = Arc::new(Stats::default());
+    let mut summary = ReplaySummary { from: u64::MAX, ..Default::default() };
+    for (topic, partition, low, high) in admin.data_partitions().await? {
+        let start = match from {
+            ReplayFrom::Offset(o) => o,
+            ReplayFrom::Time(ms) => admin.offset_at_time(&topic, partition, ms).await?,
+        };
+        if start < low {
+            return Err(Error::new(
+                ErrorKind::Buffer,
+                format!("{topic}/{partition}: offset {start} is no longer retained: the oldest is {low}"),
+            )
+            .with_hint(format!("replay from offset {low} or later, or keep the topic longer (retention.ms)")));
+        }
+        if start >= high {
+            continue;
+        }
+        info!(%topic, partition, from = start, to = high, table = table.unwrap_or("all"), "replaying partition");
+        let log = PartitionLog::open_until(&kafka, &topic, partition, high)?;
+        let sink = MysqlSink::new(sink_settings.for_stream(log.stream())).overwrite_equal_positions(true);
+        let mut settings = WriterSettings::from(&config.writer);
+        settings.start_at = Some(start);
+        settings.only = only.clone();
+        let (_drain_tx, drain_rx) = watch::channel(true);
+        writer::run(settings, Arc::new(log), sink, Arc::clone(&stats), drain_rx).await?;
+        summary.from = summary.from.min(start);
+        summary.to = summary.to.max(high);
+    }
+    if summary.from == u64::MAX {
+        summary.from = summary.to;
+    }
+    summary.written = stats.writer_rows.load(Ordering::Relaxed);
+    summary.unchanged = stats.writer_unchanged.load(Ordering::Relaxed);
+    summary.stale = stats.writer_stale.load(Ordering::Relaxed);
+    info!(?summary, "replay finished");
+    Ok(summary)
+}
+
+async fn replay_embedded(config: &Config, from: ReplayFrom, table: Option<&str>) -> Result<ReplaySummary> {
     let buffer = Arc::new(open_buffer(config)?);
     let first = buffer.first_offset().await?.unwrap_or(buffer.next_offset());
     let start = match from {

@@ -88,6 +88,57 @@ impl Admin {
         Err(Error::new(ErrorKind::BufferUnavailable, format!("Kafka topic {topic} was created but does not show up")))
     }
 
+    /// Every partition of the data topics of this pipeline, with its low and high watermarks.
+    pub(crate) async fn data_partitions(&self) -> Result<Vec<(String, i32, u64, u64)>> {
+        let consumer = Arc::clone(&self.metadata);
+        let prefix = format!("{}.", self.settings.topics.prefix);
+        tokio::task::spawn_blocking(move || {
+            let md =
+                consumer.fetch_metadata(None, REQUEST_TIMEOUT).map_err(|e| unavailable(e, "listing Kafka topics"))?;
+            let mut out = Vec::new();
+            for t in md.topics().iter().filter(|t| t.name().starts_with(&prefix)) {
+                for p in t.partitions() {
+                    let (low, high) = consumer
+                        .fetch_watermarks(t.name(), p.id(), REQUEST_TIMEOUT)
+                        .map_err(|e| unavailable(e, format!("reading offsets of {}/{}", t.name(), p.id())))?;
+                    out.push((t.name().to_string(), p.id(), super::offset_u64(low), super::offset_u64(high)));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("Kafka metadata task failed: {e}")))?
+    }
+
+    /// The first offset of `topic`/`partition` with a timestamp at or after `unix_ms` (the end
+    /// when there is none).
+    pub(crate) async fn offset_at_time(&self, topic: &str, partition: i32, unix_ms: u64) -> Result<u64> {
+        let consumer = Arc::clone(&self.metadata);
+        let name = topic.to_string();
+        let ms = i64::try_from(unix_ms).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            tpl.add_partition_offset(&name, partition, rdkafka::Offset::Offset(ms))
+                .map_err(|e| unavailable(e, format!("looking up a time in {name}")))?;
+            let found = consumer
+                .offsets_for_times(tpl, REQUEST_TIMEOUT)
+                .map_err(|e| unavailable(e, format!("looking up a time in {name}")))?;
+            let offset = found.find_partition(&name, partition).map(|e| e.offset());
+            match offset {
+                Some(rdkafka::Offset::Offset(o)) => Ok(super::offset_u64(o)),
+                _ => {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&name, partition, REQUEST_TIMEOUT)
+                        .map_err(|e| unavailable(e, format!("reading offsets of {name}/{partition}")))?;
+                    Ok(super::offset_u64(high))
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::internal(format!("Kafka metadata task failed: {e}")))?
+    }
+
     /// Partitions of `topic`, `None` when it does not exist.
     pub(crate) async fn partitions(&self, topic: &str) -> Result<Option<i32>> {
         let consumer = Arc::clone(&self.metadata);

@@ -23,6 +23,9 @@ use crate::event::envelope;
 use crate::metrics;
 use crate::schema::TableSchema;
 
+/// How long a bounded reader waits for a record it knows exists.
+const END_WAIT: Duration = Duration::from_secs(30);
+
 /// Reads one partition from any offset; see [`Log`].
 pub struct PartitionLog {
     topic: String,
@@ -38,6 +41,8 @@ pub struct PartitionLog {
     acked: Arc<AtomicI64>,
     /// Keeps `closing` open for a standalone reader.
     _open: Option<watch::Sender<bool>>,
+    /// Replay: read exactly up to this offset (exclusive), waiting for records before it.
+    end: Option<u64>,
 }
 
 struct ReadState {
@@ -81,6 +86,7 @@ impl PartitionLog {
             closing,
             acked,
             _open: None,
+            end: None,
         })
     }
 
@@ -91,6 +97,14 @@ impl PartitionLog {
         let schemas = Arc::new(SchemaRegistry::new(settings));
         let mut log = Self::new(settings, topic, partition, schemas, rx, Arc::new(AtomicI64::new(-1)))?;
         log._open = Some(tx);
+        Ok(log)
+    }
+
+    /// A standalone reader that ends at `end` (exclusive): every offset before it is read,
+    /// waiting for it if needed, and a read at `end` is empty. For replays.
+    pub fn open_until(settings: &KafkaSettings, topic: &str, partition: i32, end: u64) -> Result<Self> {
+        let mut log = Self::open(settings, topic, partition)?;
+        log.end = Some(end);
         Ok(log)
     }
 
@@ -199,6 +213,25 @@ impl Log for PartitionLog {
                 Ok(Err(e)) => return Err(self.failed(e, from)),
                 Err(_) => break,
             }
+        }
+        if let Some(end) = self.end {
+            if out.is_empty() && from < end {
+                // Bounded read: the records before `end` exist, so wait for them.
+                match tokio::time::timeout(END_WAIT, self.consumer.recv()).await {
+                    Ok(Ok(msg)) => out.push(self.entry(&msg).await?),
+                    Ok(Err(e)) => return Err(self.failed(e, from)),
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::BufferUnavailable,
+                            format!(
+                                "Kafka partition {}/{}: no record at offset {from} within {END_WAIT:?} (end is {end})",
+                                self.topic, self.partition
+                            ),
+                        ));
+                    }
+                }
+            }
+            out.retain(|(o, _)| *o < end);
         }
         if let Some((last, _)) = out.last() {
             st.next = Some(last + 1);
