@@ -110,6 +110,7 @@ case "$cmd" in
   stop) stop ;;
   status) ping_ok ;;
   client) exec mariadb --no-defaults --default-character-set=utf8mb4 --protocol=socket --socket="$SOCK" -uroot "$@" ;;
+  dump) exec mariadb-dump --no-defaults --default-character-set=utf8mb4 --protocol=socket --socket="$SOCK" -uroot "$@" ;;
   destroy) stop; rm -rf "$BASE" ;;
   *) sed -n '2,16p' "$0" >&2; exit 2 ;;
 esac
