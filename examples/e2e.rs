@@ -558,10 +558,12 @@ impl Bench {
         for id in 1..=total {
             tick.tick().await;
             if id % 10 == 0 {
-                // Some real rows too, half of them deleted again later.
+                // Some real rows too, half of them deleted again about two seconds later
+                // (long enough for a poller to have copied them).
                 c.query_drop(format!("INSERT INTO items SELECT {ITEM_VALUES} FROM seq_{id}_to_{id}")).await?;
-                if id % 20 == 0 {
-                    c.query_drop(format!("DELETE FROM items WHERE id = {}", id - 10)).await?;
+                let old = id.saturating_sub(2 * scale.rate_per_s);
+                if id % 20 == 0 && old > 0 && old % 10 == 0 {
+                    c.query_drop(format!("DELETE FROM items WHERE id = {old}")).await?;
                 }
             }
             c.query_drop(format!("INSERT INTO marker (id, v) VALUES ({id}, 0)")).await?;
