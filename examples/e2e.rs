@@ -243,6 +243,24 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may contain spaces): state is field 3.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The pid of the MariaDB server on `port`.
+fn server_pid(port: u16) -> Option<u32> {
+    let out = Command::new("pgrep").args(["-f", &format!("mariadbd.*--port={port}")]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.lines().next()?.trim().parse().ok()
+}
+
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -342,10 +360,14 @@ impl Bench {
         c.query_drop(format!("INSERT INTO `{src}`.marker VALUES (1, 1)")).await?;
         let (end_file, end_pos) = master_position(&mut c).await?;
 
+        let server = server_pid(self.port);
+        let server_cpu0 = server.map_or(0.0, cpu_secs);
         let t0 = Instant::now();
         let bf = self.start(&name, &cfg)?;
         self.wait_marker(&dst, 1, Duration::from_secs(1800)).await?;
         let secs = t0.elapsed().as_secs_f64();
+        let ours_cpu = cpu_secs(bf.id());
+        let server_cpu = server.map_or(0.0, cpu_secs) - server_cpu0;
         let rss = self.stop(bf)?;
         let equal = self.checksums_equal(&src, &dst, &["items"]).await?;
         let rate = changes as f64 / secs;
@@ -353,7 +375,11 @@ impl Bench {
             format!("catch-up, {label} buffer → MySQL ({changes} changes)"),
             rate,
             "rows/s",
-            format!("{secs:.1} s; target equals source: {equal}"),
+            format!(
+                "{secs:.1} s; target equals source: {equal}; CPU: binferry {ours_cpu:.1} s, MariaDB {server_cpu:.1} s \
+                 (of {:.1} core-seconds)",
+                secs * 2.0
+            ),
         );
         self.push(format!("peak RSS, catch-up {label}"), rss, "MB", "");
 

@@ -46,7 +46,7 @@ pub const DEFAULT_BATCH_MAX_ROWS: usize = 10_000;
 /// Flush a batch once its row changes take this many bytes (16 MiB).
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Flush a batch at the latest this long after its first change arrived.
-pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 200;
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
 /// Snapshot rows per buffer append (and per target transaction).
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
 /// Interval of the progress log line.
