@@ -151,12 +151,17 @@ progress_interval_secs = 5
         let path = self.work.path().join(format!("{name}.toml"));
         std::fs::write(&path, cfg)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(name))?;
-        Ok(Command::new(&self.bin)
-            .args(["run", "--skip-checks", "--config"])
-            .arg(&path)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?)
+        // BINFERRY_BENCH_PERF=DIR: profile each run with `perf record` into DIR/<name>.data
+        // (the peak RSS reported is then perf's, not binferry's).
+        let mut cmd = match std::env::var("BINFERRY_BENCH_PERF") {
+            Ok(dir) if !dir.is_empty() => {
+                let mut c = Command::new("perf");
+                c.args(["record", "-g", "-o"]).arg(format!("{dir}/{name}.data")).arg("--").arg(&self.bin);
+                c
+            }
+            _ => Command::new(&self.bin),
+        };
+        Ok(cmd.args(["run", "--skip-checks", "--config"]).arg(&path).stdout(log.try_clone()?).stderr(log).spawn()?)
     }
 
     fn log_path(&self, name: &str) -> PathBuf {
@@ -789,7 +794,8 @@ async fn main() -> AnyResult<()> {
     println!("| scenario | result | unit | notes |");
     println!("|---|---:|---|---|");
     for r in &b.rows {
-        println!("| {} | {:.1} | {} | {} |", r.scenario, r.value, r.unit, r.note);
+        let cell = |s: &str| s.replace('|', "\\|");
+        println!("| {} | {:.1} | {} | {} |", cell(&r.scenario), r.value, r.unit, cell(&r.note));
     }
     b.pool.disconnect().await?;
     Ok(())

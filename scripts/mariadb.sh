@@ -51,11 +51,13 @@ start() {
     log "already running"
     return 0
   fi
-  mkdir -p "$BASE"
+  # A temporary directory per instance: instances initialised at the same moment in a
+  # shared /tmp have deleted each other's temporary tables.
+  mkdir -p "$BASE/tmp"
   if [ ! -d "$DATADIR/mysql" ]; then
     log "initialising $DATADIR"
     rm -rf "$DATADIR"
-    mariadb-install-db --no-defaults --datadir="$DATADIR" --user="$ME" \
+    TMPDIR="$BASE/tmp" mariadb-install-db --no-defaults --datadir="$DATADIR" --user="$ME" \
       --auth-root-authentication-method=normal --skip-test-db >"$BASE/install.log" 2>&1 \
       || { cat "$BASE/install.log" >&2; exit 1; }
   fi
@@ -64,7 +66,7 @@ start() {
   # which is how tests start servers with wrong settings on purpose.
   nohup mariadbd --no-defaults --datadir="$DATADIR" --user="$ME" \
     --bind-address=127.0.0.1 --port="$PORT" --socket="$SOCK" --pid-file="$PIDF" \
-    --log-error="$LOG" --skip-name-resolve --server-id=1 \
+    --log-error="$LOG" --skip-name-resolve --server-id=1 --tmpdir="$BASE/tmp" \
     --log-bin="$DATADIR/binlog" --binlog-format=ROW --binlog-row-image=FULL \
     --binlog-row-metadata=FULL --gtid-strict-mode=ON --expire-logs-days=7 \
     --innodb-buffer-pool-size=256M --innodb-log-file-size=96M \

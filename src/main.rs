@@ -8,6 +8,11 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use binferry::config::{Config, LogFormat};
+
+/// mimalloc instead of glibc malloc: the pipeline allocates and frees many small values on
+/// several threads, and glibc's allocator took about 30 % of catch-up CPU (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use binferry::error::{Error, ErrorKind, Result};
 use binferry::pipeline::{ReplayFrom, Role};
 use binferry::sink::mysql::{MysqlSink, MysqlSinkSettings};

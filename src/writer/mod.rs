@@ -21,6 +21,7 @@
 
 pub mod batch;
 pub mod hash;
+mod prefetch;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::retry::Backoff;
 use crate::schema::TableSchema;
 use crate::sink::Sink;
 use crate::source::TableFilter;
+use prefetch::{Fetched, Prefetch};
 
 /// Records read from the buffer per call.
 const READ_CHUNK: usize = 2048;
@@ -89,7 +91,7 @@ pub async fn run<B: Log, S: Sink>(
     let mut backoff = Backoff::default();
     loop {
         let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats);
-        match w.run(&mut sink, &mut drain, &mut backoff).await {
+        match w.run(&buffer, &mut sink, &mut drain, &mut backoff).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 sink.reset().await;
@@ -138,6 +140,7 @@ impl<'a, B: Log> Writer<'a, B> {
 
     async fn run<S: Sink>(
         &mut self,
+        log: &Arc<B>,
         sink: &mut S,
         drain: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
@@ -147,37 +150,54 @@ impl<'a, B: Log> Writer<'a, B> {
         for t in &self.stopped {
             warn!(table = %t, "table is stopped by an earlier incompatible schema change; its changes are skipped");
         }
-        let mut next = self.settings.start_at.unwrap_or(applied.map_or(0, |o| o + 1));
+        let next = self.settings.start_at.unwrap_or(applied.map_or(0, |o| o + 1));
         if let Some(o) = applied {
             self.buffer.acknowledge(o);
         }
         self.stats.writer_next_offset.store(next, Ordering::Relaxed);
         debug!(next, "writer resuming");
+        let mut prefetch = Prefetch::start(Arc::clone(log), next, READ_CHUNK, IDLE_WAIT);
+        let mut waiting: Option<Fetched> = None;
+        // When the writer first saw the drain request. Only a read that started after it
+        // proves the log is exhausted: the source appended its last records before draining.
+        let mut drain_seen: Option<Instant> = None;
         loop {
             let draining = *drain.borrow();
-            let records = self.buffer.read(next, READ_CHUNK).await?;
-            if records.is_empty() {
-                if self.due() || draining {
-                    self.flush_commit(sink).await?;
-                    backoff.reset();
-                }
-                if draining {
-                    if self.partial_applied {
-                        sink.rollback().await?;
-                    }
-                    return Ok(());
-                }
-                let wait = self
-                    .batch_started
-                    .map_or(IDLE_WAIT, |t| (t + self.settings.max_delay).saturating_duration_since(Instant::now()));
-                tokio::select! {
-                    _ = self.buffer.wait_for(next, wait) => {}
-                    _ = drain.changed() => {}
-                }
-                continue;
+            if draining && drain_seen.is_none() {
+                drain_seen = Some(Instant::now());
             }
+            let records = match waiting.take().or_else(|| prefetch.ready()) {
+                Some(Fetched::Records(r)) => r,
+                Some(Fetched::Failed(e)) => return Err(e),
+                fetched => {
+                    // Nothing ready: commit what is due, stop when draining and the log has
+                    // been read to its end, or wait for records, the batch deadline or drain.
+                    let caught_up = matches!((fetched, drain_seen), (Some(Fetched::CaughtUp(read_at)), Some(seen)) if read_at >= seen);
+                    if self.due() || (draining && caught_up) {
+                        self.flush_commit(sink).await?;
+                        backoff.reset();
+                    }
+                    if draining && caught_up {
+                        if self.partial_applied {
+                            sink.rollback().await?;
+                        }
+                        return Ok(());
+                    }
+                    let wait = self
+                        .batch_started
+                        .map_or(IDLE_WAIT, |t| (t + self.settings.max_delay).saturating_duration_since(Instant::now()));
+                    tokio::select! {
+                        f = prefetch.next() => match f {
+                            Some(f) => waiting = Some(f),
+                            None => return Err(Error::internal("the writer's read-ahead task ended")),
+                        },
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = drain.changed() => {}
+                    }
+                    continue;
+                }
+            };
             for (offset, item) in records {
-                next = offset + 1;
                 let record = match item {
                     Item::Record(r) => r,
                     Item::Poison(p) => {
