@@ -186,6 +186,8 @@ impl KafkaSettings {
     /// Properties of a consumer that reads assigned partitions without a group.
     pub(crate) fn reader_config(&self) -> ClientConfig {
         let mut c = self.base();
+        // Bounded memory: librdkafka prefetches up to 64 MiB per partition by default.
+        c.set("queued.max.messages.kbytes", "16384");
         // A requested offset that retention removed must be an error, never a silent jump.
         c.set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
