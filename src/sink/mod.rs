@@ -14,6 +14,7 @@
 //!   row only if it is newer than the position stored with that row, so
 //!   duplicates delivered by upstream stages have no effect.
 
+pub mod bigquery;
 pub mod mysql;
 
 use std::future::Future;

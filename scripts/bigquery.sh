@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A local BigQuery emulator (local-bigquery 0.3.2, DuckDB-backed, offline) for tests and
+# the BigQuery demo. REST on BINFERRY_BQ_PORT (default 19050), Storage Write gRPC on
+# BINFERRY_BQ_GRPC_PORT (default 19051), project "binferry-test".
+#
+#   scripts/bigquery.sh install    a Python 3.13 venv with the emulator and DuckDB extensions
+#   scripts/bigquery.sh start      start it (idempotent)
+#   scripts/bigquery.sh stop       stop it
+#   scripts/bigquery.sh status     exit 0 when it answers
+#
+# Why a launcher (scripts/bigquery/launch.py): offline, DuckDB must load its extensions
+# from a local directory, and the emulator's `TimeZone` connect option fails without ICU
+# autoloading; see ../shared/INFRA.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${BINFERRY_BQ_PORT:-19050}"
+GRPC_PORT="${BINFERRY_BQ_GRPC_PORT:-19051}"
+PROJECT="${BINFERRY_BQ_PROJECT:-binferry-test}"
+BASE="${BINFERRY_BQ_DIR:-/tmp/binferry-bigquery-$PORT}"
+HOME_DIR="${BINFERRY_BQ_HOME:-$HOME/.cache/binferry-bigquery}"
+VENV="$HOME_DIR/venv"
+EXTDIR="$HOME_DIR/extensions"
+log() { echo "[bigquery:$PORT] $*" >&2; }
+
+python313() {
+  if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/3.13.0/bin/python" ]; then
+    echo "$(pyenv root)/versions/3.13.0/bin/python"
+  elif command -v python3.13 >/dev/null 2>&1; then
+    command -v python3.13
+  else
+    return 1
+  fi
+}
+
+install() {
+  if [ -x "$VENV/bin/python" ] && [ -f "$EXTDIR/v1.5.5/linux_amd64/spatial.duckdb_extension" ]; then
+    return 0
+  fi
+  local py
+  py=$(python313) || { log "Python 3.13 is needed (pyenv 3.13.0 or python3.13)"; exit 1; }
+  log "installing local-bigquery 0.3.2 with $py"
+  rm -rf "$VENV"
+  "$py" -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    local-bigquery==0.3.2 duckdb==1.5.5 duckdb-extension-ducklake==1.5.5 duckdb-extension-spatial==1.5.5
+  mkdir -p "$EXTDIR/v1.5.5/linux_amd64"
+  find "$VENV" -name '*.duckdb_extension' -exec cp {} "$EXTDIR/v1.5.5/linux_amd64/" \;
+}
+
+answers() {
+  curl -fsS "http://127.0.0.1:$PORT/bigquery/v2/projects/$PROJECT/datasets" >/dev/null 2>&1
+}
+
+start() {
+  install
+  if answers; then
+    log "already running"
+    return 0
+  fi
+  mkdir -p "$BASE"
+  BINFERRY_BQ_EXTDIR="$EXTDIR" nohup "$VENV/bin/python" scripts/bigquery/launch.py serve \
+    --host 127.0.0.1 --port "$PORT" --grpc-port "$GRPC_PORT" --project "$PROJECT" \
+    --dataset default --data-dir "$BASE/data" >"$BASE/emulator.log" 2>&1 &
+  echo $! >"$BASE/emulator.pid"
+  for _ in $(seq 1 300); do
+    if answers; then
+      log "ready"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "did not start; last lines of $BASE/emulator.log:"
+  tail -n 30 "$BASE/emulator.log" >&2 || true
+  exit 1
+}
+
+stop() {
+  if [ -f "$BASE/emulator.pid" ]; then
+    kill "$(cat "$BASE/emulator.pid")" 2>/dev/null || true
+    rm -f "$BASE/emulator.pid"
+  fi
+  log "stopped"
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  status) answers ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac
