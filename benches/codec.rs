@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-row hot paths: envelope encode/decode, row hashing, and
-//! batch compaction. Run with `cargo bench --bench codec`; results go in BENCHMARKS.md.
+//! batch compaction, per row and per MB. Run with `cargo bench --bench codec`; results go
+//! in BENCHMARKS.md. Binlog row decoding is in `benches/decode.rs`.
 
 use std::sync::Arc;
 
@@ -63,12 +64,27 @@ fn envelope_bench(c: &mut Criterion) {
     g.bench_function("encode_update", |b| b.iter(|| envelope::encode(std::hint::black_box(&record)).unwrap()));
     g.bench_function("decode_update", |b| b.iter(|| envelope::decode(std::hint::black_box(&bytes), &"bench").unwrap()));
     g.finish();
+    // The same, per MB of envelope.
+    let mut g = c.benchmark_group("envelope_bytes");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("encode_update", |b| b.iter(|| envelope::encode(std::hint::black_box(&record)).unwrap()));
+    g.bench_function("decode_update", |b| b.iter(|| envelope::decode(std::hint::black_box(&bytes), &"bench").unwrap()));
+    g.finish();
+}
+
+/// Bytes of a row's values as the envelope carries them (the basis of the per-MB figures).
+fn row_bytes(r: &[Value]) -> u64 {
+    serde_json::to_vec(r).map_or(0, |v| v.len() as u64)
 }
 
 fn hash_bench(c: &mut Criterion) {
     let r = row(42);
     let mut g = c.benchmark_group("row_hash");
     g.throughput(Throughput::Elements(1));
+    g.bench_function("200_byte_row", |b| b.iter(|| row_hash(std::hint::black_box(&r))));
+    g.finish();
+    let mut g = c.benchmark_group("row_hash_bytes");
+    g.throughput(Throughput::Bytes(row_bytes(&r)));
     g.bench_function("200_byte_row", |b| b.iter(|| row_hash(std::hint::black_box(&r))));
     g.finish();
 }
@@ -80,20 +96,33 @@ fn compaction_bench(c: &mut Criterion) {
         (0..10_000).map(|i| event(i % 1000, if i < 1000 { Op::Insert } else { Op::Update })).collect();
     let mut g = c.benchmark_group("compaction");
     g.throughput(Throughput::Elements(events.len() as u64));
+    let total: u64 = events.iter().map(|e| e.after.as_deref().map_or(0, row_bytes)).sum();
+    compaction_run(&mut g, &events, &s);
+    g.finish();
+    let mut g = c.benchmark_group("compaction_bytes");
+    g.throughput(Throughput::Bytes(total));
+    compaction_run(&mut g, &events, &s);
+    g.finish();
+}
+
+fn compaction_run(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    events: &[ChangeEvent],
+    s: &Arc<TableSchema>,
+) {
     g.bench_function("10k_changes_1k_keys", |b| {
         b.iter_batched(
-            || events.clone(),
+            || events.to_vec(),
             |evs| {
                 let mut batch = Batch::default();
                 for e in evs {
-                    batch.push(e, &s).unwrap();
+                    batch.push(e, s).unwrap();
                 }
                 batch
             },
             BatchSize::LargeInput,
         )
     });
-    g.finish();
 }
 
 criterion_group!(benches, envelope_bench, hash_bench, compaction_bench);

@@ -41,6 +41,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use binlog::{RowImages, decode_rows};
 pub use select::TableFilter;
 
 use crate::buffer::Journal;
