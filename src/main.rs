@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use binferry::config::{Config, LogFormat};
+use binferry::buffer::kafka::KafkaSettings;
+use binferry::buffer::kafka::check as kafka_check;
+use binferry::config::{BufferKind, Config, LogFormat};
 
 /// mimalloc instead of glibc malloc: the pipeline allocates and frees many small values on
 /// several threads, and glibc's allocator took about 30 % of catch-up CPU (BENCHMARKS.md).
@@ -126,8 +128,13 @@ fn init_logging(format: LogFormat) {
 async fn check(config: &Config) -> Result<bool> {
     let source = SourceSettings::from_config(config)?;
     let target = MysqlSinkSettings::from_config(config)?;
+    let mut reports = vec![preflight::check_source(&source).await];
+    if config.buffer.kind == BufferKind::Kafka {
+        reports.push(kafka_check::check(&KafkaSettings::from_config(config)?).await);
+    }
+    reports.push(MysqlSink::check(&target).await);
     let mut ok = true;
-    for report in [preflight::check_source(&source).await, MysqlSink::check(&target).await] {
+    for report in reports {
         let report = report?;
         println!("{}", report.server);
         for n in &report.notes {

@@ -253,3 +253,23 @@ async fn replay_from_kafka_changes_nothing_and_repairs_drift() {
     env.replay(&["--from-time", "0"]);
     assert_eq!(env.diff().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_unreachable_brokers() {
+    let mut env = Env::new("kcheck").await;
+    env.use_kafka("database", "");
+    // Reachable: the broker answers and the topics will be created.
+    env.write_config();
+    let cfg = env.config_path();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("buffer: Kafka at") && text.contains("will be created"), "{text}");
+    // Unreachable: a problem naming the setting, and exit 1.
+    env.kafka_config = env.kafka_config.replace(&common::kafka_brokers(), "127.0.0.1:1");
+    env.write_config();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("problem: buffer.kafka.brokers: expected Kafka brokers answering"), "{text}");
+}

@@ -43,6 +43,7 @@
 //! headers, counted and logged instead. Nothing is skipped silently.
 
 pub(crate) mod admin;
+pub mod check;
 pub mod group;
 pub mod journal;
 pub mod partition;
