@@ -253,7 +253,10 @@ fn log_progress(backlog: &impl Fn() -> Option<u64>, stats: &Stats, last: Option<
     let end = backlog();
     let next = end.unwrap_or(0);
     let applied = stats.writer_next_offset.load(Ordering::Relaxed);
-    let lag = stats.lag_seconds(next);
+    let lag = match end {
+        Some(_) => stats.lag_seconds(next),
+        None => stats.lag_seconds_by_time(),
+    };
     ::metrics::gauge!(metrics::REPLICATION_LAG_SECONDS).set(lag);
     info!(
         source_position = %stats.source_position().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),

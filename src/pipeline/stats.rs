@@ -54,6 +54,19 @@ impl Stats {
         self.source_position.lock().ok().and_then(|g| g.clone())
     }
 
+    /// Lag when the buffer has no single offset to compare with (Kafka): the writer is behind
+    /// while the last commit it applied is older than the last event the reader saw.
+    pub fn lag_seconds_by_time(&self) -> f64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let age = |ts: u64| if ts == 0 { 0.0 } else { now.saturating_sub(ts) as f64 };
+        let read = self.source_event_ts.load(Ordering::Relaxed);
+        let applied = self.writer_applied_ts.load(Ordering::Relaxed);
+        if read > 0 && applied < read {
+            return age(if applied > 0 { applied } else { read });
+        }
+        if self.source_caught_up.load(Ordering::Relaxed) { 0.0 } else { age(read) }
+    }
+
     /// Seconds the target is behind the source server, with the one-second resolution of
     /// binlog timestamps:
     /// - the writer has records to apply: the age of the last source commit it applied;
@@ -78,6 +91,23 @@ mod tests {
 
     fn now() -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn lag_by_time_follows_the_writer() {
+        let s = Stats::default();
+        assert_eq!(s.lag_seconds_by_time(), 0.0, "nothing happened yet");
+        // The reader saw a commit 20 s old; the writer applied nothing yet.
+        s.source_event_ts.store(now() - 20, Ordering::Relaxed);
+        s.source_caught_up.store(true, Ordering::Relaxed);
+        assert!(s.lag_seconds_by_time() >= 20.0);
+        // The writer applied up to 5 s behind what the reader saw.
+        s.source_event_ts.store(now(), Ordering::Relaxed);
+        s.writer_applied_ts.store(now() - 5, Ordering::Relaxed);
+        assert!(s.lag_seconds_by_time() >= 5.0);
+        // Caught up on both sides.
+        s.writer_applied_ts.store(s.source_event_ts.load(Ordering::Relaxed), Ordering::Relaxed);
+        assert_eq!(s.lag_seconds_by_time(), 0.0);
     }
 
     #[test]

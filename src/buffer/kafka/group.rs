@@ -48,7 +48,17 @@ struct GroupContext {
     events: mpsc::Sender<GroupEvent>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // A pattern subscription matching no topic yet is the normal state of a fresh
+        // pipeline (topics appear with the first records), not an error.
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition) {
+            tracing::debug!(%error, reason, "no data topic yet");
+        } else {
+            error!(%error, reason, "Kafka client error");
+        }
+    }
+}
 
 fn partitions_of(tpl: &TopicPartitionList) -> Vec<PartitionId> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
@@ -245,7 +255,9 @@ fn member_loop(
     let mut committed: HashMap<PartitionId, i64> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         // Partitions are paused: polling serves rebalances, heartbeats and errors only.
-        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100))
+            && e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+        {
             let _ = events.try_send(GroupEvent::Failed(Error::new(
                 ErrorKind::BufferUnavailable,
                 format!("Kafka consumer group: {e}"),
