@@ -15,6 +15,10 @@ pub struct Stats {
     pub source_txns: AtomicU64,
     /// Timestamp (s) of the last source commit seen.
     pub source_event_ts: AtomicU64,
+    /// Timestamp (s) of the last source commit with selected changes.
+    pub source_change_ts: AtomicU64,
+    /// Timestamp (s) of the first source commit with selected changes read by this process.
+    pub source_first_change_ts: AtomicU64,
     /// The source received a heartbeat since its last event: it has read the binlog to its end.
     pub source_caught_up: AtomicBool,
     /// Updates dropped because only excluded columns changed.
@@ -54,17 +58,29 @@ impl Stats {
         self.source_position.lock().ok().and_then(|g| g.clone())
     }
 
-    /// Lag when the buffer has no single offset to compare with (Kafka): the writer is behind
-    /// while the last commit it applied is older than the last event the reader saw.
+    /// Record a source commit with selected changes at `ts` (for [`Self::lag_seconds_by_time`]).
+    pub(crate) fn source_changed(&self, ts: u64) {
+        self.source_change_ts.store(ts, Ordering::Relaxed);
+        let _ = self.source_first_change_ts.compare_exchange(0, ts, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Lag when the buffer has no single offset to compare with (Kafka). The writer is behind
+    /// while the last commit with changes it applied is older than the last one the reader
+    /// published; the lag is then the age of the last applied commit (or of the first commit
+    /// read, when none was applied yet).
     pub fn lag_seconds_by_time(&self) -> f64 {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let age = |ts: u64| if ts == 0 { 0.0 } else { now.saturating_sub(ts) as f64 };
-        let read = self.source_event_ts.load(Ordering::Relaxed);
+        let changed = self.source_change_ts.load(Ordering::Relaxed);
         let applied = self.writer_applied_ts.load(Ordering::Relaxed);
-        if read > 0 && applied < read {
-            return age(if applied > 0 { applied } else { read });
+        if changed > applied {
+            return age(if applied > 0 { applied } else { self.source_first_change_ts.load(Ordering::Relaxed) });
         }
-        if self.source_caught_up.load(Ordering::Relaxed) { 0.0 } else { age(read) }
+        if self.source_caught_up.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            age(self.source_event_ts.load(Ordering::Relaxed))
+        }
     }
 
     /// Seconds the target is behind the source server, with the one-second resolution of
@@ -97,16 +113,17 @@ mod tests {
     fn lag_by_time_follows_the_writer() {
         let s = Stats::default();
         assert_eq!(s.lag_seconds_by_time(), 0.0, "nothing happened yet");
-        // The reader saw a commit 20 s old; the writer applied nothing yet.
-        s.source_event_ts.store(now() - 20, Ordering::Relaxed);
         s.source_caught_up.store(true, Ordering::Relaxed);
+        // The reader published changes from 20 s ago on; the writer applied nothing yet.
+        s.source_changed(now() - 20);
+        s.source_changed(now());
         assert!(s.lag_seconds_by_time() >= 20.0);
-        // The writer applied up to 5 s behind what the reader saw.
-        s.source_event_ts.store(now(), Ordering::Relaxed);
+        // The writer applied up to 5 s behind what the reader published.
         s.writer_applied_ts.store(now() - 5, Ordering::Relaxed);
         assert!(s.lag_seconds_by_time() >= 5.0);
-        // Caught up on both sides.
-        s.writer_applied_ts.store(s.source_event_ts.load(Ordering::Relaxed), Ordering::Relaxed);
+        // Caught up on both sides; commits without selected changes do not count.
+        s.writer_applied_ts.store(s.source_change_ts.load(Ordering::Relaxed), Ordering::Relaxed);
+        s.source_event_ts.store(now() + 3, Ordering::Relaxed);
         assert_eq!(s.lag_seconds_by_time(), 0.0);
     }
 

@@ -431,6 +431,7 @@ impl Streamer<'_> {
                 snapshot: false,
             }));
             self.stats.source_txns.fetch_add(1, Ordering::Relaxed);
+            self.stats.source_changed(ts as u64);
         }
         self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
         self.stats.source_caught_up.store(false, Ordering::Relaxed);

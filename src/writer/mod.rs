@@ -367,7 +367,7 @@ impl<'a, B: Log> Writer<'a, B> {
         self.batch_started = if self.open.is_empty() { None } else { Some(Instant::now()) };
         self.stats.writer_commits.fetch_add(1, Ordering::Relaxed);
         self.stats.writer_next_offset.store(offset + 1, Ordering::Relaxed);
-        self.stats.writer_applied_ts.store(commit.timestamp as u64, Ordering::Relaxed);
+        self.stats.writer_applied_ts.fetch_max(commit.timestamp as u64, Ordering::Relaxed);
         ::metrics::counter!(metrics::WRITER_COMMITS).increment(1);
         Ok(())
     }
