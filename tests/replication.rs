@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::workload::{Workload, create_schema};
 use common::{Binferry, Env};
+use mysql_async::prelude::Queryable;
 use rand::Rng;
 
 const CONVERGE: Duration = Duration::from_secs(120);
@@ -107,10 +108,29 @@ async fn interrupted_snapshot_does_not_copy_finished_tables_again() {
         assert!(start.elapsed() < Duration::from_secs(60), "{}", env.log());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Kill once part of `recipes` has reached the target.
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    loop {
+        let n: Option<u64> = t.query_first(format!("SELECT COUNT(*) FROM `{}`.recipes", env.dst)).await.unwrap_or(None);
+        if n.unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{}", env.log());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     bf.kill9();
     assert!(!env.log().contains("snapshot complete"), "the snapshot finished before the kill; make the table larger");
     let before = env.log().len();
     w.run(&mut c, 500).await;
+    // Rows the interrupted copy may already have carried are deleted before the copy resumes:
+    // the new copy must not leave them behind (its binlog for this table starts after them).
+    c.query_drop(format!(
+        "DELETE FROM `{0}`.recipe_ingredients WHERE recipe_id IN (SELECT id FROM (SELECT id FROM `{0}`.recipes ORDER BY id LIMIT 50) x)",
+        env.src
+    ))
+    .await
+    .unwrap();
+    c.query_drop(format!("DELETE FROM `{}`.recipes ORDER BY id LIMIT 50", env.src)).await.unwrap();
     let bf = env.start();
     env.wait_equal(CONVERGE).await;
     let second_run = env.log()[before..].to_string();

@@ -13,7 +13,7 @@ use super::decode::{Origin, convert};
 use super::{ServerInfo, SourceSettings};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ChangeEvent, Commit, Op, Record};
+use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
 use crate::pipeline::Stats;
 use crate::position::{Position, SourceCheckpoint};
 use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
@@ -52,8 +52,21 @@ pub(super) async fn run<B: Journal>(
         let sql = format!("SELECT {columns} FROM {}.{}", quote(&table.db), quote(&table.name));
         let mut result =
             conn.exec_iter(sql, ()).await.map_err(|e| Error::source_mysql(e, format!("snapshot of {table}")))?;
-        let mut chunk: Vec<Record> = Vec::with_capacity(settings.chunk_rows + 1);
+        let mut chunk: Vec<Record> = Vec::with_capacity(settings.chunk_rows + 3);
+        // First, clear what an interrupted earlier copy of this table may have written: those
+        // rows are from an older snapshot, and deletes between it and this one are skipped for
+        // this table (its binlog events count only from this snapshot on). A TRUNCATE at the
+        // snapshot position removes exactly the rows older than this copy and nothing newer.
+        chunk.push(Record::Ddl(SchemaChange {
+            table: table.clone(),
+            change: TableChange::Truncate,
+            position: at.clone(),
+            timestamp: now_secs(),
+        }));
+        chunk.push(Record::Commit(Commit { position: at.clone(), gtid: None, timestamp: now_secs(), snapshot: true }));
         let mut copied = 0u64;
+        // Row 0 is the TRUNCATE's position; copied rows sort after it.
+        let mut next_row: u32 = 1;
         let mut schemas = vec![Arc::clone(&schema)];
         loop {
             let row: Option<Row> =
@@ -70,8 +83,8 @@ pub(super) async fn run<B: Journal>(
                 // Every copied row gets its own position under the snapshot's offset: identical
                 // rows of a keyless table must stay distinct events, and all of them still sort
                 // before the first binlog event after the snapshot (a larger offset).
-                let position =
-                    Position { row: u32::try_from(copied + chunk.len() as u64).unwrap_or(u32::MAX), ..at.clone() };
+                let position = Position { row: next_row, ..at.clone() };
+                next_row = next_row.saturating_add(1);
                 chunk.push(Record::Change(ChangeEvent {
                     table: table.clone(),
                     schema_version: version,
@@ -85,7 +98,7 @@ pub(super) async fn run<B: Journal>(
                 }));
             }
             if chunk.len() >= settings.chunk_rows || done {
-                let rows = chunk.len() as u64;
+                let rows = chunk.iter().filter(|r| matches!(r, Record::Change(_))).count() as u64;
                 if rows > 0 {
                     chunk.push(Record::Commit(Commit {
                         position: at.clone(),

@@ -148,10 +148,20 @@ impl Admin {
             .await
             .map_err(|e| Error::internal(format!("Kafka metadata task failed: {e}")))?
             .map_err(|e| unavailable(e, format!("reading metadata of Kafka topic {topic}")))?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .and_then(|t| (t.error().is_none() && !t.partitions().is_empty()).then(|| t.partitions().len() as i32)))
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        match t.error().map(RDKafkaErrorCode::from) {
+            None if !t.partitions().is_empty() => Ok(Some(t.partitions().len() as i32)),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+            // Anything else (a leader election, a broker starting) says nothing about whether
+            // the topic exists: taking it for "missing" would, for the checkpoint topic, start
+            // the pipeline over from a new snapshot.
+            other => Err(Error::new(
+                ErrorKind::BufferUnavailable,
+                format!(
+                    "Kafka topic {topic} is not available yet ({})",
+                    other.map_or_else(|| "no partitions".to_string(), |c| c.to_string())
+                ),
+            )),
+        }
     }
 }

@@ -202,9 +202,15 @@ impl KafkaJournal {
             Error::new(ErrorKind::Config, format!("buffer.kafka.consumer: cannot create a Kafka consumer: {e}"))
         })?;
         let pipeline = self.settings.pipeline.clone();
-        tokio::task::spawn_blocking(move || newest_checkpoint(&consumer, &topic, &pipeline))
+        let cp = tokio::task::spawn_blocking(move || newest_checkpoint(&consumer, &topic, &pipeline))
             .await
-            .map_err(|e| Error::internal(format!("Kafka checkpoint task failed: {e}")))?
+            .map_err(|e| Error::internal(format!("Kafka checkpoint task failed: {e}")))??;
+        tracing::info!(
+            resume = %cp.resume.as_ref().map_or_else(|| "-".to_string(), |p| p.to_string()),
+            snapshot_complete = cp.snapshot.complete,
+            "source checkpoint read from Kafka"
+        );
+        Ok(cp)
     }
 }
 

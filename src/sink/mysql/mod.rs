@@ -699,7 +699,7 @@ impl Sink for MysqlSink {
                         .map_err(|e| Error::target_mysql(e, format!("emptying `{name}`")))?;
                 }
                 self.table_tombstone(&change.table, &name, pos).await?;
-                info!(table = %name, "target table emptied (source TRUNCATE)");
+                info!(table = %name, "rows older than the TRUNCATE (or than a fresh snapshot copy) removed");
             }
             TableChange::Drop => {
                 let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
