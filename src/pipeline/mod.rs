@@ -63,7 +63,8 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
     let (fail_tx, fail_rx) = watch::channel(false);
     let source_shutdown = either(shutdown.clone(), fail_rx.clone());
     let sink_settings = MysqlSinkSettings::from_config(config)?;
-    match config.buffer.kind {
+    // What differs per buffer: the two tasks, what retention runs on, and the backlog offset.
+    let (source, writer, retention_of, backlog): (Option<Task>, Option<Task>, _, Backlog) = match config.buffer.kind {
         BufferKind::Embedded => {
             if role != Role::All {
                 return Err(Error::new(
@@ -89,20 +90,8 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
                 Arc::clone(&stats),
                 drain_rx,
             ));
-            let backlog = {
-                let b = Arc::clone(&buffer);
-                move || Some(b.next_offset())
-            };
-            let progress = tokio::spawn(progress_loop(
-                backlog.clone(),
-                Arc::clone(&stats),
-                Duration::from_secs(config.log.progress_interval_secs),
-            ));
-            let tasks = Tasks { source: Some(source_task), writer: Some(writer_task), drain_tx, fail_tx, fail_rx };
-            let result = supervise(tasks, shutdown, Some(buffer)).await;
-            progress.abort();
-            log_progress(&backlog, &stats, None);
-            result
+            let b = Arc::clone(&buffer);
+            (Some(source_task), Some(writer_task), Some(buffer), Arc::new(move || Some(b.next_offset())))
         }
         BufferKind::Kafka => {
             let kafka = KafkaSettings::from_config(config)?;
@@ -124,20 +113,24 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
                 }
                 false => None,
             };
-            let backlog = || None;
-            let progress = tokio::spawn(progress_loop(
-                backlog,
-                Arc::clone(&stats),
-                Duration::from_secs(config.log.progress_interval_secs),
-            ));
-            let tasks = Tasks { source: source_task, writer: writer_task, drain_tx, fail_tx, fail_rx };
-            let result = supervise(tasks, shutdown, None).await;
-            progress.abort();
-            log_progress(&backlog, &stats, None);
-            result
+            // Partitions have offsets of their own: there is no single backlog offset.
+            (source_task, writer_task, None, Arc::new(|| None))
         }
-    }
+    };
+    let progress = tokio::spawn(progress_loop(
+        Arc::clone(&backlog),
+        Arc::clone(&stats),
+        Duration::from_secs(config.log.progress_interval_secs),
+    ));
+    let tasks = Tasks { source, writer, drain_tx, fail_tx, fail_rx };
+    let result = supervise(tasks, shutdown, retention_of).await;
+    progress.abort();
+    log_progress(backlog.as_ref(), &stats, None);
+    result
 }
+
+/// The buffer's end offset, when the buffer is one stream (the embedded log).
+type Backlog = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
 
 /// A receiver that turns true once either input does.
 fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
@@ -227,18 +220,18 @@ fn joined(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &str
     r.map_err(|e| Error::new(ErrorKind::Internal, format!("{what} task panicked: {e}")))?
 }
 
-async fn progress_loop(backlog: impl Fn() -> Option<u64>, stats: Arc<Stats>, every: Duration) {
+async fn progress_loop(backlog: Backlog, stats: Arc<Stats>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     let mut last = (0u64, 0u64, std::time::Instant::now());
     loop {
         tick.tick().await;
-        log_progress(&backlog, &stats, Some(&mut last));
+        log_progress(backlog.as_ref(), &stats, Some(&mut last));
     }
 }
 
 /// One progress line. `backlog` gives the buffer's end offset when the buffer is one stream.
-fn log_progress(backlog: &impl Fn() -> Option<u64>, stats: &Stats, last: Option<&mut (u64, u64, std::time::Instant)>) {
+fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&mut (u64, u64, std::time::Instant)>) {
     let events = stats.source_events.load(Ordering::Relaxed);
     let rows = stats.writer_rows.load(Ordering::Relaxed);
     let (src_rate, dst_rate) = match last {

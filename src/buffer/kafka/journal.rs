@@ -108,8 +108,7 @@ impl KafkaJournal {
                     _ => None,
                 };
                 let keyed = pk.is_some();
-                let key = serde_json::to_vec(&MessageKey { db: ev.table.db.clone(), table: ev.table.name.clone(), pk })
-                    .map_err(|e| Error::internal(format!("cannot encode a message key: {e}")))?;
+                let key = MessageKey::encode(&ev.table, pk)?;
                 let partition = if layout == KafkaLayout::Key && n > 1 {
                     // A keyless table has no row identity that survives an update: it stays in
                     // one partition (chosen by table), so its multiset stays consistent.
@@ -128,12 +127,7 @@ impl KafkaJournal {
             Record::Ddl(ddl) => {
                 let topic = self.settings.topics.data(layout, &ddl.table);
                 let n = self.partitions(st, &topic, TopicRole::Data).await?;
-                let key = serde_json::to_vec(&MessageKey {
-                    db: ddl.table.db.clone(),
-                    table: ddl.table.name.clone(),
-                    pk: None,
-                })
-                .map_err(|e| Error::internal(format!("cannot encode a message key: {e}")))?;
+                let key = MessageKey::encode(&ddl.table, None)?;
                 let all: Vec<(String, i32)> = (0..n).map(|p| (topic.clone(), p)).collect();
                 st.touched.extend(all.iter().cloned());
                 Ok((Some(key), all))

@@ -314,6 +314,12 @@ pub struct MessageKey {
 }
 
 impl MessageKey {
+    /// The key bytes of a record of `table` (with its primary key values, if any).
+    pub fn encode(table: &TableRef, pk: Option<Vec<crate::event::Value>>) -> Result<Vec<u8>> {
+        serde_json::to_vec(&MessageKey { db: table.db.clone(), table: table.name.clone(), pk })
+            .map_err(|e| Error::internal(format!("cannot encode a message key: {e}")))
+    }
+
     /// The table a key names, if the bytes are a key at all.
     pub fn table_of(bytes: &[u8]) -> Option<TableRef> {
         serde_json::from_slice::<MessageKey>(bytes).ok().map(|k| TableRef::new(k.db, k.table))
