@@ -23,6 +23,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 scripts/mariadb.sh install
 scripts/kafka.sh install
+scripts/bigquery.sh install
 
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"

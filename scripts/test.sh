@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what is missing, starts
 # the project's MariaDB (port 3407, see scripts/mariadb.sh) and a Kafka-protocol
-# broker (tansu, port 19092, see scripts/kafka.sh), checks formatting
+# broker (tansu, port 19092, see scripts/kafka.sh) and the BigQuery emulator
+# (local-bigquery, port 19050, see scripts/bigquery.sh), checks formatting
 # and lints, and runs every test. This is README command 2 and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,15 @@ if ! scripts/kafka.sh status; then
   scripts/kafka.sh start
   kafka_started=1
 fi
+bq_started=0
+if ! scripts/bigquery.sh status; then
+  scripts/bigquery.sh start
+  bq_started=1
+fi
 cleanup() {
   [ "$started" = 1 ] && scripts/mariadb.sh stop || true
   [ "$kafka_started" = 1 ] && scripts/kafka.sh stop || true
+  [ "$bq_started" = 1 ] && scripts/bigquery.sh stop || true
 }
 trap cleanup EXIT
 

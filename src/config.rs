@@ -57,6 +57,12 @@ pub const DEFAULT_TABLE_TEMPLATE: &str = "{table}";
 pub const DEFAULT_KAFKA_PARTITIONS: i32 = 12;
 /// Replication factor of created topics: the broker's default.
 pub const DEFAULT_KAFKA_REPLICATION_FACTOR: i32 = -1;
+/// BigQuery target table name template.
+pub const DEFAULT_BIGQUERY_TABLE_TEMPLATE: &str = "{db}_{table}";
+/// Seconds between two MERGE runs of a BigQuery sink stream (each run is one query job).
+pub const DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS: u64 = 5;
+/// Seconds a BigQuery request may take before it counts as failed (and is retried).
+pub const DEFAULT_BIGQUERY_REQUEST_TIMEOUT_SECS: u64 = 120;
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -270,6 +276,8 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     /// `[sink.mysql]`
     pub mysql: Option<MysqlSinkConfig>,
+    /// `[sink.bigquery]`
+    pub bigquery: Option<BigQuerySinkConfig>,
 }
 
 /// Target implementations.
@@ -279,8 +287,40 @@ pub enum SinkKind {
     /// A MySQL or MariaDB serving database.
     #[default]
     Mysql,
+    /// Google BigQuery (or its local emulator).
+    #[serde(rename = "bigquery")]
+    BigQuery,
 }
 
+/// `[sink.bigquery]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQuerySinkConfig {
+    /// Google Cloud project that holds the dataset and runs the query jobs.
+    pub project: String,
+    /// Dataset of the replicated tables; created (in `location`) when missing.
+    pub dataset: String,
+    /// Location of the dataset and of the jobs, e.g. `US`, `EU`, `europe-west1`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Target table name; `{db}` and `{table}` are replaced by the source names.
+    #[serde(default = "default_bigquery_table_template")]
+    pub table_name: String,
+    /// Service-account key file (JSON). Without it and without `endpoint`, application
+    /// default credentials are used (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud, metadata server).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// REST base URL of an emulator, e.g. `http://127.0.0.1:19050/bigquery/v2`. Requests to
+    /// it carry no credentials. Unset for Google's endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds between MERGE runs that move the changelog into the tables.
+    #[serde(default = "default_bigquery_merge_interval")]
+    pub merge_interval_secs: u64,
+    /// Seconds a request (insertAll, query job) may take.
+    #[serde(default = "default_bigquery_request_timeout")]
+    pub request_timeout_secs: u64,
+}
 /// `[sink.mysql]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,6 +480,15 @@ fn default_kafka_replication() -> i32 {
 fn default_true() -> bool {
     true
 }
+fn default_bigquery_table_template() -> String {
+    DEFAULT_BIGQUERY_TABLE_TEMPLATE.into()
+}
+fn default_bigquery_merge_interval() -> u64 {
+    DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS
+}
+fn default_bigquery_request_timeout() -> u64 {
+    DEFAULT_BIGQUERY_REQUEST_TIMEOUT_SECS
+}
 fn default_table_template() -> String {
     DEFAULT_TABLE_TEMPLATE.into()
 }
@@ -538,6 +587,49 @@ impl Config {
                 }
                 if m.user.is_empty() {
                     return bad("sink.mysql.user", "must not be empty".into());
+                }
+            }
+            SinkKind::BigQuery => {
+                let Some(b) = &self.sink.bigquery else {
+                    return bad(
+                        "sink.bigquery",
+                        "missing: sink.kind = \"bigquery\" needs a [sink.bigquery] section with `project` and `dataset`"
+                            .into(),
+                    );
+                };
+                let id = |s: &str, max: usize, extra: &[u8]| {
+                    !s.is_empty()
+                        && s.len() <= max
+                        && s.bytes().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+                };
+                if !id(&b.project, 63, b"-:.") {
+                    return bad("sink.bigquery.project", format!("{:?} is not a valid project id", b.project));
+                }
+                if !id(&b.dataset, 1024, b"_") {
+                    return bad(
+                        "sink.bigquery.dataset",
+                        format!("{:?} is not a valid dataset id (letters, digits, `_`)", b.dataset),
+                    );
+                }
+                if !b.table_name.contains("{table}") {
+                    return bad("sink.bigquery.table_name", format!("{:?} must contain {{table}}", b.table_name));
+                }
+                if b.merge_interval_secs == 0 {
+                    return bad("sink.bigquery.merge_interval_secs", "must be at least 1".into());
+                }
+                if b.request_timeout_secs == 0 {
+                    return bad("sink.bigquery.request_timeout_secs", "must be at least 1".into());
+                }
+                if let Some(e) = &b.endpoint
+                    && !(e.starts_with("http://") || e.starts_with("https://"))
+                {
+                    return bad("sink.bigquery.endpoint", format!("{e:?} must be an http:// or https:// URL"));
+                }
+                if b.endpoint.is_some() && b.credentials_file.is_some() {
+                    return bad(
+                        "sink.bigquery.credentials_file",
+                        "an emulator endpoint takes no credentials: set one of endpoint and credentials_file".into(),
+                    );
                 }
             }
         }

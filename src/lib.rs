@@ -48,6 +48,7 @@ pub mod buffer;
 pub mod config;
 pub mod error;
 pub mod event;
+pub(crate) mod failpoint;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;

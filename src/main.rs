@@ -17,7 +17,8 @@ use binferry::config::{BufferKind, Config, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use binferry::error::{Error, ErrorKind, Result};
 use binferry::pipeline::{ReplayFrom, Role};
-use binferry::sink::mysql::{MysqlSink, MysqlSinkSettings};
+use binferry::sink::TargetSettings;
+use binferry::sink::mysql::MysqlSink;
 use binferry::source::{SourceSettings, preflight};
 
 /// Streaming CDC replicator: MySQL/MariaDB binlog → durable buffer → target, exactly-once effect.
@@ -127,12 +128,15 @@ fn init_logging(format: LogFormat) {
 /// Run the preflight checks and print the report; `Ok(true)` when there is no problem.
 async fn check(config: &Config) -> Result<bool> {
     let source = SourceSettings::from_config(config)?;
-    let target = MysqlSinkSettings::from_config(config)?;
+    let target = TargetSettings::from_config(config)?;
     let mut reports = vec![preflight::check_source(&source).await];
     if config.buffer.kind == BufferKind::Kafka {
         reports.push(kafka_check::check(&KafkaSettings::from_config(config)?).await);
     }
-    reports.push(MysqlSink::check(&target).await);
+    reports.push(match &target {
+        TargetSettings::Mysql(t) => MysqlSink::check(t).await,
+        TargetSettings::BigQuery(t) => binferry::sink::bigquery::check(t).await,
+    });
     let mut ok = true;
     for report in reports {
         let report = report?;

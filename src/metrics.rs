@@ -25,3 +25,9 @@ pub const WRITER_POISON_MESSAGES: &str = "binferry_writer_poison_messages_total"
 pub const KAFKA_DEAD_LETTERS: &str = "binferry_kafka_dead_letters_total";
 /// Records and schemas acknowledged by the Kafka brokers (counter).
 pub const KAFKA_PRODUCED: &str = "binferry_kafka_produced_total";
+/// Counter: BigQuery query jobs issued (MERGE runs, DDL, checkpoint reads).
+pub const BIGQUERY_JOBS: &str = "binferry_bigquery_jobs_total";
+/// Counter: rows appended to BigQuery changelog tables with insertAll.
+pub const BIGQUERY_CHANGELOG_ROWS: &str = "binferry_bigquery_changelog_rows_total";
+/// Counter: MERGE runs that moved changelog rows into the BigQuery tables.
+pub const BIGQUERY_MERGES: &str = "binferry_bigquery_merges_total";

@@ -48,6 +48,14 @@ pub struct TableRule {
     /// `hash` (default) or `refuse`, for tables without a primary key.
     #[serde(default)]
     pub without_primary_key: KeylessMode,
+    /// BigQuery: the table's `PARTITION BY` expression when it is created, e.g.
+    /// `DATE(created_at)` or `RANGE_BUCKET(id, GENERATE_ARRAY(0, 1000000, 1000))`.
+    #[serde(default)]
+    pub partition_by: Option<String>,
+    /// BigQuery: clustering columns (at most 4) when the table is created; default: the
+    /// primary-key columns (the MERGE joins on them).
+    #[serde(default)]
+    pub cluster_by: Vec<String>,
 }
 
 /// The options that apply to one table.
@@ -59,6 +67,10 @@ pub struct TableOptions {
     pub exclude_columns: Vec<String>,
     /// Handling of a missing primary key.
     pub without_primary_key: KeylessMode,
+    /// BigQuery `PARTITION BY` expression.
+    pub partition_by: Option<String>,
+    /// BigQuery clustering columns (empty: the primary key).
+    pub cluster_by: Vec<String>,
 }
 
 /// Compiled `[[tables]]` rules.
@@ -81,12 +93,23 @@ impl TableRules {
             }
             let glob = Glob::new(&r.pattern)
                 .map_err(|e| Error::new(ErrorKind::Config, format!("{field}: invalid pattern {:?}: {e}", r.pattern)))?;
+            if r.cluster_by.len() > 4 {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "tables[{i}].cluster_by: BigQuery clusters by at most 4 columns, found {}",
+                        r.cluster_by.len()
+                    ),
+                ));
+            }
             out.push((
                 glob.compile_matcher(),
                 TableOptions {
                     deletes: r.deletes,
                     exclude_columns: r.exclude_columns.clone(),
                     without_primary_key: r.without_primary_key,
+                    partition_by: r.partition_by.clone(),
+                    cluster_by: r.cluster_by.clone(),
                 },
             ));
         }
@@ -112,12 +135,16 @@ mod tests {
                 deletes: DeleteMode::Soft,
                 exclude_columns: vec!["secret".into()],
                 without_primary_key: KeylessMode::Refuse,
+                partition_by: None,
+                cluster_by: vec![],
             },
             TableRule {
                 pattern: "shop.*".into(),
                 deletes: DeleteMode::Hard,
                 exclude_columns: vec![],
                 without_primary_key: KeylessMode::Hash,
+                partition_by: None,
+                cluster_by: vec![],
             },
         ])
         .unwrap();

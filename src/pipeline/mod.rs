@@ -25,7 +25,7 @@ use crate::buffer::kafka::journal::KafkaJournal;
 use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics;
-use crate::sink::mysql::{MysqlSink, MysqlSinkSettings};
+use crate::sink::TargetSettings;
 use crate::source::SourceSettings;
 use crate::writer::{self, WriterSettings};
 
@@ -62,7 +62,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
     let (drain_tx, drain_rx) = watch::channel(false);
     let (fail_tx, fail_rx) = watch::channel(false);
     let source_shutdown = either(shutdown.clone(), fail_rx.clone());
-    let sink_settings = MysqlSinkSettings::from_config(config)?;
+    let sink_settings = TargetSettings::from_config(config)?;
     // What differs per buffer: the two tasks, what retention runs on, and the backlog offset.
     let (source, writer, retention_of, backlog): (Option<Task>, Option<Task>, _, Backlog) = match config.buffer.kind {
         BufferKind::Embedded => {
@@ -86,7 +86,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
             let writer_task = tokio::spawn(writer::run(
                 WriterSettings::from(&config.writer),
                 Arc::clone(&buffer),
-                MysqlSink::new(sink_settings),
+                sink_settings.sink(),
                 Arc::clone(&stats),
                 drain_rx,
             ));
@@ -108,7 +108,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
             let writer_task = match role.writes() {
                 true => {
                     let ws = WriterSettings::from(&config.writer);
-                    let make_sink = move |stream: &str| MysqlSink::new(sink_settings.for_stream(stream));
+                    let make_sink = move |stream: &str| sink_settings.for_stream(stream).sink();
                     Some(tokio::spawn(kafka_group::run(kafka, ws, make_sink, Arc::clone(&stats), drain_rx)))
                 }
                 false => None,

@@ -26,7 +26,7 @@ use crate::buffer::kafka::admin::Admin;
 use crate::buffer::kafka::partition::PartitionLog;
 use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
-use crate::sink::mysql::{MysqlSink, MysqlSinkSettings};
+use crate::sink::TargetSettings;
 use crate::source::TableFilter;
 use crate::writer::{self, WriterSettings};
 
@@ -69,7 +69,7 @@ async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) ->
     let kafka = KafkaSettings::from_config(config)?;
     let admin = Admin::new(&kafka)?;
     let only = table.map(|t| TableFilter::new(&[t.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
-    let sink_settings = MysqlSinkSettings::from_config(config)?;
+    let sink_settings = TargetSettings::from_config(config)?;
     let stats = Arc::new(Stats::default());
     let mut summary = ReplaySummary { from: u64::MAX, ..Default::default() };
     for (topic, partition, low, high) in admin.data_partitions().await? {
@@ -89,7 +89,7 @@ async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) ->
         }
         info!(%topic, partition, from = start, to = high, table = table.unwrap_or("all"), "replaying partition");
         let log = PartitionLog::open_until(&kafka, &topic, partition, high)?;
-        let sink = MysqlSink::new(sink_settings.for_stream(log.stream())).overwrite_equal_positions(true);
+        let sink = sink_settings.for_stream(log.stream()).replay_sink(&log.stream());
         let mut settings = WriterSettings::from(&config.writer);
         settings.start_at = Some(start);
         settings.only = only.clone();
@@ -127,7 +127,7 @@ async fn replay_embedded(config: &Config, from: ReplayFrom, table: Option<&str>)
     let mut settings = WriterSettings::from(&config.writer);
     settings.start_at = Some(start);
     settings.only = only;
-    let sink = MysqlSink::new(MysqlSinkSettings::from_config(config)?).overwrite_equal_positions(true);
+    let sink = TargetSettings::from_config(config)?.replay_sink("embedded");
     info!(from = start, to = end, table = table.unwrap_or("all"), "replay started");
     let stats = Arc::new(Stats::default());
     // Drain from the start: the writer stops at the end of the buffer.

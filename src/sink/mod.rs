@@ -16,6 +16,9 @@
 
 pub mod bigquery;
 pub mod mysql;
+mod target;
+
+pub use target::{Target, TargetSettings};
 
 use std::future::Future;
 
@@ -66,4 +69,12 @@ pub trait Sink: Send {
 
     /// Drop connections after a failure; the next call reconnects.
     fn reset(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Called when the writer has nothing to apply and no target transaction is open (and
+    /// once more with `draining` before it stops): time for deferred work, such as the
+    /// BigQuery MERGE that must run on a schedule even when no new change arrives.
+    fn idle(&mut self, draining: bool) -> impl Future<Output = Result<()>> + Send {
+        let _ = draining;
+        async { Ok(()) }
+    }
 }

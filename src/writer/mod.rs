@@ -180,8 +180,13 @@ impl<'a, B: Log> Writer<'a, B> {
                     if draining && caught_up {
                         if self.partial_applied {
                             sink.rollback().await?;
+                        } else {
+                            sink.idle(true).await?;
                         }
                         return Ok(());
+                    }
+                    if !self.partial_applied {
+                        sink.idle(false).await?;
                     }
                     let wait = self
                         .batch_started
@@ -232,7 +237,16 @@ impl<'a, B: Log> Writer<'a, B> {
                         // Commit record right after stores the offset.
                         self.merge_open(sink).await?;
                         self.flush_commit(sink).await?;
-                        sink.apply_schema_change(&ddl).await?;
+                        match sink.apply_schema_change(&ddl).await {
+                            Ok(()) => {}
+                            // A change the target cannot follow stops that table only.
+                            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                                error!(table = %ddl.table, error = %e, "table stopped; the other tables keep replicating");
+                                sink.stop_table(&ddl.table, &e.to_string()).await?;
+                                self.stopped.insert(ddl.table.clone());
+                            }
+                            Err(e) => return Err(e),
+                        }
                         self.partial_applied = true;
                     }
                     Record::Commit(c) => {

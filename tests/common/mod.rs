@@ -8,6 +8,7 @@
 //! - [`Binferry`] runs the binary with a generated config; tests kill and restart it.
 #![allow(dead_code)]
 
+pub mod bigquery;
 pub mod workload;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,25 @@ pub fn ensure_main_server() {
 pub fn kafka_brokers() -> String {
     let port: u16 = std::env::var("BINFERRY_KAFKA_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19092);
     format!("127.0.0.1:{port}")
+}
+
+/// REST base URL of the shared BigQuery emulator (`scripts/bigquery.sh`, port
+/// `BINFERRY_BQ_PORT`, default 19050).
+pub fn bigquery_endpoint() -> String {
+    let port: u16 = std::env::var("BINFERRY_BQ_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19050);
+    format!("http://127.0.0.1:{port}/bigquery/v2")
+}
+
+/// Make sure the shared BigQuery emulator runs (scripts/test.sh starts it).
+pub fn ensure_bigquery() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/bigquery.sh"))
+            .arg("start")
+            .output()
+            .expect("run scripts/bigquery.sh");
+        assert!(out.status.success(), "cannot start the BigQuery emulator: {}", String::from_utf8_lossy(&out.stderr));
+    });
 }
 
 /// Make sure the shared broker runs (scripts/test.sh starts it; `cargo test` alone works too).
@@ -139,6 +159,8 @@ pub struct Env {
     pub buffer_config: String,
     /// `[buffer]` and `[buffer.kafka]` sections when the test runs on Kafka ([`Env::use_kafka`]).
     pub kafka_config: String,
+    /// `[sink]` sections replacing `[sink.mysql]` ([`Env::use_bigquery`]).
+    pub sink_config: Option<String>,
     /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
     pub target_port: u16,
     pub target_pool: Pool,
@@ -180,6 +202,7 @@ impl Env {
             writer_config: "batch_max_delay_ms = 50".into(),
             buffer_config: String::new(),
             kafka_config: String::new(),
+            sink_config: None,
             target_port: port,
             target_server: None,
             owns_server,
@@ -228,10 +251,7 @@ include = ["{src}.*"]
 path = "{buffer}"
 {buffer_extra}
 
-[sink.mysql]
-port = {target_port}
-user = "root"
-database = "{dst}"
+{sink}
 
 [writer]
 {writer}
@@ -242,14 +262,16 @@ progress_interval_secs = 1
 "#,
             name = self.name,
             port = self.port,
-            target_port = self.target_port,
             src = self.src,
-            dst = self.dst,
             buffer = self.buffer_path().display(),
             extra = self.extra_config,
             buffer_extra = self.buffer_config,
             kafka = self.kafka_config,
             writer = self.writer_config,
+            sink = self.sink_config.clone().unwrap_or_else(|| format!(
+                "[sink.mysql]\nport = {}\nuser = \"root\"\ndatabase = \"{}\"\n",
+                self.target_port, self.dst
+            )),
         );
         // Atomically: a process started a moment ago may be reading the previous version.
         let tmp = self.dir.path().join("binferry.toml.tmp");
@@ -461,10 +483,20 @@ impl Drop for Env {
         let pool = self.pool.clone();
         let target = self.target_pool.clone();
         let (src, dst) = (self.src.clone(), self.dst.clone());
+        let bigquery = self.sink_config.as_ref().is_some_and(|s| s.contains("bigquery"))
+            && std::env::var_os("BINFERRY_TEST_KEEP_DATASETS").is_none();
         // Drop runs inside or outside a runtime; use a small runtime of our own on a thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
+                if bigquery {
+                    let url = format!(
+                        "{}/projects/{}/datasets/{dst}?deleteContents=true",
+                        bigquery_endpoint(),
+                        bigquery::PROJECT
+                    );
+                    let _ = reqwest::Client::new().delete(url).send().await;
+                }
                 if let Ok(mut c) = pool.get_conn().await {
                     let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{src}`")).await;
                     let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{dst}`")).await;
@@ -500,11 +532,17 @@ impl Binferry {
     }
 
     pub fn start_with(config: &Path, log: &Path, args: &[&str]) -> Binferry {
+        Self::start_with_env(config, log, args, &[])
+    }
+
+    /// Like [`start_with`](Self::start_with), with extra environment variables (failpoints).
+    pub fn start_with_env(config: &Path, log: &Path, args: &[&str], envs: &[(&str, &str)]) -> Binferry {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_binferry"))
             .args(["run", "--config"])
             .arg(config)
             .args(args)
+            .envs(envs.iter().copied())
             .env("BINFERRY_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -10,7 +10,7 @@ use std::fmt;
 use crate::schema::ColumnType;
 
 /// A BigQuery column type (the subset binferry creates).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BqType {
     /// INT64.
     Int64,

@@ -1,0 +1,260 @@
+//! The BigQuery target end to end: MariaDB → embedded log or Kafka → the local BigQuery
+//! emulator (`scripts/bigquery.sh`), compared value by value with queries on both sides.
+//!
+//! The emulator is DuckDB underneath: it holds decimals of at most 38 digits, so the type
+//! matrix stays within that (BigQuery itself takes BIGNUMERIC up to 76 digits).
+
+mod common;
+
+use std::time::Duration;
+
+use common::workload::{Workload, create_schema};
+use common::{Binferry, Env};
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+
+const CONVERGE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_then_replay_from_zero_changes_nothing() {
+    let mut env = Env::new("bqmixed").await;
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 21);
+    w.seed(&mut c, 200).await;
+    let bf = env.start();
+    w.run(&mut c, 3_000).await;
+    env.wait_bq_equal(CONVERGE).await;
+    let status = bf.interrupt(Duration::from_secs(60));
+    assert!(status.success(), "exit status {status:?}\n{}", env.log());
+    let deleted: Vec<u64> = c.query("SELECT COUNT(*) FROM ingredients").await.unwrap();
+    assert!(deleted[0] > 0);
+
+    let before = env.bq_dump().await;
+    assert!(!before.is_empty());
+    let out = env.replay(&["--from-offset", "0"]);
+    assert!(out.contains("replayed"), "{out}");
+    assert_eq!(env.bq_dump().await, before, "replay from offset 0 changed the BigQuery tables");
+    assert_eq!(env.bq_diff().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_through_kafka_to_bigquery() {
+    let mut env = Env::new("bqkafka").await;
+    env.use_kafka("database", "");
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 22);
+    w.seed(&mut c, 100).await;
+    let bf = env.start();
+    w.run(&mut c, 2_000).await;
+    env.wait_bq_equal(CONVERGE).await;
+    let status = bf.interrupt(Duration::from_secs(60));
+    assert!(status.success(), "exit status {status:?}\n{}", env.log());
+    assert!(env.log().contains("partition assigned"), "the changes did not go through Kafka");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn type_matrix_is_exact_in_bigquery() {
+    let mut env = Env::new("bqtypes").await;
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    c.query_drop(
+        "CREATE TABLE matrix (
+            id INT PRIMARY KEY,
+            ti TINYINT, si SMALLINT UNSIGNED, bi BIGINT, bu BIGINT UNSIGNED, yr YEAR, bt BIT(8),
+            d2 DECIMAL(10,2), d38 DECIMAL(38,18), d65 DECIMAL(65,0), fl FLOAT, db DOUBLE,
+            dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6),
+            ch CHAR(10), vc VARCHAR(50), tx TEXT, en ENUM('a','b c'), st SET('x','y','z'),
+            bl BLOB, vb VARBINARY(16), js JSON
+        )",
+    )
+    .await
+    .unwrap();
+    c.query_drop(
+        "INSERT INTO matrix VALUES
+         (1, -128, 65535, -9223372036854775808, 18446744073709551615, 2155, b'10100101',
+          -12345678.99, 12345678901234567890.123456789012345678,
+          99999999999999999999999999999999999999999999999999999999999999999, 1.5, 0.30000000000000004,
+          '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '-838:59:59.000000',
+          'naïve', 'crème 🧄', 'line1\nline2 \\\\ ''quoted''', 'b c', 'x,z',
+          x'00FF10', x'DEADBEEF', '{\"a\": [1, 2.50, \"ü\"], \"b\": null}'),
+         (2, 0, 0, 0, 0, 1901, b'0', 0, 0, 0, -0.25, -1e-300,
+          '2024-02-29', '2024-02-29 12:00:00.000001', '1970-01-01 00:00:01', '838:59:59.999999',
+          '', '', '', 'a', '', '', '', '[]'),
+         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    let bf = env.start();
+    env.wait_bq_equal(CONVERGE).await;
+    // The exact BigQuery values, spelled out for the ones a float would have rounded.
+    let table = format!("`binferry-test.{}.{}_matrix`", env.dst, env.src);
+    let rows = env
+        .bq(&format!(
+            "SELECT CAST(bu AS STRING), CAST(d38 AS STRING), d65, CAST(d2 AS STRING), \
+             CAST(dtm AS STRING), FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', ts), tm, TO_HEX(bl), \
+             JSON_VALUE(js, '$.a[2]') FROM {table} WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+    let want: Vec<Option<String>> = [
+        "18446744073709551615",
+        "12345678901234567890.123456789012345678",
+        "99999999999999999999999999999999999999999999999999999999999999999",
+        "-12345678.99",
+        "9999-12-31 23:59:59.999999",
+        "2038-01-19 03:14:07.999999",
+        "-838:59:59.000000",
+        "00ff10",
+        "ü",
+    ]
+    .iter()
+    .map(|s| Some(s.to_string()))
+    .collect();
+    assert_eq!(rows, vec![want]);
+    bf.interrupt(Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
+    let mut env = Env::new("bqkill").await;
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 23);
+    w.seed(&mut c, 100).await;
+    let (src, pool) = (env.src.clone(), env.pool.clone());
+    let load = tokio::spawn(async move {
+        let mut c = pool.get_conn().await.unwrap();
+        let mut w = Workload::new(&src, 24);
+        w.next_ingredient_from(1_000_000);
+        w.run_paced(&mut c, 3_000, Duration::from_millis(5)).await
+    });
+    let mut bf = env.start();
+    let mut kills = 0;
+    while !load.is_finished() || kills < 5 {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(400..2500))).await;
+        bf.kill9();
+        kills += 1;
+        bf = env.start();
+    }
+    load.await.unwrap();
+    bf.kill9();
+    // Crashes at the protocol's seams: after the commit marker (appended, not merged), and
+    // right before the MERGE job.
+    for (n, failpoint) in ["bigquery-after-commit", "bigquery-before-merge"].into_iter().enumerate() {
+        env.write_config();
+        let log = env.dir.path().join(format!("failpoint-{n}.log"));
+        let mut crashing = Binferry::start_with_env(
+            &env.config_path(),
+            &log,
+            &[],
+            &[("BINFERRY_FAILPOINT", failpoint), ("BINFERRY_FAILPOINT_HIT", "2")],
+        );
+        let mut w = Workload::new(&env.src, 30 + n as u64);
+        w.next_ingredient_from(2_000_000 + 100_000 * n as u64);
+        let mut rounds = 0;
+        while crashing.is_running() {
+            w.run(&mut c, 50).await;
+            rounds += 1;
+            assert!(
+                rounds < 400,
+                "failpoint {failpoint} was never reached:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(text.contains(&format!("failpoint {failpoint}: aborting")), "{text}");
+    }
+    let bf = env.start();
+    env.wait_bq_equal(CONVERGE).await;
+    bf.interrupt(Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_column_appears_without_restart() {
+    let mut env = Env::new("bqddl").await;
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 25);
+    w.seed(&mut c, 50).await;
+    let mut bf = env.start_streaming().await;
+    env.wait_bq_equal(CONVERGE).await;
+    c.query_drop("ALTER TABLE recipes ADD COLUMN source_url VARCHAR(200) NULL, ADD COLUMN cost DECIMAL(12,3) NULL")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE recipes SET source_url = CONCAT('https://example.org/', id), cost = id / 7 WHERE id % 3 = 0")
+        .await
+        .unwrap();
+    w.run(&mut c, 200).await;
+    env.wait_bq_equal(CONVERGE).await;
+    assert!(bf.is_running(), "binferry restarted or stopped:\n{}", env.log());
+    let cols = env
+        .bq(&format!(
+            "SELECT COUNT(*) FROM `binferry-test.{}.{}_recipes` WHERE source_url IS NOT NULL AND cost IS NOT NULL",
+            env.dst, env.src
+        ))
+        .await
+        .unwrap();
+    assert_ne!(cols[0][0].as_deref(), Some("0"));
+    bf.interrupt(Duration::from_secs(60));
+}
+
+/// Against real BigQuery, when `BINFERRY_BQ_LIVE_PROJECT` (a project the credentials may
+/// create datasets in) and `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) are
+/// set; skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_bigquery_mixed_workload() {
+    let (Ok(project), Ok(key)) =
+        (std::env::var("BINFERRY_BQ_LIVE_PROJECT"), std::env::var("GOOGLE_APPLICATION_CREDENTIALS"))
+    else {
+        eprintln!(
+            "skipped: set BINFERRY_BQ_LIVE_PROJECT and GOOGLE_APPLICATION_CREDENTIALS (a service-account key with \
+             roles/bigquery.dataEditor and roles/bigquery.jobUser) to run this test against real BigQuery"
+        );
+        return;
+    };
+    let mut env = Env::new("bqlive").await;
+    env.sink_config = Some(format!(
+        "[sink]\nkind = \"bigquery\"\n\n[sink.bigquery]\nproject = \"{project}\"\ndataset = \"{}\"\n\
+         credentials_file = \"{key}\"\nmerge_interval_secs = 5\n",
+        env.dst
+    ));
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 26);
+    w.seed(&mut c, 50).await;
+    let bf = env.start();
+    w.run(&mut c, 500).await;
+    let client = gcp_bigquery_client::Client::from_service_account_key_file(&key).await.unwrap();
+    let deadline = std::time::Instant::now() + CONVERGE;
+    for t in env.tables().await {
+        let n: Vec<u64> = c.query(format!("SELECT COUNT(*) FROM `{t}`")).await.unwrap();
+        loop {
+            let sql = format!("SELECT COUNT(*) FROM `{project}.{}.{}_{t}`", env.dst, env.src);
+            let got = client
+                .job()
+                .query(&project, gcp_bigquery_client::model::query_request::QueryRequest::new(sql))
+                .await
+                .ok()
+                .and_then(|r| r.rows)
+                .and_then(|r| r.first().and_then(|r| r.columns.clone()))
+                .and_then(|c| c.first().and_then(|c| c.value.clone()))
+                .and_then(|v| v.as_str().and_then(|s| s.parse::<u64>().ok()));
+            if got == Some(n[0]) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{t}: {got:?} BigQuery rows, {} source rows", n[0]);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    bf.interrupt(Duration::from_secs(60));
+    let _ = client.dataset().delete(&project, &env.dst, true).await;
+}
