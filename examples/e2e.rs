@@ -76,6 +76,8 @@ struct Bench {
     root: PathBuf,
     work: tempfile::TempDir,
     kafka: Option<String>,
+    /// REST base URL of a BigQuery emulator (`BINFERRY_BENCH_BIGQUERY`).
+    bigquery: Option<String>,
     rows: Vec<Row>,
     n: u32,
 }
@@ -241,6 +243,18 @@ progress_interval_secs = 5
     }
 }
 
+/// The last progress line's `name=value` counter in a binferry log (0 when absent).
+fn last_counter(log: &str, name: &str) -> i64 {
+    let key = format!("{name}=");
+    log.lines()
+        .rev()
+        .find_map(|l| {
+            let at = l.find(&key)? + key.len();
+            l[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -393,6 +407,94 @@ impl Bench {
             self.load_data_ceiling(&src, changes, rate).await?;
         }
         self.drop_databases(&[&src, &dst]).await
+    }
+
+    /// Catch-up into the BigQuery emulator: rows/s until the marker row is queryable there,
+    /// and the query jobs binferry issued per minute meanwhile (MERGEs, DDL, checkpoint reads).
+    async fn catch_up_bigquery(&mut self, scale: Scale) -> AnyResult<()> {
+        let Some(url) = self.bigquery.clone() else { return Ok(()) };
+        // The emulator takes ~4,600 insertAll rows/s: a smaller run says as much.
+        let total = scale.catchup_changes.min(100_000);
+        let (src, _) = self.databases("cubq").await?;
+        let dataset = format!("bench_{}_{}", std::process::id(), self.n);
+        let mut c = self.conn().await?;
+        c.query_drop(format!("USE `{src}`")).await?;
+        c.query_drop(ITEMS).await?;
+        c.query_drop(MARKER).await?;
+        let name = format!("bcubq{}", std::process::id());
+        let mut cfg = self.config(&name, &src, "unused", false);
+        cfg = cfg.replace(
+            "[sink.mysql]",
+            &format!(
+                "[sink]\nkind = \"bigquery\"\n[sink.bigquery]\nproject = \"binferry-test\"\ndataset = \"{dataset}\"\n\
+                 endpoint = \"{url}\"\n[sink.mysql]"
+            ),
+        );
+        let bf = self.start(&name, &cfg)?;
+        self.wait_log(&name, "streaming binlog", Duration::from_secs(60)).await?;
+        self.stop(bf)?;
+        self.say(&format!(
+            "catch-up (embedded → BigQuery emulator): writing {total} row changes while binferry is stopped"
+        ));
+        let changes = generate(&mut c, &src, total).await?;
+        c.query_drop(format!("INSERT INTO `{src}`.marker VALUES (1, 1)")).await?;
+        let t0 = Instant::now();
+        let bf = self.start(&name, &cfg)?;
+        let http = reqwest::Client::new();
+        let query = |sql: String| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let body = format!("{{\"query\": {}, \"useLegacySql\": false}}", serde_json::Value::String(sql));
+                let text = http
+                    .post(format!("{url}/projects/binferry-test/queries"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                let cells: Vec<String> = v["rows"][0]["f"]
+                    .as_array()
+                    .map(|a| a.iter().map(|c| c["v"].as_str().unwrap_or("").to_string()).collect())
+                    .unwrap_or_default();
+                AnyResult::Ok(cells)
+            }
+        };
+        let marker = format!("SELECT COUNT(*) FROM `binferry-test.{dataset}.{src}_marker`");
+        loop {
+            if query(marker.clone()).await.ok().and_then(|c| c.first().cloned()).as_deref() == Some("1") {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(1800) {
+                return Err("the marker did not reach BigQuery within 30 minutes".into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(6)).await; // one more progress line
+        let rss = self.stop(bf)?;
+        // The counter is per process: the last progress line is the catch-up run's own.
+        let jobs = last_counter(&std::fs::read_to_string(self.log_path(&name))?, "bigquery_jobs");
+        let src_sum: Option<(u64, String)> =
+            c.query_first(format!("SELECT COUNT(*), CAST(SUM(qty) AS CHAR) FROM `{src}`.items")).await?;
+        let bq_sum =
+            query(format!("SELECT COUNT(*), CAST(SUM(qty) AS STRING) FROM `binferry-test.{dataset}.{src}_items`"))
+                .await?;
+        let equal = src_sum.map(|(n, s)| vec![n.to_string(), s]) == Some(bq_sum);
+        self.push(
+            format!("catch-up, embedded buffer → BigQuery emulator ({changes} changes)"),
+            changes as f64 / secs,
+            "rows/s",
+            format!(
+                "{secs:.1} s; {jobs} query jobs = {:.1} jobs/min; count and SUM(qty) equal: {equal}; peak RSS {rss:.0} MB",
+                jobs as f64 * 60.0 / secs
+            ),
+        );
+        let _ =
+            http.delete(format!("{url}/projects/binferry-test/datasets/{dataset}?deleteContents=true")).send().await;
+        self.drop_databases(&[&src]).await
     }
 
     /// Decode speed over the binlog range `from`..`to` (file, position) holding `changes` rows.
@@ -772,6 +874,7 @@ async fn main() -> AnyResult<()> {
         root,
         work: tempfile::tempdir()?,
         kafka: std::env::var("BINFERRY_BENCH_KAFKA").ok().filter(|s| !s.is_empty()),
+        bigquery: std::env::var("BINFERRY_BENCH_BIGQUERY").ok().filter(|s| !s.is_empty()),
         rows: Vec::new(),
         n: 0,
     };
@@ -781,6 +884,9 @@ async fn main() -> AnyResult<()> {
         if b.kafka.is_some() {
             b.catch_up(scale, true).await?;
         }
+    }
+    if (run("catchup") || run("catchup-bigquery")) && b.bigquery.is_some() {
+        b.catch_up_bigquery(scale).await?;
     }
     if run("latency") {
         b.latency(scale).await?;

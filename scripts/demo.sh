@@ -10,9 +10,17 @@
 #
 #   scripts/demo.sh            embedded buffer (one redb file)
 #   scripts/demo.sh --kafka    through a local Kafka-protocol broker (tansu, scripts/kafka.sh)
+#   scripts/demo.sh --bigquery into the local BigQuery emulator (scripts/bigquery.sh)
 set -euo pipefail
 KAFKA=0
-[ "${1:-}" = "--kafka" ] && KAFKA=1
+BIGQUERY=0
+for arg in "$@"; do
+  case "$arg" in
+    --kafka) KAFKA=1 ;;
+    --bigquery) BIGQUERY=1 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binferry-target}"
 export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
@@ -37,6 +45,12 @@ if [ "$KAFKA" = 1 ] && ! scripts/kafka.sh status; then
   scripts/kafka.sh start
   started_kafka=1
 fi
+started_bq=0
+if [ "$BIGQUERY" = 1 ] && ! scripts/bigquery.sh status; then
+  scripts/bigquery.sh start
+  started_bq=1
+fi
+BQ_URL="http://127.0.0.1:${BINFERRY_BQ_PORT:-19050}/bigquery/v2"
 sql() { scripts/mariadb.sh client "$@"; }
 BF_PID=""; TAIL_PID=""; GEN_PID=""
 cleanup() {
@@ -45,6 +59,7 @@ cleanup() {
   [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null || true
   [ "$started_db" = 1 ] && scripts/mariadb.sh stop || true
   [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true
+  [ "$started_bq" = 1 ] && scripts/bigquery.sh stop || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -83,13 +98,30 @@ user = "root"
 include = ["$SRC.*"]
 [buffer.embedded]
 path = "$WORK/buffer.redb"
+[log]
+progress_interval_secs = 3
+EOF
+if [ "$BIGQUERY" = 1 ]; then
+  # A fresh dataset per run: the emulator keeps earlier demos' tables.
+  DST="demo_$(date +%s)"
+  cat >> "$WORK/binferry.toml" <<EOF
+[sink]
+kind = "bigquery"
+[sink.bigquery]
+project = "binferry-test"
+dataset = "$DST"
+endpoint = "$BQ_URL"
+merge_interval_secs = 2
+EOF
+  say "target: BigQuery emulator at $BQ_URL, dataset $DST (tables ${SRC}_*)"
+else
+  cat >> "$WORK/binferry.toml" <<EOF
 [sink.mysql]
 port = $BINFERRY_MARIADB_PORT
 user = "root"
 database = "$DST"
-[log]
-progress_interval_secs = 3
 EOF
+fi
 if [ "$KAFKA" = 1 ]; then
   # A fresh topic prefix: the in-memory broker may still hold an earlier demo's topics.
   cat >> "$WORK/binferry.toml" <<EOF
@@ -147,6 +179,30 @@ checksum() { # db table -> "rows checksum"
                    FROM information_schema.columns WHERE table_schema='$SRC' AND table_name='$2'")
   sql -N -e "SELECT COUNT(*), COALESCE(BIT_XOR(CRC32(CONCAT_WS('#', $cols))), 0) FROM \`$1\`.\`$2\`" 2>/dev/null || echo "missing"
 }
+# Per-table aggregates both SQL dialects compute alike (the BigQuery demo compares these).
+aggregates() { # table -> "count sums..."
+  case "$1" in
+    ingredients) echo "COUNT(*), SUM(id), SUM(kcal_per_unit)" ;;
+    recipes) echo "COUNT(*), SUM(id), SUM(servings), SUM(price)" ;;
+    recipe_ingredients) echo "COUNT(*), SUM(recipe_id), SUM(ingredient_id), SUM(qty)" ;;
+  esac
+}
+trim_zeros() { sed -E 's/\.([0-9]*[1-9])0+( |$)/.\1\2/g; s/\.0+( |$)/\1/g'; }
+bq_row() { # sql -> the first row's cells, space separated
+  curl -fsS -X POST "$BQ_URL/projects/binferry-test/queries" -H 'content-type: application/json' \
+    -d "$(python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1], "useLegacySql": False}))' "$1")" \
+    | python3 -c 'import json,sys; r=json.load(sys.stdin).get("rows") or [{"f":[]}]; print(" ".join(str(c["v"]) for c in r[0]["f"]) or "missing")' \
+    2>/dev/null || echo "missing"
+}
+if [ "$BIGQUERY" = 1 ]; then
+  checksum() { # db table -> aggregates of the source table, or of its BigQuery table
+    if [ "$1" = "$SRC" ]; then
+      sql -N -e "SELECT $(aggregates "$2") FROM \`$SRC\`.\`$2\`" | tr '\t' ' ' | trim_zeros
+    else
+      bq_row "SELECT $(aggregates "$2") FROM \`binferry-test.$DST.${SRC}_$2\`" | trim_zeros
+    fi
+  }
+fi
 tables="ingredients recipes recipe_ingredients"
 say "generator stopped; waiting for the target to catch up"
 caught=0
@@ -163,15 +219,25 @@ echo "caught up $((SECONDS - start)) s after the generator stopped"
 sleep 3.5  # one more progress line with the final lag
 
 say "source vs target"
-printf '%-20s %12s %12s %12s %12s  %s\n' table src_rows src_crc dst_rows dst_crc result
 status=0
-for t in $tables; do
-  read -r sr sc <<<"$(checksum "$SRC" "$t")"
-  read -r dr dc <<<"$(checksum "$DST" "$t")"
-  res=equal; [ "$sr $sc" = "$dr $dc" ] || { res=DIFFERENT; status=1; }
-  printf '%-20s %12s %12s %12s %12s  %s\n' "$t" "$sr" "$sc" "$dr" "$dc" "$res"
-done
-sql -e "SELECT pipeline, applied_offset, source_file, source_offset, updated_at FROM $DST._binferry_state"
+if [ "$BIGQUERY" = 1 ]; then
+  printf '%-20s %-45s %-45s %s\n' table "source (rows, sums)" "BigQuery (rows, sums)" result
+  for t in $tables; do
+    s_=$(checksum "$SRC" "$t"); d_=$(checksum "$DST" "$t")
+    res=equal; [ "$s_" = "$d_" ] || { res=DIFFERENT; status=1; }
+    printf '%-20s %-45s %-45s %s\n' "$t" "$s_" "$d_" "$res"
+  done
+  echo "MERGE progress: $(bq_row "SELECT stream, merged_offset, position FROM \`binferry-test.$DST._binferry_state\`")"
+else
+  printf '%-20s %12s %12s %12s %12s  %s\n' table src_rows src_crc dst_rows dst_crc result
+  for t in $tables; do
+    read -r sr sc <<<"$(checksum "$SRC" "$t")"
+    read -r dr dc <<<"$(checksum "$DST" "$t")"
+    res=equal; [ "$sr $sc" = "$dr $dc" ] || { res=DIFFERENT; status=1; }
+    printf '%-20s %12s %12s %12s %12s  %s\n' "$t" "$sr" "$sc" "$dr" "$dc" "$res"
+  done
+  sql -e "SELECT pipeline, applied_offset, source_file, source_offset, updated_at FROM $DST._binferry_state"
+fi
 
 say "stopping binferry (SIGINT: drain, commit, exit 0)"
 kill -INT "$BF_PID"; wait "$BF_PID"; echo "binferry exited with $?"; BF_PID=""

@@ -320,6 +320,10 @@ pub struct BigQuerySinkConfig {
     /// Seconds a request (insertAll, query job) may take.
     #[serde(default = "default_bigquery_request_timeout")]
     pub request_timeout_secs: u64,
+    /// What a source `DROP TABLE` does to the BigQuery table: `keep` renames it to
+    /// `<name>__dropped_<YYYYmmddHHMMSS>`; `drop` drops it.
+    #[serde(default)]
+    pub on_source_drop: DropMode,
 }
 /// `[sink.mysql]`
 #[derive(Debug, Deserialize)]

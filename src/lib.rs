@@ -7,7 +7,7 @@
 //!
 //! ```text
 //!  MySQL/MariaDB ──binlog──► source ──Record──► buffer ──► writer ──► sink ──► target
-//!    (snapshot reads) ─────►   │             (embedded |     │ batch,        (MySQL)
+//!    (snapshot reads) ─────►   │             (embedded |     │ batch,     (MySQL | BigQuery)
 //!                              │              Kafka)         │
 //!                              ▼ source checkpoint           ▼ compact, hash
 //!                         (in the buffer, atomic        sink checkpoint (in the target,
@@ -40,7 +40,9 @@
 //! - [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
 //!   redb log, and Kafka (producer, partition logs, consumer-group sink workers).
 //! - [`writer`]: batching, compaction, row hashes.
-//! - [`sink`]: the `Sink` trait and the MySQL sink.
+//! - [`sink`]: the `Sink` trait, the MySQL sink, and the BigQuery sink (changelog + MERGE,
+//!   whose checkpoint is a commit marker in BigQuery rather than a transaction).
+//! - `failpoint`: named crash points that tests arm with `BINFERRY_FAILPOINT`.
 //! - [`pipeline`]: wiring, progress, shutdown.
 //! - [`metrics`]: metric names.
 

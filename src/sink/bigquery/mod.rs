@@ -128,7 +128,7 @@ impl BigQuerySinkSettings {
                 (BufferKind::Kafka, Some(k)) => k.retention_secs,
                 _ => config.buffer.embedded.retention_max_age_secs,
             }),
-            on_drop: config.sink.mysql.as_ref().map_or(DropMode::Keep, |m| m.on_source_drop),
+            on_drop: b.on_source_drop,
             pipeline: config.pipeline.name.clone(),
             stream: EMBEDDED_STREAM.into(),
         })
