@@ -820,6 +820,29 @@ mod tests {
     }
 
     #[test]
+    fn bigquery_sink_settings_are_checked_and_named() {
+        let base = "[source]\nuser = \"repl\"\ninclude = [\"shop.*\"]\n[sink]\nkind = \"bigquery\"\n";
+        let e = Config::from_toml(base).unwrap_err();
+        assert!(e.to_string().contains("sink.bigquery: missing"), "{e}");
+        let ok = format!("{base}[sink.bigquery]\nproject = \"my-project\"\ndataset = \"shop_replica\"\n");
+        let c = Config::from_toml(&ok).unwrap();
+        let b = c.sink.bigquery.as_ref().unwrap();
+        assert_eq!(b.table_name, DEFAULT_BIGQUERY_TABLE_TEMPLATE);
+        assert_eq!(b.merge_interval_secs, DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS);
+        for (extra, field) in [
+            ("merge_interval_secs = 0", "sink.bigquery.merge_interval_secs"),
+            ("endpoint = \"localhost:19050\"", "sink.bigquery.endpoint"),
+            ("table_name = \"fixed\"", "sink.bigquery.table_name"),
+            ("endpoint = \"http://x\"\ncredentials_file = \"k.json\"", "sink.bigquery.credentials_file"),
+        ] {
+            let e = Config::from_toml(&format!("{ok}{extra}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{extra}: {e}");
+        }
+        let e = Config::from_toml(&ok.replace("shop_replica", "shop-replica")).unwrap_err();
+        assert!(e.to_string().contains("sink.bigquery.dataset"), "{e}");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "***");
     }
