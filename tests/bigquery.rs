@@ -207,6 +207,56 @@ async fn added_column_appears_without_restart() {
     bf.interrupt(Duration::from_secs(60));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_the_emulator_or_its_absence() {
+    let mut env = Env::new("bqcheck").await;
+    env.use_bigquery("");
+    let cfg = env.write_config();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("target BigQuery at") && text.contains("does not exist yet"), "{text}");
+    // Nothing listens on port 1: a problem naming the setting, and exit 1.
+    env.sink_config =
+        env.sink_config.take().map(|s| s.replace(&common::bigquery_endpoint(), "http://127.0.0.1:1/bigquery/v2"));
+    env.write_config();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("problem: sink.bigquery.endpoint: expected a BigQuery API answering at"), "{text}");
+    assert!(text.contains("did not answer"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_primary_key_stops_alone() {
+    let mut env = Env::new("bqkeyless").await;
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    c.query_drop("CREATE TABLE audit (at DATETIME, what VARCHAR(50))").await.unwrap();
+    c.query_drop("CREATE TABLE kept (id INT PRIMARY KEY, v INT)").await.unwrap();
+    c.query_drop("INSERT INTO audit VALUES (NOW(), 'x'), (NOW(), 'y')").await.unwrap();
+    c.query_drop("INSERT INTO kept SELECT seq, seq * 2 FROM seq_1_to_100").await.unwrap();
+    let bf = env.start_streaming().await;
+    c.query_drop("INSERT INTO audit VALUES (NOW(), 'z')").await.unwrap();
+    c.query_drop("UPDATE kept SET v = v + 1 WHERE id <= 10").await.unwrap();
+    let sum = format!("SELECT COUNT(*), SUM(v) FROM `binferry-test.{}.{}_kept`", env.dst, env.src);
+    let want = vec![vec![Some("100".to_string()), Some("10110".to_string())]];
+    let start = std::time::Instant::now();
+    while env.bq(&sum).await.ok() != Some(want.clone()) {
+        assert!(start.elapsed() < CONVERGE, "kept did not converge:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = env.log();
+    assert!(
+        log.contains("no primary key; the BigQuery target keys rows by it") && log.contains("table stopped"),
+        "{log}"
+    );
+    let stopped =
+        env.bq(&format!("SELECT source_table FROM `binferry-test.{}._binferry_stopped`", env.dst)).await.unwrap();
+    assert_eq!(stopped, vec![vec![Some("audit".to_string())]]);
+    bf.interrupt(Duration::from_secs(60));
+}
+
 /// Against real BigQuery, when `BINFERRY_BQ_LIVE_PROJECT` (a project the credentials may
 /// create datasets in) and `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) are
 /// set; skipped otherwise.

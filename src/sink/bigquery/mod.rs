@@ -175,13 +175,28 @@ pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::source::pre
         server: format!("target BigQuery{endpoint}, project {}, dataset {}", s.project, s.dataset),
         ..Default::default()
     };
-    if api.dataset_exists(&s.dataset).await? {
-        r.notes.push(format!("dataset {} exists", s.dataset));
-    } else {
-        r.notes.push(format!("dataset {} does not exist yet: `run` creates it", s.dataset));
+    let (setting, expected) = match &s.auth {
+        Auth::Emulator(url) => ("sink.bigquery.endpoint", format!("a BigQuery API answering at {url}")),
+        _ => ("sink.bigquery.project", format!("BigQuery answering for project {}", s.project)),
+    };
+    let problem = |e: &Error| crate::source::preflight::Problem {
+        setting: setting.into(),
+        expected: expected.clone(),
+        found: e.detail().to_string(),
+        fix: e.hint().unwrap_or("check the network, the endpoint and the credentials").to_string(),
+    };
+    match api.dataset_exists(&s.dataset).await {
+        Ok(true) => r.notes.push(format!("dataset {} exists", s.dataset)),
+        Ok(false) => r.notes.push(format!("dataset {} does not exist yet: `run` creates it", s.dataset)),
+        Err(e) => {
+            r.problems.push(problem(&e));
+            return Ok(r);
+        }
     }
-    api.query("SELECT 1").await?;
-    r.notes.push("query jobs run (MERGE and DDL need roles/bigquery.jobUser and dataEditor)".into());
+    match api.query("SELECT 1").await {
+        Ok(_) => r.notes.push("query jobs run (MERGE and DDL need roles/bigquery.jobUser and dataEditor)".into()),
+        Err(e) => r.problems.push(problem(&e)),
+    }
     Ok(r)
 }
 
