@@ -164,10 +164,7 @@ impl Env {
             match self.bq_diff().await {
                 None => return,
                 Some(d) if start.elapsed() > timeout => {
-                    panic!(
-                        "BigQuery did not converge in {timeout:?}: {d}\n--- log tail ---\n{}",
-                        tail(&self.all_logs())
-                    )
+                    panic!("BigQuery did not converge in {timeout:?}: {d}\n{}", self.log_tails())
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
@@ -187,21 +184,6 @@ impl Env {
         }
         out
     }
-
-    /// All `*.log` files of the test directory, concatenated.
-    pub fn all_logs(&self) -> String {
-        let mut logs: Vec<_> = std::fs::read_dir(self.dir.path())
-            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        logs.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "log"));
-        logs.sort();
-        logs.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect::<Vec<_>>().join("\n")
-    }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// Equal as text after trimming trailing fraction zeros (`12.50` = `12.5`, `10:00:00.000` =

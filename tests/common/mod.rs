@@ -427,23 +427,28 @@ partitions = 4
             match d {
                 None => return,
                 Some(d) if start.elapsed() > timeout => {
-                    let mut tails = String::new();
-                    let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-                        .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-                        .unwrap_or_default();
-                    logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
-                    logs.sort();
-                    for path in logs {
-                        let log = std::fs::read_to_string(&path).unwrap_or_default();
-                        let tail: Vec<&str> =
-                            log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-                        tails.push_str(&format!("--- {} tail ---\n{}\n", path.display(), tail.join("\n")));
-                    }
-                    panic!("target did not converge in {timeout:?}: {d}\n{tails}");
+                    panic!("target did not converge in {timeout:?}: {d}\n{}", self.log_tails())
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
+    }
+
+    /// The last 40 lines of every `*.log` of the test directory (binferry processes, failpoint
+    /// runs), for failure messages.
+    pub fn log_tails(&self) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        let mut tails = String::new();
+        for path in logs {
+            let log = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            tails.push_str(&format!("--- {} tail ---\n{}\n", path.display(), tail.join("\n")));
+        }
+        tails
     }
 
     /// Row count and an order-independent checksum of the source columns of `table` in `db`
