@@ -22,8 +22,22 @@ impl Env {
         ));
     }
 
-    /// Run a query on the emulator; rows of string cells (None for NULL).
+    /// Run a query on the emulator; rows of string cells (None for NULL). A job that lost a
+    /// commit race with another test's job (DuckLake) runs again.
     pub async fn bq(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut attempt = 0;
+        loop {
+            match self.bq_once(sql).await {
+                Err(e) if attempt < 5 && e.contains("Failed to commit") => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn bq_once(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let http = reqwest::Client::new();
         let body = serde_json::json!({ "query": sql, "useLegacySql": false, "timeoutMs": 120000 });
         let resp = http
@@ -179,7 +193,7 @@ impl Env {
             let rows = self
                 .bq(&format!("SELECT TO_JSON_STRING(x) AS j FROM `{PROJECT}.{}.{table}` AS x ORDER BY j", self.dst))
                 .await
-                .unwrap_or_default();
+                .unwrap_or_else(|e| panic!("{table}: {e}"));
             out.extend(rows);
         }
         out

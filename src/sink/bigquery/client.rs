@@ -254,7 +254,7 @@ fn by_reason(code: i64, reason: &str, message: &str, what: &str) -> Error {
     let detail = format!("{what}: {message} (HTTP {code}, {reason})");
     let transient = matches!(code, 408 | 429 | 500 | 502 | 503 | 504)
         || matches!(reason, "rateLimitExceeded" | "backendError" | "internalError" | "jobRateLimitExceeded")
-        || message.contains("concurrent update");
+        || is_conflict(message);
     if transient {
         return Error::new(ErrorKind::TargetUnavailable, detail);
     }
@@ -270,6 +270,15 @@ fn by_reason(code: i64, reason: &str, message: &str, what: &str) -> Error {
         _ => Error::new(ErrorKind::TargetRejected, detail)
             .with_hint("a table was changed by hand or a value does not fit; see docs/bigquery.md"),
     }
+}
+
+/// Two jobs changed the same table or catalog at once: BigQuery's "could not serialize access
+/// … due to concurrent update" / "aborted due to concurrent update", and the emulator's
+/// "Failed to commit DuckLake transaction". Running the job again resolves it.
+fn is_conflict(message: &str) -> bool {
+    message.contains("concurrent update")
+        || message.contains("Transaction conflict")
+        || message.contains("Failed to commit DuckLake transaction")
 }
 
 fn abbreviate(sql: &str) -> String {
@@ -292,6 +301,11 @@ mod tests {
             by_reason(400, "invalidQuery", "Could not serialize access to table due to concurrent update", "x")
                 .is_transient()
         );
+        assert!(
+            by_reason(400, "invalidQuery", "Failed to commit: Failed to commit DuckLake transaction.", "x")
+                .is_transient()
+        );
+        assert!(!by_reason(400, "invalid", "Provided Schema does not match Table", "x").is_transient());
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn changelog_row(
         }
     }
     for &i in &schema.primary_key {
-        if let Some(v) = obj.get(&schema.columns[i].name) {
+        if let Some(v) = schema.columns.get(i).and_then(|c| obj.get(&c.name)) {
             id.update(v.to_string().as_bytes());
         }
     }
