@@ -257,6 +257,43 @@ async fn a_table_without_primary_key_stops_alone() {
     bf.interrupt(Duration::from_secs(60));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_deletes_keep_rows_marked_and_a_reinsert_revives_them() {
+    let mut env = Env::new("bqsoft").await;
+    env.use_bigquery("");
+    env.extra_config = format!("[[tables]]\npattern = \"{}.t\"\ndeletes = \"soft\"\n", env.src);
+    let mut c = env.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
+    c.query_drop("INSERT INTO t SELECT seq, seq FROM seq_1_to_20").await.unwrap();
+    let bf = env.start_streaming().await;
+    let table = format!("`binferry-test.{}.{}_t`", env.dst, env.src);
+    let wait = |sql: String, want: &'static str| {
+        let env = &env;
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let got = env.bq(&sql).await.ok().and_then(|r| r.first().and_then(|r| r.first().cloned()).flatten());
+                if got.as_deref() == Some(want) {
+                    return;
+                }
+                assert!(start.elapsed() < CONVERGE, "{sql}: {got:?}, want {want}\n{}", env.log_tails());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    wait(format!("SELECT COUNT(*) FROM {table}"), "20").await;
+    c.query_drop("DELETE FROM t WHERE id <= 5").await.unwrap();
+    // A key inserted and deleted between two MERGEs still arrives, marked deleted.
+    c.query_drop("INSERT INTO t VALUES (99, 99)").await.unwrap();
+    c.query_drop("DELETE FROM t WHERE id = 99").await.unwrap();
+    wait(format!("SELECT COUNT(*) FROM {table} WHERE _binferry_deleted_at IS NOT NULL"), "6").await;
+    wait(format!("SELECT COUNT(*) FROM {table} WHERE _binferry_deleted_at IS NULL"), "15").await;
+    c.query_drop("INSERT INTO t VALUES (1, 100)").await.unwrap();
+    wait(format!("SELECT CAST(v AS STRING) FROM {table} WHERE id = 1 AND _binferry_deleted_at IS NULL"), "100").await;
+    wait(format!("SELECT COUNT(*) FROM {table} WHERE _binferry_deleted_at IS NOT NULL"), "5").await;
+    bf.interrupt(Duration::from_secs(60));
+}
+
 /// Against real BigQuery, when `BINFERRY_BQ_LIVE_PROJECT` (a project the credentials may
 /// create datasets in) and `GOOGLE_APPLICATION_CREDENTIALS` (a service-account key file) are
 /// set; skipped otherwise.

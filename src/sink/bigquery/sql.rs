@@ -207,7 +207,8 @@ impl Names<'_> {
         ins_cols.push(POS.into());
         ins_cols.push(HASH.into());
         if shape.soft {
-            set.push(format!("{DELETED_AT} = NULL"));
+            // A typed NULL: the emulator's parser refuses a bare `= NULL` in MERGE ... UPDATE SET.
+            set.push(format!("{DELETED_AT} = CAST(NULL AS TIMESTAMP)"));
             ins_cols.push(DELETED_AT.into());
         }
         let ins_vals: Vec<String> = ins_cols.iter().map(|c| format!("S.{c}")).collect();
