@@ -548,7 +548,7 @@ impl Binferry {
             .arg(config)
             .args(args)
             .envs(envs.iter().copied())
-            .env("BINFERRY_LOG", "info")
+            .env("BINFERRY_LOG", std::env::var("BINFERRY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -135,6 +135,7 @@ impl Api {
         JOBS.fetch_add(1, Ordering::Relaxed);
         ::metrics::counter!(metrics::BIGQUERY_JOBS).increment(1);
         let what = || format!("query job `{}`", abbreviate(sql));
+        tracing::debug!(sql = %abbreviate(sql), "BigQuery job");
         let resp = self.client.job().query(&self.project, req).await.map_err(|e| classify(e, &what()))?;
         check_errors(resp.errors.as_deref(), &what())?;
         if resp.job_complete.unwrap_or(false) {
@@ -185,6 +186,7 @@ impl Api {
         )
         .map_err(|e| Error::internal(format!("encoding insertAll rows: {e}")))?;
         let what = format!("insertAll of {n} rows into {dataset}.{table}");
+        tracing::debug!(rows = n, %table, "BigQuery insertAll");
         let resp = self
             .client
             .tabledata()
