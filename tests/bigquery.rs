@@ -13,7 +13,7 @@ use common::{Binferry, Env};
 use mysql_async::prelude::Queryable;
 use rand::Rng;
 
-const CONVERGE: Duration = Duration::from_secs(30);
+const CONVERGE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_then_replay_from_zero_changes_nothing() {

@@ -177,8 +177,7 @@ impl Names<'_> {
     /// `(after, upto]` to table `name`.
     ///
     /// For every key those rows touch, the source is the key's newest change in the *whole*
-    /// changelog (at or after the table's last TRUNCATE: snapshot rows carry the position of
-    /// the TRUNCATE that starts their copy): so a MERGE never regresses a row,
+    /// changelog (not older than the table's last TRUNCATE): so a MERGE never regresses a row,
     /// whatever ranges ran before, and the changelog doubles as the tombstone store of hard
     /// deletes. A change applies only when its position is newer than the row's (`>=` when
     /// `repair`, which also rewrites rows changed by hand); an upsert whose hash equals the
