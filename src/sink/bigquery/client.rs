@@ -261,7 +261,7 @@ fn by_reason(code: i64, reason: &str, message: &str, what: &str) -> Error {
         return Error::new(ErrorKind::TargetUnavailable, detail);
     }
     match (code, reason) {
-        (401, _) | (403, "accessDenied") | (403, _) => Error::new(ErrorKind::TargetRejected, detail).with_hint(
+        (401 | 403, _) => Error::new(ErrorKind::TargetRejected, detail).with_hint(
             "grant the service account roles/bigquery.dataEditor on the dataset and roles/bigquery.jobUser on \
              the project",
         ),

@@ -255,6 +255,11 @@ impl BigQuerySink {
         }
     }
 
+    /// The batch label of rows appended now: the first buffer offset after the last commit.
+    fn label(&self) -> i64 {
+        self.committed.map_or(0, |o| o as i64 + 1)
+    }
+
     /// Replay mode: MERGEs also rewrite rows at equal positions, which repairs rows changed
     /// by hand, and never rewrite newer rows. Give a replay its own stream id.
     pub fn overwrite_equal_positions(mut self, on: bool) -> Self {
@@ -556,11 +561,7 @@ impl Sink for BigQuerySink {
         let api = self.api().await?;
         let stream = self.settings.stream_id();
         let appended_at = now_text();
-        let ctx = RowContext {
-            stream: &stream,
-            batch: self.committed.map_or(0, |o| o as i64 + 1),
-            appended_at: &appended_at,
-        };
+        let ctx = RowContext { stream: &stream, batch: self.label(), appended_at: &appended_at };
         let mut counts = ApplyCounts::default();
         for tb in batch.tables() {
             if !tb.keyless.is_empty() {
@@ -728,7 +729,7 @@ impl Sink for BigQuerySink {
         let marker = serde_json::json!({
             "stream": stream,
             "offset": offset,
-            "batch": self.committed.map_or(0, |o| o as i64 + 1),
+            "batch": self.label(),
             "position": position.to_string(),
             "tables": serde_json::to_string(&tables).unwrap_or_default(),
             "committed_at": now_text(),

@@ -246,11 +246,7 @@ impl Names<'_> {
                 sql,
                 "\nWHEN NOT MATCHED BY TARGET AND S.{OP} = 'D' THEN INSERT ({}) VALUES ({})",
                 ins_cols.join(", "),
-                ins_cols
-                    .iter()
-                    .map(|c| if c == DELETED_AT { format!("S.{DELETED_AT}") } else { format!("S.{c}") })
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ins_vals.join(", ")
             );
         }
         sql
