@@ -157,3 +157,34 @@ async fn an_incompatible_change_stops_only_that_table() {
     assert!(env.log().contains("table is stopped by an earlier incompatible schema change"));
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
+
+/// A transaction of a table's older schema still waiting in the batch when rows of its newer
+/// schema arrive: the older rows are committed first, and the newer ones must still be
+/// committed on time with no further writes to carry them. (They once waited for the next
+/// change of any table, forever on an idle source: the flush for the schema switch restarted
+/// the batch clock as if the batch were empty.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_switch_inside_a_pending_batch_is_committed_without_more_writes() {
+    let mut env = Env::new("switch").await;
+    // A long batch delay keeps the first UPDATE pending while the ALTER and the second
+    // UPDATE arrive, whatever the machine's speed.
+    env.writer_config = "batch_max_delay_ms = 2000".into();
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t1 (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(5,2))"))
+        .await
+        .unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t1 SELECT seq, CONCAT('n', seq), seq / 4 FROM seq_1_to_40"))
+        .await
+        .unwrap();
+    let bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+    c.query_drop(format!("ALTER TABLE `{db}`.t1 RENAME COLUMN name TO title")).await.unwrap();
+    c.query_drop(format!("UPDATE `{db}`.t1 SET title = CONCAT(title, '!') WHERE id % 2 = 0")).await.unwrap();
+    c.query_drop(format!("ALTER TABLE `{db}`.t1 MODIFY amount DECIMAL(10,4)")).await.unwrap();
+    c.query_drop(format!("UPDATE `{db}`.t1 SET amount = amount + 0.0001 WHERE id < 5")).await.unwrap();
+    // Nothing else is written: the last transaction must arrive on its own (it took a few
+    // seconds; before the fix it never did).
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}

@@ -501,6 +501,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn retention_by_age_drops_old_acknowledged_records_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = EmbeddedBuffer::open(
+            &dir.path().join("b.redb"),
+            Retention { max_bytes: u64::MAX, max_age: Duration::from_millis(50) },
+        )
+        .unwrap();
+        b.append(AppendBatch { records: (0..6).map(commit).collect(), ..Default::default() }).await.unwrap();
+        b.acknowledge(3);
+        assert_eq!(b.enforce_retention().await.unwrap(), 0, "young records stay, acknowledged or not");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        b.append(AppendBatch { records: (6..8).map(commit).collect(), ..Default::default() }).await.unwrap();
+        // 0..=5 are old, but only 0..=3 are acknowledged (applied to the target).
+        assert_eq!(b.enforce_retention().await.unwrap(), 4);
+        b.acknowledge(7);
+        // 4 and 5 go now; 6 and 7 are acknowledged but young.
+        assert_eq!(b.enforce_retention().await.unwrap(), 2);
+        assert_eq!(b.first_offset().await.unwrap(), Some(6));
+        assert_eq!(b.read(6, 100).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
     async fn offsets_are_found_by_append_time() {
         let dir = tempfile::tempdir().unwrap();
         let b = EmbeddedBuffer::open(&dir.path().join("b.redb"), retention()).unwrap();

@@ -326,6 +326,10 @@ impl<'a, B: Log> Writer<'a, B> {
                 }
             }
             self.batch.push(ev, &schema)?;
+            // The flush above restarts the batch clock as if nothing followed it; these
+            // changes are in the batch now and must be committed on time, not only when the
+            // next change happens to arrive (on an idle source: never).
+            self.batch_started.get_or_insert_with(Instant::now);
         }
         Ok(())
     }
