@@ -21,6 +21,8 @@ HOME_DIR="${BINFERRY_BQ_HOME:-$HOME/.cache/binferry-bigquery}"
 VENV="$HOME_DIR/venv"
 EXTDIR="$HOME_DIR/extensions"
 log() { echo "[bigquery:$PORT] $*" >&2; }
+# shellcheck source=lib/daemon.sh
+. scripts/lib/daemon.sh
 
 python313() {
   if command -v pyenv >/dev/null 2>&1 && [ -x "$(pyenv root)/versions/3.13.0/bin/python" ]; then
@@ -57,30 +59,13 @@ start() {
     log "already running"
     return 0
   fi
-  mkdir -p "$BASE"
-  BINFERRY_BQ_EXTDIR="$EXTDIR" nohup "$VENV/bin/python" scripts/bigquery/launch.py serve \
-    --host 127.0.0.1 --port "$PORT" --grpc-port "$GRPC_PORT" --project "$PROJECT" \
-    --dataset default --data-dir "$BASE/data" >"$BASE/emulator.log" 2>&1 &
-  echo $! >"$BASE/emulator.pid"
-  for _ in $(seq 1 300); do
-    if answers; then
-      log "ready"
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "did not start; last lines of $BASE/emulator.log:"
-  tail -n 30 "$BASE/emulator.log" >&2 || true
-  exit 1
+  daemon_spawn "$BASE/emulator.log" "$BASE/emulator.pid" env BINFERRY_BQ_EXTDIR="$EXTDIR" \
+    "$VENV/bin/python" scripts/bigquery/launch.py serve --host 127.0.0.1 --port "$PORT" \
+    --grpc-port "$GRPC_PORT" --project "$PROJECT" --dataset default --data-dir "$BASE/data"
+  daemon_wait 300 "$BASE/emulator.log" answers
 }
 
-stop() {
-  if [ -f "$BASE/emulator.pid" ]; then
-    kill "$(cat "$BASE/emulator.pid")" 2>/dev/null || true
-    rm -f "$BASE/emulator.pid"
-  fi
-  log "stopped"
-}
+stop() { daemon_stop "$BASE/emulator.pid"; }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in

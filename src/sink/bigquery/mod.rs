@@ -17,11 +17,12 @@
 //!    crash before it leaves changelog rows without a marker; the writer then re-reads the
 //!    same records and appends them again under the same label.
 //! 3. **MERGE.** Every `merge_interval_secs` (and when the writer drains), one query job runs
-//!    a script: a MERGE per table touched since the last run, then the new MERGE progress in
-//!    `_binferry_state`. A MERGE takes the keys of the changelog rows
-//!    with labels in (merged, committed], and for each such key its newest change in the
-//!    whole changelog. It applies a change only if its position is newer than the row's, and
-//!    writes nothing when the row hash is equal.
+//!    a script: a MERGE per table touched since the last run, then the new MERGE progress of
+//!    each stream in `_binferry_state`. A MERGE takes the keys of the changelog rows with
+//!    labels in (merged, committed] of each stream it serves, and for each such key its
+//!    newest change in the whole changelog. It applies a change only if its position is
+//!    newer than the row's, and writes nothing when the row hash is equal. The streams of one
+//!    process (Kafka partitions) share that job and each table's MERGE ([`schedule`]).
 //!
 //! # Why a crash at any point neither loses nor doubles a change
 //!
@@ -45,23 +46,27 @@
 //!
 //! # Cost
 //!
-//! Per stream and interval: at most one query job (the script with all MERGEs), plus
-//! one per DDL statement of the source. With the default 5 s interval that is at most 12
-//! jobs per minute per stream (`binferry_bigquery_jobs_total` counts them). Each MERGE scans
+//! Per process and interval: at most one query job (the script with all MERGEs, for every
+//! partition the process applies), plus one per DDL statement of the source. With the
+//! default 5 s interval that is at most 12 MERGE jobs per minute per process
+//! (`binferry_bigquery_merges_total`; `binferry_bigquery_jobs_total` counts every job). Each MERGE scans
 //! the changelog of its table, which is clustered by the primary key, and the final table.
 //! Raise `merge_interval_secs` to trade latency for fewer jobs.
 
 mod client;
 mod rows;
+mod schedule;
 mod sql;
 pub mod types;
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 pub use client::jobs_issued;
+pub use schedule::merges_run;
 pub use sql::{CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES};
 
 use super::{ApplyCounts, Sink};
@@ -75,6 +80,7 @@ use crate::table_options::{DeleteMode, TableRules};
 use crate::writer::{Batch, RowOp};
 use client::{Api, Auth};
 use rows::{RowContext, changelog_row, now_text};
+use schedule::{MergeSchedule, When};
 use sql::{Names, TableShape, bytes, string};
 use types::{BqType, bigquery_type, widens_to};
 
@@ -84,8 +90,6 @@ use types::{BqType, bigquery_type, widens_to};
 const ROWS_PER_INSERT: usize = 5_000;
 /// Approximate bytes of JSON per insertAll request (the limit is 10 MB).
 const BYTES_PER_INSERT: usize = 8 * 1024 * 1024;
-/// How often changelog and commit rows older than the buffer's retention are removed.
-const GC_INTERVAL: Duration = Duration::from_secs(3600);
 /// The stream id of the embedded buffer.
 const EMBEDDED_STREAM: &str = "embedded";
 
@@ -99,13 +103,15 @@ pub struct BigQuerySinkSettings {
     pub dataset: String,
     location: Option<String>,
     table_template: String,
-    merge_interval: Duration,
     timeout: Duration,
     rules: TableRules,
     retention: Duration,
     on_drop: DropMode,
     pipeline: String,
     stream: String,
+    /// Shared by every sink built from these settings: one MERGE job per interval for the
+    /// whole process ([`schedule`]).
+    schedule: Arc<MergeSchedule>,
 }
 
 impl BigQuerySinkSettings {
@@ -123,7 +129,6 @@ impl BigQuerySinkSettings {
             dataset: b.dataset.clone(),
             location: b.location.clone(),
             table_template: b.table_name.clone(),
-            merge_interval: Duration::from_secs(b.merge_interval_secs),
             timeout: Duration::from_secs(b.request_timeout_secs),
             rules: config.table_rules()?,
             retention: Duration::from_secs(match (&config.buffer.kind, &config.buffer.kafka) {
@@ -133,6 +138,7 @@ impl BigQuerySinkSettings {
             on_drop: b.on_source_drop,
             pipeline: config.pipeline.name.clone(),
             stream: EMBEDDED_STREAM.into(),
+            schedule: Arc::new(MergeSchedule::new(Duration::from_secs(b.merge_interval_secs))),
         })
     }
 
@@ -219,18 +225,12 @@ pub struct BigQuerySink {
     checked: HashMap<String, u64>,
     /// Highest commit marker of the stream.
     committed: Option<u64>,
-    /// Source position of that commit.
-    committed_position: String,
-    /// Batch label up to which the changelog is merged (-1: nothing yet).
-    merged: i64,
-    /// Tables with committed but unmerged changelog rows.
-    unmerged: BTreeSet<String>,
     /// Tables appended to since the last commit.
     open: BTreeSet<String>,
     /// Stops to record with the next commit.
     stops: Vec<(TableRef, String)>,
-    last_merge: Instant,
-    last_gc: Option<Instant>,
+    /// (target table, column) dropped at the source and already warned about.
+    warned_dropped: HashSet<(String, String)>,
     repair: bool,
 }
 
@@ -244,13 +244,9 @@ impl BigQuerySink {
             tables: HashMap::new(),
             checked: HashMap::new(),
             committed: None,
-            committed_position: String::new(),
-            merged: -1,
-            unmerged: BTreeSet::new(),
             open: BTreeSet::new(),
             stops: Vec::new(),
-            last_merge: Instant::now(),
-            last_gc: None,
+            warned_dropped: HashSet::new(),
             repair: false,
         }
     }
@@ -293,14 +289,16 @@ impl BigQuerySink {
         let rows = api
             .query(&format!(
                 "SELECT (SELECT MAX(`offset`) FROM {c} WHERE stream = {stream}), \
-                 (SELECT MAX(merged_offset) FROM {s} WHERE stream = {stream})",
+                 (SELECT MAX(merged_offset) FROM {s} WHERE stream = {stream}), \
+                 (SELECT position FROM {c} WHERE stream = {stream} ORDER BY `offset` DESC LIMIT 1)",
                 c = n.table(COMMITS),
                 s = n.table(STATE),
             ))
             .await?;
         let row = cells(rows.first());
         self.committed = row.first().and_then(|v| v.as_deref()).map(parse_i64).transpose()?.map(|o| o as u64);
-        self.merged = row.get(1).and_then(|v| v.as_deref()).map(parse_i64).transpose()?.unwrap_or(-1);
+        let merged = row.get(1).and_then(|v| v.as_deref()).map(parse_i64).transpose()?.unwrap_or(-1);
+        let position = row.get(2).cloned().flatten().unwrap_or_default();
         let rows =
             api.query(&format!("SELECT table_name, source_db, source_table, shape FROM {}", n.table(TABLES))).await?;
         self.tables.clear();
@@ -320,64 +318,44 @@ impl BigQuerySink {
         // Tables whose committed changes a crash left unmerged.
         let rows = api
             .query(&format!(
-                "SELECT DISTINCT tables FROM {} WHERE stream = {stream} AND `offset` > {}",
+                "SELECT DISTINCT tables FROM {} WHERE stream = {stream} AND `offset` > {merged}",
                 n.table(COMMITS),
-                self.merged
             ))
             .await?;
-        self.unmerged.clear();
+        let mut unmerged = BTreeSet::new();
         for r in rows {
             if let Some(Some(list)) = cells(Some(&r)).first() {
                 let names: Vec<String> = serde_json::from_str(list).unwrap_or_default();
-                self.unmerged.extend(names);
+                unmerged.extend(names);
             }
+        }
+        let stream = self.settings.stream_id();
+        self.settings.schedule.register(&stream, merged, self.repair);
+        if let Some(committed) = self.committed {
+            // A table dropped or renamed since has nothing left to merge under this name.
+            let tables = unmerged.iter().filter_map(|t| self.tables.get_key_value(t).map(|(k, m)| (k, &m.shape)));
+            self.settings.schedule.offer(&stream, committed as i64, &position, tables);
         }
         self.checked.clear();
         self.open.clear();
         self.ready = true;
-        debug!(stream = %self.settings.stream_id(), committed = ?self.committed, merged = self.merged,
-            unmerged = self.unmerged.len(), "BigQuery sink state loaded");
+        debug!(%stream, committed = ?self.committed, merged, unmerged = unmerged.len(), "BigQuery sink state loaded");
         Ok(())
     }
 
-    /// Apply the committed changelog rows: one job, the MERGEs and then the progress.
-    async fn merge(&mut self) -> Result<()> {
-        let Some(upto) = self.committed else { return Ok(()) };
-        let upto = upto as i64;
-        if self.unmerged.is_empty() || upto <= self.merged {
-            self.unmerged.clear();
-            return Ok(());
-        }
-        let n = self.settings.names();
-        let stream = self.settings.stream_id();
-        let mut statements = Vec::new();
-        for t in &self.unmerged {
-            // A table dropped or renamed since has nothing left to merge under this name.
-            if let Some(m) = self.tables.get(t) {
-                statements.push(n.merge(t, &m.shape, &stream, self.merged, upto, self.repair));
-            }
-        }
-        statements.push(n.set_merged(&stream, upto, &self.committed_position));
-        let started = Instant::now();
-        let sql = Names::script(&statements);
-        crate::failpoint::hit("bigquery-before-merge");
-        self.query(&sql).await?;
-        crate::failpoint::hit("bigquery-after-merge");
-        ::metrics::counter!(metrics::BIGQUERY_MERGES).increment(1);
-        debug!(tables = statements.len() - 1, upto, ms = started.elapsed().as_millis() as u64, "BigQuery MERGE done");
-        self.merged = upto;
-        self.unmerged.clear();
-        self.last_merge = Instant::now();
-        Ok(())
+    /// Merge the committed changelog rows: through the process's schedule, which runs one
+    /// job for the pending work of every stream.
+    async fn merge(&mut self, when: When) -> Result<()> {
+        let api = self.api().await?;
+        self.settings.schedule.run(&api, &self.settings.names(), when).await
     }
 
     /// Remove changelog and commit rows older than the buffer retains (nothing can replay
-    /// them any more), at most hourly.
+    /// them any more), at most hourly per process.
     async fn collect_garbage(&mut self) -> Result<()> {
-        if self.last_gc.is_some_and(|t| t.elapsed() < GC_INTERVAL) {
+        if !self.settings.schedule.gc_due() {
             return Ok(());
         }
-        self.last_gc = Some(Instant::now());
         let secs = self.settings.retention.as_secs().max(86_400);
         let n = self.settings.names();
         let cutoff = format!("TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {secs} SECOND)");
@@ -508,6 +486,14 @@ fn parse_i64(s: &str) -> Result<i64> {
     s.parse().map_err(|_| Error::new(ErrorKind::TargetRejected, format!("BigQuery returned {s:?} for an INT64")))
 }
 
+impl Drop for BigQuerySink {
+    fn drop(&mut self) {
+        // A Kafka partition that moved away: its new owner merges what is left, from the
+        // durable markers, and this process must not merge that stream any more.
+        self.settings.schedule.unregister(&self.settings.stream_id());
+    }
+}
+
 impl Sink for BigQuerySink {
     async fn applied_offset(&mut self) -> Result<Option<u64>> {
         self.init().await?;
@@ -539,7 +525,15 @@ impl Sink for BigQuerySink {
                     "make sink.bigquery.table_name give each source table its own name, e.g. \"{db}_{table}\"",
                 ));
             }
-            Some(m) => Self::evolve(&name, &m.shape, &want, &n)?,
+            Some(m) => {
+                for (col, _) in &m.shape.columns {
+                    let dropped = !want.columns.iter().any(|(c, _)| c == col);
+                    if dropped && self.warned_dropped.insert((name.clone(), col.clone())) {
+                        warn!(table = %name, column = %col, "column is no longer in the source; kept in the target (NULL for new rows)");
+                    }
+                }
+                Self::evolve(&name, &m.shape, &want, &n)?
+            }
             None => {
                 let opts = self.settings.rules.options(&schema.table);
                 (vec![n.create_tables(&name, &want, opts.partition_by.as_deref(), &opts.cluster_by)], want)
@@ -615,7 +609,7 @@ impl Sink for BigQuerySink {
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.init().await?;
         // Rows already committed reach the table under its current name and columns first.
-        self.merge().await?;
+        self.merge(When::Now).await?;
         let n = self.settings.names();
         let name = self.settings.target_table(&change.table);
         let pos = bytes(&change.position.sort_key()?);
@@ -737,13 +731,11 @@ impl Sink for BigQuerySink {
         let id = blake3::hash(format!("{stream}\0{offset}").as_bytes()).to_hex()[..32].to_string();
         api.insert_all(&self.settings.dataset, COMMITS, vec![(id, marker)]).await?;
         self.committed = Some(offset);
-        self.committed_position = position.to_string();
-        self.unmerged.append(&mut self.open);
+        let open = std::mem::take(&mut self.open);
+        let tables = open.iter().filter_map(|t| self.tables.get_key_value(t).map(|(k, m)| (k, &m.shape)));
+        self.settings.schedule.offer(&stream, offset as i64, &position.to_string(), tables);
         crate::failpoint::hit("bigquery-after-commit");
-        if self.last_merge.elapsed() >= self.settings.merge_interval {
-            self.merge().await?;
-        }
-        Ok(())
+        self.merge(When::Due).await
     }
 
     async fn rollback(&mut self) -> Result<()> {
@@ -757,10 +749,12 @@ impl Sink for BigQuerySink {
         if !self.ready {
             return Ok(());
         }
-        if !self.unmerged.is_empty() && (draining || self.last_merge.elapsed() >= self.settings.merge_interval) {
-            self.merge().await?;
-        }
-        if !draining {
+        if draining {
+            if self.settings.schedule.pending(&self.settings.stream_id()) {
+                self.merge(When::Now).await?;
+            }
+        } else {
+            self.merge(When::Due).await?;
             self.collect_garbage().await?;
         }
         Ok(())

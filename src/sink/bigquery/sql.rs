@@ -85,6 +85,14 @@ pub struct TableShape {
     pub soft: bool,
 }
 
+/// One stream's changelog rows with batch labels in `(after, upto]`.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelRange<'a> {
+    pub stream: &'a str,
+    pub after: i64,
+    pub upto: i64,
+}
+
 /// Where the sink's tables are.
 pub struct Names<'a> {
     pub project: &'a str,
@@ -173,8 +181,8 @@ impl Names<'_> {
         format!("{fin};\n{log}")
     }
 
-    /// The MERGE that applies stream `stream`'s changelog rows with batch labels in
-    /// `(after, upto]` to table `name`.
+    /// The MERGE that applies to table `name` the changelog rows of each range: a stream's
+    /// rows with batch labels in `(after, upto]`.
     ///
     /// For every key those rows touch, the source is the key's newest change in the *whole*
     /// changelog (not older than the table's last TRUNCATE): so a MERGE never regresses a row,
@@ -182,7 +190,7 @@ impl Names<'_> {
     /// deletes. A change applies only when its position is newer than the row's (`>=` when
     /// `repair`, which also rewrites rows changed by hand); an upsert whose hash equals the
     /// row's writes nothing.
-    pub fn merge(&self, name: &str, shape: &TableShape, stream: &str, after: i64, upto: i64, repair: bool) -> String {
+    pub fn merge(&self, name: &str, shape: &TableShape, ranges: &[LabelRange<'_>], repair: bool) -> String {
         let key = &shape.primary_key;
         let on = |a: &str, b: &str| {
             key.iter().map(|k| format!("{a}.{k} = {b}.{k}", k = ident(k))).collect::<Vec<_>>().join(" AND ")
@@ -211,14 +219,18 @@ impl Names<'_> {
             ins_cols.push(DELETED_AT.into());
         }
         let ins_vals: Vec<String> = ins_cols.iter().map(|c| format!("S.{c}")).collect();
+        let ranges = ranges
+            .iter()
+            .map(|r| format!("({STREAM} = {} AND {BATCH} > {} AND {BATCH} <= {})", string(r.stream), r.after, r.upto))
+            .collect::<Vec<_>>()
+            .join(" OR ");
         let mut sql = format!(
             "MERGE {table} T USING (\n  SELECT C.* FROM {log} C\n  JOIN (SELECT DISTINCT {keys} FROM {log} \
-             WHERE {STREAM} = {stream} AND {BATCH} > {after} AND {BATCH} <= {upto}) K ON {on_ck}\n  \
+             WHERE {ranges}) K ON {on_ck}\n  \
              WHERE C.{POS} >= (SELECT IFNULL(MAX(pos), b'') FROM {truncates} WHERE table_name = {tname})\n  \
              QUALIFY ROW_NUMBER() OVER (PARTITION BY {ckeys} ORDER BY C.{POS} DESC) = 1\n) S ON {on_ts}\n",
             table = self.table(name),
             log = self.changelog(name),
-            stream = string(stream),
             on_ck = on("C", "K"),
             truncates = self.table(TRUNCATES),
             tname = string(name),
@@ -252,18 +264,27 @@ impl Names<'_> {
         sql
     }
 
-    /// Record that stream `stream` has merged everything up to batch offset `upto`.
-    pub fn set_merged(&self, stream: &str, upto: i64, position: &str) -> String {
+    /// Record for each stream that it has merged everything up to batch offset `upto`
+    /// (never moving a stream's progress backward).
+    pub fn set_merged(&self, progress: &[(&str, i64, &str)]) -> String {
+        let rows = progress
+            .iter()
+            .map(|(stream, upto, position)| {
+                format!(
+                    "SELECT {} AS stream, {upto} AS merged_offset, {} AS position",
+                    string(stream),
+                    string(position)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
         format!(
-            "MERGE {state} T USING (SELECT {s} AS stream, {upto} AS merged_offset, {p} AS position) S \
-             ON T.stream = S.stream\n\
+            "MERGE {state} T USING ({rows}) S ON T.stream = S.stream\n\
              WHEN MATCHED THEN UPDATE SET merged_offset = GREATEST(T.merged_offset, S.merged_offset), \
              position = S.position, updated_at = CURRENT_TIMESTAMP()\n\
              WHEN NOT MATCHED THEN INSERT (stream, merged_offset, position, updated_at) \
              VALUES (S.stream, S.merged_offset, S.position, CURRENT_TIMESTAMP())",
             state = self.table(STATE),
-            s = string(stream),
-            p = string(position),
         )
     }
 
@@ -308,10 +329,14 @@ mod tests {
         assert_eq!(ident("we`ird"), "`we\\`ird`");
     }
 
+    fn range(stream: &str, after: i64, upto: i64) -> [LabelRange<'_>; 1] {
+        [LabelRange { stream, after, upto }]
+    }
+
     #[test]
     fn merge_guards_by_position_and_hash() {
         let n = Names { project: "p", dataset: "d" };
-        let sql = n.merge("shop_orders", &shape(false), "embedded", 10, 20, false);
+        let sql = n.merge("shop_orders", &shape(false), &range("embedded", 10, 20), false);
         assert!(sql.contains("`p.d.shop_orders__changes`"));
         assert!(sql.contains("_binferry_batch > 10 AND _binferry_batch <= 20"));
         assert!(sql.contains("THEN DELETE"));
@@ -319,11 +344,29 @@ mod tests {
             sql.contains("S._binferry_pos > T._binferry_pos AND S._binferry_hash IS DISTINCT FROM T._binferry_hash")
         );
         assert!(!sql.contains("_binferry_deleted_at"));
-        let soft = n.merge("shop_orders", &shape(true), "embedded", 10, 20, false);
+        let soft = n.merge("shop_orders", &shape(true), &range("embedded", 10, 20), false);
         assert!(!soft.contains("THEN DELETE"));
         assert!(soft.contains("UPDATE SET _binferry_deleted_at = S._binferry_deleted_at"));
-        let repair = n.merge("shop_orders", &shape(false), "replay", -1, 20, true);
+        let repair = n.merge("shop_orders", &shape(false), &range("replay", -1, 20), true);
         assert!(repair.contains("S._binferry_pos >= T._binferry_pos AND TRUE"));
+    }
+
+    #[test]
+    fn one_merge_takes_the_ranges_of_several_streams() {
+        let n = Names { project: "p", dataset: "d" };
+        let ranges = [
+            LabelRange { stream: "kafka:t/0", after: 4, upto: 9 },
+            LabelRange { stream: "kafka:t/1", after: -1, upto: 3 },
+        ];
+        let sql = n.merge("t", &shape(false), &ranges, false);
+        assert!(sql.contains(
+            "WHERE (_binferry_stream = 'kafka:t/0' AND _binferry_batch > 4 AND _binferry_batch <= 9) OR \
+             (_binferry_stream = 'kafka:t/1' AND _binferry_batch > -1 AND _binferry_batch <= 3)) K"
+        ));
+        assert_eq!(sql.matches("MERGE ").count(), 1);
+        let state = n.set_merged(&[("kafka:t/0", 9, "b.1:4"), ("kafka:t/1", 3, "b.1:9")]);
+        assert!(state.contains("SELECT 'kafka:t/0' AS stream, 9 AS merged_offset, 'b.1:4' AS position UNION ALL"));
+        assert!(state.contains("GREATEST(T.merged_offset, S.merged_offset)"));
     }
 
     #[test]
