@@ -6,7 +6,8 @@
 # with data, replicates it into `recipes_demo_replica` on the same server while
 # a generator inserts, updates and deletes for DEMO_SECONDS (default 30),
 # shows progress and lag, then compares source and target table by table and
-# stops what it started.
+# stops what it started. DEMO_KEEP=1 keeps its work directory (the config and
+# binferry's full log) for a look afterwards.
 #
 #   scripts/demo.sh            embedded buffer (one redb file)
 #   scripts/demo.sh --kafka    through a local Kafka-protocol broker (tansu, scripts/kafka.sh)
@@ -60,7 +61,7 @@ cleanup() {
   [ "$started_db" = 1 ] && scripts/mariadb.sh stop || true
   [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true
   [ "$started_bq" = 1 ] && scripts/bigquery.sh stop || true
-  rm -rf "$WORK"
+  [ -n "${DEMO_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
