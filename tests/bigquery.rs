@@ -465,3 +465,36 @@ async fn the_streams_of_one_process_share_one_merge_job() {
     sinks[1].idle(true).await.unwrap();
     assert_eq!(merges_run() - before, 1);
 }
+
+/// Kafka's key layout into BigQuery: a column rename and a table rename right behind writes
+/// that every partition carries. Each partition appends its older rows before the statement
+/// is applied, and the statement is applied once (see the MySQL variant in tests/kafka.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_layout_renames_wait_for_every_partition() {
+    let mut env = Env::new("bqkddl").await;
+    env.use_kafka("key", "");
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(40), n INT)").await.unwrap();
+    c.query_drop("INSERT INTO t SELECT seq, CONCAT('r', seq), 0 FROM seq_1_to_200").await.unwrap();
+    let bf = env.start();
+    env.wait_bq_equal(CONVERGE).await;
+    for i in 0..100 {
+        c.query_drop(format!("UPDATE t SET n = n + 1 WHERE id = {}", i * 7 % 200 + 1)).await.unwrap();
+    }
+    c.query_drop("ALTER TABLE t RENAME COLUMN name TO title").await.unwrap();
+    c.query_drop("UPDATE t SET title = CONCAT(title, '+') WHERE id % 3 = 0").await.unwrap();
+    for i in 0..100 {
+        c.query_drop(format!("UPDATE t SET n = n + 1 WHERE id = {}", i * 11 % 200 + 1)).await.unwrap();
+    }
+    c.query_drop("RENAME TABLE t TO t2").await.unwrap();
+    c.query_drop("UPDATE t2 SET n = 0 WHERE id % 4 = 0").await.unwrap();
+    env.wait_bq_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success(), "{}", env.log());
+    let ds = format!("`{}.{}", common::bigquery::PROJECT, env.dst);
+    let applied = env
+        .bq(&format!("SELECT COUNT(DISTINCT barrier) FROM {ds}._binferry_barriers` WHERE phase = 'applied'"))
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![vec![Some("2".to_string())]]);
+}

@@ -78,6 +78,32 @@ pub trait Log: Send + Sync + 'static {
 
     /// Records up to and including `offset` are durable in the target; retention may drop them.
     fn acknowledge(&self, offset: u64);
+
+    /// Whether this log's DDL records are copies of one statement written to several logs (the
+    /// partitions of a Kafka topic in the key layout), and which copy this log holds. `None`
+    /// for a log that is the only one to carry its DDL (the embedded log, single-partition
+    /// topics). See [`DdlCopies`].
+    fn ddl_copies(&self) -> impl Future<Output = Result<Option<DdlCopies>>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// Logs that each carry a copy of every DDL record of their tables, in order with their own
+/// changes: the partitions of a Kafka topic in the key layout.
+///
+/// A rename or drop changes what the rows of *every* copy's log look like to the target. So
+/// it may be applied only when each log has applied all its changes from before the
+/// statement, and then once: the writer of copy 0 applies it while the others wait at their
+/// copies, then they go on (see `writer`). The target holds the barrier
+/// ([`crate::sink::Sink::ddl_barrier_mark`]), so the logs may be read by different processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdlCopies {
+    /// What the copies have in common (the topic): names the barrier with the statement.
+    pub group: String,
+    /// How many logs carry each DDL record.
+    pub copies: u32,
+    /// This log's number among them (0..copies): copy 0 applies the statement.
+    pub rank: u32,
 }
 
 /// One entry of a [`Log`].

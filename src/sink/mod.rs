@@ -39,6 +39,26 @@ pub struct ApplyCounts {
     pub stale: u64,
 }
 
+/// A phase of a DDL barrier: a rename or drop that several buffer streams carry copies of
+/// ([`crate::buffer::DdlCopies`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierPhase {
+    /// The stream has applied everything before its copy of the statement.
+    Arrived,
+    /// The statement is applied to the target.
+    Applied,
+}
+
+impl BarrierPhase {
+    /// The phase's name in the target's barrier table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BarrierPhase::Arrived => "arrived",
+            BarrierPhase::Applied => "applied",
+        }
+    }
+}
+
 /// A target. See the module docs for the contract.
 pub trait Sink: Send {
     /// Offset of the last committed buffer record, `None` when nothing was ever applied.
@@ -69,6 +89,14 @@ pub trait Sink: Send {
 
     /// Drop connections after a failure; the next call reconnects.
     fn reset(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// Record durably that this sink's stream reached `phase` of `barrier` (a DDL statement
+    /// several streams carry copies of). Idempotent, and outside the data transaction: the
+    /// other streams must see it while this one waits.
+    fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> impl Future<Output = Result<()>> + Send;
+
+    /// How many streams of this pipeline reached `phase` of `barrier`.
+    fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> impl Future<Output = Result<u32>> + Send;
 
     /// Called when the writer has nothing to apply and no target transaction is open (and
     /// once more with `draining` before it stops): time for deferred work, such as the

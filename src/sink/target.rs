@@ -3,7 +3,7 @@
 
 use super::bigquery::{BigQuerySink, BigQuerySinkSettings};
 use super::mysql::{MysqlSink, MysqlSinkSettings};
-use super::{ApplyCounts, Sink};
+use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{Config, SinkKind};
 use crate::error::Result;
 use crate::event::SchemaChange;
@@ -119,5 +119,13 @@ impl Sink for Target {
 
     async fn idle(&mut self, draining: bool) -> Result<()> {
         each!(self, s => s.idle(draining).await)
+    }
+
+    async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
+        each!(self, s => s.ddl_barrier_mark(barrier, phase).await)
+    }
+
+    async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
+        each!(self, s => s.ddl_barrier_count(barrier, phase).await)
     }
 }

@@ -3,7 +3,7 @@
 //! # Snapshot, then stream
 //!
 //! On the first start the source copies the existing rows of every selected
-//! table ([`snapshot`]) inside one `START TRANSACTION WITH CONSISTENT
+//! table (`snapshot.rs`) inside one `START TRANSACTION WITH CONSISTENT
 //! SNAPSHOT`; MariaDB reports the binlog position that snapshot corresponds to
 //! (`binlog_snapshot_file` / `binlog_snapshot_position`), so no global read
 //! lock is taken. Streaming then starts exactly at that position: every change

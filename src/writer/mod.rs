@@ -18,6 +18,14 @@
 //! with the buffer offset of its last `Commit` record. That offset, stored in
 //! the target in the same transaction, is where the writer resumes after any
 //! crash: nothing is applied twice and nothing is skipped.
+//!
+//! # DDL that several streams carry
+//!
+//! In Kafka's key layout every partition holds a copy of each rename and drop, in
+//! order with its own rows. The writers of those partitions meet at a barrier
+//! kept in the target before any of them applies it, so no row of the old shape
+//! reaches the new one; copy 0 applies it, the others follow
+//! ([`crate::buffer::DdlCopies`], [`Sink::ddl_barrier_mark`]).
 
 pub mod batch;
 pub mod hash;
@@ -36,12 +44,12 @@ pub use batch::{Batch, KeylessRow, RowOp, TableBatch};
 use crate::buffer::{Item, Log, Poison};
 use crate::config::WriterConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ChangeEvent, Commit, Record};
+use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
 use crate::metrics;
 use crate::pipeline::Stats;
 use crate::retry::Backoff;
 use crate::schema::TableSchema;
-use crate::sink::Sink;
+use crate::sink::{BarrierPhase, Sink};
 use crate::source::TableFilter;
 use prefetch::{Fetched, Prefetch};
 
@@ -51,6 +59,71 @@ const READ_CHUNK: usize = 2048;
 pub const MAX_OPEN_CHANGES: usize = 10_000;
 /// Longest wait for new records when idle.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// First wait between two looks at a DDL barrier; it doubles up to [`BARRIER_POLL_MAX`].
+const BARRIER_POLL: Duration = Duration::from_millis(100);
+/// Longest wait between two looks at a DDL barrier (each look is a query, a job on BigQuery).
+const BARRIER_POLL_MAX: Duration = Duration::from_secs(5);
+/// How often a writer waiting at a DDL barrier says so.
+const BARRIER_REPORT: Duration = Duration::from_secs(30);
+
+/// Where a DDL statement stands with the other streams that carry copies of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Barrier {
+    /// No other stream carries it.
+    None,
+    /// Every copy's stream has arrived and this is copy 0: it applies the statement, then
+    /// marks the barrier (named by the key) applied.
+    First(String),
+    /// Every copy's stream has arrived and copy 0 has applied it.
+    Other,
+    /// The writer was asked to drain while waiting.
+    Drained,
+}
+
+/// The name of the barrier of a DDL statement among its copies.
+fn barrier_key(copies: &crate::buffer::DdlCopies, ddl: &SchemaChange) -> String {
+    format!("{} {} at {}", copies.group, ddl.table, ddl.position)
+}
+
+/// Wait until `want` streams reached `phase` of `barrier`; false when the writer is asked to
+/// drain first.
+async fn wait_barrier<S: Sink>(
+    sink: &mut S,
+    barrier: &str,
+    phase: BarrierPhase,
+    want: u32,
+    drain: &mut watch::Receiver<bool>,
+) -> Result<bool> {
+    let started = Instant::now();
+    let mut report_at = started + BARRIER_REPORT;
+    let mut poll = BARRIER_POLL;
+    loop {
+        let reached = sink.ddl_barrier_count(barrier, phase).await?;
+        if reached >= want {
+            return Ok(true);
+        }
+        if *drain.borrow() {
+            return Ok(false);
+        }
+        if Instant::now() >= report_at {
+            warn!(
+                barrier,
+                phase = phase.as_str(),
+                reached,
+                of = want,
+                waited_s = started.elapsed().as_secs(),
+                "waiting for the other partitions at a schema change; a partition no worker reads holds it up"
+            );
+            report_at += BARRIER_REPORT;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = crate::pipeline::raised(drain) => {}
+        }
+        poll = (poll * 2).min(BARRIER_POLL_MAX);
+    }
+}
 
 /// Batching limits, and for replays where to start and which tables to apply.
 #[derive(Clone, Debug)]
@@ -230,13 +303,22 @@ impl<'a, B: Log> Writer<'a, B> {
                         }
                     }
                     Record::Ddl(ddl) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ddl.table)) => {}
-                    Record::Ddl(ddl) if self.stopped.contains(&ddl.table) => {}
+                    Record::Ddl(ddl) if self.stopped.contains(&ddl.table) => {
+                        // Not applied here, but streams with a copy of it may be waiting for
+                        // this one (they may not know of the stop yet).
+                        self.pass_barrier(sink, &ddl).await?;
+                    }
                     Record::Ddl(ddl) => {
                         // DDL is its own source transaction: commit everything before it (a
                         // target DDL statement may commit implicitly), then apply it; its
                         // Commit record right after stores the offset.
                         self.merge_open(sink).await?;
                         self.flush_commit(sink).await?;
+                        let barrier = self.ddl_barrier(sink, &ddl, drain).await?;
+                        if barrier == Barrier::Drained {
+                            // Not applied and not committed: the next run starts at it again.
+                            return Ok(());
+                        }
                         match sink.apply_schema_change(&ddl).await {
                             Ok(()) => {}
                             // A change the target cannot follow stops that table only.
@@ -246,6 +328,9 @@ impl<'a, B: Log> Writer<'a, B> {
                                 self.stopped.insert(ddl.table.clone());
                             }
                             Err(e) => return Err(e),
+                        }
+                        if let Barrier::First(key) = barrier {
+                            sink.ddl_barrier_mark(&key, BarrierPhase::Applied).await?;
                         }
                         self.partial_applied = true;
                     }
@@ -285,6 +370,53 @@ impl<'a, B: Log> Writer<'a, B> {
         sink.stop_table(&table, &format!("undecodable message: {}", poison.reason)).await?;
         self.stopped.insert(table);
         self.partial_applied = true;
+        Ok(())
+    }
+
+    /// Before a rename or drop whose copies other streams carry ([`crate::buffer::DdlCopies`]): mark this
+    /// stream's arrival, wait until every copy's stream has arrived (each has then applied
+    /// everything before its copy), and unless this is copy 0, wait until copy 0 has applied
+    /// the statement. Then this stream applies it too, which finds it done (sinks apply DDL
+    /// idempotently) and brings the sink's own view up to date.
+    ///
+    /// A TRUNCATE needs none of this: it deletes only rows older than itself, so each copy
+    /// may apply it at its own pace.
+    async fn ddl_barrier<S: Sink>(
+        &self,
+        sink: &mut S,
+        ddl: &SchemaChange,
+        drain: &mut watch::Receiver<bool>,
+    ) -> Result<Barrier> {
+        if ddl.change == TableChange::Truncate {
+            return Ok(Barrier::None);
+        }
+        let Some(copies) = self.buffer.ddl_copies().await? else { return Ok(Barrier::None) };
+        let key = barrier_key(&copies, ddl);
+        sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
+        if !wait_barrier(sink, &key, BarrierPhase::Arrived, copies.copies, drain).await? {
+            return Ok(Barrier::Drained);
+        }
+        if copies.rank == 0 {
+            return Ok(Barrier::First(key));
+        }
+        if !wait_barrier(sink, &key, BarrierPhase::Applied, 1, drain).await? {
+            return Ok(Barrier::Drained);
+        }
+        Ok(Barrier::Other)
+    }
+
+    /// Mark a DDL barrier passed without applying the statement (its table is stopped).
+    async fn pass_barrier<S: Sink>(&self, sink: &mut S, ddl: &SchemaChange) -> Result<()> {
+        if ddl.change == TableChange::Truncate {
+            return Ok(());
+        }
+        if let Some(copies) = self.buffer.ddl_copies().await? {
+            let key = barrier_key(&copies, ddl);
+            sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
+            if copies.rank == 0 {
+                sink.ddl_barrier_mark(&key, BarrierPhase::Applied).await?;
+            }
+        }
         Ok(())
     }
 

@@ -23,12 +23,12 @@ impl Env {
     }
 
     /// Run a query on the emulator; rows of string cells (None for NULL). A job that lost a
-    /// commit race with another test's job (DuckLake) runs again.
+    /// commit race with another test's job (DuckLake, "Conflict on update") runs again.
     pub async fn bq(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
         let mut attempt = 0;
         loop {
             match self.bq_once(sql).await {
-                Err(e) if attempt < 5 && e.contains("Failed to commit") => {
+                Err(e) if attempt < 5 && (e.contains("Failed to commit") || e.contains("Conflict on update")) => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

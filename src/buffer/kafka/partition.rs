@@ -14,10 +14,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Mutex, watch};
 use tracing::warn;
 
+use super::admin::Admin;
 use super::schemas::SchemaRegistry;
 use super::{KafkaSettings, MessageKey, offset_u64, unavailable};
-use crate::buffer::{Item, Log, Poison};
-use crate::config::PoisonMode;
+use crate::buffer::{DdlCopies, Item, Log, Poison};
+use crate::config::{KafkaLayout, PoisonMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::envelope;
 use crate::metrics;
@@ -43,6 +44,10 @@ pub struct PartitionLog {
     _open: Option<watch::Sender<bool>>,
     /// Replay: read exactly up to this offset (exclusive), waiting for records before it.
     end: Option<u64>,
+    /// In the key layout, every partition of the topic holds a copy of each DDL record:
+    /// the settings to count them with, once ([`Log::ddl_copies`]).
+    key_layout: Option<KafkaSettings>,
+    copies: tokio::sync::OnceCell<Option<DdlCopies>>,
 }
 
 struct ReadState {
@@ -87,6 +92,8 @@ impl PartitionLog {
             acked,
             _open: None,
             end: None,
+            key_layout: (settings.layout == KafkaLayout::Key).then(|| settings.clone()),
+            copies: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -271,5 +278,24 @@ impl Log for PartitionLog {
 
     fn acknowledge(&self, offset: u64) {
         self.acked.fetch_max(i64::try_from(offset).unwrap_or(i64::MAX), Ordering::AcqRel);
+    }
+
+    async fn ddl_copies(&self) -> Result<Option<DdlCopies>> {
+        let Some(settings) = &self.key_layout else { return Ok(None) };
+        let copies = self
+            .copies
+            .get_or_try_init(|| async {
+                // The reader wrote each DDL record to every partition the topic had then. A
+                // topic whose partitions were added since would wait for copies that never
+                // come; binferry never adds partitions itself.
+                let n = Admin::new(settings)?.partitions(&self.topic).await?.unwrap_or(1);
+                Ok::<_, Error>((n > 1).then(|| DdlCopies {
+                    group: self.topic.clone(),
+                    copies: n as u32,
+                    rank: self.partition as u32,
+                }))
+            })
+            .await?;
+        Ok(copies.clone())
     }
 }

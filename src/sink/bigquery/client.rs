@@ -276,11 +276,13 @@ fn by_reason(code: i64, reason: &str, message: &str, what: &str) -> Error {
 
 /// Two jobs changed the same table or catalog at once: BigQuery's "could not serialize access
 /// … due to concurrent update" / "aborted due to concurrent update", and the emulator's
-/// "Failed to commit DuckLake transaction". Running the job again resolves it.
+/// "Failed to commit DuckLake transaction" and "Conflict on update!" (two CREATE TABLE IF NOT
+/// EXISTS of one table at once). Running the job again resolves it.
 fn is_conflict(message: &str) -> bool {
     message.contains("concurrent update")
         || message.contains("Transaction conflict")
         || message.contains("Failed to commit DuckLake transaction")
+        || message.contains("Conflict on update")
 }
 
 fn abbreviate(sql: &str) -> String {
@@ -307,6 +309,7 @@ mod tests {
             by_reason(400, "invalidQuery", "Failed to commit: Failed to commit DuckLake transaction.", "x")
                 .is_transient()
         );
+        assert!(by_reason(400, "invalidQuery", "Conflict on update!", "x").is_transient());
         assert!(!by_reason(400, "invalid", "Provided Schema does not match Table", "x").is_transient());
     }
 

@@ -22,7 +22,7 @@
 //!    labels in (merged, committed] of each stream it serves, and for each such key its
 //!    newest change in the whole changelog. It applies a change only if its position is
 //!    newer than the row's, and writes nothing when the row hash is equal. The streams of one
-//!    process (Kafka partitions) share that job and each table's MERGE ([`schedule`]).
+//!    process (Kafka partitions) share that job and each table's MERGE (see `schedule.rs`).
 //!
 //! # Why a crash at any point neither loses nor doubles a change
 //!
@@ -67,9 +67,9 @@ use tracing::{debug, info, warn};
 
 pub use client::jobs_issued;
 pub use schedule::merges_run;
-pub use sql::{CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES};
+pub use sql::{BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES};
 
-use super::{ApplyCounts, Sink};
+use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{SchemaChange, TableChange};
@@ -110,8 +110,11 @@ pub struct BigQuerySinkSettings {
     pipeline: String,
     stream: String,
     /// Shared by every sink built from these settings: one MERGE job per interval for the
-    /// whole process ([`schedule`]).
+    /// whole process (`schedule.rs`).
     schedule: Arc<MergeSchedule>,
+    /// The dataset and bookkeeping tables exist: created once per process, not by each of
+    /// its sinks at the same moment (the emulator fails concurrent CREATE TABLEs of one table).
+    meta_ready: Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl BigQuerySinkSettings {
@@ -139,6 +142,7 @@ impl BigQuerySinkSettings {
             pipeline: config.pipeline.name.clone(),
             stream: EMBEDDED_STREAM.into(),
             schedule: Arc::new(MergeSchedule::new(Duration::from_secs(b.merge_interval_secs))),
+            meta_ready: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -282,9 +286,14 @@ impl BigQuerySink {
             return Ok(());
         }
         let api = self.api().await?;
-        api.ensure_dataset(&self.settings.dataset).await?;
         let n = self.settings.names();
-        api.query(&n.create_meta()).await?;
+        self.settings
+            .meta_ready
+            .get_or_try_init(|| async {
+                api.ensure_dataset(&self.settings.dataset).await?;
+                api.query(&n.create_meta()).await.map(|_| ())
+            })
+            .await?;
         let stream = string(&self.settings.stream_id());
         let rows = api
             .query(&format!(
@@ -299,22 +308,6 @@ impl BigQuerySink {
         self.committed = row.first().and_then(|v| v.as_deref()).map(parse_i64).transpose()?.map(|o| o as u64);
         let merged = row.get(1).and_then(|v| v.as_deref()).map(parse_i64).transpose()?.unwrap_or(-1);
         let position = row.get(2).cloned().flatten().unwrap_or_default();
-        let rows =
-            api.query(&format!("SELECT table_name, source_db, source_table, shape FROM {}", n.table(TABLES))).await?;
-        self.tables.clear();
-        for r in rows {
-            let c = cells(Some(&r));
-            let (Some(Some(name)), Some(Some(db)), Some(Some(table)), Some(Some(shape))) =
-                (c.first(), c.get(1), c.get(2), c.get(3))
-            else {
-                continue;
-            };
-            let shape: TableShape = serde_json::from_str(shape).map_err(|e| {
-                Error::new(ErrorKind::TargetRejected, format!("{TABLES}: shape of {name} is unreadable: {e}"))
-                    .with_hint(format!("the row was changed by hand; delete it from {TABLES} and resync the table"))
-            })?;
-            self.tables.insert(name.clone(), Managed { source: TableRef::new(db.clone(), table.clone()), shape });
-        }
         // Tables whose committed changes a crash left unmerged.
         let rows = api
             .query(&format!(
@@ -322,6 +315,7 @@ impl BigQuerySink {
                 n.table(COMMITS),
             ))
             .await?;
+        self.load_tables(&api).await?;
         let mut unmerged = BTreeSet::new();
         for r in rows {
             if let Some(Some(list)) = cells(Some(&r)).first() {
@@ -340,6 +334,28 @@ impl BigQuerySink {
         self.open.clear();
         self.ready = true;
         debug!(%stream, committed = ?self.committed, merged, unmerged = unmerged.len(), "BigQuery sink state loaded");
+        Ok(())
+    }
+
+    /// The managed tables and their shapes, as `_binferry_tables` records them.
+    async fn load_tables(&mut self, api: &Api) -> Result<()> {
+        let n = self.settings.names();
+        let rows =
+            api.query(&format!("SELECT table_name, source_db, source_table, shape FROM {}", n.table(TABLES))).await?;
+        self.tables.clear();
+        for r in rows {
+            let c = cells(Some(&r));
+            let (Some(Some(name)), Some(Some(db)), Some(Some(table)), Some(Some(shape))) =
+                (c.first(), c.get(1), c.get(2), c.get(3))
+            else {
+                continue;
+            };
+            let shape: TableShape = serde_json::from_str(shape).map_err(|e| {
+                Error::new(ErrorKind::TargetRejected, format!("{TABLES}: shape of {name} is unreadable: {e}"))
+                    .with_hint(format!("the row was changed by hand; delete it from {TABLES} and resync the table"))
+            })?;
+            self.tables.insert(name.clone(), Managed { source: TableRef::new(db.clone(), table.clone()), shape });
+        }
         Ok(())
     }
 
@@ -610,6 +626,10 @@ impl Sink for BigQuerySink {
         self.init().await?;
         // Rows already committed reach the table under its current name and columns first.
         self.merge(When::Now).await?;
+        // Another stream may have applied this statement already (Kafka key partitions each
+        // carry a copy): decide from the recorded shapes, not from this sink's memory.
+        let api = self.api().await?;
+        self.load_tables(&api).await?;
         let n = self.settings.names();
         let name = self.settings.target_table(&change.table);
         let pos = bytes(&change.position.sort_key()?);
@@ -765,5 +785,33 @@ impl Sink for BigQuerySink {
         self.ready = false;
         self.open.clear();
         self.stops.clear();
+    }
+
+    async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
+        self.init().await?;
+        let api = self.api().await?;
+        let stream = self.settings.stream_id();
+        let row = serde_json::json!({
+            "pipeline": self.settings.pipeline,
+            "barrier": barrier,
+            "stream": stream,
+            "phase": phase.as_str(),
+            "reached_at": now_text(),
+        });
+        let id = blake3::hash(format!("{barrier}\0{stream}\0{}", phase.as_str()).as_bytes()).to_hex()[..32].to_string();
+        api.insert_all(&self.settings.dataset, BARRIERS, vec![(id, row)]).await
+    }
+
+    async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
+        self.init().await?;
+        let sql = format!(
+            "SELECT COUNT(DISTINCT stream) FROM {} WHERE pipeline = {} AND barrier = {} AND phase = {}",
+            self.settings.names().table(BARRIERS),
+            string(&self.settings.pipeline),
+            string(barrier),
+            string(phase.as_str())
+        );
+        let rows = self.query(&sql).await?;
+        Ok(cells(rows.first()).first().and_then(|v| v.as_deref()).map(parse_i64).transpose()?.unwrap_or(0) as u32)
     }
 }

@@ -35,6 +35,8 @@ pub const TABLES: &str = "_binferry_tables";
 pub const TRUNCATES: &str = "_binferry_truncates";
 /// Tables stopped by an incompatible change or an undecodable message (DML only).
 pub const STOPPED: &str = "_binferry_stopped";
+/// Streams that reached a DDL barrier (renames and drops that Kafka key partitions all carry).
+pub const BARRIERS: &str = "_binferry_barriers";
 
 /// A quoted identifier.
 pub fn ident(name: &str) -> String {
@@ -134,6 +136,11 @@ impl Names<'_> {
                 "CREATE TABLE IF NOT EXISTS {} (pipeline STRING NOT NULL, source_db STRING NOT NULL, \
                  source_table STRING NOT NULL, reason STRING, stopped_at TIMESTAMP)",
                 self.table(STOPPED)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (pipeline STRING NOT NULL, barrier STRING NOT NULL, \
+                 stream STRING NOT NULL, phase STRING NOT NULL, reached_at TIMESTAMP)",
+                self.table(BARRIERS)
             ),
         ]
         .join(";\n")

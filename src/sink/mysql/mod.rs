@@ -48,10 +48,10 @@ use tracing::{info, warn};
 
 pub use check::check;
 pub use statements::{
-    DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE,
+    BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, Sink};
+use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::value::format_epoch;
@@ -273,6 +273,14 @@ impl MysqlSink {
                reason TEXT NOT NULL, stopped_at TIMESTAMP(6) NOT NULL, \
                PRIMARY KEY (pipeline, source_db, source_table)) ENGINE=InnoDB",
             q(STOPPED_TABLE)
+        ))
+        .await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\
+               pipeline VARCHAR(64) NOT NULL, barrier_hash BINARY(16) NOT NULL, stream VARCHAR(255) NOT NULL, \
+               phase VARCHAR(16) NOT NULL, barrier TEXT NOT NULL, reached_at TIMESTAMP(6) NOT NULL, \
+               PRIMARY KEY (pipeline, barrier_hash, phase, stream)) ENGINE=InnoDB",
+            q(BARRIER_TABLE)
         ))
         .await?;
         self.state_ready = true;
@@ -831,6 +839,48 @@ impl Sink for MysqlSink {
         self.tables.clear();
         self.state_ready = false;
     }
+
+    async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
+        self.ensure_state().await?;
+        let sql = format!(
+            "INSERT IGNORE INTO {}.{} (pipeline, barrier_hash, stream, phase, barrier, reached_at) \
+             VALUES (?, ?, ?, ?, ?, NOW(6))",
+            q(&self.settings.database),
+            q(BARRIER_TABLE)
+        );
+        let params = (
+            self.settings.pipeline.clone(),
+            barrier_hash(barrier).to_vec(),
+            self.settings.stream.clone(),
+            phase.as_str(),
+            barrier.to_string(),
+        );
+        self.ddl_conn().await?.exec_drop(sql, params).await.map_err(|e| Error::target_mysql(e, "marking a DDL barrier"))
+    }
+
+    async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
+        self.ensure_state().await?;
+        let sql = format!(
+            "SELECT COUNT(*) FROM {}.{} WHERE pipeline = ? AND barrier_hash = ? AND phase = ?",
+            q(&self.settings.database),
+            q(BARRIER_TABLE)
+        );
+        let params = (self.settings.pipeline.clone(), barrier_hash(barrier).to_vec(), phase.as_str());
+        let n: Option<u64> = self
+            .ddl_conn()
+            .await?
+            .exec_first(sql, params)
+            .await
+            .map_err(|e| Error::target_mysql(e, "reading a DDL barrier"))?;
+        Ok(n.unwrap_or(0) as u32)
+    }
+}
+
+/// The fixed-size key of a barrier (its text can be longer than an index allows).
+fn barrier_hash(barrier: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&blake3::hash(barrier.as_bytes()).as_bytes()[..16]);
+    out
 }
 
 async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {
