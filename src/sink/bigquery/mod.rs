@@ -380,6 +380,12 @@ impl BigQuerySink {
             .keys()
             .map(|t| format!("DELETE FROM {} WHERE {} < {cutoff}", n.changelog(t), sql::APPENDED_AT))
             .collect();
+        // A partition arriving at a DDL barrier that late would have lost its records anyway.
+        statements.push(format!(
+            "DELETE FROM {} WHERE reached_at < TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL {} SECOND)",
+            n.table(BARRIERS),
+            secs.saturating_mul(2)
+        ));
         // The newest marker of each stream stays: it is the stream's checkpoint.
         statements.push(format!(
             "DELETE FROM {c} AS o WHERE o.committed_at < {cutoff} AND o.`offset` < (SELECT MAX(m.`offset`) FROM {c} AS m \

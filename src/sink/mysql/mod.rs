@@ -75,8 +75,8 @@ const STATEMENT_CACHE: usize = 512;
 const EMBEDDED_STREAM: &str = "embedded";
 /// Key hash of a table-wide tombstone (TRUNCATE, DROP): no change older than it applies.
 const TABLE_TOMBSTONE: [u8; 16] = [0; 16];
-/// How often expired tombstones are removed.
-const TOMBSTONE_GC_INTERVAL: Duration = Duration::from_secs(600);
+/// How often expired tombstones and DDL barriers are removed.
+const GC_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Connection settings and options of a MySQL target.
 #[derive(Clone)]
@@ -518,8 +518,11 @@ impl MysqlSink {
         Ok(())
     }
 
-    async fn collect_tombstones(&mut self) -> Result<()> {
-        if self.last_gc.is_some_and(|t| t.elapsed() < TOMBSTONE_GC_INTERVAL) {
+    /// Remove tombstones and DDL barriers older than the buffer retains: no record that could
+    /// need them can be read any more. (A barrier is kept twice as long: a partition arriving
+    /// at it that late would have lost its records anyway.)
+    async fn collect_garbage(&mut self) -> Result<()> {
+        if self.last_gc.is_some_and(|t| t.elapsed() < GC_INTERVAL) {
             return Ok(());
         }
         self.last_gc = Some(Instant::now());
@@ -528,6 +531,11 @@ impl MysqlSink {
             q(&self.settings.database),
             q(TOMBSTONE_TABLE)
         );
+        let barriers = format!(
+            "DELETE FROM {}.{} WHERE reached_at < UTC_TIMESTAMP(6) - INTERVAL ? SECOND",
+            q(&self.settings.database),
+            q(BARRIER_TABLE)
+        );
         let secs = self.settings.tombstone_retention.as_secs();
         let conn = self.data().await?;
         conn.exec_drop(sql, (secs,)).await.map_err(|e| Error::target_mysql(e, "removing expired tombstones"))?;
@@ -535,6 +543,9 @@ impl MysqlSink {
         if removed > 0 {
             info!(removed, "expired tombstones removed");
         }
+        conn.exec_drop(barriers, (secs.saturating_mul(2),))
+            .await
+            .map_err(|e| Error::target_mysql(e, "removing expired DDL barriers"))?;
         Ok(())
     }
 }
@@ -821,7 +832,7 @@ impl Sink for MysqlSink {
         conn.exec_drop(sql, params).await.map_err(|e| Error::target_mysql(e, "recording the applied offset"))?;
         conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing to the target"))?;
         self.in_txn = false;
-        self.collect_tombstones().await
+        self.collect_garbage().await
     }
 
     async fn rollback(&mut self) -> Result<()> {
@@ -844,7 +855,7 @@ impl Sink for MysqlSink {
         self.ensure_state().await?;
         let sql = format!(
             "INSERT IGNORE INTO {}.{} (pipeline, barrier_hash, stream, phase, barrier, reached_at) \
-             VALUES (?, ?, ?, ?, ?, NOW(6))",
+             VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
             q(&self.settings.database),
             q(BARRIER_TABLE)
         );
