@@ -373,10 +373,10 @@ impl<'a, B: Log> Writer<'a, B> {
         Ok(())
     }
 
-    /// Before a rename or drop whose copies other streams carry ([`crate::buffer::DdlCopies`]): mark this
-    /// stream's arrival, wait until every copy's stream has arrived (each has then applied
-    /// everything before its copy), and unless this is copy 0, wait until copy 0 has applied
-    /// the statement. Then this stream applies it too, which finds it done (sinks apply DDL
+    /// Before a rename or drop whose copies other streams carry
+    /// ([`crate::buffer::DdlCopies`]): mark this stream's arrival, wait until every copy's
+    /// stream has arrived (each has then applied everything before its copy), and unless
+    /// this is copy 0, wait until copy 0 has applied the statement. Then this stream applies it too, which finds it done (sinks apply DDL
     /// idempotently) and brings the sink's own view up to date.
     ///
     /// A TRUNCATE needs none of this: it deletes only rows older than itself, so each copy

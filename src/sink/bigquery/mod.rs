@@ -810,12 +810,18 @@ impl Sink for BigQuerySink {
 
     async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
         self.init().await?;
+        // Only this stream's siblings count: a replay's streams (`replay-<ms>/kafka:t/0`) meet
+        // among themselves, never with the live partitions (`kafka:t/0`).
+        let stream = self.settings.stream_id();
+        let siblings = stream.rsplit_once('/').map_or(stream.as_str(), |(family, _)| family);
         let sql = format!(
-            "SELECT COUNT(DISTINCT stream) FROM {} WHERE pipeline = {} AND barrier = {} AND phase = {}",
+            "SELECT COUNT(DISTINCT stream) FROM {} WHERE pipeline = {} AND barrier = {} AND phase = {} \
+             AND STARTS_WITH(stream, {})",
             self.settings.names().table(BARRIERS),
             string(&self.settings.pipeline),
             string(barrier),
-            string(phase.as_str())
+            string(phase.as_str()),
+            string(&format!("{siblings}/"))
         );
         let rows = self.query(&sql).await?;
         Ok(cells(rows.first()).first().and_then(|v| v.as_deref()).map(parse_i64).transpose()?.unwrap_or(0) as u32)
