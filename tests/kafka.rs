@@ -326,3 +326,39 @@ async fn key_layout_applies_renames_and_drops_once_all_partitions_reach_them() {
         .unwrap();
     assert_eq!(phases, [("applied".to_string(), 4), ("arrived".to_string(), 16)]);
 }
+
+/// The DDL barrier lives in the target: partitions owned by different worker processes meet
+/// there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_layout_barrier_holds_across_worker_processes() {
+    let mut env = Env::new("kddl2").await;
+    env.use_kafka("key", "");
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(40), n INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t SELECT seq, CONCAT('r', seq), 0 FROM seq_1_to_400")).await.unwrap();
+    let reader = env.start_role("reader", "reader");
+    let a = env.start_role("worker", "a");
+    let b = env.start_role("worker", "b");
+    let start = std::time::Instant::now();
+    while !(env.log_of("a").contains("partition assigned") && env.log_of("b").contains("partition assigned")) {
+        assert!(start.elapsed() < Duration::from_secs(90), "partitions were not shared:\n{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_equal(CONVERGE).await;
+    for i in 0..200 {
+        c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1 WHERE id = {}", i * 7 % 400 + 1)).await.unwrap();
+    }
+    c.query_drop(format!("ALTER TABLE `{db}`.t RENAME COLUMN name TO title")).await.unwrap();
+    c.query_drop(format!("UPDATE `{db}`.t SET title = CONCAT(title, '+') WHERE id % 3 = 0")).await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let arrived: Vec<String> = t
+        .query(format!("SELECT stream FROM `{}`._binferry_barriers WHERE phase = 'arrived' ORDER BY stream", env.dst))
+        .await
+        .unwrap();
+    assert_eq!(arrived.len(), 4, "every partition arrived: {arrived:?}");
+    assert!(reader.interrupt(Duration::from_secs(30)).success());
+    assert!(a.interrupt(Duration::from_secs(60)).success(), "{}", env.log_of("a"));
+    assert!(b.interrupt(Duration::from_secs(60)).success(), "{}", env.log_of("b"));
+}
