@@ -81,11 +81,6 @@ enum Barrier {
     Drained,
 }
 
-/// The name of the barrier of a DDL statement among its copies.
-fn barrier_key(copies: &crate::buffer::DdlCopies, ddl: &SchemaChange) -> String {
-    format!("{} {} at {}", copies.group, ddl.table, ddl.position)
-}
-
 /// Wait until `want` streams reached `phase` of `barrier`; false when the writer is asked to
 /// drain first.
 async fn wait_barrier<S: Sink>(
@@ -376,22 +371,16 @@ impl<'a, B: Log> Writer<'a, B> {
     /// Before a rename or drop whose copies other streams carry
     /// ([`crate::buffer::DdlCopies`]): mark this stream's arrival, wait until every copy's
     /// stream has arrived (each has then applied everything before its copy), and unless
-    /// this is copy 0, wait until copy 0 has applied the statement. Then this stream applies it too, which finds it done (sinks apply DDL
-    /// idempotently) and brings the sink's own view up to date.
-    ///
-    /// A TRUNCATE needs none of this: it deletes only rows older than itself, so each copy
-    /// may apply it at its own pace.
+    /// this is copy 0, wait until copy 0 has applied the statement. Then this stream applies
+    /// it too, which finds it done (sinks apply DDL idempotently) and brings the sink's own
+    /// view up to date.
     async fn ddl_barrier<S: Sink>(
         &self,
         sink: &mut S,
         ddl: &SchemaChange,
         drain: &mut watch::Receiver<bool>,
     ) -> Result<Barrier> {
-        if ddl.change == TableChange::Truncate {
-            return Ok(Barrier::None);
-        }
-        let Some(copies) = self.buffer.ddl_copies().await? else { return Ok(Barrier::None) };
-        let key = barrier_key(&copies, ddl);
+        let Some((copies, key)) = self.barrier_of(ddl).await? else { return Ok(Barrier::None) };
         sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
         if !wait_barrier(sink, &key, BarrierPhase::Arrived, copies.copies, drain).await? {
             return Ok(Barrier::Drained);
@@ -407,17 +396,25 @@ impl<'a, B: Log> Writer<'a, B> {
 
     /// Mark a DDL barrier passed without applying the statement (its table is stopped).
     async fn pass_barrier<S: Sink>(&self, sink: &mut S, ddl: &SchemaChange) -> Result<()> {
-        if ddl.change == TableChange::Truncate {
-            return Ok(());
-        }
-        if let Some(copies) = self.buffer.ddl_copies().await? {
-            let key = barrier_key(&copies, ddl);
+        if let Some((copies, key)) = self.barrier_of(ddl).await? {
             sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
             if copies.rank == 0 {
                 sink.ddl_barrier_mark(&key, BarrierPhase::Applied).await?;
             }
         }
         Ok(())
+    }
+
+    /// The copies of `ddl` and the name of their barrier, when it needs one. A TRUNCATE never
+    /// does: it deletes only rows older than itself, so each copy applies it at its own pace.
+    async fn barrier_of(&self, ddl: &SchemaChange) -> Result<Option<(crate::buffer::DdlCopies, String)>> {
+        if ddl.change == TableChange::Truncate {
+            return Ok(None);
+        }
+        Ok(self.buffer.ddl_copies().await?.map(|copies| {
+            let key = format!("{} {} at {}", copies.group, ddl.table, ddl.position);
+            (copies, key)
+        }))
     }
 
     fn full(&self) -> bool {

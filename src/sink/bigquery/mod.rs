@@ -47,7 +47,7 @@
 //! # Cost
 //!
 //! Per process and interval: at most one query job (the script with all MERGEs, for every
-//! partition the process applies), plus one per DDL statement of the source. With the
+//! partition the process applies), plus up to three per DDL statement of the source. With the
 //! default 5 s interval that is at most 12 MERGE jobs per minute per process
 //! (`binferry_bigquery_merges_total`; `binferry_bigquery_jobs_total` counts every job). Each MERGE scans
 //! the changelog of its table, which is clustered by the primary key, and the final table.

@@ -144,7 +144,7 @@ impl MergeSchedule {
             w.position = position.to_string();
         }
         for (name, shape) in tables {
-            w.tables.insert(name.clone(), (shape.clone(), committed.max(w.merged + 1)));
+            w.tables.insert(name.clone(), (shape.clone(), committed));
         }
     }
 
