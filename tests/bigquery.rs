@@ -498,3 +498,66 @@ async fn key_layout_renames_wait_for_every_partition() {
         .unwrap();
     assert_eq!(applied, vec![vec![Some("2".to_string())]]);
 }
+
+/// Four Kafka partitions in one process share MERGE jobs: one partition's job carries the
+/// others' committed work and progress. SIGKILLs at random moments, and a crash right before a
+/// shared MERGE job, lose and double nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_partitions_sharing_merge_jobs_loses_nothing() {
+    let mut env = Env::new("bqkkill").await;
+    env.use_kafka("key", "");
+    env.use_bigquery("");
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 41);
+    w.seed(&mut c, 100).await;
+    let (src, pool) = (env.src.clone(), env.pool.clone());
+    let load = tokio::spawn(async move {
+        let mut c = pool.get_conn().await.unwrap();
+        let mut w = Workload::new(&src, 42);
+        w.next_ingredient_from(1_000_000);
+        w.run_paced(&mut c, 2_000, Duration::from_millis(10)).await
+    });
+    let mut kills = 0;
+    while !load.is_finished() || kills < 3 {
+        let bf = env.start();
+        // Kill once partitions are being applied (a group join takes seconds here).
+        let start = std::time::Instant::now();
+        while !env.log().contains("partition assigned") && start.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(500..3000))).await;
+        bf.kill9();
+        kills += 1;
+        // The next start's log shows its own join; this one stays for failure messages.
+        std::fs::rename(env.dir.path().join("binferry.log"), env.dir.path().join(format!("killed-{kills}.log"))).ok();
+    }
+    load.await.unwrap();
+    // A crash right before a MERGE job that carries the work of several partitions.
+    env.write_config();
+    let log = env.dir.path().join("failpoint.log");
+    let mut crashing = Binferry::start_with_env(
+        &env.config_path(),
+        &log,
+        &[],
+        &[("BINFERRY_FAILPOINT", "bigquery-before-merge"), ("BINFERRY_FAILPOINT_HIT", "2")],
+    );
+    let mut w = Workload::new(&env.src, 43);
+    w.next_ingredient_from(2_000_000);
+    let mut rounds = 0;
+    while crashing.is_running() {
+        w.run(&mut c, 50).await;
+        rounds += 1;
+        assert!(
+            rounds < 600,
+            "the failpoint was never reached:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("failpoint bigquery-before-merge: aborting"), "{text}");
+    let bf = env.start();
+    env.wait_bq_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success(), "{}", env.log());
+}
