@@ -17,6 +17,7 @@ use binferry::config::{BufferKind, Config, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use binferry::error::{Error, ErrorKind, Result};
 use binferry::pipeline::{ReplayFrom, Role};
+use binferry::retry::Backoff;
 use binferry::sink::TargetSettings;
 use binferry::sink::mysql::MysqlSink;
 use binferry::source::{SourceSettings, preflight};
@@ -125,8 +126,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Run the preflight checks and print the report; `Ok(true)` when there is no problem.
-async fn check(config: &Config) -> Result<bool> {
+/// The preflight report of every server the pipeline uses; an `Err` is a check that could
+/// not run (a server that does not answer, a login refused).
+async fn preflight(config: &Config) -> Result<Vec<Result<preflight::Report>>> {
     let source = SourceSettings::from_config(config)?;
     let target = TargetSettings::from_config(config)?;
     let mut reports = vec![preflight::check_source(&source).await];
@@ -137,9 +139,13 @@ async fn check(config: &Config) -> Result<bool> {
         TargetSettings::Mysql(t) => MysqlSink::check(t).await,
         TargetSettings::BigQuery(t) => binferry::sink::bigquery::check(t).await,
     });
+    Ok(reports)
+}
+
+/// Print checked reports; `true` when no problem was found.
+fn print_reports(reports: &[preflight::Report]) -> bool {
     let mut ok = true;
     for report in reports {
-        let report = report?;
         println!("{}", report.server);
         for n in &report.notes {
             println!("  ok: {n}");
@@ -153,14 +159,68 @@ async fn check(config: &Config) -> Result<bool> {
         "{}",
         if ok { "all checks passed" } else { "checks failed: fix the problems above and run `binferry check` again" }
     );
-    Ok(ok)
+    ok
+}
+
+/// Run the preflight checks and print the report; `Ok(true)` when there is no problem.
+async fn check(config: &Config) -> Result<bool> {
+    let reports = preflight(config).await?.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(print_reports(&reports))
+}
+
+/// What waiting for the servers at start-up found.
+enum Ready {
+    /// Every check passed (or checks are skipped).
+    Yes,
+    /// A definite problem: printed, `run` exits 1.
+    Refused,
+    /// A signal arrived while waiting.
+    Interrupted,
+}
+
+/// The checks `run` makes before it starts. A server that does not answer yet is waited for,
+/// with the backoff of every other retry and a log line per attempt (a supervisor may start
+/// binferry before its databases); wrong settings, missing grants and refused logins are
+/// definite and stop it.
+async fn wait_until_ready(config: &Config, shutdown: &mut watch::Receiver<bool>) -> Result<Ready> {
+    let mut backoff = Backoff::default();
+    loop {
+        let mut checked = Vec::new();
+        let mut waiting_for = Vec::new();
+        for report in preflight(config).await? {
+            match report {
+                Ok(r) => {
+                    waiting_for.extend(
+                        r.problems.iter().filter(|p| p.unreachable).map(|p| format!("{}: {}", p.setting, p.found)),
+                    );
+                    checked.push(r);
+                }
+                Err(e) if e.is_transient() => waiting_for.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
+        }
+        // A definite problem of a server that answered stops at once, whatever the others do.
+        let refused = checked.iter().any(|r| r.problems.iter().any(|p| !p.unreachable));
+        if waiting_for.is_empty() || refused {
+            return Ok(if print_reports(&checked) { Ready::Yes } else { Ready::Refused });
+        }
+        let reason = Error::new(ErrorKind::SourceUnavailable, waiting_for.join("; "));
+        let delay = backoff.next_delay(&reason).unwrap_or(binferry::retry::DEFAULT_MAX_DELAY);
+        warn!(
+            attempt = backoff.attempts(),
+            waiting_for = %waiting_for.join("; "),
+            "a server does not answer yet; checking again in {:.1}s",
+            delay.as_secs_f64()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(Ready::Interrupted),
+        }
+    }
 }
 
 async fn run(config: &Config, skip_checks: bool, role: Role) -> Result<ExitCode> {
-    if !skip_checks && !check(config).await? {
-        return Ok(ExitCode::FAILURE);
-    }
-    let (tx, rx) = watch::channel(false);
+    let (tx, mut rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: draining and committing (send again to abort)");
@@ -169,6 +229,13 @@ async fn run(config: &Config, skip_checks: bool, role: Role) -> Result<ExitCode>
         warn!("second signal: aborting without draining; the next run resumes from the last checkpoint");
         std::process::exit(130);
     });
+    if !skip_checks {
+        match wait_until_ready(config, &mut rx).await? {
+            Ready::Yes => {}
+            Ready::Refused => return Ok(ExitCode::FAILURE),
+            Ready::Interrupted => return Ok(ExitCode::SUCCESS),
+        }
+    }
     binferry::pipeline::run(config, role, rx).await?;
     Ok(ExitCode::SUCCESS)
 }

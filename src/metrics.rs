@@ -19,6 +19,9 @@ pub const WRITER_ROWS_COMPACTED: &str = "binferry_writer_rows_compacted_total";
 pub const WRITER_COMMITS: &str = "binferry_writer_commits_total";
 /// Seconds from a source commit to its target commit (gauge, per pipeline).
 pub const REPLICATION_LAG_SECONDS: &str = "binferry_replication_lag_seconds";
+/// Records of source transactions that never complete in the buffer, dropped by the writer
+/// (a reader published them, then restarted from an earlier checkpoint) (counter).
+pub const WRITER_ORPHANED_RECORDS: &str = "binferry_writer_orphaned_records_total";
 /// Undecodable buffer messages that stopped a table or the stream (counter).
 pub const WRITER_POISON_MESSAGES: &str = "binferry_writer_poison_messages_total";
 /// Undecodable Kafka messages routed to the dead-letter topic (counter).

@@ -154,6 +154,22 @@ pub struct SnapshotProgress {
 }
 
 impl SnapshotProgress {
+    /// The newest table copy whose position is after `resume`, where streaming starts: until
+    /// the stream reaches it, tables copied at it already hold changes the stream has yet to
+    /// apply to the others. `None` when every copy is at or before `resume` (positions of
+    /// another binlog sequence do not count).
+    pub fn newest_copy_after(&self, resume: &Position) -> Option<Position> {
+        let mut newest: Option<&Position> = None;
+        for p in self.tables.values() {
+            if matches!(p.partial_cmp(resume), Some(Ordering::Greater))
+                && newest.is_none_or(|n| matches!(p.partial_cmp(n), Some(Ordering::Greater)))
+            {
+                newest = Some(p);
+            }
+        }
+        newest.cloned()
+    }
+
     /// Whether a binlog change of `table` at `pos` is already contained in the table's snapshot.
     pub fn covers(&self, table: &TableRef, pos: &Position) -> bool {
         match self.tables.get(&table.key()) {
@@ -206,6 +222,19 @@ mod tests {
         assert_eq!(gtid.to_string(), "7-3-42");
         assert_eq!(flags, MARIADB_GTID_FL_STANDALONE);
         assert_eq!(Gtid::decode_mariadb(&body[..5], 3).unwrap_err().kind(), ErrorKind::Decode);
+    }
+
+    #[test]
+    fn consistency_waits_for_the_newest_copy_after_the_resume_point() {
+        let mut s = SnapshotProgress::default();
+        let resume = p("binlog.000003", 500, 0);
+        assert_eq!(s.newest_copy_after(&resume), None, "no copy");
+        s.tables.insert("d.a".into(), resume.clone());
+        assert_eq!(s.newest_copy_after(&resume), None, "an uninterrupted snapshot: one position");
+        s.tables.insert("d.b".into(), p("binlog.000004", 90, 0));
+        s.tables.insert("d.c".into(), p("binlog.000003", 900, 0));
+        s.tables.insert("d.x".into(), p("other.000009", 1, 0));
+        assert_eq!(s.newest_copy_after(&resume), Some(p("binlog.000004", 90, 0)));
     }
 
     #[test]

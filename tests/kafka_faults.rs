@@ -82,6 +82,7 @@ fn transaction(n: u64, version: u64) -> Vec<Record> {
         gtid: None,
         timestamp: 1_700_000_000,
         snapshot: false,
+        consistent: Some(true),
     }));
     out
 }

@@ -426,6 +426,7 @@ mod tests {
             gtid: None,
             timestamp: 0,
             snapshot: false,
+            consistent: None,
         })
     }
 

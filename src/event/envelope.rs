@@ -98,6 +98,7 @@ mod tests {
                 gtid: Some(Gtid::Mariadb { domain: 0, server: 1, seq: 9 }),
                 timestamp: 5,
                 snapshot: false,
+                consistent: Some(true),
             }),
         ] {
             let bytes = encode(&r).unwrap();
@@ -145,6 +146,14 @@ mod tests {
                 gtid: Some(gtid),
                 timestamp: 1_790_000_000,
                 snapshot: false,
+                consistent: None,
+            }),
+            Record::Commit(Commit {
+                position: Position::new("binlog.000002", 1350),
+                gtid: None,
+                timestamp: 1_790_000_000,
+                snapshot: true,
+                consistent: Some(false),
             }),
             Record::Ddl(SchemaChange {
                 table: TableRef::new("shop", "orders"),

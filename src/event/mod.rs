@@ -71,6 +71,14 @@ pub struct Commit {
     /// Whether this closes a chunk of snapshot rows rather than a binlog transaction.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub snapshot: bool,
+    /// Whether a target that has applied everything up to and including this commit holds a
+    /// state the source had at one point of its binlog, every table at the same point.
+    /// `Some(false)` while the initial snapshot copies tables and, after an interrupted
+    /// snapshot, until the binlog stream passes the newest table copy (tables copied at a
+    /// later position already hold the changes the stream still applies to the others);
+    /// `Some(true)` from then on. Absent in records written by binferry before 0.2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent: Option<bool>,
 }
 
 /// A DDL statement that changes rows or names in a way TABLE_MAP events cannot show.

@@ -1,7 +1,7 @@
 //! Live counters shared by the pipeline's tasks, read by the progress log.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::position::Position;
@@ -43,6 +43,8 @@ pub struct Stats {
     pub writer_next_offset: AtomicU64,
     /// Source commit timestamp (s) of the last applied transaction.
     pub writer_applied_ts: AtomicU64,
+    /// Whether the target holds one state of the source: 0 unknown, 1 no, 2 yes.
+    target_consistent: AtomicU8,
     source_position: Mutex<Option<Position>>,
 }
 
@@ -50,6 +52,19 @@ impl Stats {
     pub(crate) fn set_source_position(&self, p: &Position) {
         if let Ok(mut g) = self.source_position.lock() {
             *g = Some(p.clone());
+        }
+    }
+
+    pub(crate) fn set_target_consistent(&self, consistent: bool) {
+        self.target_consistent.store(if consistent { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
+    /// Whether the target holds one state of the source, as the last commit that said so
+    /// made durable (`None` before any did in this process).
+    pub fn target_consistent(&self) -> Option<bool> {
+        match self.target_consistent.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n == 2),
         }
     }
 

@@ -83,6 +83,9 @@ struct Streamer<'a> {
     /// The server checksums events and no FORMAT_DESCRIPTION arrived yet: the artificial
     /// ROTATE that opens the stream still carries its 4 CRC bytes after the file name.
     rotate_has_crc: bool,
+    /// The newest table copy of an interrupted snapshot, while the stream is before it: until
+    /// the stream reaches it, the target is not consistent ([`Commit::consistent`]).
+    consistent_from: Option<Position>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,7 +143,17 @@ pub(super) async fn stream<B: Journal>(
         txn_has_changes: false,
         events_seen: 0,
         rotate_has_crc: checksums,
+        consistent_from: None,
     };
+    st.consistent_from = st.checkpoint.snapshot.newest_copy_after(&resume);
+    if let Some(p) = &st.consistent_from {
+        info!(
+            from = %resume,
+            consistent_from = %p,
+            "an interrupted snapshot copied tables at different positions: the target becomes consistent \
+             once the stream reaches the newest copy"
+        );
+    }
     let mut idle_tick = tokio::time::interval(IDLE_CHECKPOINT_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -250,6 +263,14 @@ impl Streamer<'_> {
             }
             Some(EventData::HeartbeatEvent) => {
                 self.stats.source_caught_up.store(true, Ordering::Relaxed);
+                // The stream is at the binlog's end: if that is past the newest table copy,
+                // the target becomes consistent even without a transaction to say so.
+                if !self.in_txn {
+                    let at = Position::new(self.current_file.clone(), log_pos);
+                    if self.reaches_consistency(&at) {
+                        self.push_consistency_marker(at, header.timestamp());
+                    }
+                }
             }
             _ => {}
         }
@@ -423,15 +444,22 @@ impl Streamer<'_> {
 
     fn on_commit(&mut self, log_pos: u64, ts: u32) {
         let position = Position::new(self.current_file.clone(), log_pos);
+        let reaches = self.reaches_consistency(&position);
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
                 gtid: self.txn_gtid.clone(),
                 timestamp: ts,
                 snapshot: false,
+                consistent: Some(self.consistent_from.is_none() || reaches),
             }));
+            if reaches {
+                self.consistent_from = None;
+            }
             self.stats.source_txns.fetch_add(1, Ordering::Relaxed);
             self.stats.source_changed(ts as u64);
+        } else if reaches {
+            self.push_consistency_marker(position.clone(), ts);
         }
         self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
         self.stats.source_caught_up.store(false, Ordering::Relaxed);
@@ -441,6 +469,27 @@ impl Streamer<'_> {
         self.in_txn = false;
         self.txn_has_changes = false;
         self.txn_index = 0;
+    }
+
+    /// Whether the stream, at `at`, reaches the newest table copy it was waiting for.
+    fn reaches_consistency(&self, at: &Position) -> bool {
+        self.consistent_from
+            .as_ref()
+            .is_some_and(|p| matches!(at.partial_cmp(p), Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)))
+    }
+
+    /// A commit without changes at `at` that tells the writers the target is consistent from
+    /// here on (the transactions before it that reach the target made it so).
+    fn push_consistency_marker(&mut self, at: Position, ts: u32) {
+        info!(position = %at, "the stream reached the newest table copy of the snapshot");
+        self.consistent_from = None;
+        self.push(Record::Commit(Commit {
+            position: at,
+            gtid: None,
+            timestamp: ts,
+            snapshot: false,
+            consistent: Some(true),
+        }));
     }
 
     fn push(&mut self, record: Record) {

@@ -26,6 +26,9 @@ pub struct Problem {
     pub found: String,
     /// How to fix it.
     pub fix: String,
+    /// The server did not answer: waiting may fix it (`run` waits and checks again;
+    /// `check` reports it like any other problem).
+    pub unreachable: bool,
 }
 
 impl fmt::Display for Problem {
@@ -58,6 +61,7 @@ impl Report {
             expected: expected.into(),
             found: found.into(),
             fix: fix.into(),
+            unreachable: false,
         });
     }
 }
@@ -346,6 +350,7 @@ mod tests {
             expected: "ROW".into(),
             found: "STATEMENT".into(),
             fix: "SET GLOBAL binlog_format='ROW'".into(),
+            unreachable: false,
         };
         assert_eq!(
             p.to_string(),

@@ -36,7 +36,7 @@ pub(super) async fn run<B: Journal>(
         let (file, pos) = super::preflight::current_binlog_position(&mut conn).await?;
         checkpoint.resume.get_or_insert(Position::new(file, pos));
         checkpoint.snapshot.complete = true;
-        buffer.append(AppendBatch::checkpoint_only(checkpoint.clone())).await?;
+        buffer.append(completion(checkpoint)).await?;
         return Ok(true);
     }
     let at = begin_consistent_snapshot(&mut conn, server).await?;
@@ -63,7 +63,13 @@ pub(super) async fn run<B: Journal>(
             position: at.clone(),
             timestamp: now_secs(),
         }));
-        chunk.push(Record::Commit(Commit { position: at.clone(), gtid: None, timestamp: now_secs(), snapshot: true }));
+        chunk.push(Record::Commit(Commit {
+            position: at.clone(),
+            gtid: None,
+            timestamp: now_secs(),
+            snapshot: true,
+            consistent: Some(false),
+        }));
         let mut copied = 0u64;
         // Row 0 is the TRUNCATE's position; copied rows sort after it.
         let mut next_row: u32 = 1;
@@ -105,6 +111,7 @@ pub(super) async fn run<B: Journal>(
                         gtid: None,
                         timestamp: now_secs(),
                         snapshot: true,
+                        consistent: Some(false),
                     }));
                 }
                 if done {
@@ -132,9 +139,29 @@ pub(super) async fn run<B: Journal>(
     }
     conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending the snapshot transaction"))?;
     checkpoint.snapshot.complete = true;
-    buffer.append(AppendBatch::checkpoint_only(checkpoint.clone())).await?;
+    buffer.append(completion(checkpoint)).await?;
     info!(position = %at, "snapshot complete");
     Ok(true)
+}
+
+/// The last append of a snapshot: the checkpoint that marks it complete and, when every table
+/// was copied at the position streaming starts from, a commit without changes saying the
+/// target is consistent from there. (After an interrupted snapshot the tables were copied at
+/// different positions; the stream says it once it reaches the newest copy.)
+fn completion(checkpoint: &SourceCheckpoint) -> AppendBatch {
+    let mut batch = AppendBatch::checkpoint_only(checkpoint.clone());
+    if let Some(resume) = &checkpoint.resume
+        && checkpoint.snapshot.newest_copy_after(resume).is_none()
+    {
+        batch.records.push(Record::Commit(Commit {
+            position: resume.clone(),
+            gtid: None,
+            timestamp: now_secs(),
+            snapshot: true,
+            consistent: Some(true),
+        }));
+    }
+    batch
 }
 
 /// Start a consistent-read transaction and return the binlog position it corresponds to.

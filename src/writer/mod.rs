@@ -10,6 +10,20 @@
 //! chunks into one open target transaction that commits at its end, so memory
 //! stays bounded whatever the transaction size.
 //!
+//! The writer knows which source transaction is in progress (`txn.rs`): a log can
+//! hold the beginning of a transaction whose end never follows (a reader that died
+//! between publishing records and publishing the checkpoint that covers them), and
+//! such a prefix is dropped, never committed with the next transaction. A target
+//! transaction also never holds rows of two schema versions of one table: a table
+//! whose shape changes is committed up to the last complete transaction before the
+//! change, and altered outside any open transaction of its own.
+//!
+//! # Consistency
+//!
+//! Commits say whether the target is [consistent](Commit::consistent) once they are
+//! applied: not while the initial snapshot copies tables one after another. The writer
+//! logs each change of that state (`target consistent`) and reports it in [`Stats`].
+//!
 //! # Batching
 //!
 //! Complete transactions accumulate in one compacted [`Batch`] until it holds
@@ -30,6 +44,9 @@
 pub mod batch;
 pub mod hash;
 mod prefetch;
+#[cfg(test)]
+mod tests;
+mod txn;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +54,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 pub use batch::{Batch, KeylessRow, RowOp, TableBatch};
 
@@ -48,10 +65,11 @@ use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
 use crate::metrics;
 use crate::pipeline::Stats;
 use crate::retry::Backoff;
-use crate::schema::TableSchema;
+use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink};
 use crate::source::TableFilter;
 use prefetch::{Fetched, Prefetch};
+use txn::{Orphans, SourceTxn};
 
 /// Records read from the buffer per call.
 const READ_CHUNK: usize = 2048;
@@ -129,6 +147,9 @@ pub struct WriterSettings {
     pub max_bytes: usize,
     /// Flush this long after the batch's first change.
     pub max_delay: Duration,
+    /// Changes of one source transaction held in memory before they are applied in a chunk
+    /// ([`MAX_OPEN_CHANGES`]; smaller in tests).
+    pub max_open_changes: usize,
     /// Start at this buffer offset instead of after the target's applied offset (replay).
     pub start_at: Option<u64>,
     /// Apply only changes of these tables (replay of one table).
@@ -141,10 +162,37 @@ impl From<&WriterConfig> for WriterSettings {
             max_rows: c.batch_max_rows,
             max_bytes: c.batch_max_bytes,
             max_delay: Duration::from_millis(c.batch_max_delay_ms),
+            max_open_changes: MAX_OPEN_CHANGES,
             start_at: None,
             only: None,
         }
     }
+}
+
+/// What a writer knows across its attempts (a failed attempt starts over from the target's
+/// checkpoint with a new [`Writer`]).
+#[derive(Default)]
+struct Lasting {
+    /// Prefixes of transactions that never complete in the log.
+    orphans: Orphans,
+    /// Whether the target holds one state of the source, as of the last commit that said.
+    consistent: Option<bool>,
+}
+
+/// Why a writer attempt ended without an error.
+enum Outcome {
+    /// Asked to drain, it applied everything complete in the log.
+    Drained,
+    /// A transaction part of which is in the open target transaction never completes: the
+    /// target transaction was rolled back; read again from the target's checkpoint.
+    Rewind,
+}
+
+/// What the record just handled asks of the reading loop.
+enum Step {
+    Next,
+    Rewind,
+    Drained,
 }
 
 /// Run the writer until `drain` turns true and everything in the buffer is applied, or a
@@ -157,10 +205,12 @@ pub async fn run<B: Log, S: Sink>(
     mut drain: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
+    let mut lasting = Lasting::default();
     loop {
-        let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats);
+        let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats, &mut lasting);
         match w.run(&buffer, &mut sink, &mut drain, &mut backoff).await {
-            Ok(()) => return Ok(()),
+            Ok(Outcome::Drained) => return Ok(()),
+            Ok(Outcome::Rewind) => info!("reading the buffer again from the target's checkpoint"),
             Err(e) => {
                 sink.reset().await;
                 match backoff.next_delay(&e) {
@@ -179,29 +229,47 @@ struct Writer<'a, B> {
     settings: WriterSettings,
     buffer: &'a B,
     stats: &'a Stats,
+    lasting: &'a mut Lasting,
     schemas: HashMap<u64, Arc<TableSchema>>,
+    /// Complete source transactions (and, while `mid_transaction`, chunks of the one in
+    /// progress), compacted, not yet applied.
     batch: Batch,
     batch_started: Option<Instant>,
-    open: Vec<ChangeEvent>,
+    /// The source transaction in progress: what the next records must agree with.
+    txn: SourceTxn,
+    /// Its changes read so far and not yet merged into the batch.
+    held: Vec<ChangeEvent>,
+    /// The last commit record merged into the batch, not yet committed to the target.
     last_commit: Option<(u64, Commit)>,
-    /// A chunk of an unfinished source transaction is in the open target transaction.
-    partial_applied: bool,
+    /// The open target transaction holds part of the source transaction in progress (a
+    /// chunk of a large one, or a DDL statement whose commit record comes next): nothing may
+    /// be committed before that transaction's end.
+    mid_transaction: bool,
+    /// Schema version of each table written in the open target transaction while
+    /// `mid_transaction` (the batch forgets what it applied).
+    target_versions: HashMap<TableRef, u64>,
+    /// A table was stopped in the open target transaction: commit at the next commit record.
+    commit_next: bool,
     /// Tables stopped by an incompatible schema change: their changes are skipped.
-    stopped: std::collections::HashSet<crate::schema::TableRef>,
+    stopped: std::collections::HashSet<TableRef>,
 }
 
 impl<'a, B: Log> Writer<'a, B> {
-    fn new(settings: WriterSettings, buffer: &'a B, stats: &'a Stats) -> Self {
+    fn new(settings: WriterSettings, buffer: &'a B, stats: &'a Stats, lasting: &'a mut Lasting) -> Self {
         Writer {
             settings,
             buffer,
             stats,
+            lasting,
             schemas: HashMap::new(),
             batch: Batch::default(),
             batch_started: None,
-            open: Vec::new(),
+            txn: SourceTxn::default(),
+            held: Vec::new(),
             last_commit: None,
-            partial_applied: false,
+            mid_transaction: false,
+            target_versions: HashMap::new(),
+            commit_next: false,
             stopped: Default::default(),
         }
     }
@@ -212,7 +280,7 @@ impl<'a, B: Log> Writer<'a, B> {
         sink: &mut S,
         drain: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
-    ) -> Result<()> {
+    ) -> Result<Outcome> {
         let applied = sink.applied_offset().await?;
         self.stopped = sink.stopped_tables().await?.into_iter().collect();
         for t in &self.stopped {
@@ -242,18 +310,19 @@ impl<'a, B: Log> Writer<'a, B> {
                     // been read to its end, or wait for records, the batch deadline or drain.
                     let caught_up = matches!((fetched, drain_seen), (Some(Fetched::CaughtUp(read_at)), Some(seen)) if read_at >= seen);
                     if self.due() || (draining && caught_up) {
-                        self.flush_commit(sink).await?;
-                        backoff.reset();
+                        self.flush_commit(sink, backoff).await?;
                     }
                     if draining && caught_up {
-                        if self.partial_applied {
+                        // Changes of a transaction whose end is not in the log yet stay there
+                        // for the next run.
+                        if self.mid_transaction {
                             sink.rollback().await?;
                         } else {
                             sink.idle(true).await?;
                         }
-                        return Ok(());
+                        return Ok(Outcome::Drained);
                     }
-                    if !self.partial_applied {
+                    if !self.mid_transaction {
                         sink.idle(false).await?;
                     }
                     let wait = self
@@ -271,77 +340,164 @@ impl<'a, B: Log> Writer<'a, B> {
                 }
             };
             for (offset, item) in records {
-                let record = match item {
-                    Item::Record(r) => r,
-                    Item::Poison(p) => {
-                        self.poison(sink, p).await?;
-                        continue;
-                    }
-                    Item::DeadLettered => continue,
-                };
-                match record {
-                    Record::Change(ev) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ev.table)) => {}
-                    Record::Change(ev) if self.stopped.contains(&ev.table) => {
-                        self.stats.writer_skipped_stopped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Record::Change(ev) => {
-                        if self.batch_started.is_none() {
-                            self.batch_started = Some(Instant::now());
-                        }
-                        self.open.push(ev);
-                        if self.open.len() >= MAX_OPEN_CHANGES {
-                            // A large source transaction: apply what we have into the open
-                            // target transaction; it commits at the transaction's end.
-                            self.merge_open(sink).await?;
-                            self.apply(sink).await?;
-                            self.partial_applied = true;
-                        }
-                    }
-                    Record::Ddl(ddl) if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ddl.table)) => {}
-                    Record::Ddl(ddl) if self.stopped.contains(&ddl.table) => {
-                        // Not applied here, but streams with a copy of it may be waiting for
-                        // this one (they may not know of the stop yet).
-                        self.pass_barrier(sink, &ddl).await?;
-                    }
-                    Record::Ddl(ddl) => {
-                        // DDL is its own source transaction: commit everything before it (a
-                        // target DDL statement may commit implicitly), then apply it; its
-                        // Commit record right after stores the offset.
-                        self.merge_open(sink).await?;
-                        self.flush_commit(sink).await?;
-                        let barrier = self.ddl_barrier(sink, &ddl, drain).await?;
-                        if barrier == Barrier::Drained {
-                            // Not applied and not committed: the next run starts at it again.
-                            return Ok(());
-                        }
-                        match sink.apply_schema_change(&ddl).await {
-                            Ok(()) => {}
-                            // A change the target cannot follow stops that table only.
-                            Err(e) if e.kind() == ErrorKind::Unsupported => {
-                                error!(table = %ddl.table, error = %e, "table stopped; the other tables keep replicating");
-                                sink.stop_table(&ddl.table, &e.to_string()).await?;
-                                self.stopped.insert(ddl.table.clone());
-                            }
-                            Err(e) => return Err(e),
-                        }
-                        if let Barrier::First(key) = barrier {
-                            sink.ddl_barrier_mark(&key, BarrierPhase::Applied).await?;
-                        }
-                        self.partial_applied = true;
-                    }
-                    Record::Commit(c) => {
-                        self.merge_open(sink).await?;
-                        self.last_commit = Some((offset, c));
-                        let must = self.partial_applied;
-                        self.partial_applied = false;
-                        if must || self.full() || self.due() {
-                            self.flush_commit(sink).await?;
-                            backoff.reset();
-                        }
-                    }
+                match self.entry(sink, offset, item, drain, backoff).await? {
+                    Step::Next => {}
+                    Step::Rewind => return Ok(Outcome::Rewind),
+                    Step::Drained => return Ok(Outcome::Drained),
                 }
             }
         }
+    }
+
+    /// Handle one entry of the log.
+    async fn entry<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        offset: u64,
+        item: Item,
+        drain: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<Step> {
+        if self.lasting.orphans.contains(offset) {
+            return Ok(Step::Next);
+        }
+        match item {
+            Item::Record(Record::Change(ev)) => self.change(sink, offset, ev, backoff).await,
+            Item::Record(Record::Ddl(ddl)) => self.ddl(sink, offset, ddl, drain, backoff).await,
+            Item::Record(Record::Commit(c)) => self.commit_record(sink, offset, c, backoff).await,
+            Item::Poison(p) => self.poison(sink, p).await.map(|()| Step::Next),
+            Item::DeadLettered => Ok(Step::Next),
+        }
+    }
+
+    async fn change<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        offset: u64,
+        ev: ChangeEvent,
+        backoff: &mut Backoff,
+    ) -> Result<Step> {
+        if !self.txn.continued_by(&ev) && self.drop_orphan(sink, offset).await? {
+            return Ok(Step::Rewind);
+        }
+        // Every change counts for the transaction's identity, also those not applied here.
+        self.txn.push_change(&ev, offset);
+        if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ev.table)) {
+            return Ok(Step::Next);
+        }
+        if self.stopped.contains(&ev.table) {
+            self.stats.writer_skipped_stopped.fetch_add(1, Ordering::Relaxed);
+            return Ok(Step::Next);
+        }
+        self.batch_started.get_or_insert_with(Instant::now);
+        self.held.push(ev);
+        if self.held.len() >= self.settings.max_open_changes {
+            // A large source transaction: apply what we have into the open target
+            // transaction; it commits at the transaction's end. It gets a target transaction
+            // of its own: the complete transactions before it are committed first, so that the
+            // open one holds only this transaction's tables and shapes.
+            self.flush_commit(sink, backoff).await?;
+            self.merge_held(sink).await?;
+            self.apply(sink).await?;
+            self.mid_transaction = true;
+        }
+        Ok(Step::Next)
+    }
+
+    async fn ddl<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        offset: u64,
+        ddl: SchemaChange,
+        drain: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<Step> {
+        // A DDL statement is a source transaction of its own: changes before it without their
+        // commit never complete.
+        if self.txn.is_open() && self.drop_orphan(sink, offset).await? {
+            return Ok(Step::Rewind);
+        }
+        self.txn.start_ddl(&ddl, offset);
+        if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ddl.table)) {
+            return Ok(Step::Next);
+        }
+        if self.stopped.contains(&ddl.table) {
+            // Not applied here, but streams with a copy of it may be waiting for this one
+            // (they may not know of the stop yet).
+            self.pass_barrier(sink, &ddl).await?;
+            return Ok(Step::Next);
+        }
+        // Commit everything before it (a target DDL statement may commit implicitly), then
+        // apply it; its commit record right after stores the offset.
+        self.flush_commit(sink, backoff).await?;
+        let barrier = self.ddl_barrier(sink, &ddl, drain).await?;
+        if barrier == Barrier::Drained {
+            // Not applied and not committed: the next run starts at it again.
+            return Ok(Step::Drained);
+        }
+        match sink.apply_schema_change(&ddl).await {
+            Ok(()) => {}
+            // A change the target cannot follow stops that table only.
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                error!(table = %ddl.table, error = %e, "table stopped; the other tables keep replicating");
+                sink.stop_table(&ddl.table, &e.to_string()).await?;
+                self.stopped.insert(ddl.table.clone());
+            }
+            Err(e) => return Err(e),
+        }
+        if let Barrier::First(key) = barrier {
+            sink.ddl_barrier_mark(&key, BarrierPhase::Applied).await?;
+        }
+        self.mid_transaction = true;
+        Ok(Step::Next)
+    }
+
+    async fn commit_record<S: Sink>(
+        &mut self,
+        sink: &mut S,
+        offset: u64,
+        c: Commit,
+        backoff: &mut Backoff,
+    ) -> Result<Step> {
+        if !self.txn.ended_by(&c) && self.drop_orphan(sink, offset).await? {
+            return Ok(Step::Rewind);
+        }
+        self.txn.clear();
+        self.merge_held(sink).await?;
+        self.last_commit = Some((offset, c));
+        // A commit without changes (the consistency marker) is due on time too.
+        self.batch_started.get_or_insert_with(Instant::now);
+        let must = std::mem::take(&mut self.mid_transaction) | std::mem::take(&mut self.commit_next);
+        if must || self.full() || self.due() {
+            self.flush_commit(sink, backoff).await?;
+        }
+        Ok(Step::Next)
+    }
+
+    /// The transaction in progress never completes in this log: a reader published its
+    /// beginning, died before the checkpoint that covers it, and its successor published again
+    /// from an earlier checkpoint (the complete transaction, if it exists, comes again in full).
+    /// Its changes are dropped. Returns true when part of it is already in the open target
+    /// transaction: that transaction is rolled back, the prefix remembered, and the caller
+    /// reads again from the target's checkpoint.
+    async fn drop_orphan<S: Sink>(&mut self, sink: &mut S, at: u64) -> Result<bool> {
+        let (first, records) = (self.txn.first_offset(), self.txn.records());
+        warn!(
+            first_offset = first,
+            next_offset = at,
+            records,
+            "dropping the start of a source transaction that never completes in the buffer (a reader published \
+             it, then restarted from an earlier checkpoint); no target transaction gets part of it"
+        );
+        ::metrics::counter!(metrics::WRITER_ORPHANED_RECORDS).increment(records);
+        self.held.clear();
+        self.txn.clear();
+        if !self.mid_transaction {
+            return Ok(false);
+        }
+        self.lasting.orphans.add(first..at);
+        sink.rollback().await?;
+        Ok(true)
     }
 
     /// An undecodable message stops the table its key names, durably and loudly; without a
@@ -360,11 +516,13 @@ impl<'a, B: Log> Writer<'a, B> {
         error!(%table, reason = %poison.reason, "undecodable message: table stopped; the other tables keep replicating");
         // Its earlier changes in the open transaction go too: the table is now out of step and
         // needs a resync, and half of a source transaction must not reach it.
-        self.open.retain(|e| e.table != table);
+        self.held.retain(|e| e.table != table);
         self.batch.remove_table(&table);
         sink.stop_table(&table, &format!("undecodable message: {}", poison.reason)).await?;
         self.stopped.insert(table);
-        self.partial_applied = true;
+        // The stop is in the open target transaction: it must be durable at the latest with
+        // the offset that passes this message.
+        self.commit_next = true;
         Ok(())
     }
 
@@ -439,28 +597,67 @@ impl<'a, B: Log> Writer<'a, B> {
         Ok(s)
     }
 
-    /// Move the changes of the transaction in progress into the batch.
-    async fn merge_open<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
-        for ev in std::mem::take(&mut self.open) {
-            let schema = self.schema(ev.schema_version).await?;
-            if self.batch.schema_version(&ev.table).is_some_and(|v| v != ev.schema_version) {
-                // Rows of two schema versions of one table never share a batch. Commit the older
-                // ones first: the target table may now be altered, and an open transaction that
-                // wrote to it would hold the metadata lock the ALTER waits for. (The batch holds
-                // only complete source transactions here: `last_commit` is still the previous one.)
-                if self.partial_applied {
-                    self.apply(sink).await?;
-                } else {
-                    self.flush_commit(sink).await?;
-                }
+    /// Move the held changes of the transaction in progress into the batch.
+    ///
+    /// Rows of two schema versions of one table never share a target transaction: the
+    /// target table may have to be altered for the newer one, and a target transaction that
+    /// wrote to it would hold the metadata lock the ALTER waits for. When the held changes
+    /// bring a new version, the batch is committed first, before any of them joins it: it
+    /// holds complete source transactions only, so that commit splits none.
+    async fn merge_held<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        let mut schemas = Vec::with_capacity(held.len());
+        for ev in &held {
+            schemas.push(self.schema(ev.schema_version).await?);
+        }
+        let switch = held.iter().find(|ev| self.version_in_target(&ev.table).is_some_and(|v| v != ev.schema_version));
+        if let Some(ev) = switch {
+            if self.mid_transaction {
+                return Err(self.two_versions(ev));
+            }
+            self.flush_commit_inner(sink).await?;
+        }
+        for (ev, schema) in held.into_iter().zip(schemas) {
+            if self.version_in_target(&ev.table).is_some_and(|v| v != ev.schema_version) {
+                return Err(self.two_versions(&ev));
             }
             self.batch.push(ev, &schema)?;
-            // The flush above restarts the batch clock as if nothing followed it; these
-            // changes are in the batch now and must be committed on time, not only when the
-            // next change happens to arrive (on an idle source: never).
-            self.batch_started.get_or_insert_with(Instant::now);
         }
+        // A flush above restarts the batch clock as if nothing followed it; these changes are
+        // in the batch now and must be committed on time, not only when the next change
+        // happens to arrive (on an idle source: never).
+        self.batch_started.get_or_insert_with(Instant::now);
         Ok(())
+    }
+
+    /// The schema version of `table` in the batch or, while a source transaction is applied in
+    /// chunks, in the open target transaction.
+    fn version_in_target(&self, table: &TableRef) -> Option<u64> {
+        self.batch.schema_version(table).or_else(|| self.target_versions.get(table).copied())
+    }
+
+    /// One source transaction with rows of one table in two schema versions. A source server
+    /// never writes that (a schema change ends the transaction before it); only a buffer
+    /// written by other hands can hold it, and it cannot be applied atomically.
+    fn two_versions(&self, ev: &ChangeEvent) -> Error {
+        Error::new(
+            ErrorKind::Buffer,
+            format!(
+                "the source transaction that holds the change at {} has rows of {} in two schema versions \
+                 ({:016x} and {:016x}): it cannot be applied as one target transaction",
+                ev.position,
+                ev.table,
+                self.version_in_target(&ev.table).unwrap_or_default(),
+                ev.schema_version,
+            ),
+        )
+        .with_hint(format!(
+            "the buffer holds records binferry's source would not write; exclude {} and resynchronise it",
+            ev.table
+        ))
     }
 
     /// Apply the batch into the open target transaction.
@@ -488,6 +685,9 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(());
         }
         let counts = sink.apply(&self.batch).await?;
+        for t in self.batch.tables() {
+            self.target_versions.insert(t.schema.table.clone(), t.version);
+        }
         self.stats.writer_rows.fetch_add(counts.written, Ordering::Relaxed);
         self.stats.writer_unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
         self.stats.writer_stale.fetch_add(counts.stale, Ordering::Relaxed);
@@ -500,22 +700,56 @@ impl<'a, B: Log> Writer<'a, B> {
         Ok(())
     }
 
+    /// Apply the batch and commit it with the offset of the last complete transaction; a
+    /// success resets the backoff.
+    async fn flush_commit<S: Sink>(&mut self, sink: &mut S, backoff: &mut Backoff) -> Result<()> {
+        if self.flush_commit_inner(sink).await? {
+            backoff.reset();
+        }
+        Ok(())
+    }
+
     /// Apply the batch and commit it with the offset of the last complete transaction.
-    async fn flush_commit<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
-        if self.partial_applied {
-            return Ok(());
+    /// Returns whether it committed.
+    async fn flush_commit_inner<S: Sink>(&mut self, sink: &mut S) -> Result<bool> {
+        if self.mid_transaction {
+            return Ok(false);
         }
         let Some((offset, commit)) = self.last_commit.take() else {
-            return Ok(());
+            return Ok(false);
         };
         self.apply(sink).await?;
         sink.commit(offset, &commit.position).await?;
+        self.target_versions.clear();
         self.buffer.acknowledge(offset);
-        self.batch_started = if self.open.is_empty() { None } else { Some(Instant::now()) };
+        self.batch_started = if self.held.is_empty() { None } else { Some(Instant::now()) };
         self.stats.writer_commits.fetch_add(1, Ordering::Relaxed);
         self.stats.writer_next_offset.store(offset + 1, Ordering::Relaxed);
         self.stats.writer_applied_ts.fetch_max(commit.timestamp as u64, Ordering::Relaxed);
         ::metrics::counter!(metrics::WRITER_COMMITS).increment(1);
-        Ok(())
+        self.note_consistency(&commit);
+        Ok(true)
+    }
+
+    /// Follow what the commits just made durable say about the target's consistency.
+    fn note_consistency(&mut self, commit: &Commit) {
+        let Some(now) = commit.consistent else { return };
+        if self.lasting.consistent != Some(now) {
+            if now {
+                info!(
+                    position = %commit.position,
+                    "target consistent: from here on every target commit holds whole source transactions, \
+                     and a reader of the target sees only states the source had"
+                );
+            } else {
+                info!(
+                    position = %commit.position,
+                    "target not consistent yet: the initial snapshot is copying tables, or the stream has not \
+                     passed the newest table copy; tables may be at different points of the source"
+                );
+            }
+        }
+        self.lasting.consistent = Some(now);
+        self.stats.set_target_consistent(now);
     }
 }

@@ -8,6 +8,7 @@
 //! - [`Binferry`] runs the binary with a generated config; tests kill and restart it.
 #![allow(dead_code)]
 
+pub mod bank;
 pub mod bigquery;
 pub mod workload;
 
@@ -215,6 +216,11 @@ impl Env {
         self.target_pool = server.pool();
         self.target_server = Some(server);
         self
+    }
+
+    /// The dedicated source server of [`Env::on_server`].
+    pub fn owned_server(&self) -> &Server {
+        self.owns_server.as_ref().expect("Env::on_server")
     }
 
     pub fn target_server(&self) -> &Server {
@@ -434,8 +440,8 @@ partitions = 4
         }
     }
 
-    /// The last 40 lines of every `*.log` of the test directory (binferry processes, failpoint
-    /// runs), for failure messages.
+    /// The last 40 lines other than progress lines of every `*.log` of the test directory
+    /// (binferry processes, failpoint runs), for failure messages.
     pub fn log_tails(&self) -> String {
         let mut logs: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
             .map(|r| r.filter_map(|e| e.ok()).map(|e| e.path()).collect())
@@ -445,7 +451,9 @@ partitions = 4
         let mut tails = String::new();
         for path in logs {
             let log = std::fs::read_to_string(&path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            // Progress lines every second would hide what happened.
+            let events = log.lines().filter(|l| !l.contains(" progress "));
+            let tail: Vec<&str> = events.rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
             tails.push_str(&format!("--- {} tail ---\n{}\n", path.display(), tail.join("\n")));
         }
         tails

@@ -89,6 +89,26 @@ impl Admin {
     }
 
     /// Every partition of the data topics of this pipeline, with its low and high watermarks.
+    /// Every partition of the pipeline's data topics, without offsets.
+    pub(crate) async fn data_topic_partitions(&self) -> Result<Vec<(String, i32)>> {
+        let consumer = Arc::clone(&self.metadata);
+        let prefix = format!("{}.", self.settings.topics.prefix);
+        tokio::task::spawn_blocking(move || {
+            let md =
+                consumer.fetch_metadata(None, REQUEST_TIMEOUT).map_err(|e| unavailable(e, "listing Kafka topics"))?;
+            let mut out: Vec<(String, i32)> = md
+                .topics()
+                .iter()
+                .filter(|t| t.name().starts_with(&prefix))
+                .flat_map(|t| t.partitions().iter().map(|p| (t.name().to_string(), p.id())))
+                .collect();
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("Kafka metadata task failed: {e}")))?
+    }
+
     pub(crate) async fn data_partitions(&self) -> Result<Vec<(String, i32, u64, u64)>> {
         let consumer = Arc::clone(&self.metadata);
         let prefix = format!("{}.", self.settings.topics.prefix);

@@ -31,6 +31,7 @@ pub async fn check(settings: &KafkaSettings) -> Result<Report> {
                 fix: "check the addresses, that the brokers run and are reachable from here, and the \
                       security settings in [buffer.kafka.client]"
                     .into(),
+                unreachable: true,
             });
             return Ok(report);
         }
@@ -53,6 +54,7 @@ pub async fn check(settings: &KafkaSettings) -> Result<Report> {
                 fix:
                     "create it with one partition and cleanup.policy=compact, or set buffer.kafka.create_topics = true"
                         .into(),
+                unreachable: false,
             });
         }
     }

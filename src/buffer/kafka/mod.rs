@@ -19,7 +19,8 @@
 //! | `key` | `<prefix>.<db>`, `partitions` partitions | row: keyed by table and primary key |
 //!
 //! A `commit` record goes to every partition that received a change of its transaction, so
-//! each partition's writer knows where transactions end. DDL records (TRUNCATE, DROP, RENAME)
+//! each partition's writer knows where transactions end; a commit without changes (the point
+//! where the target becomes consistent after the initial snapshot) goes to every partition. DDL records (TRUNCATE, DROP, RENAME)
 //! go to every partition of the table's topic: each applies them idempotently, in order with
 //! its own rows.
 //!

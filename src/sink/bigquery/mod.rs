@@ -194,6 +194,7 @@ pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::source::pre
         expected: expected.clone(),
         found: e.detail().to_string(),
         fix: e.hint().unwrap_or("check the network, the endpoint and the credentials").to_string(),
+        unreachable: e.is_transient(),
     };
     match api.dataset_exists(&s.dataset).await {
         Ok(true) => r.notes.push(format!("dataset {} exists", s.dataset)),

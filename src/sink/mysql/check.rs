@@ -50,6 +50,7 @@ pub async fn check(settings: &MysqlSinkSettings) -> Result<Report> {
             expected: NEEDED.join(", "),
             found: format!("missing {}", missing.join(", ")),
             fix: format!("GRANT {} ON `{db}`.* TO {user}", NEEDED.join(", ")),
+            unreachable: false,
         });
     }
     r.notes.push(format!("target reachable as {user}"));
