@@ -26,7 +26,13 @@ fn row(i: i64) -> Vec<Value> {
 
 fn schema() -> Arc<TableSchema> {
     let cs = Charset { name: "utf8mb4".into(), collation: "utf8mb4_general_ci".into() };
-    let col = |name: &str, ty: ColumnType| ColumnSchema { name: name.into(), ty, nullable: true, default: None };
+    let col = |name: &str, ty: ColumnType| ColumnSchema {
+        name: name.into(),
+        ty,
+        nullable: true,
+        default: None,
+        source_type: None,
+    };
     Arc::new(TableSchema {
         table: TableRef::new("bench", "recipes"),
         columns: vec![

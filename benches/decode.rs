@@ -17,7 +17,13 @@ const FIXTURE: &[u8] = include_bytes!("fixtures/items-1000-rows.binlog");
 /// `fx.items` as created for the fixture.
 fn schema() -> TableSchema {
     let cs = Charset { name: "utf8mb4".into(), collation: "utf8mb4_general_ci".into() };
-    let col = |name: &str, ty: ColumnType| ColumnSchema { name: name.into(), ty, nullable: false, default: None };
+    let col = |name: &str, ty: ColumnType| ColumnSchema {
+        name: name.into(),
+        ty,
+        nullable: false,
+        default: None,
+        source_type: None,
+    };
     TableSchema {
         table: TableRef::new("fx", "items"),
         columns: vec![

@@ -23,6 +23,8 @@ use crate::table_options::{TableRule, TableRules};
 
 /// Default pipeline name; it keys the target's `_binferry_state` row.
 pub const DEFAULT_PIPELINE_NAME: &str = "default";
+/// Seconds the writer may take to drain at shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 60;
 /// Default MySQL port.
 pub const DEFAULT_MYSQL_PORT: u16 = 3306;
 /// Default host of source and target.
@@ -99,11 +101,15 @@ pub struct PipelineConfig {
     /// Name of this pipeline; two pipelines writing to one target need different names.
     #[serde(default = "default_pipeline_name")]
     pub name: String,
+    /// On SIGINT/SIGTERM, how long the writer may take to apply and commit what the buffer
+    /// holds before binferry stops without it (safe: the next run applies it).
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { name: default_pipeline_name() }
+        PipelineConfig { name: default_pipeline_name(), drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS }
     }
 }
 
@@ -451,6 +457,10 @@ pub enum LogFormat {
     Json,
 }
 
+fn default_drain_timeout() -> u64 {
+    DEFAULT_DRAIN_TIMEOUT_SECS
+}
+
 fn default_pipeline_name() -> String {
     DEFAULT_PIPELINE_NAME.into()
 }
@@ -560,6 +570,9 @@ impl Config {
         let bad = |field: &str, why: String| Err(Error::new(ErrorKind::Config, format!("{field}: {why}")));
         if self.pipeline.name.is_empty() || self.pipeline.name.len() > 64 {
             return bad("pipeline.name", "must be 1 to 64 characters".into());
+        }
+        if self.pipeline.drain_timeout_secs == 0 {
+            return bad("pipeline.drain_timeout_secs", "must be at least 1".into());
         }
         if self.source.include.is_empty() {
             return bad("source.include", "must list at least one `database.table` pattern, e.g. [\"shop.*\"]".into());
@@ -739,6 +752,15 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'$')
 }
 
+/// The dotted path of field `f` under `path` (figment sometimes ends `path` with it already).
+fn field_path(path: &[String], f: &str) -> String {
+    match path.last() {
+        Some(last) if last == f => path.join("."),
+        Some(_) => format!("{}.{f}", path.join(".")),
+        None => f.to_string(),
+    }
+}
+
 fn describe_figment_error(e: &figment::Error) -> String {
     let path = e.path.join(".");
     let mut msg = e.kind.to_string();
@@ -746,14 +768,8 @@ fn describe_figment_error(e: &figment::Error) -> String {
         msg = format!("{path}: {msg}");
     }
     match &e.kind {
-        figment::error::Kind::MissingField(f) => {
-            let full = if path.is_empty() { f.to_string() } else { format!("{path}.{f}") };
-            format!("{full}: missing field (required)")
-        }
-        figment::error::Kind::UnknownField(f, _) => {
-            let full = if path.is_empty() { f.to_string() } else { format!("{path}.{f}") };
-            format!("{full}: unknown field ({})", e.kind)
-        }
+        figment::error::Kind::MissingField(f) => format!("{}: missing field (required)", field_path(&e.path, f)),
+        figment::error::Kind::UnknownField(f, _) => format!("{}: unknown field ({})", field_path(&e.path, f), e.kind),
         _ => msg,
     }
 }
@@ -785,6 +801,13 @@ mod tests {
     fn unknown_field_is_named() {
         let e = Config::from_toml(&format!("{MINIMAL}\n[writer]\nbatch_rows = 5\n")).unwrap_err();
         assert!(e.to_string().contains("writer.batch_rows"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_once() {
+        let e = Config::from_toml(&MINIMAL.replace("include = [\"shop.*\"]", "included = [\"shop.*\"]")).unwrap_err();
+        assert!(e.to_string().contains("source.included: unknown field"), "{e}");
+        assert!(!e.to_string().contains("included.included"), "{e}");
     }
 
     #[test]

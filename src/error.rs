@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::schema::TableRef;
+
 /// What went wrong, at the granularity the retry policy and the operator need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -35,6 +37,9 @@ pub enum ErrorKind {
     /// The target user lacks a privilege, or the target refused a statement
     /// for a reason that retrying will not fix.
     TargetRejected,
+    /// The target refused a value of one table (out of range, not a valid date for it, a
+    /// name it does not allow): that table stops, the others go on.
+    ValueRejected,
     /// A bug: an invariant of binferry itself does not hold.
     Internal,
 }
@@ -58,17 +63,19 @@ impl ErrorKind {
             ErrorKind::BufferUnavailable => "buffer unavailable",
             ErrorKind::TargetUnavailable => "target unavailable",
             ErrorKind::TargetRejected => "target rejected",
+            ErrorKind::ValueRejected => "value rejected",
             ErrorKind::Internal => "internal error",
         }
     }
 }
 
-/// The crate's error: a kind, a human explanation, an optional remedy and the
-/// underlying cause.
+/// The crate's error: a kind, a human explanation, an optional remedy, the table it
+/// concerns when it concerns one, and the underlying cause.
 pub struct Error {
     kind: ErrorKind,
     detail: String,
     hint: Option<String>,
+    table: Option<TableRef>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
@@ -78,7 +85,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with an explanation.
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        Error { kind, detail: detail.into(), hint: None, source: None }
+        Error { kind, detail: detail.into(), hint: None, table: None, source: None }
     }
 
     /// Attach the remedy the operator should apply.
@@ -93,9 +100,29 @@ impl Error {
         self
     }
 
+    /// Name the table the error concerns.
+    pub fn with_table(mut self, table: TableRef) -> Self {
+        self.table = Some(table);
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
+    }
+
+    /// The table the error concerns, when it concerns one.
+    pub fn table(&self) -> Option<&TableRef> {
+        self.table.as_ref()
+    }
+
+    /// The table this error stops, when it stops one table and not the pipeline: a table or
+    /// value the target cannot hold, or the source cannot decode.
+    pub fn stops_table(&self) -> Option<&TableRef> {
+        match self.kind {
+            ErrorKind::Unsupported | ErrorKind::ValueRejected => self.table.as_ref(),
+            _ => None,
+        }
     }
 
     /// The explanation without kind or hint.
@@ -156,6 +183,23 @@ const TRANSIENT_SERVER_CODES: &[u16] = &[
     4031, // ER_CLIENT_INTERACTION_TIMEOUT
 ];
 
+/// A value the target cannot hold (its column's type, range or check), which retrying will
+/// not change: the row's table stops.
+const VALUE_CODES: &[u16] = &[
+    1048, // ER_BAD_NULL_ERROR: column cannot be null
+    1264, // ER_WARN_DATA_OUT_OF_RANGE
+    1265, // WARN_DATA_TRUNCATED
+    1292, // ER_TRUNCATED_WRONG_VALUE: incorrect datetime/time value
+    1366, // ER_TRUNCATED_WRONG_VALUE_FOR_FIELD: incorrect string/integer value
+    1367, // ER_ILLEGAL_VALUE_FOR_TYPE
+    1406, // ER_DATA_TOO_LONG
+    1690, // ER_DATA_OUT_OF_RANGE
+    3140, // ER_INVALID_JSON_TEXT (MySQL)
+    3819, // ER_CHECK_CONSTRAINT_VIOLATED (MySQL)
+    4025, // ER_CONSTRAINT_FAILED (MariaDB: CHECK, JSON_VALID)
+    4078, // ER_ILLEGAL_PARAMETER_DATA_TYPE_FOR_OPERATION (MariaDB: e.g. a bad INET6/UUID value)
+];
+
 /// Privilege errors: definite, and worth a grant hint.
 const PERMISSION_CODES: &[u16] = &[
     1044, // ER_DBACCESS_DENIED_ERROR
@@ -183,6 +227,7 @@ fn classify_mysql(err: mysql_async::Error, side: Side, what: impl fmt::Display) 
         E::Server(s) if TRANSIENT_SERVER_CODES.contains(&s.code) => unavailable,
         E::Server(s) if PERMISSION_CODES.contains(&s.code) => permission,
         E::Server(s) if s.code == 1236 => ErrorKind::BinlogPurged,
+        E::Server(s) if matches!(side, Side::Target) && VALUE_CODES.contains(&s.code) => ErrorKind::ValueRejected,
         E::Server(_) => rejected,
         E::Url(_) => ErrorKind::Config,
         E::Other(_) => unavailable,
@@ -233,6 +278,15 @@ mod tests {
         assert!(!ErrorKind::BinlogPurged.is_transient());
         assert!(!ErrorKind::SourcePermission.is_transient());
         assert!(!ErrorKind::Buffer.is_transient());
+    }
+
+    #[test]
+    fn only_table_scoped_kinds_with_a_table_stop_a_table() {
+        let t = TableRef::new("d", "t");
+        assert_eq!(Error::new(ErrorKind::ValueRejected, "x").with_table(t.clone()).stops_table(), Some(&t));
+        assert_eq!(Error::new(ErrorKind::Unsupported, "x").with_table(t.clone()).stops_table(), Some(&t));
+        assert_eq!(Error::new(ErrorKind::ValueRejected, "x").stops_table(), None, "no table named");
+        assert_eq!(Error::new(ErrorKind::TargetRejected, "x").with_table(t).stops_table(), None);
     }
 
     #[test]

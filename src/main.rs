@@ -131,7 +131,8 @@ fn init_logging(format: LogFormat) {
 async fn preflight(config: &Config) -> Result<Vec<Result<preflight::Report>>> {
     let source = SourceSettings::from_config(config)?;
     let target = TargetSettings::from_config(config)?;
-    let mut reports = vec![preflight::check_source(&source).await];
+    let caps = preflight::TargetCaps { keyless_tables: matches!(target, TargetSettings::Mysql(_)) };
+    let mut reports = vec![preflight::check_source(&source, caps).await];
     if config.buffer.kind == BufferKind::Kafka {
         reports.push(kafka_check::check(&KafkaSettings::from_config(config)?).await);
     }
@@ -149,6 +150,9 @@ fn print_reports(reports: &[preflight::Report]) -> bool {
         println!("{}", report.server);
         for n in &report.notes {
             println!("  ok: {n}");
+        }
+        for w in &report.warnings {
+            println!("  warning: {w}");
         }
         for p in &report.problems {
             println!("  problem: {p}");

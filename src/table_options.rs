@@ -28,7 +28,8 @@ pub enum KeylessMode {
     /// times as the source has them (a multiset).
     #[default]
     Hash,
-    /// Stop with a definite error naming the table.
+    /// Do not replicate it: the table is stopped with an error naming it (recorded in the
+    /// target; `binferry check` warns about it), the others replicate.
     Refuse,
 }
 

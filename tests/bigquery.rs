@@ -65,6 +65,32 @@ async fn mixed_workload_through_kafka_to_bigquery() {
     assert!((1..=secs + 2).contains(&merges), "{merges} MERGE jobs in {secs} s\n{}", env.log());
 }
 
+/// Rows of the matrix: (snapshot rows, rows written while streaming).
+const MATRIX_ROWS: [&str; 2] = [
+    "(1, -128, 65535, -9223372036854775808, 18446744073709551615, 2155, b'10100101',
+      -12345678.99, 12345678901234567890.123456789012345678,
+      99999999999999999999999999999999999999999999999999999999999999999, 1.5, 0.30000000000000004,
+      '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '-838:59:59.000000',
+      'naïve', 'crème 🧄', 'line1\nline2 \\\\ ''quoted''', 'b c', 'x,z',
+      x'00FF10', x'DEADBEEF', '{\"a\": [1, 2.50, \"ü\"], \"b\": null}',
+      '-23:45:56.7', '-838:59:59.99', x'00000000000000000000000000000000', '123e4567-e89b-12d3-a456-426614174000',
+      '::ffff:1.2.3.4', 'Žluťoučký kůň', CONVERT(X'815F82A0' USING sjis), 'Ünï 😀'),
+     (2, 0, 0, 0, 0, 1901, b'0', 0, 0, 0, -0.25, -1e-300,
+      '2024-02-29', '2024-02-29 12:00:00.000001', '1970-01-01 00:00:01', '838:59:59.999999',
+      '', '', '', 'a', '', '', '', '[]',
+      '-00:00:00.1', '-00:00:00.01', x'01', '00000000-0000-0000-0000-000000000000', '::', '', '', ''),
+     (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    "(11, 1, 1, 1, 1, 2000, b'1', 1.5, 1.5, 1, 1, 1, '2000-01-01', '2000-01-01 00:00:00', '2000-01-01 00:00:00',
+      '-00:00:00.1', 'c', 'v', 't', 'a', 'y', x'00', x'00', '{}',
+      '-23:45:56.7', '-838:59:59.99', x'ff000000000000000000000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff',
+      '2001:db8::ff00:42:8329', 'Ďábelské ódy', CONVERT(X'8140A1' USING sjis), '𝄞'),
+     (12, 2, 2, 2, 2, 2001, b'0', 2.5, 2.5, 2, 2, 2, '2001-01-01', '2001-01-01 00:00:00', '2001-01-01 00:00:00',
+      '-838:59:59.000000', '', '', '', 'a', '', '', '', '[]',
+      '-00:00:00.1', '-00:00:00.01', x'0100', '6ccd780c-baba-1026-9564-5b8c656024db', '1::3:4:5:6:7:8', 'ő', '', '')",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_matrix_is_exact_in_bigquery() {
     let mut env = Env::new("bqtypes").await;
@@ -78,28 +104,33 @@ async fn type_matrix_is_exact_in_bigquery() {
             d2 DECIMAL(10,2), d38 DECIMAL(38,18), d65 DECIMAL(65,0), fl FLOAT, db DOUBLE,
             dt DATE, dtm DATETIME(6), ts TIMESTAMP(6) NULL, tm TIME(6),
             ch CHAR(10), vc VARCHAR(50), tx TEXT, en ENUM('a','b c'), st SET('x','y','z'),
-            bl BLOB, vb VARBINARY(16), js JSON
+            bl BLOB, vb VARBINARY(16), js JSON,
+            t1 TIME(1), t2 TIME(2), b16 BINARY(16), u UUID, i6 INET6,
+            l2 VARCHAR(20) CHARACTER SET latin2, sj VARCHAR(20) CHARACTER SET sjis, u16 VARCHAR(20) CHARACTER SET utf16
         )",
     )
     .await
     .unwrap();
+    // Column names BigQuery does not allow map to names it does, distinctly.
     c.query_drop(
-        "INSERT INTO matrix VALUES
-         (1, -128, 65535, -9223372036854775808, 18446744073709551615, 2155, b'10100101',
-          -12345678.99, 12345678901234567890.123456789012345678,
-          99999999999999999999999999999999999999999999999999999999999999999, 1.5, 0.30000000000000004,
-          '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999999', '-838:59:59.000000',
-          'naïve', 'crème 🧄', 'line1\nline2 \\\\ ''quoted''', 'b c', 'x,z',
-          x'00FF10', x'DEADBEEF', '{\"a\": [1, 2.50, \"ü\"], \"b\": null}'),
-         (2, 0, 0, 0, 0, 1901, b'0', 0, 0, 0, -0.25, -1e-300,
-          '2024-02-29', '2024-02-29 12:00:00.000001', '1970-01-01 00:00:01', '838:59:59.999999',
-          '', '', '', 'a', '', '', '', '[]'),
-         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+        "CREATE TABLE `odd names` (id INT PRIMARY KEY, `special\"[``$]'_id` INT, `sp ace` VARCHAR(5), `select` INT)",
     )
     .await
     .unwrap();
-    let bf = env.start();
+    // A key no BigQuery date holds stops its table, loudly, and only it.
+    c.query_drop("CREATE TABLE zerokey (d DATE, n INT, PRIMARY KEY (d, n))").await.unwrap();
+    c.query_drop("SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'").await.unwrap();
+    c.query_drop(format!("INSERT INTO matrix VALUES {}", MATRIX_ROWS[0])).await.unwrap();
+    c.query_drop("INSERT INTO `odd names` VALUES (1, 2, 'a b', 3)").await.unwrap();
+    c.query_drop("INSERT INTO zerokey VALUES ('2024-01-01', 1)").await.unwrap();
+    let bf = env.start_streaming().await;
+    // The binlog path: negative short-fraction TIMEs and BINARY(n) trailing zeros come out of
+    // the row images differently from the snapshot.
+    c.query_drop(format!("INSERT INTO matrix VALUES {}", MATRIX_ROWS[1])).await.unwrap();
+    c.query_drop("UPDATE matrix SET t1 = '-00:00:00.2', b16 = x'0000' WHERE id = 1").await.unwrap();
+    c.query_drop("INSERT INTO `odd names` VALUES (2, NULL, '', 4)").await.unwrap();
+    c.query_drop("INSERT INTO zerokey VALUES ('0000-00-00', 2), ('2000-00-00', 3)").await.unwrap();
+    env.diff_skip = vec!["zerokey".into()];
     env.wait_bq_equal(CONVERGE).await;
     // The exact BigQuery values, spelled out for the ones a float would have rounded.
     let table = format!("`binferry-test.{}.{}_matrix`", env.dst, env.src);
@@ -107,25 +138,75 @@ async fn type_matrix_is_exact_in_bigquery() {
         .bq(&format!(
             "SELECT CAST(bu AS STRING), CAST(d38 AS STRING), d65, CAST(d2 AS STRING), \
              CAST(dtm AS STRING), FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', ts), tm, TO_HEX(bl), \
-             JSON_VALUE(js, '$.a[2]') FROM {table} WHERE id = 1"
+             JSON_VALUE(js, '$.a[2]'), t1, t2, TO_HEX(b16), u, i6, l2, sj, u16 FROM {table} WHERE id IN (1, 11) \
+             ORDER BY id"
         ))
         .await
         .unwrap();
-    let want: Vec<Option<String>> = [
-        "18446744073709551615",
-        "12345678901234567890.123456789012345678",
-        "99999999999999999999999999999999999999999999999999999999999999999",
-        "-12345678.99",
-        "9999-12-31 23:59:59.999999",
-        "2038-01-19 03:14:07.999999",
-        "-838:59:59.000000",
-        "00ff10",
-        "ü",
-    ]
-    .iter()
-    .map(|s| Some(s.to_string()))
-    .collect();
-    assert_eq!(rows, vec![want]);
+    let row = |cells: &[&str]| -> Vec<Option<String>> {
+        cells.iter().map(|s| (!s.is_empty()).then(|| s.to_string())).collect()
+    };
+    let want = vec![
+        row(&[
+            "18446744073709551615",
+            "12345678901234567890.123456789012345678",
+            "99999999999999999999999999999999999999999999999999999999999999999",
+            "-12345678.99",
+            "9999-12-31 23:59:59.999999",
+            "2038-01-19 03:14:07.999999",
+            "-838:59:59.000000",
+            "00ff10",
+            "ü",
+            "-00:00:00.2",
+            "-838:59:59.99",
+            "00000000000000000000000000000000",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "::ffff:1.2.3.4",
+            "Žluťoučký kůň",
+            "\\あ",
+            "Ünï 😀",
+        ]),
+        row(&[
+            "1",
+            "1.500000000000000000",
+            "1",
+            "1.50",
+            "2000-01-01 00:00:00",
+            "2000-01-01 00:00:00.000000",
+            "-00:00:00.100000",
+            "00",
+            "",
+            "-23:45:56.7",
+            "-838:59:59.99",
+            "ff000000000000000000000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+            "2001:db8::ff00:42:8329",
+            "Ďábelské ódy",
+            "\u{3000}｡",
+            "𝄞",
+        ]),
+    ];
+    for (got, want) in rows.iter().zip(&want) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let same = match (g, w) {
+                (Some(g), Some(w)) => common::bigquery::same_text(g, w),
+                (g, w) => g == w,
+            };
+            assert!(same, "column {i}: BigQuery has {g:?}, expected {w:?}");
+        }
+    }
+    assert_eq!(rows.len(), 2);
+    // The zero-date key stopped its table with the key, the column and the fix.
+    let stopped = env
+        .bq(&format!("SELECT source_table, reason FROM `binferry-test.{}._binferry_stopped`", env.dst))
+        .await
+        .unwrap();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    let reason = stopped[0][1].clone().unwrap_or_default();
+    assert_eq!(stopped[0][0].as_deref(), Some("zerokey"));
+    for part in ["primary-key column `d` holds the date 0000-00-00", "give the row a real date"] {
+        assert!(reason.contains(part), "{part:?} not in {reason}");
+    }
     bf.interrupt(Duration::from_secs(60));
 }
 
@@ -245,6 +326,13 @@ async fn a_table_without_primary_key_stops_alone() {
     c.query_drop("CREATE TABLE kept (id INT PRIMARY KEY, v INT)").await.unwrap();
     c.query_drop("INSERT INTO audit VALUES (NOW(), 'x'), (NOW(), 'y')").await.unwrap();
     c.query_drop("INSERT INTO kept SELECT seq, seq * 2 FROM seq_1_to_100").await.unwrap();
+    // `check` says what will happen to it: a warning, not "replicated with the row hash".
+    let cfg = env.write_config();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    let warning = format!("warning: table {}.audit has no primary key, and the target keys rows by it", env.src);
+    assert!(text.contains(&warning) && !text.contains("replicated with the row hash"), "{text}");
     let bf = env.start_streaming().await;
     c.query_drop("INSERT INTO audit VALUES (NOW(), 'z')").await.unwrap();
     c.query_drop("UPDATE kept SET v = v + 1 WHERE id <= 10").await.unwrap();
@@ -263,6 +351,17 @@ async fn a_table_without_primary_key_stops_alone() {
     let stopped =
         env.bq(&format!("SELECT source_table FROM `binferry-test.{}._binferry_stopped`", env.dst)).await.unwrap();
     assert_eq!(stopped, vec![vec![Some("audit".to_string())]]);
+    bf.interrupt(Duration::from_secs(60));
+    // After a restart the table stays stopped, for the reason it was stopped.
+    let before = env.log().len();
+    let bf = env.start_streaming().await;
+    let start = std::time::Instant::now();
+    while !env.log()[before..].contains("table is stopped; its changes are skipped") {
+        assert!(start.elapsed() < CONVERGE, "{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let line = env.log()[before..].lines().find(|l| l.contains("table is stopped")).unwrap_or_default().to_string();
+    assert!(line.contains("no primary key; the BigQuery target keys rows by it"), "{line}");
     bf.interrupt(Duration::from_secs(60));
 }
 
@@ -417,6 +516,7 @@ async fn the_streams_of_one_process_share_one_merge_job() {
         ty: ColumnType::Int { bytes: 8, unsigned: false },
         nullable: false,
         default: None,
+        source_type: None,
     };
     let schema = Arc::new(TableSchema {
         table: TableRef::new(env.src.clone(), "t"),

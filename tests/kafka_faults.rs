@@ -53,6 +53,7 @@ fn schema() -> Arc<TableSchema> {
         ty: ColumnType::Int { bytes: 8, unsigned: false },
         nullable: false,
         default: None,
+        source_type: None,
     };
     Arc::new(TableSchema {
         table: TableRef::new("shop", "orders"),

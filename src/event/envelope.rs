@@ -161,6 +161,12 @@ mod tests {
                 position: Position::new("binlog.000002", 1400),
                 timestamp: 1_790_000_001,
             }),
+            Record::Ddl(SchemaChange {
+                table: TableRef::new("shop", "legacy"),
+                change: TableChange::Stop { reason: "column `c` uses character set gb18030".into() },
+                position: Position::new("binlog.000002", 1500),
+                timestamp: 1_790_000_002,
+            }),
         ]
     }
 

@@ -106,6 +106,13 @@ pub enum TableChange {
     RenameTo(TableRef),
     /// Column renames `(from, to)`.
     RenameColumns(Vec<(String, String)>),
+    /// The source cannot replicate the table from here on (a column type or character set it
+    /// does not decode, a value it cannot read): the writer stops the table durably, with the
+    /// reason, and the other tables go on.
+    Stop {
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
 }
 
 /// An entry of the buffer.

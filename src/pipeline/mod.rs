@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use replay::{ReplayFrom, ReplaySummary, replay};
 pub use stats::Stats;
@@ -26,7 +26,7 @@ use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics;
 use crate::sink::TargetSettings;
-use crate::source::SourceSettings;
+use crate::source::{SourceSettings, TableFilter};
 use crate::writer::{self, WriterSettings};
 
 /// How often retention runs on the embedded buffer.
@@ -84,7 +84,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
             let source_task =
                 tokio::spawn(crate::source::run(source, Arc::clone(&buffer), Arc::clone(&stats), source_shutdown));
             let writer_task = tokio::spawn(writer::run(
-                WriterSettings::from(&config.writer),
+                writer_settings(config)?,
                 Arc::clone(&buffer),
                 sink_settings.sink(),
                 Arc::clone(&stats),
@@ -107,7 +107,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
             };
             let writer_task = match role.writes() {
                 true => {
-                    let ws = WriterSettings::from(&config.writer);
+                    let ws = writer_settings(config)?;
                     let make_sink = move |stream: &str| sink_settings.for_stream(stream).sink();
                     Some(tokio::spawn(kafka_group::run(kafka, ws, make_sink, Arc::clone(&stats), drain_rx)))
                 }
@@ -123,7 +123,8 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
         Duration::from_secs(config.log.progress_interval_secs),
     ));
     let tasks = Tasks { source, writer, drain_tx, fail_tx, fail_rx };
-    let result = supervise(tasks, shutdown, retention_of).await;
+    let drain = Drain { timeout: Duration::from_secs(config.pipeline.drain_timeout_secs), stats: Arc::clone(&stats) };
+    let result = supervise(tasks, shutdown, retention_of, drain).await;
     progress.abort();
     log_progress(backlog.as_ref(), &stats, None);
     result
@@ -145,6 +146,15 @@ fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::
     rx
 }
 
+/// How long the writer may drain at shutdown, and what it reports meanwhile.
+struct Drain {
+    timeout: Duration,
+    stats: Arc<Stats>,
+}
+
+/// How often a draining writer says what it is waiting for.
+const DRAIN_REPORT: Duration = Duration::from_secs(10);
+
 struct Tasks {
     source: Option<Task>,
     writer: Option<Task>,
@@ -159,6 +169,7 @@ async fn supervise(
     t: Tasks,
     mut shutdown: watch::Receiver<bool>,
     retention_of: Option<Arc<EmbeddedBuffer>>,
+    drain: Drain,
 ) -> Result<()> {
     let Tasks { source, writer, drain_tx, fail_tx, mut fail_rx } = t;
     let mut source_result: Option<Result<()>> = if source.is_none() { Some(Ok(())) } else { None };
@@ -168,8 +179,35 @@ async fn supervise(
     let no_source = source_result.is_some();
     let mut retention = tokio::time::interval(RETENTION_INTERVAL);
     retention.tick().await;
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut drain_report = tokio::time::interval(DRAIN_REPORT);
+    let mut cut_short = false;
     while source_result.is_none() || writer_result.is_none() {
+        if *drain_tx.borrow() && drain_until.is_none() {
+            drain_until = Some(tokio::time::Instant::now() + drain.timeout);
+            drain_report.reset();
+        }
+        let draining = drain_until.is_some() && writer_result.is_none();
         tokio::select! {
+            _ = drain_report.tick(), if draining => {
+                info!(
+                    waiting_for = %drain.stats.writer_activity(),
+                    next_offset = drain.stats.writer_next_offset.load(Ordering::Relaxed),
+                    "draining: the writer applies what the buffer holds before binferry stops"
+                );
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if draining => {
+                warn!(
+                    timeout_s = drain.timeout.as_secs(),
+                    waiting_for = %drain.stats.writer_activity(),
+                    "the writer did not finish draining in time (pipeline.drain_timeout_secs); stopping without it: \
+                     nothing is lost, the next run applies the rest from the target's checkpoint"
+                );
+                writer_task.abort();
+                let _ = (&mut writer_task).await;
+                writer_result = Some(Ok(()));
+                cut_short = true;
+            }
             r = &mut source_task, if source_result.is_none() => {
                 let r = joined(r, "source");
                 if let Err(e) = &r {
@@ -203,8 +241,18 @@ async fn supervise(
     }
     writer_result.unwrap_or(Ok(()))?;
     source_result.unwrap_or(Ok(()))?;
-    info!("pipeline stopped cleanly");
+    if !cut_short {
+        info!("pipeline stopped cleanly");
+    }
     Ok(())
+}
+
+/// The writer's settings: batching, and the tables the configuration selects (records of a
+/// table excluded since they were buffered are passed over).
+pub(crate) fn writer_settings(config: &Config) -> Result<WriterSettings> {
+    let mut ws = WriterSettings::from(&config.writer);
+    ws.tables = Some(TableFilter::new(&config.source.include, &config.source.exclude)?);
+    Ok(ws)
 }
 
 /// Open the configured embedded buffer.

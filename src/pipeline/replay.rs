@@ -28,7 +28,7 @@ use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::TargetSettings;
 use crate::source::TableFilter;
-use crate::writer::{self, WriterSettings};
+use crate::writer;
 
 /// Where a replay starts.
 #[derive(Clone, Debug)]
@@ -90,7 +90,7 @@ async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) ->
         info!(%topic, partition, from = start, to = high, table = table.unwrap_or("all"), "replaying partition");
         let log = PartitionLog::open_until(&kafka, &topic, partition, high)?;
         let sink = sink_settings.for_stream(log.stream()).replay_sink(&log.stream());
-        let mut settings = WriterSettings::from(&config.writer);
+        let mut settings = super::writer_settings(config)?;
         settings.start_at = Some(start);
         settings.only = only.clone();
         let (_drain_tx, drain_rx) = watch::channel(true);
@@ -124,7 +124,7 @@ async fn replay_embedded(config: &Config, from: ReplayFrom, table: Option<&str>)
     }
     let end = buffer.next_offset();
     let only = table.map(|t| TableFilter::new(&[t.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
-    let mut settings = WriterSettings::from(&config.writer);
+    let mut settings = super::writer_settings(config)?;
     settings.start_at = Some(start);
     settings.only = only;
     let sink = TargetSettings::from_config(config)?.replay_sink("embedded");

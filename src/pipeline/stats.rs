@@ -45,6 +45,8 @@ pub struct Stats {
     pub writer_applied_ts: AtomicU64,
     /// Whether the target holds one state of the source: 0 unknown, 1 no, 2 yes.
     target_consistent: AtomicU8,
+    /// What the writer is doing right now, for the drain's progress lines.
+    writer_activity: Mutex<String>,
     source_position: Mutex<Option<Position>>,
 }
 
@@ -53,6 +55,17 @@ impl Stats {
         if let Ok(mut g) = self.source_position.lock() {
             *g = Some(p.clone());
         }
+    }
+
+    pub(crate) fn set_writer_activity(&self, what: impl Into<String>) {
+        if let Ok(mut a) = self.writer_activity.lock() {
+            *a = what.into();
+        }
+    }
+
+    /// What the writer is doing right now (empty before it starts).
+    pub fn writer_activity(&self) -> String {
+        self.writer_activity.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     pub(crate) fn set_target_consistent(&self, consistent: bool) {

@@ -59,6 +59,13 @@ pub enum ColumnType {
     Json,
     /// GEOMETRY and its subtypes, in MySQL's internal format (SRID + WKB).
     Geometry,
+    /// MariaDB's UUID: 16 bytes, replicated as MariaDB shows them (`8-4-4-4-12` hex digits).
+    Uuid,
+    /// MariaDB's INET4: 4 bytes, replicated as the dotted quad.
+    Inet4,
+    /// MariaDB's INET6: 16 bytes, replicated as MariaDB shows them (RFC 5952, IPv4-mapped and
+    /// -compatible addresses dotted).
+    Inet6,
 }
 
 impl ColumnType {
@@ -123,6 +130,9 @@ impl ColumnType {
             "json" => ColumnType::Json,
             "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
             | "geometrycollection" | "geomcollection" => ColumnType::Geometry,
+            "uuid" => ColumnType::Uuid,
+            "inet4" => ColumnType::Inet4,
+            "inet6" => ColumnType::Inet6,
             other => {
                 return Err(unsupported(column_type, &format!("type `{other}` is not supported yet")));
             }
@@ -173,6 +183,19 @@ impl ColumnType {
             ColumnType::Set { variants, charset } => format!("set({}){}", sql_list(variants), cs(charset)),
             ColumnType::Json => "json".into(),
             ColumnType::Geometry => "geometry".into(),
+            ColumnType::Uuid => "uuid".into(),
+            ColumnType::Inet4 => "inet4".into(),
+            ColumnType::Inet6 => "inet6".into(),
+        }
+    }
+
+    /// The binary column binlog events show for this type: MariaDB writes UUID and INET
+    /// values as `BINARY(n)` rows, and only `information_schema` tells what they are.
+    pub fn binlog_storage(&self) -> Option<ColumnType> {
+        match self {
+            ColumnType::Uuid | ColumnType::Inet6 => Some(ColumnType::Binary { bytes: 16 }),
+            ColumnType::Inet4 => Some(ColumnType::Binary { bytes: 4 }),
+            _ => None,
         }
     }
 

@@ -63,6 +63,18 @@ pub struct ColumnSchema {
     /// by a schema change: existing target rows take this value, as they did in the source).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// The type as the source declares it, when that says more than [`ColumnType`] to a
+    /// reader of a MySQL target: `tinyint(1)`, `int(5) unsigned zerofill`, `float(7,3)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+}
+
+impl ColumnSchema {
+    /// The column's type in a MySQL/MariaDB target's DDL: as the source declares it where
+    /// that matters ([`ColumnSchema::source_type`]), otherwise [`ColumnType::mysql_ddl`].
+    pub fn mysql_ddl(&self) -> String {
+        self.source_type.clone().unwrap_or_else(|| self.ty.mysql_ddl())
+    }
 }
 
 /// The shape of a source table at one point of the binlog.
@@ -134,6 +146,7 @@ mod tests {
                 ty: ColumnType::Int { bytes: 4, unsigned: false },
                 nullable: false,
                 default: None,
+                source_type: None,
             }],
             primary_key: vec![0],
         }
@@ -142,8 +155,16 @@ mod tests {
     #[test]
     fn projection_drops_columns_and_remaps_the_key() {
         let mut s = schema("id");
-        s.columns
-            .insert(0, ColumnSchema { name: "secret".into(), ty: ColumnType::Json, nullable: true, default: None });
+        s.columns.insert(
+            0,
+            ColumnSchema {
+                name: "secret".into(),
+                ty: ColumnType::Json,
+                nullable: true,
+                default: None,
+                source_type: None,
+            },
+        );
         s.primary_key = vec![1];
         let (p, keep) = s.clone().project(&["secret".into()]).unwrap();
         assert_eq!(keep, Some(vec![1]));

@@ -74,11 +74,13 @@ pub trait Sink: Send {
     /// a crash it may be applied again before the offset that covers it is committed.
     fn apply_schema_change(&mut self, change: &SchemaChange) -> impl Future<Output = Result<()>> + Send;
 
-    /// Tables stopped by an incompatible schema change (durable, see [`Sink::stop_table`]).
-    fn stopped_tables(&mut self) -> impl Future<Output = Result<Vec<TableRef>>> + Send;
+    /// Tables that no longer replicate, with the reason each was stopped (durable, see
+    /// [`Sink::stop_table`]).
+    fn stopped_tables(&mut self) -> impl Future<Output = Result<Vec<(TableRef, String)>>> + Send;
 
     /// Record that `table` no longer replicates because of `reason`, inside the open
-    /// transaction (so it becomes durable with the offset that passes its changes).
+    /// transaction (so it becomes durable with the offset that passes its changes). Recording
+    /// a table that is already stopped replaces its reason.
     fn stop_table(&mut self, table: &TableRef, reason: &str) -> impl Future<Output = Result<()>> + Send;
 
     /// Commit the open transaction together with `offset` (and the source `position` it reflects).

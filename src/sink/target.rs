@@ -97,7 +97,7 @@ impl Sink for Target {
         each!(self, s => s.apply_schema_change(change).await)
     }
 
-    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
         each!(self, s => s.stopped_tables().await)
     }
 

@@ -8,7 +8,7 @@
 //! same limit: a large source transaction is appended in pieces, with the
 //! checkpoint held at the last complete transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -19,8 +19,10 @@ use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::catalog::{apply_facts, column_facts};
+use super::charset::Charsets;
 use super::ddl::{Ddl, classify};
 use super::decode::{Origin, convert};
 use super::table_map::{Collations, schema_from_table_map};
@@ -66,8 +68,15 @@ struct Streamer<'a> {
     checkpoint_dirty: bool,
     tables: HashMap<u64, CachedTable>,
     new_schemas: Vec<Arc<TableSchema>>,
-    /// Tables whose new schema still needs its column defaults looked up (async, before rows).
-    pending_defaults: Vec<u64>,
+    /// Tables whose new schema still needs what `information_schema` says of its columns and
+    /// its character sets' tables (async, before its rows).
+    pending_resolve: Vec<u64>,
+    /// How the source converts the character sets seen so far.
+    charsets: Charsets,
+    /// Tables this run cannot replicate, with the reason, to record at the next commit.
+    stops: Vec<(TableRef, String)>,
+    /// Tables stopped in this run: their TABLE_MAPs are not decoded again.
+    stopped: HashSet<TableRef>,
     /// Connection for those lookups, opened on first need and kept.
     meta: Option<mysql_async::Conn>,
     mariadb: bool,
@@ -132,7 +141,10 @@ pub(super) async fn stream<B: Journal>(
         checkpoint_dirty: false,
         tables: HashMap::new(),
         new_schemas: Vec::new(),
-        pending_defaults: Vec::new(),
+        pending_resolve: Vec::new(),
+        charsets: Charsets::default(),
+        stops: Vec::new(),
+        stopped: HashSet::new(),
         meta: None,
         mariadb: server.mariadb,
         pending: Vec::new(),
@@ -178,7 +190,7 @@ pub(super) async fn stream<B: Journal>(
                     None => return Err(Error::new(ErrorKind::SourceUnavailable, "the source closed the binlog stream")),
                 };
                 st.handle(&event, |id| binlog.get_tme(id))?;
-                st.resolve_defaults(settings).await?;
+                st.resolve(settings).await?;
                 if st.pending.len() >= FLUSH_MAX_RECORDS {
                     st.flush(buffer).await?;
                     backoff.reset();
@@ -283,14 +295,25 @@ impl Streamer<'_> {
                 return Ok(());
             }
         }
-        let table = crate::schema::TableRef::new(t.database_name(), t.table_name());
-        let (schema, skip_until, keep) = if self.settings.filter.matches(&table) {
-            let (schema, keep) = self.settings.shape(schema_from_table_map(t, &self.collations)?)?;
-            let schema = Arc::new(schema);
-            self.pending_defaults.push(t.table_id());
-            (Some(schema), self.checkpoint.snapshot.tables.get(&table.key()).cloned(), keep)
-        } else {
-            (None, None, None)
+        let table = TableRef::new(t.database_name(), t.table_name());
+        let shaped = match self.settings.filter.matches(&table) && !self.stopped.contains(&table) {
+            true => match schema_from_table_map(t, &self.collations).and_then(|s| self.settings.shape(s)) {
+                Ok(shaped) => Some(shaped),
+                // A type or character set binferry does not decode stops this table only.
+                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                    self.stop(table.clone(), e.to_string());
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+            false => None,
+        };
+        let (schema, skip_until, keep) = match shaped {
+            Some((schema, keep)) => {
+                self.pending_resolve.push(t.table_id());
+                (Some(Arc::new(schema)), self.checkpoint.snapshot.tables.get(&table.key()).cloned(), keep)
+            }
+            None => (None, None, None),
         };
         let version = schema.as_ref().map_or(0, |s| s.version());
         self.tables.insert(t.table_id(), CachedTable { raw: raw.to_vec(), schema, version, skip_until, keep });
@@ -359,8 +382,16 @@ impl Streamer<'_> {
             }) {
                 continue;
             }
-            let before = before.map(|r| values(r, &schema, keep.as_deref(), &position)).transpose()?;
-            let after = after.map(|r| values(r, &schema, keep.as_deref(), &position)).transpose()?;
+            let decode = |r| values(r, &schema, keep.as_deref(), &position, &self.charsets);
+            let (before, after) = match (before.map(decode).transpose(), after.map(decode).transpose()) {
+                (Ok(b), Ok(a)) => (b, a),
+                (Err(e), _) | (_, Err(e)) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported) => {
+                    // A value binferry cannot read exactly stops its table from here on.
+                    self.stop(schema.table.clone(), e.to_string());
+                    return Ok(());
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
             if op == Op::Update && before == after {
                 // Only excluded columns changed: nothing to replicate.
                 self.stats.source_unchanged.fetch_add(1, Ordering::Relaxed);
@@ -383,30 +414,59 @@ impl Streamer<'_> {
         Ok(())
     }
 
-    /// Complete new schemas with their column defaults (a column added to a table with rows
-    /// takes its default in the target too), then register them for the buffer.
-    async fn resolve_defaults(&mut self, settings: &SourceSettings) -> Result<()> {
-        if self.pending_defaults.is_empty() {
+    /// Complete new schemas with what `information_schema` says of their columns (defaults,
+    /// MariaDB's UUID and INET types, declared numeric types) and read the tables of their
+    /// character sets, then register them for the buffer. A table whose character set cannot
+    /// be read stops alone.
+    async fn resolve(&mut self, settings: &SourceSettings) -> Result<()> {
+        if self.pending_resolve.is_empty() {
             return Ok(());
         }
         if self.meta.is_none() {
             self.meta = Some(settings.connect().await?);
         }
-        for id in std::mem::take(&mut self.pending_defaults) {
-            let Some(cached) = self.tables.get_mut(&id) else { continue };
-            let Some(schema) = cached.schema.clone() else { continue };
+        for id in std::mem::take(&mut self.pending_resolve) {
+            let Some(schema) = self.tables.get(&id).and_then(|c| c.schema.clone()) else { continue };
             let Some(conn) = self.meta.as_mut() else { return Err(Error::internal("no metadata connection")) };
-            let defaults = super::snapshot::column_defaults(conn, &schema.table, self.mariadb).await?;
+            let facts = column_facts(conn, &schema.table, self.mariadb).await?;
             let mut patched = (*schema).clone();
-            for c in &mut patched.columns {
-                c.default = defaults.get(&c.name).cloned().flatten();
+            apply_facts(&mut patched, &facts);
+            let mut unreadable = None;
+            for cs in patched.columns.iter().filter_map(|c| c.ty.charset()) {
+                let maxlen = self.collations.maxlen(&cs.name).unwrap_or(u32::MAX);
+                match self.charsets.load(conn, &cs.name, maxlen).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Unsupported => unreadable = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(e) = unreadable {
+                self.stop(patched.table.clone(), e.to_string());
+                continue;
             }
             let patched = Arc::new(patched);
-            cached.version = patched.version();
-            cached.schema = Some(Arc::clone(&patched));
+            if let Some(cached) = self.tables.get_mut(&id) {
+                cached.version = patched.version();
+                cached.schema = Some(Arc::clone(&patched));
+            }
             self.new_schemas.push(patched);
         }
         Ok(())
+    }
+
+    /// This run cannot replicate `table` any more: skip its rows from here on, and record the
+    /// stop (a `stop` record, which the writer makes durable in the target) once the current
+    /// transaction has ended.
+    fn stop(&mut self, table: TableRef, reason: String) {
+        for cached in self.tables.values_mut() {
+            if cached.schema.as_ref().is_some_and(|s| s.table == table) {
+                cached.schema = None;
+            }
+        }
+        if self.stopped.insert(table.clone()) {
+            error!(%table, %reason, "table stopped: the source cannot replicate it; the other tables keep replicating");
+            self.stops.push((table, reason));
+        }
     }
 
     /// Turn a row- or name-affecting DDL statement on replicated tables into records.
@@ -445,13 +505,14 @@ impl Streamer<'_> {
     fn on_commit(&mut self, log_pos: u64, ts: u32) {
         let position = Position::new(self.current_file.clone(), log_pos);
         let reaches = self.reaches_consistency(&position);
+        let consistent = Some(self.consistent_from.is_none() || reaches);
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
                 gtid: self.txn_gtid.clone(),
                 timestamp: ts,
                 snapshot: false,
-                consistent: Some(self.consistent_from.is_none() || reaches),
+                consistent,
             }));
             if reaches {
                 self.consistent_from = None;
@@ -460,6 +521,13 @@ impl Streamer<'_> {
             self.stats.source_changed(ts as u64);
         } else if reaches {
             self.push_consistency_marker(position.clone(), ts);
+        }
+        // Tables stopped during the transaction: each stop is a transaction of its own after it.
+        for (table, reason) in std::mem::take(&mut self.stops) {
+            let change = TableChange::Stop { reason };
+            self.push(Record::Ddl(SchemaChange { table, change, position: position.clone(), timestamp: ts }));
+            let commit = Commit { position: position.clone(), gtid: None, timestamp: ts, snapshot: false, consistent };
+            self.push(Record::Commit(commit));
         }
         self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
         self.stats.source_caught_up.store(false, Ordering::Relaxed);
@@ -530,13 +598,15 @@ pub type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
 /// source, without the bookkeeping around it. Public for the decode micro-benchmark.
 pub fn decode_rows(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>, schema: &TableSchema) -> Result<Vec<RowImages>> {
     let at = Position::new("-", 0);
+    // UTF-8 and the other Unicode sets need no table of the server.
+    let charsets = Charsets::default();
     rows.rows(tme)
         .map(|row| {
             let (before, after) =
                 row.map_err(|e| Error::new(ErrorKind::Decode, format!("row of {}: {e}", schema.table)))?;
             Ok((
-                before.map(|r| values(r, schema, None, &at)).transpose()?,
-                after.map(|r| values(r, schema, None, &at)).transpose()?,
+                before.map(|r| values(r, schema, None, &at, &charsets)).transpose()?,
+                after.map(|r| values(r, schema, None, &at, &charsets)).transpose()?,
             ))
         })
         .collect()
@@ -547,6 +617,7 @@ fn values(
     schema: &TableSchema,
     keep: Option<&[usize]>,
     at: &Position,
+    charsets: &Charsets,
 ) -> Result<Vec<Value>> {
     let mut raw = row.unwrap();
     if let Some(keep) = keep {
@@ -562,7 +633,8 @@ fn values(
     raw.into_iter()
         .zip(&schema.columns)
         .map(|(v, col)| match v {
-            BinlogValue::Value(v) => convert(v, col, Origin::Binlog),
+            BinlogValue::Value(v) => convert(v, col, Origin::Binlog(charsets))
+                .map_err(|e| e.context(format!("column `{}` of {} at {at}", col.name, schema.table))),
             BinlogValue::Jsonb(j) => {
                 let json = serde_json::Value::try_from(j).map_err(|e| {
                     Error::new(

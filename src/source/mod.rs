@@ -26,6 +26,8 @@
 //! position check makes that harmless (DESIGN.md, guarantee 1).
 
 mod binlog;
+mod catalog;
+mod charset;
 mod ddl;
 pub(crate) mod decode;
 pub mod preflight;

@@ -9,7 +9,7 @@ use std::fmt;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::snapshot::load_schema;
+use super::catalog::{load_schema, quote};
 use super::{ServerInfo, SourceSettings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::position::Position;
@@ -42,8 +42,10 @@ impl fmt::Display for Problem {
 pub struct Report {
     /// Which server, for the header line.
     pub server: String,
-    /// Things that must be fixed.
+    /// Things that must be fixed before binferry starts.
     pub problems: Vec<Problem>,
+    /// Tables binferry will stop when it meets them (the others replicate), with the fix.
+    pub warnings: Vec<String>,
     /// Facts worth knowing (versions, positions, table counts).
     pub notes: Vec<String>,
 }
@@ -74,8 +76,16 @@ async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     Ok(row.map(|(_, v)| v))
 }
 
+/// What the target can replicate, as far as the source check needs to know.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetCaps {
+    /// Tables without a primary key (the MySQL target keeps them as multisets; BigQuery
+    /// stops them).
+    pub keyless_tables: bool,
+}
+
 /// Check the source; an `Err` means the check itself could not run (unreachable server, bad login).
-pub async fn check_source(settings: &SourceSettings) -> Result<Report> {
+pub async fn check_source(settings: &SourceSettings, target: TargetCaps) -> Result<Report> {
     let mut conn = settings.connect().await?;
     let server = ServerInfo::query(&mut conn).await?;
     let mut r = Report { server: format!("source {} ({})", settings.address, server.version), ..Default::default() };
@@ -180,7 +190,7 @@ pub async fn check_source(settings: &SourceSettings) -> Result<Report> {
     }
 
     check_grants(&mut conn, &server, &mut r).await?;
-    check_tables(&mut conn, settings, server.mariadb, &mut r).await?;
+    check_tables(&mut conn, settings, server.mariadb, target, &mut r).await?;
     Ok(r)
 }
 
@@ -230,7 +240,13 @@ fn global_privileges(grants: &[String]) -> Vec<String> {
     out
 }
 
-async fn check_tables(conn: &mut Conn, settings: &SourceSettings, mariadb: bool, r: &mut Report) -> Result<()> {
+async fn check_tables(
+    conn: &mut Conn,
+    settings: &SourceSettings,
+    mariadb: bool,
+    target: TargetCaps,
+    r: &mut Report,
+) -> Result<()> {
     let rows: Vec<(String, String)> = conn
         .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
         .await
@@ -249,26 +265,32 @@ async fn check_tables(conn: &mut Conn, settings: &SourceSettings, mariadb: bool,
             settings.shape(s).map(|_| keyless)
         });
         match shaped {
-            Ok(true) => r.notes.push(format!("table {t} has no primary key: replicated with the row hash as identity")),
+            Ok(true) if target.keyless_tables => {
+                r.notes.push(format!("table {t} has no primary key: replicated with the row hash as identity"))
+            }
+            Ok(true) => r.warnings.push(format!(
+                "table {t} has no primary key, and the target keys rows by it: binferry stops this table (the others \
+                 replicate). Fix: add a primary key, or exclude it with source.exclude = [\"{}\"]",
+                t.key()
+            )),
             Ok(false) => {}
-            Err(e) if e.detail().ends_with("has no primary key") => r.problem(
-                &format!("table {t}"),
-                "a primary key (its [[tables]] rule says without_primary_key = \"refuse\")",
-                "none",
-                format!("ALTER TABLE {t} ADD PRIMARY KEY (...), or exclude it with source.exclude = [\"{}\"]", t.key()),
-            ),
+            Err(e) if e.detail().ends_with("has no primary key") => r.warnings.push(format!(
+                "table {t} has no primary key and its [[tables]] rule says without_primary_key = \"refuse\": binferry \
+                 stops this table (the others replicate). Fix: ALTER TABLE {t} ADD PRIMARY KEY (...), or exclude it \
+                 with source.exclude = [\"{}\"]",
+                t.key()
+            )),
             Err(e) if e.kind() == ErrorKind::Config => r.problem(
                 &format!("table {t}"),
                 "a valid [[tables]] rule",
                 e.detail().to_string(),
                 e.hint().unwrap_or("fix the rule").to_string(),
             ),
-            Err(e) if e.kind() == ErrorKind::Unsupported => r.problem(
-                &format!("table {t}"),
-                "supported column types and character sets",
-                e.detail().to_string(),
-                e.hint().unwrap_or("exclude the table with source.exclude").to_string(),
-            ),
+            Err(e) if e.kind() == ErrorKind::Unsupported => r.warnings.push(format!(
+                "table {t}: {}: binferry stops this table (the others replicate). Fix: {}",
+                e.detail(),
+                e.hint().unwrap_or("exclude the table with source.exclude")
+            )),
             Err(e) => return Err(e),
         }
     }
@@ -278,8 +300,7 @@ async fn check_tables(conn: &mut Conn, settings: &SourceSettings, mariadb: bool,
     // SELECT must work on every selected table (information_schema hides tables without grants,
     // but column-level grants can still make the snapshot fail).
     for t in &tables {
-        let sql =
-            format!("SELECT * FROM {}.{} LIMIT 0", super::snapshot::quote(&t.db), super::snapshot::quote(&t.name));
+        let sql = format!("SELECT * FROM {}.{} LIMIT 0", quote(&t.db), quote(&t.name));
         if let Err(e) = conn.query_drop(sql).await {
             r.problem(
                 &format!("grant SELECT on {t}"),

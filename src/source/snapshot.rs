@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{error, info};
 
+use super::catalog::{list_tables, load_schema, quote};
 use super::decode::{Origin, convert};
 use super::{ServerInfo, SourceSettings};
 use crate::buffer::{AppendBatch, Journal};
@@ -16,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
 use crate::pipeline::Stats;
 use crate::position::{Position, SourceCheckpoint};
-use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
+use crate::schema::TableRef;
 
 /// Copy every selected table not yet in `checkpoint`. Returns `false` when interrupted by shutdown.
 pub(super) async fn run<B: Journal>(
@@ -45,14 +46,76 @@ pub(super) async fn run<B: Journal>(
     }
     info!(tables = remaining.len(), position = %at, "snapshot started");
     for table in &remaining {
-        let (schema, _) = settings.shape(load_schema(&mut conn, table, server.mariadb).await?)?;
-        let schema = Arc::new(schema);
+        let copy = TableCopy { table, at: &at, settings, stats };
+        match copy.run(&mut conn, server, buffer, checkpoint, shutdown).await? {
+            Copied::Rows(rows) => info!(%table, rows, "table copied"),
+            Copied::Interrupted(rows) => {
+                info!(%table, copied = rows, "snapshot interrupted; finished tables will not be copied again");
+                return Ok(false);
+            }
+            Copied::Stopped(reason) => {
+                // One table the source cannot read stops alone: the writer records it, the
+                // other tables are copied, and the copy counts as done (its stop is durable).
+                error!(%table, %reason, "table stopped; the snapshot goes on with the other tables");
+                checkpoint.snapshot.tables.insert(table.key(), at.clone());
+                let stop = Record::Ddl(SchemaChange {
+                    table: table.clone(),
+                    change: TableChange::Stop { reason },
+                    position: at.clone(),
+                    timestamp: now_secs(),
+                });
+                let records = vec![stop, chunk_commit(&at)];
+                buffer.append(AppendBatch { records, schemas: vec![], checkpoint: checkpoint.clone() }).await?;
+            }
+        }
+    }
+    conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending the snapshot transaction"))?;
+    checkpoint.snapshot.complete = true;
+    buffer.append(completion(checkpoint)).await?;
+    info!(position = %at, "snapshot complete");
+    Ok(true)
+}
+
+/// How copying one table ended.
+enum Copied {
+    /// Every row copied.
+    Rows(u64),
+    /// Shutdown after this many rows; the table is copied again next time.
+    Interrupted(u64),
+    /// The table cannot be read exactly (a type or character set binferry does not decode,
+    /// a value it cannot read): the reason and the fix.
+    Stopped(String),
+}
+
+/// The copy of one table inside the snapshot transaction.
+struct TableCopy<'a> {
+    table: &'a TableRef,
+    at: &'a Position,
+    settings: &'a SourceSettings,
+    stats: &'a Stats,
+}
+
+impl TableCopy<'_> {
+    async fn run<B: Journal>(
+        &self,
+        conn: &mut Conn,
+        server: &ServerInfo,
+        buffer: &B,
+        checkpoint: &mut SourceCheckpoint,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Copied> {
+        let (table, at) = (self.table, self.at);
+        let schema = match load_schema(conn, table, server.mariadb).await.and_then(|s| self.settings.shape(s)) {
+            Ok((schema, _)) => Arc::new(schema),
+            Err(e) if e.kind() == ErrorKind::Unsupported => return Ok(Copied::Stopped(e.to_string())),
+            Err(e) => return Err(e),
+        };
         let version = schema.version();
         let columns = schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ");
         let sql = format!("SELECT {columns} FROM {}.{}", quote(&table.db), quote(&table.name));
         let mut result =
             conn.exec_iter(sql, ()).await.map_err(|e| Error::source_mysql(e, format!("snapshot of {table}")))?;
-        let mut chunk: Vec<Record> = Vec::with_capacity(settings.chunk_rows + 3);
+        let mut chunk: Vec<Record> = Vec::with_capacity(self.settings.chunk_rows + 3);
         // First, clear what an interrupted earlier copy of this table may have written: those
         // rows are from an older snapshot, and deletes between it and this one are skipped for
         // this table (its binlog events count only from this snapshot on). A TRUNCATE at the
@@ -63,13 +126,7 @@ pub(super) async fn run<B: Journal>(
             position: at.clone(),
             timestamp: now_secs(),
         }));
-        chunk.push(Record::Commit(Commit {
-            position: at.clone(),
-            gtid: None,
-            timestamp: now_secs(),
-            snapshot: true,
-            consistent: Some(false),
-        }));
+        chunk.push(chunk_commit(at));
         let mut copied = 0u64;
         // Row 0 is the TRUNCATE's position; copied rows sort after it.
         let mut next_row: u32 = 1;
@@ -79,13 +136,22 @@ pub(super) async fn run<B: Journal>(
                 result.next().await.map_err(|e| Error::source_mysql(e, format!("snapshot of {table}")))?;
             let done = row.is_none();
             if let Some(row) = row {
-                let raw = row.unwrap();
-                let values = raw
+                let decoded = row
+                    .unwrap()
                     .into_iter()
                     .zip(&schema.columns)
                     .map(|(v, c)| convert(v, c, Origin::Snapshot))
-                    .collect::<Result<Vec<_>>>()
-                    .map_err(|e| e.context(format!("snapshot of {table}")))?;
+                    .collect::<Result<Vec<_>>>();
+                let values = match decoded {
+                    Ok(v) => v,
+                    Err(e) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported) => {
+                        // Rows copied so far stay; the stop that follows them says the table
+                        // needs a resync.
+                        drop(result);
+                        return Ok(Copied::Stopped(format!("snapshot of {table}: {e}")));
+                    }
+                    Err(e) => return Err(e.context(format!("snapshot of {table}"))),
+                };
                 // Every copied row gets its own position under the snapshot's offset: identical
                 // rows of a keyless table must stay distinct events, and all of them still sort
                 // before the first binlog event after the snapshot (a larger offset).
@@ -103,16 +169,10 @@ pub(super) async fn run<B: Journal>(
                     index: None,
                 }));
             }
-            if chunk.len() >= settings.chunk_rows || done {
+            if chunk.len() >= self.settings.chunk_rows || done {
                 let rows = chunk.iter().filter(|r| matches!(r, Record::Change(_))).count() as u64;
                 if rows > 0 {
-                    chunk.push(Record::Commit(Commit {
-                        position: at.clone(),
-                        gtid: None,
-                        timestamp: now_secs(),
-                        snapshot: true,
-                        consistent: Some(false),
-                    }));
+                    chunk.push(chunk_commit(at));
                 }
                 if done {
                     checkpoint.snapshot.tables.insert(table.key(), at.clone());
@@ -125,23 +185,16 @@ pub(super) async fn run<B: Journal>(
                     })
                     .await?;
                 copied += rows;
-                stats.snapshot_rows.fetch_add(rows, Ordering::Relaxed);
+                self.stats.snapshot_rows.fetch_add(rows, Ordering::Relaxed);
                 if done {
-                    break;
+                    return Ok(Copied::Rows(copied));
                 }
                 if *shutdown.borrow() {
-                    info!(%table, copied, "snapshot interrupted; finished tables will not be copied again");
-                    return Ok(false);
+                    return Ok(Copied::Interrupted(copied));
                 }
             }
         }
-        info!(%table, rows = copied, "table copied");
     }
-    conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending the snapshot transaction"))?;
-    checkpoint.snapshot.complete = true;
-    buffer.append(completion(checkpoint)).await?;
-    info!(position = %at, "snapshot complete");
-    Ok(true)
 }
 
 /// The last append of a snapshot: the checkpoint that marks it complete and, when every table
@@ -162,6 +215,17 @@ fn completion(checkpoint: &SourceCheckpoint) -> AppendBatch {
         }));
     }
     batch
+}
+
+/// The commit that closes a chunk of a table copy (the target is not consistent yet).
+fn chunk_commit(at: &Position) -> Record {
+    Record::Commit(Commit {
+        position: at.clone(),
+        gtid: None,
+        timestamp: now_secs(),
+        snapshot: true,
+        consistent: Some(false),
+    })
 }
 
 /// Start a consistent-read transaction and return the binlog position it corresponds to.
@@ -198,109 +262,6 @@ async fn begin_consistent_snapshot(conn: &mut Conn, server: &ServerInfo) -> Resu
         let (f, p) = started?;
         Ok(Position::new(f, p))
     }
-}
-
-async fn list_tables(conn: &mut Conn, filter: &super::TableFilter) -> Result<Vec<TableRef>> {
-    let rows: Vec<(String, String)> = conn
-        .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
-        .await
-        .map_err(|e| Error::source_mysql(e, "listing tables"))?;
-    Ok(rows.into_iter().map(|(d, t)| TableRef::new(d, t)).filter(|t| filter.matches(t)).collect())
-}
-
-/// A table's schema from `information_schema`.
-pub(crate) async fn load_schema(conn: &mut Conn, table: &TableRef, mariadb: bool) -> Result<TableSchema> {
-    type ColRow = (String, String, String, Option<u64>, Option<String>, Option<String>, String);
-    let cols: Vec<ColRow> = conn
-        .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_MAXIMUM_LENGTH, CHARACTER_SET_NAME, COLLATION_NAME, \
-             IS_NULLABLE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (&table.db, &table.name),
-        )
-        .await
-        .map_err(|e| Error::source_mysql(e, format!("reading the columns of {table}")))?;
-    if cols.is_empty() {
-        return Err(Error::new(ErrorKind::Unsupported, format!("table {table} not found or has no visible columns"))
-            .with_hint("grant SELECT on the table to the replication user"));
-    }
-    let mut columns = Vec::with_capacity(cols.len());
-    for (name, data_type, column_type, max_len, charset, collation, nullable) in cols {
-        let charset = match (charset, collation) {
-            (Some(name), Some(collation)) if name != "binary" => Some(Charset { name, collation }),
-            _ => None,
-        };
-        if let Some(cs) = &charset {
-            if !super::decode::is_supported_charset(&cs.name) {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "column `{name}` of {table} uses character set {}, which binferry does not decode yet",
-                        cs.name
-                    ),
-                )
-                .with_hint("convert the column to utf8mb4 or exclude the table"));
-            }
-        }
-        let ty = ColumnType::from_information_schema(&data_type, &column_type, max_len, charset)
-            .map_err(|e| e.context(format!("column `{name}` of {table}")))?;
-        columns.push(ColumnSchema { name, ty, nullable: nullable.eq_ignore_ascii_case("YES"), default: None });
-    }
-    let defaults = column_defaults(conn, table, mariadb).await?;
-    for c in &mut columns {
-        c.default = defaults.get(&c.name).cloned().flatten();
-    }
-    let pk: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
-            (&table.db, &table.name),
-        )
-        .await
-        .map_err(|e| Error::source_mysql(e, format!("reading the primary key of {table}")))?;
-    let primary_key = pk
-        .iter()
-        .map(|k| {
-            columns
-                .iter()
-                .position(|c: &ColumnSchema| &c.name == k)
-                .ok_or_else(|| Error::internal(format!("primary key column {k} of {table} not found")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(TableSchema { table: table.clone(), columns, primary_key })
-}
-
-/// Column defaults of `table` as SQL expressions usable in `ALTER TABLE ... DEFAULT`.
-pub(crate) async fn column_defaults(
-    conn: &mut Conn,
-    table: &TableRef,
-    mariadb: bool,
-) -> Result<std::collections::HashMap<String, Option<String>>> {
-    let rows: Vec<(String, Option<String>, String)> = conn
-        .exec(
-            "SELECT COLUMN_NAME, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (&table.db, &table.name),
-        )
-        .await
-        .map_err(|e| Error::source_mysql(e, format!("reading the column defaults of {table}")))?;
-    Ok(rows.into_iter().map(|(name, default, extra)| (name, sql_default(mariadb, default, &extra))).collect())
-}
-
-/// MariaDB reports defaults as SQL (`'text'`, `5`, `NULL`, `current_timestamp()`); MySQL
-/// reports literal values unquoted and marks expressions `DEFAULT_GENERATED`.
-fn sql_default(mariadb: bool, default: Option<String>, extra: &str) -> Option<String> {
-    let d = default?;
-    if mariadb {
-        return (!d.eq_ignore_ascii_case("NULL")).then_some(d);
-    }
-    if extra.to_ascii_uppercase().contains("DEFAULT_GENERATED") {
-        Some(format!("({d})"))
-    } else {
-        Some(format!("'{}'", d.replace('\\', "\\\\").replace('\'', "''")))
-    }
-}
-
-pub(crate) fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
 }
 
 fn now_secs() -> u32 {

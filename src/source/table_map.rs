@@ -15,7 +15,7 @@ use mysql_async::consts::ColumnType as MyType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
 
-use super::decode::is_supported_charset;
+use super::charset::is_decodable;
 
 /// Collation id → character set, collation name and bytes per character, as the
 /// source server defines them (MariaDB and MySQL number collations differently,
@@ -32,6 +32,11 @@ impl Collations {
             .map(|(id, charset, collation, maxlen)| (id, (Charset { name: charset, collation }, maxlen.max(1))))
             .collect();
         Collations { by_id }
+    }
+
+    /// Bytes per character of `charset`, at most.
+    pub(crate) fn maxlen(&self, charset: &str) -> Option<u32> {
+        self.by_id.values().find(|(cs, _)| cs.name == charset).map(|(_, n)| *n)
     }
 
     fn get(&self, id: u16) -> Result<&(Charset, u32)> {
@@ -114,12 +119,15 @@ pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collat
                 return Ok(None);
             }
             let (cs, maxlen) = collations.get(id)?.clone();
-            if !is_supported_charset(&cs.name) {
+            if !is_decodable(&cs.name, maxlen) {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
-                    format!("column `{name}` uses character set {}, which binferry does not decode yet (supported: utf8mb4, utf8mb3, ascii, latin1)", cs.name),
+                    format!(
+                        "column `{name}` uses character set {} ({maxlen} bytes per character), which binferry does not decode",
+                        cs.name
+                    ),
                 )
-                .with_hint("convert the column to utf8mb4 or exclude the table"));
+                .with_hint("convert the column to utf8mb4, or exclude the table"));
             }
             Ok(Some((cs, maxlen)))
         };
@@ -197,7 +205,7 @@ pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collat
             }
         };
         let nullable = nulls.get(i).map(|b| *b).unwrap_or(true);
-        columns.push(ColumnSchema { name, ty, nullable, default: None });
+        columns.push(ColumnSchema { name, ty, nullable, default: None, source_type: None });
     }
 
     let primary_key = meta

@@ -154,6 +154,16 @@ pub struct WriterSettings {
     pub start_at: Option<u64>,
     /// Apply only changes of these tables (replay of one table).
     pub only: Option<TableFilter>,
+    /// The tables the configuration selects (`source.include` / `exclude`): records of a
+    /// table excluded after they entered the buffer are passed over, not applied.
+    pub tables: Option<TableFilter>,
+}
+
+impl WriterSettings {
+    /// Whether changes of `table` are applied.
+    fn selects(&self, table: &TableRef) -> bool {
+        self.tables.as_ref().is_none_or(|f| f.matches(table)) && self.only.as_ref().is_none_or(|f| f.matches(table))
+    }
 }
 
 impl From<&WriterConfig> for WriterSettings {
@@ -165,6 +175,7 @@ impl From<&WriterConfig> for WriterSettings {
             max_open_changes: MAX_OPEN_CHANGES,
             start_at: None,
             only: None,
+            tables: None,
         }
     }
 }
@@ -177,6 +188,9 @@ struct Lasting {
     orphans: Orphans,
     /// Whether the target holds one state of the source, as of the last commit that said.
     consistent: Option<bool>,
+    /// Tables whose values the target refused, to stop in the next target transaction (they
+    /// are recorded again by every attempt until a commit made them durable).
+    to_stop: Vec<(TableRef, String)>,
 }
 
 /// Why a writer attempt ended without an error.
@@ -213,9 +227,18 @@ pub async fn run<B: Log, S: Sink>(
             Ok(Outcome::Rewind) => info!("reading the buffer again from the target's checkpoint"),
             Err(e) => {
                 sink.reset().await;
+                if let Some(table) = e.stops_table().cloned() {
+                    // One table's value or shape the target cannot hold: the target transaction
+                    // is rolled back; apply again from the target's checkpoint, that table stopped.
+                    error!(%table, error = %e, "table stopped; the other tables keep replicating");
+                    lasting.to_stop.retain(|(t, _)| t != &table);
+                    lasting.to_stop.push((table, e.to_string()));
+                    continue;
+                }
                 match backoff.next_delay(&e) {
                     Some(delay) => {
                         warn!(error = %e, attempt = backoff.attempts(), "writer failed; retrying in {:.1}s from the target's checkpoint", delay.as_secs_f64());
+                        stats.set_writer_activity(format!("waiting to retry after: {}", e.detail()));
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(e),
@@ -282,9 +305,16 @@ impl<'a, B: Log> Writer<'a, B> {
         backoff: &mut Backoff,
     ) -> Result<Outcome> {
         let applied = sink.applied_offset().await?;
-        self.stopped = sink.stopped_tables().await?.into_iter().collect();
-        for t in &self.stopped {
-            warn!(table = %t, "table is stopped by an earlier incompatible schema change; its changes are skipped");
+        for (table, reason) in sink.stopped_tables().await? {
+            warn!(%table, %reason, "table is stopped; its changes are skipped until it is resynchronised");
+            self.stopped.insert(table);
+        }
+        for (table, reason) in self.lasting.to_stop.clone() {
+            // Durable with the next commit, which passes the change the target refused at
+            // the latest (reading starts before it).
+            sink.stop_table(&table, &reason).await?;
+            self.stopped.insert(table);
+            self.commit_next = true;
         }
         let next = self.settings.start_at.unwrap_or(applied.map_or(0, |o| o + 1));
         if let Some(o) = applied {
@@ -318,13 +348,16 @@ impl<'a, B: Log> Writer<'a, B> {
                         if self.mid_transaction {
                             sink.rollback().await?;
                         } else {
+                            self.stats.set_writer_activity("the target's last deferred work (BigQuery: the MERGE)");
                             sink.idle(true).await?;
                         }
                         return Ok(Outcome::Drained);
                     }
                     if !self.mid_transaction {
+                        self.stats.set_writer_activity("the target's deferred work (BigQuery: the MERGE)");
                         sink.idle(false).await?;
                     }
+                    self.stats.set_writer_activity("waiting for records");
                     let wait = self
                         .batch_started
                         .map_or(IDLE_WAIT, |t| (t + self.settings.max_delay).saturating_duration_since(Instant::now()));
@@ -382,7 +415,7 @@ impl<'a, B: Log> Writer<'a, B> {
         }
         // Every change counts for the transaction's identity, also those not applied here.
         self.txn.push_change(&ev, offset);
-        if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ev.table)) {
+        if !self.settings.selects(&ev.table) {
             return Ok(Step::Next);
         }
         if self.stopped.contains(&ev.table) {
@@ -418,13 +451,22 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(Step::Rewind);
         }
         self.txn.start_ddl(&ddl, offset);
-        if self.settings.only.as_ref().is_some_and(|f| !f.matches(&ddl.table)) {
+        if !self.settings.selects(&ddl.table) {
             return Ok(Step::Next);
         }
         if self.stopped.contains(&ddl.table) {
             // Not applied here, but streams with a copy of it may be waiting for this one
             // (they may not know of the stop yet).
             self.pass_barrier(sink, &ddl).await?;
+            return Ok(Step::Next);
+        }
+        if let TableChange::Stop { reason } = &ddl.change {
+            // The source cannot replicate the table from here on: record it with the commit
+            // that follows (the table's rows before it stay, they are real changes).
+            error!(table = %ddl.table, %reason, "table stopped by the source; the other tables keep replicating");
+            sink.stop_table(&ddl.table, reason).await?;
+            self.stopped.insert(ddl.table);
+            self.mid_transaction = true;
             return Ok(Step::Next);
         }
         // Commit everything before it (a target DDL statement may commit implicitly), then
@@ -510,7 +552,7 @@ impl<'a, B: Log> Writer<'a, B> {
                  set buffer.kafka.on_poison = \"dead_letter\"",
             ));
         };
-        if self.stopped.contains(&table) || self.settings.only.as_ref().is_some_and(|f| !f.matches(&table)) {
+        if self.stopped.contains(&table) || !self.settings.selects(&table) {
             return Ok(());
         }
         error!(%table, reason = %poison.reason, "undecodable message: table stopped; the other tables keep replicating");
@@ -564,9 +606,10 @@ impl<'a, B: Log> Writer<'a, B> {
     }
 
     /// The copies of `ddl` and the name of their barrier, when it needs one. A TRUNCATE never
-    /// does: it deletes only rows older than itself, so each copy applies it at its own pace.
+    /// does: it deletes only rows older than itself, so each copy applies it at its own pace;
+    /// nor does a stop, which every copy records alike.
     async fn barrier_of(&self, ddl: &SchemaChange) -> Result<Option<(crate::buffer::DdlCopies, String)>> {
-        if ddl.change == TableChange::Truncate {
+        if matches!(ddl.change, TableChange::Truncate | TableChange::Stop { .. }) {
             return Ok(None);
         }
         Ok(self.buffer.ddl_copies().await?.map(|copies| {
@@ -718,8 +761,11 @@ impl<'a, B: Log> Writer<'a, B> {
         let Some((offset, commit)) = self.last_commit.take() else {
             return Ok(false);
         };
+        self.stats.set_writer_activity(format!("applying a batch up to offset {offset} to the target"));
         self.apply(sink).await?;
+        self.stats.set_writer_activity(format!("committing offset {offset} to the target"));
         sink.commit(offset, &commit.position).await?;
+        self.lasting.to_stop.clear();
         self.target_versions.clear();
         self.buffer.acknowledge(offset);
         self.batch_started = if self.held.is_empty() { None } else { Some(Instant::now()) };

@@ -34,9 +34,15 @@ fn schema(table: &str, version: u8) -> Arc<TableSchema> {
     Arc::new(TableSchema {
         table: TableRef::new("d", table),
         columns: vec![
-            ColumnSchema { name: "id".into(), ty: int.clone(), nullable: false, default: None },
+            ColumnSchema { name: "id".into(), ty: int.clone(), nullable: false, default: None, source_type: None },
             // Versions differ by the column's default: a schema change that travels in TABLE_MAP.
-            ColumnSchema { name: "v".into(), ty: int, nullable: true, default: Some(version.to_string()) },
+            ColumnSchema {
+                name: "v".into(),
+                ty: int,
+                nullable: true,
+                default: Some(version.to_string()),
+                source_type: None,
+            },
         ],
         primary_key: vec![0],
     })
@@ -363,8 +369,8 @@ impl Sink for ModelSink {
         Ok(())
     }
 
-    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
-        Ok(self.with(|t| t.durable.stopped.clone()))
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
+        Ok(self.with(|t| t.durable.stopped.iter().map(|t| (t.clone(), "stopped".to_string())).collect()))
     }
 
     async fn stop_table(&mut self, table: &TableRef, _reason: &str) -> Result<()> {
@@ -469,7 +475,7 @@ impl Sink for FaultySink {
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.inner.apply_schema_change(change).await
     }
-    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
         self.inner.stopped_tables().await
     }
     async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
@@ -513,6 +519,7 @@ fn settings(max_rows: usize, max_open_changes: usize) -> WriterSettings {
         max_open_changes,
         start_at: None,
         only: None,
+        tables: None,
     }
 }
 
@@ -721,10 +728,18 @@ fn a_poison_message_stops_its_table_and_nothing_else() {
     ]);
     let log = source.log(&[]);
     // T1's second record (b's insert) does not decode.
-    let poisoned = log.iter().position(|r| matches!(r, Record::Change(ev) if ev.table.name == "b" && ev.position.offset == 2002)).unwrap();
+    let poisoned = log
+        .iter()
+        .position(|r| matches!(r, Record::Change(ev) if ev.table.name == "b" && ev.position.offset == 2002))
+        .unwrap();
     let run_with = |table: Option<TableRef>| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-        let mut memlog = MemLog { records: log.clone(), poison: HashMap::new(), schemas: source.schemas.clone(), acked: AtomicU64::new(0) };
+        let mut memlog = MemLog {
+            records: log.clone(),
+            poison: HashMap::new(),
+            schemas: source.schemas.clone(),
+            acked: AtomicU64::new(0),
+        };
         memlog.poison.insert(poisoned, table);
         let memlog = Arc::new(memlog);
         let target = Arc::new(Mutex::new(Target::default()));

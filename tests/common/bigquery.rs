@@ -5,7 +5,15 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
 
-use super::{Env, bigquery_endpoint, ensure_bigquery};
+use binferry::sink::bigquery::column_name;
+
+use super::{Env, bigquery_endpoint, ensure_bigquery, quote};
+
+/// The BigQuery table of source table `t` of database `src` (the default `{db}_{table}`, with
+/// characters BigQuery does not allow in names replaced by `_`).
+pub fn bq_table(src: &str, t: &str) -> String {
+    format!("{src}_{t}").chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
+}
 
 /// Project the emulator serves.
 pub const PROJECT: &str = "binferry-test";
@@ -105,28 +113,32 @@ impl Env {
                 .iter()
                 .map(|(n, ty, _)| match ty.as_str() {
                     "blob" | "tinyblob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
-                        format!("LOWER(HEX(`{n}`))")
+                        format!("LOWER(HEX({}))", quote(n))
                     }
-                    "bit" => format!("CAST(`{n}` + 0 AS CHAR)"),
-                    _ => format!("CAST(`{n}` AS CHAR)"),
+                    "bit" => format!("CAST({} + 0 AS CHAR)", quote(n)),
+                    _ => format!("CAST({} AS CHAR)", quote(n)),
                 })
                 .collect();
             let bq: Vec<String> = cols
                 .iter()
-                .map(|(n, ty, _)| match ty.as_str() {
-                    "timestamp" => format!("FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', `{n}`)"),
-                    "blob" | "tinyblob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
-                        format!("TO_HEX(`{n}`)")
+                .map(|(n, ty, _)| {
+                    let n = format!("`{}`", column_name(n));
+                    match ty.as_str() {
+                        "timestamp" => format!("FORMAT_TIMESTAMP('%Y-%m-%d %H:%M:%E6S', {n})"),
+                        "blob" | "tinyblob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
+                            format!("TO_HEX({n})")
+                        }
+                        // MySQL's JSON type is a BigQuery JSON column; MariaDB's JSON is LONGTEXT
+                        // (with a json_valid check), a STRING holding the text.
+                        "json" => format!("TO_JSON_STRING({n})"),
+                        _ => format!("CAST({n} AS STRING)"),
                     }
-                    // MySQL's JSON type is a BigQuery JSON column; MariaDB's JSON is LONGTEXT
-                    // (with a json_valid check), a STRING holding the text.
-                    "json" => format!("TO_JSON_STRING(`{n}`)"),
-                    _ => format!("CAST(`{n}` AS STRING)"),
                 })
                 .collect();
-            let order = |q: &str| pk.iter().map(|k| format!("{q}{k}{q}")).collect::<Vec<_>>().join(", ");
+            let my_order = pk.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+            let bq_order = pk.iter().map(|k| format!("`{}`", column_name(k))).collect::<Vec<_>>().join(", ");
             let source: Vec<mysql_async::Row> = c
-                .query(format!("SELECT {} FROM `{}`.`{t}` ORDER BY {}", my.join(", "), self.src, order("`")))
+                .query(format!("SELECT {} FROM {}.{} ORDER BY {my_order}", my.join(", "), quote(&self.src), quote(&t)))
                 .await
                 .unwrap();
             let source: Vec<Vec<Option<String>>> = source
@@ -141,9 +153,9 @@ impl Env {
                         .collect()
                 })
                 .collect();
-            let table = format!("{}_{t}", self.src);
+            let table = bq_table(&self.src, &t);
             let target = match self
-                .bq(&format!("SELECT {} FROM `{PROJECT}.{}.{table}` ORDER BY {}", bq.join(", "), self.dst, order("`")))
+                .bq(&format!("SELECT {} FROM `{PROJECT}.{}.{table}` ORDER BY {bq_order}", bq.join(", "), self.dst))
                 .await
             {
                 Ok(rows) => rows,
@@ -189,7 +201,7 @@ impl Env {
     pub async fn bq_dump(&self) -> Vec<Vec<Option<String>>> {
         let mut out = Vec::new();
         for t in self.tables().await {
-            let table = format!("{}_{t}", self.src);
+            let table = bq_table(&self.src, &t);
             let rows = self
                 .bq(&format!("SELECT TO_JSON_STRING(x) AS j FROM `{PROJECT}.{}.{table}` AS x ORDER BY j", self.dst))
                 .await

@@ -162,6 +162,12 @@ pub struct Env {
     pub kafka_config: String,
     /// `[sink]` sections replacing `[sink.mysql]` ([`Env::use_bigquery`]).
     pub sink_config: Option<String>,
+    /// Source tables the comparisons leave out (tables a test expects to be stopped).
+    pub diff_skip: Vec<String>,
+    /// `source.exclude` patterns.
+    pub exclude: Vec<String>,
+    /// Extra lines of the `[pipeline]` section.
+    pub pipeline_config: String,
     /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
     pub target_port: u16,
     pub target_pool: Pool,
@@ -204,6 +210,9 @@ impl Env {
             buffer_config: String::new(),
             kafka_config: String::new(),
             sink_config: None,
+            diff_skip: Vec::new(),
+            exclude: Vec::new(),
+            pipeline_config: String::new(),
             target_port: port,
             target_server: None,
             owns_server,
@@ -245,11 +254,13 @@ impl Env {
             r#"
 [pipeline]
 name = "{name}"
+{pipeline_extra}
 
 [source]
 port = {port}
 user = "root"
 include = ["{src}.*"]
+exclude = [{exclude}]
 
 {kafka}
 
@@ -267,8 +278,10 @@ progress_interval_secs = 1
 {extra}
 "#,
             name = self.name,
+            pipeline_extra = self.pipeline_config,
             port = self.port,
             src = self.src,
+            exclude = self.exclude.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
             buffer = self.buffer_path().display(),
             extra = self.extra_config,
             buffer_extra = self.buffer_config,
@@ -364,12 +377,14 @@ partitions = 4
         line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     }
 
-    /// Tables of the source database.
+    /// Tables of the source database (but those in `diff_skip`).
     pub async fn tables(&self) -> Vec<String> {
         let mut c = self.conn().await;
-        c.exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&self.src,))
+        let all: Vec<String> = c
+            .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&self.src,))
             .await
-            .unwrap()
+            .unwrap();
+        all.into_iter().filter(|t| !self.diff_skip.contains(t)).collect()
     }
 
     /// Row-by-row difference between source and target: `None` when equal.
@@ -384,14 +399,11 @@ partitions = 4
                 .exec("SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX", (&self.src, &t))
                 .await
                 .unwrap();
-            let list = cols.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+            let list = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
             // Keyless tables compare as multisets: order by every column.
-            let order = if pk.is_empty() {
-                list.clone()
-            } else {
-                pk.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
-            };
-            let q = |db: &str| format!("SELECT {list} FROM `{db}`.`{t}` ORDER BY {order}");
+            let order =
+                if pk.is_empty() { list.clone() } else { pk.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ") };
+            let q = |db: &str| format!("SELECT {list} FROM {}.{} ORDER BY {order}", quote(db), quote(&t));
             // The binary protocol returns floats, temporals and integers as typed values, which
             // are compared bit for bit below.
             let a: Vec<Row> = c.exec(q(&self.src), ()).await.unwrap();
@@ -408,17 +420,31 @@ partitions = 4
             for (ra, rb) in a.iter().zip(&b) {
                 let va: Vec<Value> = (0..ra.len()).map(|i| ra.as_ref(i).cloned().unwrap_or(Value::NULL)).collect();
                 let vb: Vec<Value> = (0..rb.len()).map(|i| rb.as_ref(i).cloned().unwrap_or(Value::NULL)).collect();
-                if va.len() != vb.len() || va.iter().zip(&vb).any(|(x, y)| !same_value(x, y)) {
-                    let show = |v: &[Value]| {
-                        v.iter()
-                            .map(|x| match x {
-                                Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-                                other => format!("{other:?}"),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" | ")
+                if va.len() != vb.len() {
+                    return Some(format!("{t}: source row has {} values, target row {}", va.len(), vb.len()));
+                }
+                if let Some(i) = (0..va.len()).find(|&i| !same_value(&va[i], &vb[i])) {
+                    // Long texts: from a little before where the two start to differ.
+                    let from = match (&va[i], &vb[i]) {
+                        (Value::Bytes(x), Value::Bytes(y)) => x.iter().zip(y).take_while(|(p, q)| p == q).count(),
+                        _ => 0,
                     };
-                    return Some(format!("{t}: source row [{}] != target row [{}]", show(&va), show(&vb)));
+                    let show = |v: &Value| match v {
+                        Value::Bytes(b) => {
+                            let start = from.saturating_sub(40);
+                            let text = String::from_utf8_lossy(&b[start.min(b.len())..]);
+                            let at = |s: &str| s.chars().take(120).collect::<String>();
+                            format!("…{:?} ({} bytes, from byte {start})", at(&text), b.len())
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    let key = show(&va[0]);
+                    return Some(format!(
+                        "{t}: row {key}, column `{}`: source {} != target {}",
+                        cols[i],
+                        show(&va[i]),
+                        show(&vb[i])
+                    ));
                 }
             }
         }
@@ -523,6 +549,11 @@ impl Drop for Env {
         })
         .join();
     }
+}
+
+/// A quoted MySQL identifier.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
 }
 
 /// Value equality that tells -0.0 from 0.0 and compares NaN payloads: bit for bit.

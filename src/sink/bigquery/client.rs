@@ -209,8 +209,10 @@ impl Api {
                 ),
                 None => format!("{what}: {} rows rejected", errors.len()),
             };
-            return Err(Error::new(ErrorKind::TargetRejected, detail).with_hint(
-                "a value does not fit its BigQuery column; see docs/types.md for the mapping and report the value",
+            return Err(Error::new(ErrorKind::ValueRejected, detail).with_hint(
+                "a value does not fit its BigQuery column (docs/types.md gives the mapping): fix the value in the \
+                 source, then rebuild the table (delete its row from _binferry_stopped, drop its BigQuery tables and \
+                 replay)",
             ));
         }
         Ok(())

@@ -67,7 +67,9 @@ use tracing::{debug, info, warn};
 
 pub use client::jobs_issued;
 pub use schedule::merges_run;
-pub use sql::{BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES};
+pub use sql::{
+    BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
+};
 
 use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{BufferKind, Config, DropMode};
@@ -403,12 +405,12 @@ impl BigQuerySink {
     /// The shape a source schema asks for.
     fn shape_of(&self, schema: &TableSchema) -> TableShape {
         TableShape {
-            columns: schema.columns.iter().map(|c| (c.name.clone(), bigquery_type(&c.ty))).collect(),
+            columns: schema.columns.iter().map(|c| (sql::column_name(&c.name), bigquery_type(&c.ty))).collect(),
             primary_key: schema
                 .primary_key
                 .iter()
                 .filter_map(|&i| schema.columns.get(i))
-                .map(|c| c.name.clone())
+                .map(|c| sql::column_name(&c.name))
                 .collect(),
             soft: self.settings.rules.options(&schema.table).deletes == DeleteMode::Soft,
         }
@@ -595,10 +597,11 @@ impl Sink for BigQuerySink {
                 .columns
                 .iter()
                 .map(|c| {
+                    let column = sql::column_name(&c.name);
                     shape
                         .columns
                         .iter()
-                        .find(|(n, _)| n == &c.name)
+                        .find(|(n, _)| n == &column)
                         .map_or_else(|| bigquery_type(&c.ty), |(_, t)| t.clone())
                 })
                 .collect();
@@ -606,8 +609,11 @@ impl Sink for BigQuerySink {
             let mut chunk_bytes = 0;
             let changelog = format!("{name}{CHANGELOG_SUFFIX}");
             let names_len: usize = tb.schema.columns.iter().map(|c| c.name.len() + 4).sum();
+            // A value BigQuery cannot hold stops this table, not the pipeline.
+            let scoped =
+                |e: Error| if e.kind() == ErrorKind::ValueRejected { e.with_table(tb.schema.table.clone()) } else { e };
             for op in tb.ops.values() {
-                let row = changelog_row(op, &tb.schema, &types, &ctx)?;
+                let row = changelog_row(op, &tb.schema, &types, &ctx).map_err(scoped)?;
                 // JSON size, roughly: values (bytes grow by a third in base64), names, quoting.
                 let values = match op {
                     RowOp::Upsert { row, .. } => row,
@@ -617,12 +623,14 @@ impl Sink for BigQuerySink {
                 chunk.push(row);
                 if chunk.len() >= ROWS_PER_INSERT || chunk_bytes >= BYTES_PER_INSERT {
                     counts.written += chunk.len() as u64;
-                    api.insert_all(&self.settings.dataset, &changelog, std::mem::take(&mut chunk)).await?;
+                    api.insert_all(&self.settings.dataset, &changelog, std::mem::take(&mut chunk))
+                        .await
+                        .map_err(scoped)?;
                     chunk_bytes = 0;
                 }
             }
             counts.written += chunk.len() as u64;
-            api.insert_all(&self.settings.dataset, &changelog, chunk).await?;
+            api.insert_all(&self.settings.dataset, &changelog, chunk).await.map_err(scoped)?;
             self.open.insert(name);
         }
         ::metrics::counter!(metrics::BIGQUERY_CHANGELOG_ROWS).increment(counts.written);
@@ -692,9 +700,13 @@ impl Sink for BigQuerySink {
                 self.tables.remove(&name);
                 self.tables.insert(new, Managed { source: to.clone(), shape: m.shape });
             }
-            (TableChange::RenameTo(_), None) | (TableChange::RenameColumns(_), None) => {}
+            // The writer records stops itself (`Sink::stop_table`).
+            (TableChange::RenameTo(_), None)
+            | (TableChange::RenameColumns(_), None)
+            | (TableChange::Stop { .. }, _) => {}
             (TableChange::RenameColumns(pairs), Some(mut m)) => {
                 for (from, to) in pairs {
+                    let (from, to) = (&sql::column_name(from), &sql::column_name(to));
                     let Some(col) = m.shape.columns.iter_mut().find(|(c, _)| c == from) else { continue };
                     col.0 = to.clone();
                     for k in m.shape.primary_key.iter_mut().filter(|k| *k == from) {
@@ -719,10 +731,10 @@ impl Sink for BigQuerySink {
         Ok(())
     }
 
-    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
         self.init().await?;
         let sql = format!(
-            "SELECT source_db, source_table FROM {} WHERE pipeline = {}",
+            "SELECT source_db, source_table, ANY_VALUE(reason) FROM {} WHERE pipeline = {} GROUP BY 1, 2",
             self.settings.names().table(STOPPED),
             string(&self.settings.pipeline)
         );
@@ -730,7 +742,9 @@ impl Sink for BigQuerySink {
         Ok(rows
             .iter()
             .filter_map(|r| match cells(Some(r)).as_slice() {
-                [Some(d), Some(t), ..] => Some(TableRef::new(d.clone(), t.clone())),
+                [Some(d), Some(t), reason] => {
+                    Some((TableRef::new(d.clone(), t.clone()), reason.clone().unwrap_or_default()))
+                }
                 _ => None,
             })
             .collect())

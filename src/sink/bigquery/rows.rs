@@ -8,9 +8,9 @@
 use base64::Engine;
 use serde_json::{Map, Value as Json};
 
-use super::sql::{APPENDED_AT, BATCH, DELETED_AT, HASH, OP, POS, STREAM};
+use super::sql::{APPENDED_AT, BATCH, DELETED_AT, HASH, OP, POS, STREAM, column_name};
 use super::types::BqType;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::event::value::format_epoch;
 use crate::schema::TableSchema;
@@ -82,20 +82,39 @@ pub fn changelog_row(
             (before, "D")
         }
     };
+    // A key BigQuery cannot hold exactly would match no row (NULL never equals NULL) or the
+    // wrong one: the table stops instead of losing the row.
+    for (&i, v) in schema.primary_key.iter().zip(op.key(schema)) {
+        if let (Value::Date(s) | Value::DateTime(s), Some(c)) = (v, schema.columns.get(i))
+            && zero_date(s)
+        {
+            return Err(Error::new(
+                ErrorKind::ValueRejected,
+                format!(
+                    "{}: primary-key column `{}` holds the date {s}, which no BigQuery date or timestamp can hold",
+                    schema.table, c.name
+                ),
+            )
+            .with_hint(
+                "give the row a real date in the source (or exclude the table, or replicate it to a MySQL target); \
+                 then rebuild the table: delete its row from _binferry_stopped, drop its BigQuery tables and replay",
+            ));
+        }
+    }
     if values.len() == schema.columns.len() {
         for ((c, v), ty) in schema.columns.iter().zip(values).zip(types) {
-            obj.insert(c.name.clone(), json_value(v, ty));
+            obj.insert(column_name(&c.name), json_value(v, ty));
         }
     } else if let RowOp::Delete { key, .. } = op {
         // No full before image: the key is enough for a hard delete.
         for (&i, v) in schema.primary_key.iter().zip(key) {
             if let (Some(c), Some(ty)) = (schema.columns.get(i), types.get(i)) {
-                obj.insert(c.name.clone(), json_value(v, ty));
+                obj.insert(column_name(&c.name), json_value(v, ty));
             }
         }
     }
     for &i in &schema.primary_key {
-        if let Some(v) = schema.columns.get(i).and_then(|c| obj.get(&c.name)) {
+        if let Some(v) = schema.columns.get(i).and_then(|c| obj.get(&column_name(&c.name))) {
             id.update(v.to_string().as_bytes());
         }
     }

@@ -38,6 +38,35 @@ pub const STOPPED: &str = "_binferry_stopped";
 /// Streams that reached a DDL barrier (renames and drops that Kafka key partitions all carry).
 pub const BARRIERS: &str = "_binferry_barriers";
 
+/// Column-name prefixes BigQuery reserves (case-insensitive).
+const RESERVED_PREFIXES: &[&str] = &["_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colidentifier"];
+
+/// The BigQuery column of a source column. A name BigQuery accepts as it is (letters, digits
+/// and `_`, not starting with a digit or a reserved prefix, at most 300 characters) and that
+/// is not one of binferry's (`_binferry_...`) is kept. Any other name gets each other
+/// character replaced by `_`, a `c_` in front where needed, and `__` plus eight hex digits of
+/// a hash of the original name at the end: the same source name always gives the same column,
+/// and two source names never give one.
+pub fn column_name(source: &str) -> String {
+    let lower = source.to_ascii_lowercase();
+    let valid = !source.is_empty()
+        && source.len() <= 300
+        && source.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !source.as_bytes()[0].is_ascii_digit()
+        && !RESERVED_PREFIXES.iter().any(|p| lower.starts_with(p))
+        && !lower.starts_with("_binferry_");
+    if valid {
+        return source.to_string();
+    }
+    let mut clean: String =
+        source.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).take(280).collect();
+    if clean.is_empty() || clean.as_bytes()[0].is_ascii_digit() || clean.starts_with('_') {
+        clean.insert_str(0, "c_");
+    }
+    let hash = blake3::hash(source.as_bytes()).to_hex();
+    format!("{clean}__{}", &hash[..8])
+}
+
 /// A quoted identifier.
 pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "\\`"))
@@ -327,6 +356,29 @@ mod tests {
             primary_key: vec!["id".into()],
             soft,
         }
+    }
+
+    /// (source column, BigQuery column)
+    #[test]
+    fn column_names_map_deterministically_and_distinctly() {
+        let cases = [
+            ("id", "id"),
+            ("Order_Total2", "Order_Total2"),
+            ("special\"[`$]'_id", "special_______id__"),
+            ("2nd", "c_2nd__"),
+            ("_TABLE_x", "c__TABLE_x__"),
+            ("_binferry_pos", "c__binferry_pos__"),
+            ("naïve", "na_ve__"),
+            ("a b", "a_b__"),
+        ];
+        for (source, want) in cases {
+            let got = column_name(source);
+            assert!(got.starts_with(want), "{source:?} -> {got}");
+            assert_eq!(got, column_name(source), "deterministic");
+            assert!(got.len() <= 300 && got.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{got}");
+        }
+        assert_ne!(column_name("a b"), column_name("a-b"), "names that clean alike stay apart");
+        assert_eq!(column_name(&"x".repeat(400)).len(), 280 + 10);
     }
 
     #[test]

@@ -95,6 +95,8 @@ pub fn bigquery_type(ty: &ColumnType) -> BqType {
         | ColumnType::Text { .. }
         | ColumnType::Enum { .. }
         | ColumnType::Set { .. } => BqType::String,
+        // MariaDB's UUID and INET types, as MariaDB shows them.
+        ColumnType::Uuid | ColumnType::Inet4 | ColumnType::Inet6 => BqType::String,
         ColumnType::Binary { .. } | ColumnType::VarBinary { .. } | ColumnType::Blob { .. } => BqType::Bytes,
         ColumnType::Json => BqType::Json,
         // SRID + WKB, as stored by MySQL: exact. GEOGRAPHY accepts only valid WGS84 shapes.

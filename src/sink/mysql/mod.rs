@@ -176,6 +176,8 @@ pub struct MysqlSink {
     last_gc: Option<Instant>,
     /// (target table, column) already warned about as dropped in the source.
     warned_dropped: HashSet<(String, String)>,
+    /// The target is MariaDB (it has the UUID and INET types); learnt with the state tables.
+    mariadb: bool,
 }
 
 /// What the stored row of a key looks like.
@@ -199,6 +201,7 @@ impl MysqlSink {
             overwrite_equal: false,
             last_gc: None,
             warned_dropped: HashSet::new(),
+            mariadb: true,
         }
     }
 
@@ -250,6 +253,13 @@ impl MysqlSink {
             return Ok(());
         }
         let db = q(&self.settings.database);
+        let version: Option<String> = self
+            .ddl_conn()
+            .await?
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| Error::target_mysql(e, "VERSION()"))?;
+        self.mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
         self.ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
         self.ddl(&format!(
             "CREATE TABLE IF NOT EXISTS {db}.{} (\
@@ -449,9 +459,58 @@ impl MysqlSink {
         let overwrite = self.overwrite_equal;
         self.chunked(deletes, schema.primary_key.len() + 1, &[], |n| st.delete(n), &format!("deleting from `{name}`"))
             .await?;
-        self.chunked(upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`")).await?;
+        let written = self
+            .chunked(upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`"))
+            .await;
+        if let Err(e) = written {
+            return Err(self.locate_rejected(e, t, name).await);
+        }
         self.write_tombstones(&st, name, stones).await?;
         Ok(())
+    }
+
+    /// A multi-row statement failed because the target refused a value: find the row, by
+    /// writing the batch's rows of `t` one by one (the writer rolls all of it back next), and
+    /// name the table, the row's key, the column and the value. Other errors pass unchanged.
+    async fn locate_rejected(&mut self, e: Error, t: &TableBatch, name: &str) -> Error {
+        if e.kind() != ErrorKind::ValueRejected {
+            return e;
+        }
+        let schema = &t.schema;
+        let keyed = schema.has_primary_key();
+        let soft = keyed && self.settings.soft(&schema.table);
+        let db = self.settings.database.clone();
+        let st = Statements::new(&db, name, schema, soft);
+        let sql = if keyed { st.upsert(1, self.overwrite_equal) } else { st.keyless_insert(1) };
+        let rows: Vec<&Vec<Value>> = if keyed {
+            t.ops.values().filter_map(|op| if let RowOp::Upsert { row, .. } = op { Some(row) } else { None }).collect()
+        } else {
+            t.keyless.values().map(|k| &k.row).collect()
+        };
+        for row in rows {
+            let mut p: Vec<MyValue> = row.iter().map(param).collect();
+            // Position and hash of zero: a probe that never wins over a stored row.
+            if keyed {
+                p.extend([MyValue::Bytes(vec![0; 16]), MyValue::Bytes(vec![0; 16])]);
+                if soft {
+                    p.push(MyValue::NULL);
+                }
+            } else {
+                p.extend([MyValue::Bytes(vec![0; 16]), MyValue::UInt(u32::MAX as u64), MyValue::Bytes(vec![0; 16])]);
+            }
+            let tried = match self.data().await {
+                Ok(conn) => {
+                    conn.exec_drop(&sql, p).await.map_err(|e| Error::target_mysql(e, format!("writing to `{name}`")))
+                }
+                Err(e) => return e,
+            };
+            match tried {
+                Ok(()) => {}
+                Err(one) if one.kind() == ErrorKind::ValueRejected => return rejected_row(schema, row, &one),
+                Err(other) => return other,
+            }
+        }
+        e.with_table(schema.table.clone())
     }
 
     async fn apply_keyless(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
@@ -513,7 +572,11 @@ impl MysqlSink {
             }
         }
         let width = schema.columns.len() + 3;
-        self.chunked(inserts, width, &[], |n| st.keyless_insert(n), &format!("writing to `{name}`")).await?;
+        let written =
+            self.chunked(inserts, width, &[], |n| st.keyless_insert(n), &format!("writing to `{name}`")).await;
+        if let Err(e) = written {
+            return Err(self.locate_rejected(e, t, name).await);
+        }
         self.write_tombstones(&st, name, stones).await?;
         Ok(())
     }
@@ -592,7 +655,8 @@ impl Sink for MysqlSink {
             return Ok(());
         }
         self.ensure_state().await?;
-        self.ddl(&st.create()).await?;
+        let mariadb = self.mariadb;
+        self.ddl(&st.create(|c| column_ddl(c, mariadb))).await?;
         // The table may predate this schema version or this rule: compare column by column.
         let database = self.settings.database.clone();
         let conn = self.ddl_conn().await?;
@@ -633,7 +697,8 @@ impl Sink for MysqlSink {
             else {
                 continue;
             };
-            if have == want.ty || (have.mysql_ddl() == want.ty.mysql_ddl()) {
+            let want_ddl = column_ddl(want, self.mariadb);
+            if have == want.ty || have.mysql_ddl() == want.ty.mysql_ddl() || have.mysql_ddl() == want_ddl {
                 continue;
             }
             if self.overwrite_equal && want.ty.widens_to(&have) {
@@ -642,11 +707,10 @@ impl Sink for MysqlSink {
                 continue;
             }
             if have.widens_to(&want.ty) {
-                info!(table = %name, column = %col, from = %have.mysql_ddl(), to = %want.ty.mysql_ddl(), "widening target column");
+                info!(table = %name, column = %col, from = %have.mysql_ddl(), to = %want_ddl, "widening target column");
                 let null =
                     if schema.primary_key.iter().any(|&k| schema.columns[k].name == col) { "NOT NULL" } else { "NULL" };
-                self.ddl(&format!("ALTER TABLE {} MODIFY COLUMN {} {} {null}", st.table, q(&col), want.ty.mysql_ddl()))
-                    .await?;
+                self.ddl(&format!("ALTER TABLE {} MODIFY COLUMN {} {want_ddl} {null}", st.table, q(&col))).await?;
             } else {
                 return Err(Error::new(
                     ErrorKind::Unsupported,
@@ -669,7 +733,7 @@ impl Sink for MysqlSink {
             .iter()
             .map(|c| {
                 let default = c.default.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
-                (c.name.clone(), format!("{} NULL{default}", c.ty.mysql_ddl()))
+                (c.name.clone(), format!("{} NULL{default}", column_ddl(c, self.mariadb)))
             })
             .chain(system.iter().map(|(c, ty)| (c.to_string(), ty.to_string())));
         for (col, ty) in wanted.collect::<Vec<_>>() {
@@ -757,6 +821,8 @@ impl Sink for MysqlSink {
                 self.owners.remove(&name);
                 self.tables.remove(&new);
             }
+            // The writer records stops itself (`Sink::stop_table`).
+            TableChange::Stop { .. } => {}
             TableChange::RenameColumns(renames) => {
                 let cols: Vec<String> = self
                     .ddl_conn()
@@ -779,21 +845,21 @@ impl Sink for MysqlSink {
         Ok(())
     }
 
-    async fn stopped_tables(&mut self) -> Result<Vec<TableRef>> {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
         self.ensure_state().await?;
         let sql = format!(
-            "SELECT source_db, source_table FROM {}.{} WHERE pipeline = ?",
+            "SELECT source_db, source_table, reason FROM {}.{} WHERE pipeline = ?",
             q(&self.settings.database),
             q(STOPPED_TABLE)
         );
         let pipeline = self.settings.pipeline.clone();
-        let rows: Vec<(String, String)> = self
+        let rows: Vec<(String, String, String)> = self
             .data()
             .await?
             .exec(sql, (pipeline,))
             .await
             .map_err(|e| Error::target_mysql(e, "reading stopped tables"))?;
-        Ok(rows.into_iter().map(|(d, t)| TableRef::new(d, t)).collect())
+        Ok(rows.into_iter().map(|(d, t, reason)| (TableRef::new(d, t), reason)).collect())
     }
 
     async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
@@ -884,6 +950,67 @@ impl Sink for MysqlSink {
             .await
             .map_err(|e| Error::target_mysql(e, "reading a DDL barrier"))?;
         Ok(n.unwrap_or(0) as u32)
+    }
+}
+
+/// The error of a row the target refused: its table, key, column and value, and the fix.
+fn rejected_row(schema: &TableSchema, row: &[Value], e: &Error) -> Error {
+    let key: Vec<String> = if schema.has_primary_key() {
+        schema
+            .primary_key
+            .iter()
+            .filter_map(|&i| Some(format!("{} = {}", schema.columns.get(i)?.name, show(row.get(i)?))))
+            .collect()
+    } else {
+        vec![format!("row hash {}", row_hash(row).iter().map(|b| format!("{b:02x}")).collect::<String>())]
+    };
+    // The server names the column in its message (`c`, 'c' or `db`.`t`.`c`).
+    let column = schema.columns.iter().enumerate().find(|(_, c)| {
+        let m = e.detail();
+        m.contains(&format!("`{}`", c.name)) || m.contains(&format!("'{}'", c.name))
+    });
+    let value = match column {
+        Some((i, c)) => format!(", column `{}` = {}", c.name, row.get(i).map_or_else(String::new, show)),
+        None => String::new(),
+    };
+    Error::new(
+        ErrorKind::ValueRejected,
+        format!("the target refused the row of {} with key ({}){value}: {}", schema.table, key.join(", "), e.detail()),
+    )
+    .with_hint(format!(
+        "fix the value in the source, or give the target column a type that holds it; then rebuild the table: \
+         delete its row from {STOPPED_TABLE} and copy it again from a fresh snapshot"
+    ))
+    .with_table(schema.table.clone())
+}
+
+/// A value for a message, shortened.
+fn show(v: &Value) -> String {
+    let text = match v {
+        Value::Null => "NULL".to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) | Value::Bit(u) => u.to_string(),
+        Value::Year(y) => y.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Double(d) => d.to_string(),
+        Value::Bytes(b) => format!("x'{}'", b.iter().take(32).map(|x| format!("{x:02x}")).collect::<String>()),
+        Value::Decimal(s) | Value::Text(s) | Value::Date(s) | Value::DateTime(s) | Value::Time(s) | Value::Json(s) => {
+            format!("'{}'", s.chars().take(64).collect::<String>())
+        }
+    };
+    if text.chars().count() > 80 { format!("{}…", text.chars().take(80).collect::<String>()) } else { text }
+}
+
+/// A source column's type in this target's DDL: as the source declares it, except that a
+/// MySQL target, which has no UUID or INET types, holds their text.
+fn column_ddl(c: &crate::schema::ColumnSchema, mariadb: bool) -> String {
+    use crate::schema::ColumnType;
+    let ascii = "CHARACTER SET ascii COLLATE ascii_general_ci";
+    match &c.ty {
+        ColumnType::Uuid if !mariadb => format!("char(36) {ascii}"),
+        ColumnType::Inet4 if !mariadb => format!("varchar(15) {ascii}"),
+        ColumnType::Inet6 if !mariadb => format!("varchar(45) {ascii}"),
+        _ => c.mysql_ddl(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::schema::TableSchema;
+use crate::schema::{ColumnSchema, TableSchema};
 
 /// Column holding the row's source position.
 pub const POS_COLUMN: &str = "_binferry_pos";
@@ -49,12 +49,13 @@ impl<'a> Statements<'a> {
         self.schema.primary_key.iter().map(|&i| q(&self.schema.columns[i].name)).collect()
     }
 
-    /// `CREATE TABLE IF NOT EXISTS` with the source columns and binferry's own.
-    pub fn create(&self) -> String {
+    /// `CREATE TABLE IF NOT EXISTS` with the source columns, typed by `column_ddl`, and
+    /// binferry's own.
+    pub fn create(&self, column_ddl: impl Fn(&ColumnSchema) -> String) -> String {
         let mut ddl = format!("CREATE TABLE IF NOT EXISTS {} (", self.table);
         for (i, c) in self.schema.columns.iter().enumerate() {
             let null = if self.schema.primary_key.contains(&i) { "NOT NULL" } else { "NULL" };
-            let _ = write!(ddl, "{} {} {null}, ", q(&c.name), c.ty.mysql_ddl());
+            let _ = write!(ddl, "{} {} {null}, ", q(&c.name), column_ddl(c));
         }
         for (name, ty) in self.system_columns() {
             let _ = write!(ddl, "{name} {ty}, ");
@@ -201,12 +202,14 @@ mod tests {
                     ty: ColumnType::Int { bytes: 4, unsigned: false },
                     nullable: false,
                     default: None,
+                    source_type: None,
                 },
                 ColumnSchema {
                     name: "b".into(),
                     ty: ColumnType::Int { bytes: 4, unsigned: false },
                     nullable: true,
                     default: None,
+                    source_type: None,
                 },
             ],
             primary_key: pk,
@@ -231,7 +234,7 @@ mod tests {
     #[test]
     fn keyless_tables_are_keyed_by_hash_and_copy() {
         let s = schema(vec![]);
-        let ddl = Statements::new("r", "t", &s, false).create();
+        let ddl = Statements::new("r", "t", &s, false).create(ColumnSchema::mysql_ddl);
         assert!(ddl.contains("_binferry_dup INT UNSIGNED NOT NULL"));
         assert!(ddl.ends_with("PRIMARY KEY (_binferry_hash, _binferry_dup)) ENGINE=InnoDB"), "{ddl}");
     }
