@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use binferry::event::hash::row_hash;
 use binferry::event::{ChangeEvent, Op, Record, Value, envelope};
 use binferry::position::Position;
 use binferry::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
 use binferry::writer::Batch;
-use binferry::writer::hash::row_hash;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// A ~200-byte row like the end-to-end benchmark's: ids, text, decimal, double, datetime.

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use binferry::buffer::{AppendBatch, Journal};
 use binferry::config::Config;
 use binferry::error::Result as BfResult;
-use binferry::pipeline::Stats;
 use binferry::position::{Position, SourceCheckpoint};
+use binferry::telemetry::Stats;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Pool};
 use tokio::sync::watch;
@@ -78,6 +78,10 @@ struct Bench {
     kafka: Option<String>,
     /// REST base URL of a BigQuery emulator (`BINFERRY_BENCH_BIGQUERY`).
     bigquery: Option<String>,
+    /// A MariaDB serving TLS (`BINFERRY_BENCH_TLS_PORT`, its CA in `BINFERRY_BENCH_TLS_CA`).
+    tls_server: Option<(u16, PathBuf)>,
+    /// Host name and `tls` table body of both connections in the configs written now.
+    connection: (String, String),
     rows: Vec<Row>,
     n: u32,
 }
@@ -126,20 +130,28 @@ impl Bench {
 [pipeline]
 name = "{name}"
 [source]
+host = "{host}"
 port = {port}
 user = "root"
 include = ["{src}.*"]
+[source.tls]
+{tls}
 [buffer.embedded]
 path = "{dir}/{name}.redb"
 [sink.mysql]
+host = "{host}"
 port = {port}
 user = "root"
 database = "{dst}"
+[sink.mysql.tls]
+{tls}
 [log]
 progress_interval_secs = 5
 "#,
             port = self.port,
             dir = self.work.path().display(),
+            host = self.connection.0,
+            tls = self.connection.1,
         );
         if kafka && let Some(brokers) = &self.kafka {
             cfg.push_str(&format!(
@@ -358,13 +370,42 @@ impl Bench {
     /// Catch-up through `buffer`, plus decode-only and the decode peers on the same binlog
     /// (first run only), plus the LOAD DATA ceiling.
     async fn catch_up(&mut self, scale: Scale, kafka: bool) -> AnyResult<()> {
-        let label = if kafka { "kafka" } else { "embedded" };
-        let (src, dst) = self.databases(&format!("cu{label}")).await?;
+        let (tag, label) = if kafka { ("kafka", "Kafka buffer") } else { ("embedded", "embedded buffer") };
+        self.catch_up_as(scale, kafka, tag, label, true).await
+    }
+
+    /// The embedded catch-up on a server that serves TLS, once with both connections in
+    /// clear and once with both over TLS with the certificate verified: the same server, the
+    /// same workload, in one run.
+    async fn catch_up_tls(&mut self, scale: Scale) -> AnyResult<()> {
+        let Some((port, ca)) = self.tls_server.clone() else { return Ok(()) };
+        let plain_server = (self.port, self.pool.clone());
+        self.port = port;
+        self.pool = Pool::new(root_opts(port));
+        let verified = format!("mode = \"verify_identity\"\nca_file = \"{}\"", ca.display());
+        let runs = [
+            ("plain", "embedded buffer, plain connections", "mode = \"disabled\"".to_string()),
+            ("tls", "embedded buffer, TLS verify_identity", verified),
+        ];
+        for (tag, label, tls) in runs {
+            // `localhost`: the name the test certificate is issued for; the same for both runs.
+            self.connection = ("localhost".into(), tls);
+            self.catch_up_as(scale, false, tag, label, false).await?;
+        }
+        self.connection = default_connection();
+        let tls_pool = std::mem::replace(&mut self.pool, plain_server.1);
+        self.port = plain_server.0;
+        tls_pool.disconnect().await?;
+        Ok(())
+    }
+
+    async fn catch_up_as(&mut self, scale: Scale, kafka: bool, tag: &str, label: &str, peers: bool) -> AnyResult<()> {
+        let (src, dst) = self.databases(&format!("cu{tag}")).await?;
         let mut c = self.conn().await?;
         c.query_drop(format!("USE `{src}`")).await?;
         c.query_drop(ITEMS).await?;
         c.query_drop(MARKER).await?;
-        let name = format!("bcu{label}{}", std::process::id());
+        let name = format!("bcu{tag}{}", std::process::id());
         let cfg = self.config(&name, &src, &dst, kafka);
         // The empty snapshot first, so that every change below waits in the binlog.
         let bf = self.start(&name, &cfg)?;
@@ -391,7 +432,7 @@ impl Bench {
         let equal = self.checksums_equal(&src, &dst, &["items"]).await?;
         let rate = changes as f64 / secs;
         self.push(
-            format!("catch-up, {label} buffer → MySQL ({changes} changes)"),
+            format!("catch-up, {label} → MySQL ({changes} changes)"),
             rate,
             "rows/s",
             format!(
@@ -402,7 +443,7 @@ impl Bench {
         );
         self.push(format!("peak RSS, catch-up {label}"), rss, "MB", "");
 
-        if !kafka {
+        if peers && !kafka {
             self.decode_only(&src, (&file, pos), (&end_file, end_pos), changes, scale).await?;
             self.load_data_ceiling(&src, changes, rate).await?;
         }
@@ -516,9 +557,9 @@ impl Bench {
         start.snapshot.complete = true;
         let journal = Arc::new(Discard { start });
         let stats = Arc::new(Stats::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = binferry::shutdown::Shutdown::new();
         let t0 = Instant::now();
-        let task = tokio::spawn(binferry::source::run(settings, journal, Arc::clone(&stats), stop_rx));
+        let task = tokio::spawn(binferry::source::run(settings, journal, Arc::clone(&stats), stop.clone()));
         let end = Position::new(end_file, end_pos);
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -531,7 +572,7 @@ impl Bench {
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let _ = stop_tx.send(true);
+        stop.trigger();
         let _ = task.await;
         let events = stats.source_events.load(Ordering::Relaxed);
         let ours = events as f64 / secs;
@@ -850,6 +891,15 @@ impl Bench {
     }
 }
 
+fn root_opts(port: u16) -> OptsBuilder {
+    OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false)
+}
+
+/// The project's server, in clear (it serves no TLS).
+fn default_connection() -> (String, String) {
+    ("127.0.0.1".into(), "mode = \"disabled\"".into())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> AnyResult<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -865,16 +915,20 @@ async fn main() -> AnyResult<()> {
     if !Path::new(&bin).exists() {
         return Err(format!("{} not found: build it with `cargo build --release`", bin.display()).into());
     }
-    let opts =
-        OptsBuilder::default().ip_or_hostname("127.0.0.1").tcp_port(port).user(Some("root")).prefer_socket(false);
+    let tls_server = match (std::env::var("BINFERRY_BENCH_TLS_PORT"), std::env::var("BINFERRY_BENCH_TLS_CA")) {
+        (Ok(port), Ok(ca)) if !port.is_empty() => Some((port.parse()?, PathBuf::from(ca))),
+        _ => None,
+    };
     let mut b = Bench {
         port,
-        pool: Pool::new(opts),
+        pool: Pool::new(root_opts(port)),
         bin,
         root,
         work: tempfile::tempdir()?,
         kafka: std::env::var("BINFERRY_BENCH_KAFKA").ok().filter(|s| !s.is_empty()),
         bigquery: std::env::var("BINFERRY_BENCH_BIGQUERY").ok().filter(|s| !s.is_empty()),
+        tls_server,
+        connection: default_connection(),
         rows: Vec::new(),
         n: 0,
     };
@@ -887,6 +941,9 @@ async fn main() -> AnyResult<()> {
     }
     if (run("catchup") || run("catchup-bigquery")) && b.bigquery.is_some() {
         b.catch_up_bigquery(scale).await?;
+    }
+    if run("catchup-tls") {
+        b.catch_up_tls(scale).await?;
     }
     if run("latency") {
         b.latency(scale).await?;

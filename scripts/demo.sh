@@ -140,10 +140,13 @@ say "binferry check"
 "$BIN" check --config "$WORK/binferry.toml"
 
 say "binferry run (initial snapshot, then streaming); progress every 3 s"
-"$BIN" run --config "$WORK/binferry.toml" >"$WORK/binferry.log" 2>&1 &
+# The log exists before `tail` opens it: the redirection of a background command happens in
+# its own subshell, possibly after `tail` has started (and failed to open the file).
+: >"$WORK/binferry.log"
+"$BIN" run --config "$WORK/binferry.toml" >>"$WORK/binferry.log" 2>&1 &
 BF_PID=$!
 # Progress lines condensed to what matters here: events read, rows written, backlog, lag.
-tail -n +1 -f "$WORK/binferry.log" | grep --line-buffered -E "snapshot|table copied|streaming|progress|ERROR|WARN" \
+tail -n +1 -F "$WORK/binferry.log" 2>/dev/null | grep --line-buffered -E "snapshot|table copied|streaming|progress|ERROR|WARN" \
   | sed -u -E 's/^[^ ]+ +//; s/binferry::[a-z_:]+: //;
       s/^INFO progress .*source_events=([0-9]+).*source_events_per_s="([0-9]+)".*target_rows_written=([0-9]+).*target_rows_per_s="([0-9]+)".*buffer_pending=([0-9-]+).*lag_seconds=([0-9.]+).*/progress: \1 changes read (\2\/s), \3 rows written (\4\/s), \5 waiting, lag \6 s/' &
 TAIL_PID=$!

@@ -11,6 +11,10 @@
 # Environment:
 #   BINFERRY_MARIADB_PORT  TCP port (default 3407, away from a system server on 3306)
 #   BINFERRY_MARIADB_DIR   base directory (default /tmp/binferry-mariadb-$PORT)
+#   BINFERRY_MARIADB_TLS   1: serve TLS with certificates generated in $DIR/tls (openssl):
+#                          ca.pem (the CA), server-cert.pem (for DNS name `localhost` only,
+#                          not 127.0.0.1), client-cert.pem / client-key.pem (signed by the
+#                          same CA, for mutual TLS), other-ca.pem (a CA that signed nothing)
 #
 # The instance writes a ROW / FULL / FULL binlog with GTIDs (MariaDB always has
 # them) and binds to 127.0.0.1 only. `root@127.0.0.1` has no password: this is a
@@ -25,7 +29,36 @@ PIDF="$BASE/mariadb.pid"
 LOG="$BASE/mariadb.err"
 ME="$(id -un)"
 
+TLS_DIR="$BASE/tls"
+
 log() { echo "[mariadb:$PORT] $*" >&2; }
+
+# A test CA and certificates signed by it, made once per instance.
+tls_files() {
+  [ -f "$TLS_DIR/other-ca.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || {
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log "installing openssl"; $sudo apt-get install -y -qq openssl >/dev/null
+  }
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
+    q openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=binferry test CA" \
+      -keyout ca-key.pem -out ca.pem
+    q openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server-key.pem -out server.csr
+    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile server.ext -out server-cert.pem
+    q openssl req -newkey rsa:2048 -nodes -subj "/CN=binferry client" -keyout client-key.pem -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    q openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile client.ext -out client-cert.pem
+    q openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
+      -keyout other-ca-key.pem -out other-ca.pem
+    chmod 600 ./*-key.pem
+  )
+}
 
 install() {
   if command -v mariadbd >/dev/null 2>&1 && command -v mariadb-install-db >/dev/null 2>&1 \
@@ -62,6 +95,11 @@ start() {
       || { cat "$BASE/install.log" >&2; exit 1; }
   fi
   rm -f "$SOCK" "$PIDF"
+  local tls=()
+  if [ "${BINFERRY_MARIADB_TLS:-0}" = 1 ]; then
+    tls_files
+    tls=(--ssl-ca="$TLS_DIR/ca.pem" --ssl-cert="$TLS_DIR/server-cert.pem" --ssl-key="$TLS_DIR/server-key.pem")
+  fi
   # Defaults first, caller's ARGS last: mariadbd honours the last occurrence,
   # which is how tests start servers with wrong settings on purpose.
   nohup mariadbd --no-defaults --datadir="$DATADIR" --user="$ME" \
@@ -73,7 +111,7 @@ start() {
     --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
     --max-connections=500 --max-allowed-packet=256M \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-    "$@" >/dev/null 2>&1 &
+    "${tls[@]}" "$@" >/dev/null 2>&1 &
   for _ in $(seq 1 300); do
     if ping_ok; then
       mariadb --no-defaults --protocol=socket --socket="$SOCK" -uroot -e "

@@ -37,4 +37,6 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # Benchmarks run once each in test mode, so they cannot rot.
 cargo test --locked --benches
+# Documentation examples, including the ones that must not compile (a `Secret` has no Display).
+cargo test --locked --doc
 cargo test --locked --lib --bins --tests -- --test-threads="${BINFERRY_TEST_THREADS:-4}"

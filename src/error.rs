@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::schema::TableRef;
+use crate::schema::table_ref::TableRef;
 
 /// What went wrong, at the granularity the retry policy and the operator need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,13 +44,44 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// What an error of a kind stops: the same answer for every source and sink, decided here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing: waiting fixes it. Retried with backoff from the last checkpoint.
+    Retry,
+    /// The table it concerns: recorded durably in the target, that table's changes skipped
+    /// from then on, the others go on. Without a table to name it stops the pipeline.
+    Table,
+    /// The pipeline: binferry exits with the error and its fix (a restart meets it again
+    /// until the fix is made).
+    Pipeline,
+}
+
 impl ErrorKind {
-    /// Transient errors are retried with backoff; definite ones stop.
-    pub fn is_transient(self) -> bool {
-        matches!(self, ErrorKind::SourceUnavailable | ErrorKind::BufferUnavailable | ErrorKind::TargetUnavailable)
+    /// What an error of this kind stops. Anything not known to pass by itself is definite:
+    /// retrying a misunderstood error forever hides it.
+    pub fn scope(self) -> Scope {
+        match self {
+            ErrorKind::SourceUnavailable | ErrorKind::BufferUnavailable | ErrorKind::TargetUnavailable => Scope::Retry,
+            ErrorKind::Unsupported | ErrorKind::ValueRejected => Scope::Table,
+            ErrorKind::Config
+            | ErrorKind::SourceSetting
+            | ErrorKind::SourcePermission
+            | ErrorKind::BinlogPurged
+            | ErrorKind::Decode
+            | ErrorKind::Buffer
+            | ErrorKind::TargetRejected
+            | ErrorKind::Internal => Scope::Pipeline,
+        }
     }
 
-    fn label(self) -> &'static str {
+    /// Transient errors are retried with backoff; definite ones stop.
+    pub fn is_transient(self) -> bool {
+        self.scope() == Scope::Retry
+    }
+
+    /// A short name of the kind, as errors and metrics labels show it.
+    pub fn label(self) -> &'static str {
         match self {
             ErrorKind::Config => "configuration error",
             ErrorKind::SourceSetting => "source setting",
@@ -119,9 +150,9 @@ impl Error {
     /// The table this error stops, when it stops one table and not the pipeline: a table or
     /// value the target cannot hold, or the source cannot decode.
     pub fn stops_table(&self) -> Option<&TableRef> {
-        match self.kind {
-            ErrorKind::Unsupported | ErrorKind::ValueRejected => self.table.as_ref(),
-            _ => None,
+        match self.kind.scope() {
+            Scope::Table => self.table.as_ref(),
+            Scope::Retry | Scope::Pipeline => None,
         }
     }
 
@@ -210,6 +241,16 @@ const PERMISSION_CODES: &[u16] = &[
     1370, // ER_PROCACCESS_DENIED_ERROR
 ];
 
+/// The TLS error inside a failed connection, if TLS is what failed (a certificate refused, a
+/// handshake that broke). rustls reports through the I/O error of the handshake.
+pub(crate) fn tls_failure(err: &mysql_async::Error) -> Option<&rustls::Error> {
+    match err {
+        mysql_async::Error::Io(mysql_async::IoError::Tls(mysql_async::TlsError::Tls(e))) => Some(e),
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.get_ref().and_then(|e| e.downcast_ref()),
+        _ => None,
+    }
+}
+
 fn classify_mysql(err: mysql_async::Error, side: Side, what: impl fmt::Display) -> Error {
     use mysql_async::Error as E;
     let (unavailable, permission, rejected) = match side {
@@ -217,6 +258,8 @@ fn classify_mysql(err: mysql_async::Error, side: Side, what: impl fmt::Display) 
         Side::Target => (ErrorKind::TargetUnavailable, ErrorKind::TargetRejected, ErrorKind::TargetRejected),
     };
     let kind = match &err {
+        // A certificate refused is not fixed by waiting.
+        E::Io(_) if tls_failure(&err).is_some() => rejected,
         E::Io(_) => unavailable,
         E::Driver(d) => match d {
             mysql_async::DriverError::ConnectionClosed
@@ -230,12 +273,21 @@ fn classify_mysql(err: mysql_async::Error, side: Side, what: impl fmt::Display) 
         E::Server(s) if matches!(side, Side::Target) && VALUE_CODES.contains(&s.code) => ErrorKind::ValueRejected,
         E::Server(_) => rejected,
         E::Url(_) => ErrorKind::Config,
-        E::Other(_) => unavailable,
+        // mysql_async makes `Other` only from callbacks and conversions, never from I/O:
+        // nothing shows it would pass by waiting, so it is definite (see `Scope`).
+        E::Other(_) => rejected,
     };
     let denied = matches!(&err, E::Server(s) if PERMISSION_CODES.contains(&s.code));
+    let login_refused = matches!(&err, E::Server(s) if s.code == 1045);
     let detail = format!("{what}: {err}");
     let mut out = Error::new(kind, detail);
-    if denied {
+    if login_refused {
+        // The server refused the login itself: no grant fixes that.
+        out = out.with_hint(match side {
+            Side::Source => "check source.user and its password (source.password_env, source.password_file or BINFERRY_SOURCE_PASSWORD), and the host the user may connect from; a user created REQUIRE SSL or REQUIRE X509 also needs [source.tls] (with cert_file and key_file for X509)",
+            Side::Target => "check sink.mysql.user and its password (sink.mysql.password_env, sink.mysql.password_file or BINFERRY_TARGET_PASSWORD), and the host the user may connect from; a user created REQUIRE SSL or REQUIRE X509 also needs [sink.mysql.tls] (with cert_file and key_file for X509)",
+        });
+    } else if denied {
         out = out.with_hint(match side {
             Side::Source => "grant the replication user REPLICATION SLAVE, BINLOG MONITOR (REPLICATION CLIENT on MySQL) ON *.* and SELECT on the replicated tables; `binferry check` lists what is missing",
             Side::Target => "grant the target user CREATE, ALTER, SELECT, INSERT, UPDATE, DELETE on the target database; `binferry check` lists what is missing",
@@ -287,6 +339,38 @@ mod tests {
         assert_eq!(Error::new(ErrorKind::Unsupported, "x").with_table(t.clone()).stops_table(), Some(&t));
         assert_eq!(Error::new(ErrorKind::ValueRejected, "x").stops_table(), None, "no table named");
         assert_eq!(Error::new(ErrorKind::TargetRejected, "x").with_table(t).stops_table(), None);
+    }
+
+    #[test]
+    fn every_kind_has_one_scope() {
+        use ErrorKind as K;
+        let table = [
+            (K::Config, Scope::Pipeline),
+            (K::SourceSetting, Scope::Pipeline),
+            (K::SourcePermission, Scope::Pipeline),
+            (K::SourceUnavailable, Scope::Retry),
+            (K::BinlogPurged, Scope::Pipeline),
+            (K::Unsupported, Scope::Table),
+            (K::Decode, Scope::Pipeline),
+            (K::Buffer, Scope::Pipeline),
+            (K::BufferUnavailable, Scope::Retry),
+            (K::TargetUnavailable, Scope::Retry),
+            (K::TargetRejected, Scope::Pipeline),
+            (K::ValueRejected, Scope::Table),
+            (K::Internal, Scope::Pipeline),
+        ];
+        for (kind, scope) in table {
+            assert_eq!(kind.scope(), scope, "{kind:?}");
+            assert_eq!(kind.is_transient(), scope == Scope::Retry, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_client_error_is_definite() {
+        let e = Error::target_mysql(mysql_async::Error::Other("something new".into()), "writing");
+        assert!(!e.is_transient(), "{e}");
+        let e = Error::source_mysql(mysql_async::Error::Other("something new".into()), "reading");
+        assert!(!e.is_transient(), "{e}");
     }
 
     #[test]

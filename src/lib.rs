@@ -28,35 +28,55 @@
 //!    tables stop with a definite error.
 //! 4. **Bounded memory.** Every stage holds a bounded number of changes.
 //!
-//! ## Layout
+//! ## Layers
 //!
-//! - [`config`]: the TOML configuration and its validation.
-//! - [`error`], [`retry`]: one error type with transient/definite kinds, one backoff policy.
-//! - [`position`]: binlog positions (partially ordered), GTIDs, checkpoints.
-//! - [`schema`]: table schemas and exact column types.
-//! - [`event`]: change records and the versioned envelope.
-//! - [`source`]: preflight, snapshot and binlog streaming.
-//! - [`table_options`]: per-table rules (delete mode, excluded columns, tables without a key).
-//! - [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
-//!   redb log, and Kafka (producer, partition logs, consumer-group sink workers).
-//! - [`writer`]: batching, compaction, row hashes.
-//! - [`sink`]: the `Sink` trait, the MySQL sink, and the BigQuery sink (changelog + MERGE,
-//!   whose checkpoint is a commit marker in BigQuery rather than a transaction).
-//! - `failpoint`: named crash points that tests arm with `BINFERRY_FAILPOINT`.
-//! - [`pipeline`]: wiring, progress, shutdown.
-//! - [`metrics`]: metric names.
+//! Modules form layers, and an import only ever points to a lower one
+//! (`tests/layers.rs` checks it on every test run, along with the absence of any
+//! import cycle between files). From the bottom:
+//!
+//! 0. **Data and vocabulary**, imported by everything, importing nothing above:
+//!    - [`error`], [`retry`]: one error type with transient/definite kinds and the
+//!      scope each kind stops (a table or the pipeline), one backoff policy.
+//!    - [`position`]: binlog positions (partially ordered), GTIDs, checkpoints.
+//!    - [`schema`]: table names, table schemas and exact column types.
+//!    - [`event`]: change records, the versioned envelope, the writer's batches
+//!      ([`event::batch`]) and row hashes ([`event::hash`]): what the writer hands a sink.
+//!    - [`table_filter`], [`table_options`]: which tables replicate and the per-table rules.
+//!    - [`check`]: what `binferry check` reports about a server.
+//!    - [`telemetry`]: the one counting API (progress line and `metrics` facade), and every
+//!      metric name.
+//!    - [`shutdown`]: the one stop signal.
+//!    - `failpoint`: named crash points that tests arm with `BINFERRY_FAILPOINT`.
+//! 1. [`config`]: the TOML configuration and its validation (pure, no adapter).
+//! 2. MySQL protocol pieces shared by the source and the MySQL sink: [`connection`] (TLS,
+//!    credentials) and `mysql_codec` (MySQL values and character sets → exact values).
+//! 3. [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
+//!    redb log, Kafka (producer, partition logs, consumer-group membership).
+//! 4. The ends, independent of each other: [`source`] (preflight, snapshot, binlog
+//!    streaming into a `Journal`) and [`sink`] (the `Sink` trait, the MySQL sink, the
+//!    BigQuery sink with its changelog + MERGE protocol).
+//! 5. [`writer`]: a `Log` and a `Sink` → target transactions aligned with source ones.
+//! 6. [`pipeline`]: supervision and wiring: `run`, the Kafka worker pool, replay, and the
+//!    operations endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`).
+//!
+//! The `binferry` binary (`main.rs`) is the command line on top.
 
 pub mod buffer;
+pub mod check;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod event;
 pub(crate) mod failpoint;
-pub mod metrics;
+pub(crate) mod mysql_codec;
 pub mod pipeline;
 pub mod position;
 pub mod retry;
 pub mod schema;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod table_filter;
 pub mod table_options;
+pub mod telemetry;
 pub mod writer;

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use binferry::buffer::kafka::KafkaSettings;
@@ -18,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use binferry::error::{Error, ErrorKind, Result};
 use binferry::pipeline::{ReplayFrom, Role};
 use binferry::retry::Backoff;
+use binferry::shutdown::Shutdown;
 use binferry::sink::TargetSettings;
 use binferry::sink::mysql::MysqlSink;
 use binferry::source::{SourceSettings, preflight};
@@ -186,7 +186,7 @@ enum Ready {
 /// with the backoff of every other retry and a log line per attempt (a supervisor may start
 /// binferry before its databases); wrong settings, missing grants and refused logins are
 /// definite and stop it.
-async fn wait_until_ready(config: &Config, shutdown: &mut watch::Receiver<bool>) -> Result<Ready> {
+async fn wait_until_ready(config: &Config, shutdown: &Shutdown) -> Result<Ready> {
     let mut backoff = Backoff::default();
     loop {
         let mut checked = Vec::new();
@@ -218,29 +218,30 @@ async fn wait_until_ready(config: &Config, shutdown: &mut watch::Receiver<bool>)
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|s| *s) => return Ok(Ready::Interrupted),
+            _ = shutdown.triggered() => return Ok(Ready::Interrupted),
         }
     }
 }
 
 async fn run(config: &Config, skip_checks: bool, role: Role) -> Result<ExitCode> {
-    let (tx, mut rx) = watch::channel(false);
+    let shutdown = Shutdown::new();
+    let signalled = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         info!("signal received: draining and committing (send again to abort)");
-        let _ = tx.send(true);
+        signalled.trigger();
         wait_for_signal().await;
         warn!("second signal: aborting without draining; the next run resumes from the last checkpoint");
         std::process::exit(130);
     });
     if !skip_checks {
-        match wait_until_ready(config, &mut rx).await? {
+        match wait_until_ready(config, &shutdown).await? {
             Ready::Yes => {}
             Ready::Refused => return Ok(ExitCode::FAILURE),
             Ready::Interrupted => return Ok(ExitCode::SUCCESS),
         }
     }
-    binferry::pipeline::run(config, role, rx).await?;
+    binferry::pipeline::run(config, role, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

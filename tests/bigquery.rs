@@ -13,7 +13,11 @@ use common::{Binferry, Env};
 use mysql_async::prelude::Queryable;
 use rand::Rng;
 
-const CONVERGE: Duration = Duration::from_secs(180);
+/// How long a test waits for BigQuery to equal the source. Generous: the emulator (DuckDB
+/// underneath) serves all of this file's tests at once on two cores, and a MERGE that takes
+/// 1 s alone takes several under that load. A passing test stops waiting as soon as the
+/// tables are equal.
+const CONVERGE: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_then_replay_from_zero_changes_nothing() {
@@ -204,9 +208,11 @@ async fn type_matrix_is_exact_in_bigquery() {
     assert_eq!(stopped.len(), 1, "{stopped:?}");
     let reason = stopped[0][1].clone().unwrap_or_default();
     assert_eq!(stopped[0][0].as_deref(), Some("zerokey"));
-    for part in ["primary-key column `d` holds the date 0000-00-00", "give the row a real date"] {
+    for part in ["primary-key column `d` holds the date ", "give the row a real date"] {
         assert!(reason.contains(part), "{part:?} not in {reason}");
     }
+    // Either zero-date row may be met first: both came in one statement.
+    assert!(["0000-00-00", "2000-00-00"].iter().any(|d| reason.contains(&format!("the date {d}"))), "{reason}");
     bf.interrupt(Duration::from_secs(60));
 }
 
@@ -500,7 +506,7 @@ async fn the_streams_of_one_process_share_one_merge_job() {
     use binferry::position::Position;
     use binferry::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
     use binferry::sink::Sink;
-    use binferry::sink::bigquery::{BigQuerySink, BigQuerySinkSettings, merges_run};
+    use binferry::sink::bigquery::{BigQuerySink, BigQuerySinkSettings};
     use binferry::writer::Batch;
     use std::sync::Arc;
 
@@ -510,7 +516,9 @@ async fn the_streams_of_one_process_share_one_merge_job() {
     env.sink_config =
         env.sink_config.take().map(|c| c.replace("merge_interval_secs = 1", "merge_interval_secs = 3600"));
     let config = binferry::config::Config::load(&env.write_config()).unwrap();
-    let settings = BigQuerySinkSettings::from_config(&config).unwrap();
+    let stats = Arc::new(binferry::telemetry::Stats::default());
+    let settings = BigQuerySinkSettings::from_config(&config).unwrap().with_stats(Arc::clone(&stats));
+    let merges_run = || stats.bigquery_merges.load(std::sync::atomic::Ordering::Relaxed);
     let col = |name: &str| ColumnSchema {
         name: name.into(),
         ty: ColumnType::Int { bytes: 8, unsigned: false },

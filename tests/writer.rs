@@ -215,15 +215,27 @@ async fn a_target_outage_is_waited_out_and_nothing_is_lost() {
     let bf = env.start();
     w.run(&mut c, 1_000).await;
     env.wait_equal(CONVERGE).await;
+    let readyz = format!("{}/readyz", env.http_base().await);
+    let ready = || async { reqwest::get(&readyz).await.map(|r| r.status().as_u16()).unwrap_or(0) };
     env.target_server().stop();
     let down = Instant::now();
+    let mut unready = false;
     while down.elapsed() < Duration::from_secs(30) {
         w.step(&mut c).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if !unready && down.elapsed() > Duration::from_secs(5) {
+            unready = ready().await == 503;
+        }
     }
+    assert!(unready, "/readyz stayed ready with the target down");
     env.target_server().restart();
     w.run(&mut c, 500).await;
     env.wait_equal(CONVERGE).await;
+    let start = Instant::now();
+    while ready().await != 200 {
+        assert!(start.elapsed() < Duration::from_secs(60), "/readyz never ready again after the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let log = env.log();
     assert!(log.contains("writer failed; retrying in"), "{log}");
     assert!(log.contains("target unavailable"), "{log}");

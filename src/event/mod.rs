@@ -6,7 +6,9 @@
 //! `Commit` records, which is how a target never shows half a source
 //! transaction. The on-disk / on-wire form is the versioned [`envelope`].
 
+pub mod batch;
 pub mod envelope;
+pub mod hash;
 pub(crate) mod value;
 
 use serde::{Deserialize, Serialize};

@@ -5,28 +5,28 @@
 //! last complete transaction) and stops; then the writer applies everything
 //! the buffer holds up to the last complete transaction, commits, and stops.
 
+mod http;
 mod replay;
-mod stats;
+mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use replay::{ReplayFrom, ReplaySummary, replay};
-pub use stats::Stats;
 
 use crate::buffer::embedded::{EmbeddedBuffer, Retention};
 use crate::buffer::kafka::KafkaSettings;
-use crate::buffer::kafka::group as kafka_group;
 use crate::buffer::kafka::journal::KafkaJournal;
 use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
-use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::sink::TargetSettings;
-use crate::source::{SourceSettings, TableFilter};
+use crate::source::SourceSettings;
+use crate::table_filter::TableFilter;
+use crate::telemetry::Stats;
 use crate::writer::{self, WriterSettings};
 
 /// How often retention runs on the embedded buffer.
@@ -56,13 +56,20 @@ impl Role {
 
 type Task = tokio::task::JoinHandle<Result<()>>;
 
-/// Run the pipeline described by `config` until `shutdown` turns true.
-pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -> Result<()> {
+/// Run the pipeline described by `config` until `shutdown` is triggered.
+pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> {
     let stats = Arc::new(Stats::default());
-    let (drain_tx, drain_rx) = watch::channel(false);
-    let (fail_tx, fail_rx) = watch::channel(false);
-    let source_shutdown = either(shutdown.clone(), fail_rx.clone());
-    let sink_settings = TargetSettings::from_config(config)?;
+    // The writer drains once the source has stopped, never on the signal itself: what the
+    // source appended last is applied before binferry exits.
+    let drain = Shutdown::new();
+    // A failing task stops the source the same way a signal does.
+    let fail = shutdown.child();
+    let source_shutdown = fail.clone();
+    let sink_settings = TargetSettings::from_config(config)?.with_stats(Arc::clone(&stats));
+    let listener = match config.http.address()? {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
     // What differs per buffer: the two tasks, what retention runs on, and the backlog offset.
     let (source, writer, retention_of, backlog): (Option<Task>, Option<Task>, _, Backlog) = match config.buffer.kind {
         BufferKind::Embedded => {
@@ -88,7 +95,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
                 Arc::clone(&buffer),
                 sink_settings.sink(),
                 Arc::clone(&stats),
-                drain_rx,
+                drain.clone(),
             ));
             let b = Arc::clone(&buffer);
             (Some(source_task), Some(writer_task), Some(buffer), Arc::new(move || Some(b.next_offset())))
@@ -99,7 +106,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
                 layout = ?kafka.layout, ?role, "pipeline starting");
             let source_task = match role.reads() {
                 true => {
-                    let journal = Arc::new(KafkaJournal::new(kafka.clone())?);
+                    let journal = Arc::new(KafkaJournal::new(kafka.clone())?.with_stats(Arc::clone(&stats)));
                     let source = SourceSettings::from_config(config)?;
                     Some(tokio::spawn(crate::source::run(source, journal, Arc::clone(&stats), source_shutdown)))
                 }
@@ -109,7 +116,7 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
                 true => {
                     let ws = writer_settings(config)?;
                     let make_sink = move |stream: &str| sink_settings.for_stream(stream).sink();
-                    Some(tokio::spawn(kafka_group::run(kafka, ws, make_sink, Arc::clone(&stats), drain_rx)))
+                    Some(tokio::spawn(workers::run(kafka, ws, make_sink, Arc::clone(&stats), drain.clone())))
                 }
                 false => None,
             };
@@ -117,34 +124,41 @@ pub async fn run(config: &Config, role: Role, shutdown: watch::Receiver<bool>) -
             (source_task, writer_task, None, Arc::new(|| None))
         }
     };
+    let http_stop = Shutdown::new();
+    let http = match listener {
+        Some(listener) => {
+            let endpoint = http::Endpoint {
+                pipeline: config.pipeline.name.clone(),
+                stats: Arc::clone(&stats),
+                metrics: http::prometheus()?,
+                ready_max_lag: Duration::from_secs(config.http.ready_max_lag_secs),
+                backlog: Arc::clone(&backlog),
+                token: config.http.token()?,
+                reads: role.reads(),
+            };
+            Some(http::serve(listener, endpoint, http_stop.clone()))
+        }
+        None => None,
+    };
     let progress = tokio::spawn(progress_loop(
         Arc::clone(&backlog),
         Arc::clone(&stats),
         Duration::from_secs(config.log.progress_interval_secs),
     ));
-    let tasks = Tasks { source, writer, drain_tx, fail_tx, fail_rx };
+    let tasks = Tasks { source, writer, drain_now: drain, fail };
     let drain = Drain { timeout: Duration::from_secs(config.pipeline.drain_timeout_secs), stats: Arc::clone(&stats) };
     let result = supervise(tasks, shutdown, retention_of, drain).await;
     progress.abort();
+    http_stop.trigger();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     log_progress(backlog.as_ref(), &stats, None);
     result
 }
 
 /// The buffer's end offset, when the buffer is one stream (the embedded log).
 type Backlog = Arc<dyn Fn() -> Option<u64> + Send + Sync>;
-
-/// A receiver that turns true once either input does.
-fn either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = raised(&mut a) => {}
-            _ = raised(&mut b) => {}
-        }
-        let _ = tx.send(true);
-    });
-    rx
-}
 
 /// How long the writer may drain at shutdown, and what it reports meanwhile.
 struct Drain {
@@ -158,20 +172,21 @@ const DRAIN_REPORT: Duration = Duration::from_secs(10);
 struct Tasks {
     source: Option<Task>,
     writer: Option<Task>,
-    drain_tx: watch::Sender<bool>,
-    fail_tx: watch::Sender<bool>,
-    fail_rx: watch::Receiver<bool>,
+    /// Triggered when the writer should apply what the buffer holds and stop.
+    drain_now: Shutdown,
+    /// Triggered when a task failed (and on the signal): stops the source.
+    fail: Shutdown,
 }
 
 /// Wait for both tasks. A failing task stops the other one through the same path as a
 /// signal; the writer drains once the source is done (or, without a source, on the signal).
 async fn supervise(
     t: Tasks,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
     retention_of: Option<Arc<EmbeddedBuffer>>,
     drain: Drain,
 ) -> Result<()> {
-    let Tasks { source, writer, drain_tx, fail_tx, mut fail_rx } = t;
+    let Tasks { source, writer, drain_now, fail } = t;
     let mut source_result: Option<Result<()>> = if source.is_none() { Some(Ok(())) } else { None };
     let mut writer_result: Option<Result<()>> = if writer.is_none() { Some(Ok(())) } else { None };
     let mut source_task = source.unwrap_or_else(|| tokio::spawn(async { Ok(()) }));
@@ -183,7 +198,7 @@ async fn supervise(
     let mut drain_report = tokio::time::interval(DRAIN_REPORT);
     let mut cut_short = false;
     while source_result.is_none() || writer_result.is_none() {
-        if *drain_tx.borrow() && drain_until.is_none() {
+        if drain_now.is_triggered() && drain_until.is_none() {
             drain_until = Some(tokio::time::Instant::now() + drain.timeout);
             drain_report.reset();
         }
@@ -212,10 +227,10 @@ async fn supervise(
                 let r = joined(r, "source");
                 if let Err(e) = &r {
                     error!(error = %e, "source stopped");
-                    let _ = fail_tx.send(true);
+                    fail.trigger();
                 }
                 // The source is done (shutdown or failure): let the writer drain and stop.
-                let _ = drain_tx.send(true);
+                drain_now.trigger();
                 source_result = Some(r);
             }
             r = &mut writer_task, if writer_result.is_none() => {
@@ -223,7 +238,7 @@ async fn supervise(
                 if let Err(e) = &r {
                     error!(error = %e, "writer stopped");
                 }
-                let _ = fail_tx.send(true);
+                fail.trigger();
                 writer_result = Some(r);
             }
             _ = retention.tick(), if retention_of.is_some() => {
@@ -233,10 +248,7 @@ async fn supervise(
                     error!(error = %e, "buffer retention failed");
                 }
             }
-            _ = raised(&mut shutdown), if no_source && !*drain_tx.borrow() => {
-                let _ = drain_tx.send(true);
-            }
-            _ = fail_rx.changed() => {}
+            _ = shutdown.triggered(), if no_source && !drain_now.is_triggered() => drain_now.trigger(),
         }
     }
     writer_result.unwrap_or(Ok(()))?;
@@ -298,7 +310,7 @@ fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&
         Some(_) => stats.lag_seconds(next),
         None => stats.lag_seconds_by_time(),
     };
-    ::metrics::gauge!(metrics::REPLICATION_LAG_SECONDS).set(lag);
+    stats.record_lag(lag, end.map(|n| n.saturating_sub(applied)));
     info!(
         source_position = %stats.source_position().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         source_events = events,
@@ -313,17 +325,11 @@ fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&
         skipped_stopped_tables = stats.writer_skipped_stopped.load(Ordering::Relaxed),
         target_rows_per_s = format!("{dst_rate:.0}"),
         target_commits = stats.writer_commits.load(Ordering::Relaxed),
-        bigquery_jobs = crate::sink::bigquery::jobs_issued(),
-        bigquery_merges = crate::sink::bigquery::merges_run(),
+        bigquery_jobs = stats.bigquery_jobs.load(Ordering::Relaxed),
+        bigquery_merges = stats.bigquery_merges.load(Ordering::Relaxed),
         buffer_pending = %end.map(|n| n.saturating_sub(applied).to_string()).unwrap_or_else(|| "-".into()),
         source_paused = stats.source_paused.load(Ordering::Relaxed),
         lag_seconds = lag,
         "progress"
     );
-}
-
-/// Resolves once `flag` is true (or its sender is gone). The guard `wait_for` returns is
-/// dropped here, so callers can hold this future across awaits in `Send` tasks.
-pub(crate) async fn raised(flag: &mut watch::Receiver<bool>) {
-    let _ = flag.wait_for(|s| *s).await;
 }

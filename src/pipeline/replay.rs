@@ -17,17 +17,18 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::watch;
 use tracing::info;
 
-use super::{Stats, open_buffer};
+use super::open_buffer;
 use crate::buffer::kafka::KafkaSettings;
 use crate::buffer::kafka::admin::Admin;
 use crate::buffer::kafka::partition::PartitionLog;
 use crate::config::{BufferKind, Config};
 use crate::error::{Error, ErrorKind, Result};
+use crate::shutdown::Shutdown;
 use crate::sink::TargetSettings;
-use crate::source::TableFilter;
+use crate::table_filter::TableFilter;
+use crate::telemetry::Stats;
 use crate::writer;
 
 /// Where a replay starts.
@@ -93,8 +94,8 @@ async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) ->
         let mut settings = super::writer_settings(config)?;
         settings.start_at = Some(start);
         settings.only = only.clone();
-        let (_drain_tx, drain_rx) = watch::channel(true);
-        writer::run(settings, Arc::new(log), sink, Arc::clone(&stats), drain_rx).await?;
+        let drain = Shutdown::triggered_now();
+        writer::run(settings, Arc::new(log), sink, Arc::clone(&stats), drain).await?;
         summary.from = summary.from.min(start);
         summary.to = summary.to.max(high);
     }
@@ -131,8 +132,8 @@ async fn replay_embedded(config: &Config, from: ReplayFrom, table: Option<&str>)
     info!(from = start, to = end, table = table.unwrap_or("all"), "replay started");
     let stats = Arc::new(Stats::default());
     // Drain from the start: the writer stops at the end of the buffer.
-    let (_drain_tx, drain_rx) = watch::channel(true);
-    writer::run(settings, Arc::clone(&buffer), sink, Arc::clone(&stats), drain_rx).await?;
+    let drain = Shutdown::triggered_now();
+    writer::run(settings, Arc::clone(&buffer), sink, Arc::clone(&stats), drain).await?;
     let summary = ReplaySummary {
         from: start,
         to: end,

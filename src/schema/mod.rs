@@ -13,41 +13,14 @@
 //! with the schema it was written with.
 
 mod column_type;
-
-use std::fmt;
+pub mod table_ref;
 
 use serde::{Deserialize, Serialize};
 
 pub use column_type::{Charset, ColumnType};
+pub use table_ref::TableRef;
 
 use crate::error::{Error, ErrorKind, Result};
-
-/// A source table, `db`.`name`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TableRef {
-    /// Source database (schema) name.
-    pub db: String,
-    /// Table name.
-    pub name: String,
-}
-
-impl TableRef {
-    /// `db`.`name`.
-    pub fn new(db: impl Into<String>, name: impl Into<String>) -> Self {
-        TableRef { db: db.into(), name: name.into() }
-    }
-
-    /// `db.name`, the form used by include/exclude patterns and in checkpoints.
-    pub fn key(&self) -> String {
-        format!("{}.{}", self.db, self.name)
-    }
-}
-
-impl fmt::Display for TableRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.db, self.name)
-    }
-}
 
 /// One column of a source table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

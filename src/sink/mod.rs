@@ -24,9 +24,9 @@ use std::future::Future;
 
 use crate::error::Result;
 use crate::event::SchemaChange;
+use crate::event::batch::Batch;
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
-use crate::writer::Batch;
 
 /// What applying a batch did, row by row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,12 +7,14 @@ use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{Config, SinkKind};
 use crate::error::Result;
 use crate::event::SchemaChange;
+use crate::event::batch::Batch;
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
-use crate::writer::Batch;
 
-/// Settings of the configured sink.
+/// Settings of the configured sink. One per process, cloned per stream: the size difference
+/// of the variants does not matter.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum TargetSettings {
     /// `sink.kind = "mysql"`.
     Mysql(MysqlSinkSettings),
@@ -27,6 +29,15 @@ impl TargetSettings {
             SinkKind::Mysql => TargetSettings::Mysql(MysqlSinkSettings::from_config(config)?),
             SinkKind::BigQuery => TargetSettings::BigQuery(BigQuerySinkSettings::from_config(config)?),
         })
+    }
+
+    /// Count what the sinks do into the pipeline's `stats` (the MySQL sink's counts are
+    /// recorded by the writer; only BigQuery has jobs of its own).
+    pub fn with_stats(self, stats: std::sync::Arc<crate::telemetry::Stats>) -> Self {
+        match self {
+            TargetSettings::Mysql(s) => TargetSettings::Mysql(s),
+            TargetSettings::BigQuery(s) => TargetSettings::BigQuery(s.with_stats(stats)),
+        }
     }
 
     /// The same target, applying another buffer stream.

@@ -13,28 +13,27 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::shutdown::Shutdown;
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
-use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use super::catalog::{apply_facts, column_facts};
-use super::charset::Charsets;
 use super::ddl::{Ddl, classify};
-use super::decode::{Origin, convert};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
-use crate::metrics;
-use crate::pipeline::Stats;
+use crate::mysql_codec::charset::Charsets;
+use crate::mysql_codec::{Origin, convert};
 use crate::position::{Gtid, MARIADB_GTID_FL_STANDALONE, Position, SourceCheckpoint};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
+use crate::telemetry::Stats;
 
 /// Append after this many pending records.
 const FLUSH_MAX_RECORDS: usize = 4096;
@@ -105,7 +104,7 @@ pub(super) async fn stream<B: Journal>(
     buffer: &B,
     checkpoint: SourceCheckpoint,
     stats: &Stats,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> Result<()> {
     let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
@@ -172,7 +171,7 @@ pub(super) async fn stream<B: Journal>(
         let deadline = st.first_pending_at.map(|t| tokio::time::Instant::from_std(t + FLUSH_MAX_DELAY));
         tokio::select! {
             biased;
-            _ = crate::pipeline::raised(shutdown) => {
+            _ = shutdown.triggered() => {
                 st.flush(buffer).await?;
                 // Closing tells the server to end its dump thread now rather than at its next write.
                 let _ = tokio::time::timeout(Duration::from_secs(2), binlog.close()).await;
@@ -202,7 +201,7 @@ pub(super) async fn stream<B: Journal>(
                 if !st.in_txn && settings.max_unapplied > 0 && waiting >= settings.max_unapplied {
                     st.flush(buffer).await?;
                     st.stats.source_paused.store(true, Ordering::Relaxed);
-                    while buffer.unapplied() >= settings.max_unapplied && !*shutdown.borrow() {
+                    while buffer.unapplied() >= settings.max_unapplied && !shutdown.is_triggered() {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     st.stats.source_paused.store(false, Ordering::Relaxed);
@@ -582,8 +581,7 @@ impl Streamer<'_> {
         buffer.append(batch).await?;
         self.first_pending_at = None;
         self.checkpoint_dirty = false;
-        self.stats.source_events.fetch_add(changes, Ordering::Relaxed);
-        ::metrics::counter!(metrics::SOURCE_EVENTS).increment(changes);
+        self.stats.record_source_events(changes);
         if let Some(p) = &self.checkpoint.resume {
             self.stats.set_source_position(p);
         }

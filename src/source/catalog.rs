@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
-use super::charset::is_decodable;
 use crate::error::{Error, ErrorKind, Result};
+use crate::mysql_codec::charset::is_decodable;
 use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
 
 /// A quoted identifier.
@@ -21,7 +21,7 @@ pub(crate) fn quote(ident: &str) -> String {
 }
 
 /// The base tables of the server that `filter` selects.
-pub(crate) async fn list_tables(conn: &mut Conn, filter: &super::TableFilter) -> Result<Vec<TableRef>> {
+pub(crate) async fn list_tables(conn: &mut Conn, filter: &crate::table_filter::TableFilter) -> Result<Vec<TableRef>> {
     let rows: Vec<(String, String)> = conn
         .query("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY 1, 2")
         .await

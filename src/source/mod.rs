@@ -27,38 +27,40 @@
 
 mod binlog;
 mod catalog;
-mod charset;
+
 mod ddl;
-pub(crate) mod decode;
+
 pub mod preflight;
-mod select;
+
 mod snapshot;
 mod table_map;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool};
-use tokio::sync::watch;
+use mysql_async::{Conn, OptsBuilder};
 use tracing::{info, warn};
 
+use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
-pub use select::TableFilter;
 
 use crate::buffer::Journal;
 use crate::config::{Config, DEFAULT_SOURCE_PASSWORD_ENV, SnapshotMode, resolve_password};
+use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::Stats;
 use crate::retry::Backoff;
 use crate::schema::TableSchema;
 use crate::table_options::{KeylessMode, TableRules};
+use crate::telemetry::Stats;
 use table_map::Collations;
 
 /// Everything the source needs, resolved from the config.
 #[derive(Clone)]
 pub struct SourceSettings {
-    opts: Opts,
+    endpoint: Endpoint,
     /// `host:port`, for messages.
     pub address: String,
     /// Replica server id.
@@ -73,7 +75,6 @@ pub struct SourceSettings {
     pub rules: TableRules,
     /// Pause at transaction boundaries while the buffer holds this many unapplied records (0: never).
     pub max_unapplied: u64,
-    connect_timeout: Duration,
 }
 
 impl SourceSettings {
@@ -82,40 +83,33 @@ impl SourceSettings {
         let s = &config.source;
         let password = resolve_password("source", &s.password_env, &s.password_file, DEFAULT_SOURCE_PASSWORD_ENV)?;
         let opts = OptsBuilder::default()
-            .ip_or_hostname(s.host.clone())
-            .tcp_port(s.port)
             .user(Some(s.user.clone()))
             .pass(Some(password.expose().to_string()))
-            .prefer_socket(false)
             .max_allowed_packet(Some(1 << 30))
             // UTC and utf8mb4 make snapshot values identical to binlog values (see decode.rs).
             .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
+        let timeout = Duration::from_secs(s.connect_timeout_secs);
+        let endpoint = Endpoint::new(Role::Source, "source", &s.host, s.port, opts, s.tls.clone(), timeout);
         Ok(SourceSettings {
-            opts: opts.into(),
-            address: format!("{}:{}", s.host, s.port),
+            address: endpoint.address(),
+            endpoint,
             server_id: config.server_id(),
             filter: TableFilter::new(&s.include, &s.exclude)?,
             snapshot_mode: config.snapshot.mode,
             chunk_rows: config.snapshot.chunk_rows,
             rules: config.table_rules()?,
             max_unapplied: config.buffer.embedded.max_unapplied_records,
-            connect_timeout: Duration::from_secs(config.source.connect_timeout_secs),
         })
     }
 
-    /// A new connection to the source.
+    /// A new connection to the source, encrypted as `source.tls` says.
     pub async fn connect(&self) -> Result<Conn> {
-        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts.clone())).await {
-            Ok(r) => r.map_err(|e| Error::source_mysql(e, format!("connecting to source {}", self.address))),
-            Err(_) => Err(Error::new(
-                ErrorKind::SourceUnavailable,
-                format!("connecting to source {} timed out after {:?}", self.address, self.connect_timeout),
-            )),
-        }
+        self.endpoint.connect().await
     }
 
-    fn pool(&self) -> Pool {
-        Pool::new(self.opts.clone())
+    /// The source server and how binferry connects to it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 }
 
@@ -184,11 +178,11 @@ pub async fn run<B: Journal>(
     settings: SourceSettings,
     buffer: Arc<B>,
     stats: Arc<Stats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        let result = run_once(&settings, &buffer, &stats, &mut shutdown, &mut backoff).await;
+        let result = run_once(&settings, &buffer, &stats, &shutdown, &mut backoff).await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) => match backoff.next_delay(&e) {
@@ -196,7 +190,7 @@ pub async fn run<B: Journal>(
                     warn!(error = %e, attempt = backoff.attempts(), "source failed; retrying in {:.1}s from the last checkpoint", delay.as_secs_f64());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = crate::pipeline::raised(&mut shutdown) => return Ok(()),
+                        _ = shutdown.triggered() => return Ok(()),
                     }
                 }
                 None => return Err(e),
@@ -209,7 +203,7 @@ async fn run_once<B: Journal>(
     settings: &SourceSettings,
     buffer: &Arc<B>,
     stats: &Arc<Stats>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> Result<()> {
     let mut checkpoint = buffer.checkpoint().await?;
@@ -220,9 +214,11 @@ async fn run_once<B: Journal>(
     if !checkpoint.snapshot.complete {
         match settings.snapshot_mode {
             SnapshotMode::Initial => {
-                let pool = settings.pool();
+                let pool = settings.endpoint.pool().await?;
+                stats.snapshot_running.store(true, Ordering::Relaxed);
                 let done =
                     snapshot::run(&pool, &server, buffer.as_ref(), settings, &mut checkpoint, stats, shutdown).await;
+                stats.snapshot_running.store(false, Ordering::Relaxed);
                 pool.disconnect().await.ok();
                 if !done? {
                     return Ok(()); // shut down mid-snapshot; resumable

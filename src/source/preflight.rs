@@ -4,69 +4,16 @@
 //! so the operator can correct all of them in one pass. `binferry check`
 //! prints the report; `binferry run` refuses to start while it has problems.
 
-use std::fmt;
-
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
 use super::catalog::{load_schema, quote};
 use super::{ServerInfo, SourceSettings};
+pub use crate::check::{Problem, Report};
+use crate::connection::tls_state;
 use crate::error::{Error, ErrorKind, Result};
 use crate::position::Position;
 use crate::schema::TableRef;
-
-/// One wrong setting or missing grant.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    /// The setting, grant or object at fault.
-    pub setting: String,
-    /// What binferry needs.
-    pub expected: String,
-    /// What it found.
-    pub found: String,
-    /// How to fix it.
-    pub fix: String,
-    /// The server did not answer: waiting may fix it (`run` waits and checks again;
-    /// `check` reports it like any other problem).
-    pub unreachable: bool,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}, found {}\n    fix: {}", self.setting, self.expected, self.found, self.fix)
-    }
-}
-
-/// The outcome of a preflight check of one server.
-#[derive(Clone, Debug, Default)]
-pub struct Report {
-    /// Which server, for the header line.
-    pub server: String,
-    /// Things that must be fixed before binferry starts.
-    pub problems: Vec<Problem>,
-    /// Tables binferry will stop when it meets them (the others replicate), with the fix.
-    pub warnings: Vec<String>,
-    /// Facts worth knowing (versions, positions, table counts).
-    pub notes: Vec<String>,
-}
-
-impl Report {
-    fn problem(
-        &mut self,
-        setting: &str,
-        expected: impl Into<String>,
-        found: impl Into<String>,
-        fix: impl Into<String>,
-    ) {
-        self.problems.push(Problem {
-            setting: setting.into(),
-            expected: expected.into(),
-            found: found.into(),
-            fix: fix.into(),
-            unreachable: false,
-        });
-    }
-}
 
 async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
     let row: Option<(String, String)> = conn
@@ -89,6 +36,10 @@ pub async fn check_source(settings: &SourceSettings, target: TargetCaps) -> Resu
     let mut conn = settings.connect().await?;
     let server = ServerInfo::query(&mut conn).await?;
     let mut r = Report { server: format!("source {} ({})", settings.address, server.version), ..Default::default() };
+    let tls = tls_state(&mut conn).await.map_err(|e| Error::source_mysql(e, "reading the session's TLS status"))?;
+    let (line, warning) = settings.endpoint().describe(&tls);
+    r.notes.push(line);
+    r.warnings.extend(warning);
 
     let (major, minor) = server.major_minor;
     let version_ok = if server.mariadb { (major, minor) >= (10, 5) } else { major >= 8 };

@@ -2,22 +2,21 @@
 //! streaming starts from (see the [module docs](super) for the reasoning).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
+use crate::shutdown::Shutdown;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row};
-use tokio::sync::watch;
 use tracing::{error, info};
 
 use super::catalog::{list_tables, load_schema, quote};
-use super::decode::{Origin, convert};
 use super::{ServerInfo, SourceSettings};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
-use crate::pipeline::Stats;
+use crate::mysql_codec::{Origin, convert};
 use crate::position::{Position, SourceCheckpoint};
 use crate::schema::TableRef;
+use crate::telemetry::Stats;
 
 /// Copy every selected table not yet in `checkpoint`. Returns `false` when interrupted by shutdown.
 pub(super) async fn run<B: Journal>(
@@ -27,7 +26,7 @@ pub(super) async fn run<B: Journal>(
     settings: &SourceSettings,
     checkpoint: &mut SourceCheckpoint,
     stats: &Stats,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Result<bool> {
     let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
     let tables: Vec<TableRef> = list_tables(&mut conn, &settings.filter).await?;
@@ -102,7 +101,7 @@ impl TableCopy<'_> {
         server: &ServerInfo,
         buffer: &B,
         checkpoint: &mut SourceCheckpoint,
-        shutdown: &watch::Receiver<bool>,
+        shutdown: &Shutdown,
     ) -> Result<Copied> {
         let (table, at) = (self.table, self.at);
         let schema = match load_schema(conn, table, server.mariadb).await.and_then(|s| self.settings.shape(s)) {
@@ -185,11 +184,11 @@ impl TableCopy<'_> {
                     })
                     .await?;
                 copied += rows;
-                self.stats.snapshot_rows.fetch_add(rows, Ordering::Relaxed);
+                self.stats.record_snapshot_rows(rows);
                 if done {
                     return Ok(Copied::Rows(copied));
                 }
-                if *shutdown.borrow() {
+                if shutdown.is_triggered() {
                     return Ok(Copied::Interrupted(copied));
                 }
             }

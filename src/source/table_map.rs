@@ -15,7 +15,7 @@ use mysql_async::consts::ColumnType as MyType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{Charset, ColumnSchema, ColumnType, TableRef, TableSchema};
 
-use super::charset::is_decodable;
+use crate::mysql_codec::charset::is_decodable;
 
 /// Collation id → character set, collation name and bytes per character, as the
 /// source server defines them (MariaDB and MySQL number collations differently,
@@ -105,7 +105,6 @@ pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collat
             .map_err(ctx)?
             .ok_or_else(|| ctx(Error::new(ErrorKind::Decode, format!("column `{name}` has no type"))))?;
         let md = tme.get_column_metadata(i).unwrap_or(&[]);
-        let md_byte = |k: usize| md.get(k).copied().unwrap_or(0);
         let unsigned = if my_type.is_numeric_type() { signedness.next().unwrap_or(false) } else { false };
         let collation = if my_type.is_character_type() {
             Some(charsets.next().transpose().map_err(io).map_err(ctx)?.unwrap_or(BINARY_COLLATION))
@@ -114,96 +113,13 @@ pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collat
         } else {
             None
         };
-        let text = |id: u16| -> Result<Option<(Charset, u32)>> {
-            if id == BINARY_COLLATION {
-                return Ok(None);
-            }
-            let (cs, maxlen) = collations.get(id)?.clone();
-            if !is_decodable(&cs.name, maxlen) {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "column `{name}` uses character set {} ({maxlen} bytes per character), which binferry does not decode",
-                        cs.name
-                    ),
-                )
-                .with_hint("convert the column to utf8mb4, or exclude the table"));
-            }
-            Ok(Some((cs, maxlen)))
+        let text = match collation {
+            Some(id) => text_of(collations, id, &name).map_err(ctx)?,
+            None => None,
         };
-        let ty = match my_type {
-            MyType::MYSQL_TYPE_TINY => ColumnType::Int { bytes: 1, unsigned },
-            MyType::MYSQL_TYPE_SHORT => ColumnType::Int { bytes: 2, unsigned },
-            MyType::MYSQL_TYPE_INT24 => ColumnType::Int { bytes: 3, unsigned },
-            MyType::MYSQL_TYPE_LONG => ColumnType::Int { bytes: 4, unsigned },
-            MyType::MYSQL_TYPE_LONGLONG => ColumnType::Int { bytes: 8, unsigned },
-            MyType::MYSQL_TYPE_NEWDECIMAL => ColumnType::Decimal { precision: md_byte(0), scale: md_byte(1), unsigned },
-            MyType::MYSQL_TYPE_FLOAT => ColumnType::Float { unsigned },
-            MyType::MYSQL_TYPE_DOUBLE => ColumnType::Double { unsigned },
-            MyType::MYSQL_TYPE_BIT => ColumnType::Bit { bits: md_byte(1) * 8 + md_byte(0) },
-            MyType::MYSQL_TYPE_YEAR => ColumnType::Year,
-            MyType::MYSQL_TYPE_DATE | MyType::MYSQL_TYPE_NEWDATE => ColumnType::Date,
-            MyType::MYSQL_TYPE_DATETIME => ColumnType::DateTime { fsp: 0 },
-            MyType::MYSQL_TYPE_DATETIME2 => ColumnType::DateTime { fsp: md_byte(0) },
-            MyType::MYSQL_TYPE_TIMESTAMP => ColumnType::Timestamp { fsp: 0 },
-            MyType::MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp { fsp: md_byte(0) },
-            MyType::MYSQL_TYPE_TIME => ColumnType::Time { fsp: 0 },
-            MyType::MYSQL_TYPE_TIME2 => ColumnType::Time { fsp: md_byte(0) },
-            MyType::MYSQL_TYPE_VARCHAR | MyType::MYSQL_TYPE_VAR_STRING => {
-                let max_bytes = u16::from_le_bytes([md_byte(0), md_byte(1)]) as u32;
-                match text(collation.unwrap_or(BINARY_COLLATION)).map_err(ctx)? {
-                    None => ColumnType::VarBinary { bytes: max_bytes },
-                    Some((charset, maxlen)) => ColumnType::VarChar { chars: max_bytes / maxlen, charset },
-                }
-            }
-            MyType::MYSQL_TYPE_STRING => {
-                // Same length decoding as the server's Field_string::pack metadata (see #37426).
-                let (b0, b1) = (md_byte(0) as u32, md_byte(1) as u32);
-                let len = if b0 & 0x30 != 0x30 { b1 | (((b0 & 0x30) ^ 0x30) << 4) } else { b1 };
-                match text(collation.unwrap_or(BINARY_COLLATION)).map_err(ctx)? {
-                    None => ColumnType::Binary { bytes: len },
-                    Some((charset, maxlen)) => ColumnType::Char { chars: len / maxlen, charset },
-                }
-            }
-            MyType::MYSQL_TYPE_ENUM | MyType::MYSQL_TYPE_SET => {
-                let charset = match text(collation.unwrap_or(BINARY_COLLATION)).map_err(ctx)? {
-                    Some((cs, _)) => cs,
-                    None => Charset { name: "binary".into(), collation: "binary".into() },
-                };
-                let variants = if my_type == MyType::MYSQL_TYPE_ENUM { enums.next() } else { sets.next() };
-                let variants = variants.ok_or_else(|| {
-                    ctx(Error::new(
-                        ErrorKind::SourceSetting,
-                        format!("column `{name}`: TABLE_MAP carries no ENUM/SET values"),
-                    )
-                    .with_hint("set binlog_row_metadata=FULL on the source"))
-                })?;
-                if my_type == MyType::MYSQL_TYPE_ENUM {
-                    ColumnType::Enum { variants, charset }
-                } else {
-                    ColumnType::Set { variants, charset }
-                }
-            }
-            MyType::MYSQL_TYPE_TINY_BLOB
-            | MyType::MYSQL_TYPE_MEDIUM_BLOB
-            | MyType::MYSQL_TYPE_LONG_BLOB
-            | MyType::MYSQL_TYPE_BLOB => {
-                let length_bytes = md_byte(0).clamp(1, 4);
-                match text(collation.unwrap_or(BINARY_COLLATION)).map_err(ctx)? {
-                    None => ColumnType::Blob { length_bytes },
-                    Some((charset, _)) => ColumnType::Text { length_bytes, charset },
-                }
-            }
-            MyType::MYSQL_TYPE_JSON => ColumnType::Json,
-            MyType::MYSQL_TYPE_GEOMETRY => ColumnType::Geometry,
-            other => {
-                return Err(ctx(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("column `{name}` has binlog type {other:?}, not supported yet"),
-                )
-                .with_hint("exclude the table with `source.exclude`")));
-            }
-        };
+        let variants = || if my_type == MyType::MYSQL_TYPE_ENUM { enums.next() } else { sets.next() };
+        let ty = column_type(my_type, md, unsigned, text, variants)
+            .map_err(|e| ctx(e.context(format!("column `{name}`"))))?;
         let nullable = nulls.get(i).map(|b| *b).unwrap_or(true);
         columns.push(ColumnSchema { name, ty, nullable, default: None, source_type: None });
     }
@@ -218,4 +134,189 @@ pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collat
         return Err(ctx(Error::new(ErrorKind::Decode, "TABLE_MAP primary key refers to a missing column")));
     }
     Ok(TableSchema { table, columns, primary_key })
+}
+
+/// The character set of a text column (`None` for the binary pseudo-charset), refused when
+/// binferry cannot decode it.
+fn text_of(collations: &Collations, id: u16, column: &str) -> Result<Option<(Charset, u32)>> {
+    if id == BINARY_COLLATION {
+        return Ok(None);
+    }
+    let (cs, maxlen) = collations.get(id)?.clone();
+    if !is_decodable(&cs.name, maxlen) {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "column `{column}` uses character set {} ({maxlen} bytes per character), which binferry does not decode",
+                cs.name
+            ),
+        )
+        .with_hint("convert the column to utf8mb4, or exclude the table"));
+    }
+    Ok(Some((cs, maxlen)))
+}
+
+/// One column's type from its binlog type and TABLE_MAP metadata bytes (their layout is the
+/// server's `Field::save_field_metadata` for each type), its signedness, its character set
+/// (`None`: binary) and, for ENUM/SET, its values.
+fn column_type(
+    my_type: MyType,
+    md: &[u8],
+    unsigned: bool,
+    text: Option<(Charset, u32)>,
+    variants: impl FnOnce() -> Option<Vec<String>>,
+) -> Result<ColumnType> {
+    let md_byte = |k: usize| md.get(k).copied().unwrap_or(0);
+    Ok(match my_type {
+        MyType::MYSQL_TYPE_TINY => ColumnType::Int { bytes: 1, unsigned },
+        MyType::MYSQL_TYPE_SHORT => ColumnType::Int { bytes: 2, unsigned },
+        MyType::MYSQL_TYPE_INT24 => ColumnType::Int { bytes: 3, unsigned },
+        MyType::MYSQL_TYPE_LONG => ColumnType::Int { bytes: 4, unsigned },
+        MyType::MYSQL_TYPE_LONGLONG => ColumnType::Int { bytes: 8, unsigned },
+        MyType::MYSQL_TYPE_NEWDECIMAL => ColumnType::Decimal { precision: md_byte(0), scale: md_byte(1), unsigned },
+        MyType::MYSQL_TYPE_FLOAT => ColumnType::Float { unsigned },
+        MyType::MYSQL_TYPE_DOUBLE => ColumnType::Double { unsigned },
+        // Bits beyond whole bytes in byte 0, whole bytes in byte 1.
+        MyType::MYSQL_TYPE_BIT => ColumnType::Bit { bits: md_byte(1) * 8 + md_byte(0) },
+        MyType::MYSQL_TYPE_YEAR => ColumnType::Year,
+        MyType::MYSQL_TYPE_DATE | MyType::MYSQL_TYPE_NEWDATE => ColumnType::Date,
+        MyType::MYSQL_TYPE_DATETIME => ColumnType::DateTime { fsp: 0 },
+        MyType::MYSQL_TYPE_DATETIME2 => ColumnType::DateTime { fsp: md_byte(0) },
+        MyType::MYSQL_TYPE_TIMESTAMP => ColumnType::Timestamp { fsp: 0 },
+        MyType::MYSQL_TYPE_TIMESTAMP2 => ColumnType::Timestamp { fsp: md_byte(0) },
+        MyType::MYSQL_TYPE_TIME => ColumnType::Time { fsp: 0 },
+        MyType::MYSQL_TYPE_TIME2 => ColumnType::Time { fsp: md_byte(0) },
+        MyType::MYSQL_TYPE_VARCHAR | MyType::MYSQL_TYPE_VAR_STRING => {
+            // Maximum length in bytes, two bytes little-endian.
+            let max_bytes = u16::from_le_bytes([md_byte(0), md_byte(1)]) as u32;
+            match text {
+                None => ColumnType::VarBinary { bytes: max_bytes },
+                Some((charset, maxlen)) => ColumnType::VarChar { chars: max_bytes / maxlen, charset },
+            }
+        }
+        MyType::MYSQL_TYPE_STRING => {
+            // Same length decoding as the server's Field_string::pack metadata (see #37426):
+            // byte 0 is the real type with the length's bits 8-9 folded in, byte 1 its low byte.
+            let (b0, b1) = (md_byte(0) as u32, md_byte(1) as u32);
+            let len = if b0 & 0x30 != 0x30 { b1 | (((b0 & 0x30) ^ 0x30) << 4) } else { b1 };
+            match text {
+                None => ColumnType::Binary { bytes: len },
+                Some((charset, maxlen)) => ColumnType::Char { chars: len / maxlen, charset },
+            }
+        }
+        MyType::MYSQL_TYPE_ENUM | MyType::MYSQL_TYPE_SET => {
+            let charset = match text {
+                Some((cs, _)) => cs,
+                None => Charset { name: "binary".into(), collation: "binary".into() },
+            };
+            let variants = variants().ok_or_else(|| {
+                Error::new(ErrorKind::SourceSetting, "TABLE_MAP carries no ENUM/SET values")
+                    .with_hint("set binlog_row_metadata=FULL on the source")
+            })?;
+            if my_type == MyType::MYSQL_TYPE_ENUM {
+                ColumnType::Enum { variants, charset }
+            } else {
+                ColumnType::Set { variants, charset }
+            }
+        }
+        MyType::MYSQL_TYPE_TINY_BLOB
+        | MyType::MYSQL_TYPE_MEDIUM_BLOB
+        | MyType::MYSQL_TYPE_LONG_BLOB
+        | MyType::MYSQL_TYPE_BLOB => {
+            // Bytes of the length prefix: 1 TINY, 2 plain, 3 MEDIUM, 4 LONG.
+            let length_bytes = md_byte(0).clamp(1, 4);
+            match text {
+                None => ColumnType::Blob { length_bytes },
+                Some((charset, _)) => ColumnType::Text { length_bytes, charset },
+            }
+        }
+        MyType::MYSQL_TYPE_JSON => ColumnType::Json,
+        MyType::MYSQL_TYPE_GEOMETRY => ColumnType::Geometry,
+        other => {
+            return Err(Error::new(ErrorKind::Unsupported, format!("binlog type {other:?}, not supported yet"))
+                .with_hint("exclude the table with `source.exclude`"));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utf8mb4() -> Option<(Charset, u32)> {
+        Some((Charset { name: "utf8mb4".into(), collation: "utf8mb4_general_ci".into() }, 4))
+    }
+
+    #[test]
+    fn every_binlog_type_and_metadata_layout_decodes() {
+        use ColumnType as C;
+        use MyType as M;
+        let cs = || utf8mb4().map(|(c, _)| c).unwrap_or_else(|| unreachable!());
+        // (binlog type, metadata bytes, unsigned, charset, expected type)
+        type Case = (M, &'static [u8], bool, Option<(Charset, u32)>, C);
+        let cases: Vec<Case> = vec![
+            (M::MYSQL_TYPE_TINY, &[], true, None, C::Int { bytes: 1, unsigned: true }),
+            (M::MYSQL_TYPE_SHORT, &[], false, None, C::Int { bytes: 2, unsigned: false }),
+            (M::MYSQL_TYPE_INT24, &[], false, None, C::Int { bytes: 3, unsigned: false }),
+            (M::MYSQL_TYPE_LONG, &[], true, None, C::Int { bytes: 4, unsigned: true }),
+            (M::MYSQL_TYPE_LONGLONG, &[], true, None, C::Int { bytes: 8, unsigned: true }),
+            (
+                M::MYSQL_TYPE_NEWDECIMAL,
+                &[65, 30],
+                false,
+                None,
+                C::Decimal { precision: 65, scale: 30, unsigned: false },
+            ),
+            (M::MYSQL_TYPE_FLOAT, &[4], false, None, C::Float { unsigned: false }),
+            (M::MYSQL_TYPE_DOUBLE, &[8], true, None, C::Double { unsigned: true }),
+            // BIT(13): one whole byte and 5 bits.
+            (M::MYSQL_TYPE_BIT, &[5, 1], false, None, C::Bit { bits: 13 }),
+            (M::MYSQL_TYPE_BIT, &[0, 8], false, None, C::Bit { bits: 64 }),
+            (M::MYSQL_TYPE_YEAR, &[], false, None, C::Year),
+            (M::MYSQL_TYPE_DATE, &[], false, None, C::Date),
+            (M::MYSQL_TYPE_DATETIME, &[], false, None, C::DateTime { fsp: 0 }),
+            (M::MYSQL_TYPE_DATETIME2, &[6], false, None, C::DateTime { fsp: 6 }),
+            (M::MYSQL_TYPE_TIMESTAMP, &[], false, None, C::Timestamp { fsp: 0 }),
+            (M::MYSQL_TYPE_TIMESTAMP2, &[3], false, None, C::Timestamp { fsp: 3 }),
+            (M::MYSQL_TYPE_TIME, &[], false, None, C::Time { fsp: 0 }),
+            (M::MYSQL_TYPE_TIME2, &[2], false, None, C::Time { fsp: 2 }),
+            // VARCHAR(300) utf8mb4: 1,200 bytes, little-endian.
+            (M::MYSQL_TYPE_VARCHAR, &[0xB0, 0x04], false, utf8mb4(), C::VarChar { chars: 300, charset: cs() }),
+            (M::MYSQL_TYPE_VARCHAR, &[16, 0], false, None, C::VarBinary { bytes: 16 }),
+            // CHAR(255) utf8mb4: 1,020 bytes = 0x3FC; bits 8-9 folded into byte 0 (0xFE ^ 0x30).
+            (M::MYSQL_TYPE_STRING, &[0xCE, 0xFC], false, utf8mb4(), C::Char { chars: 255, charset: cs() }),
+            (M::MYSQL_TYPE_STRING, &[0xFE, 16], false, None, C::Binary { bytes: 16 }),
+            (M::MYSQL_TYPE_BLOB, &[1], false, None, C::Blob { length_bytes: 1 }),
+            (M::MYSQL_TYPE_BLOB, &[4], false, utf8mb4(), C::Text { length_bytes: 4, charset: cs() }),
+            (M::MYSQL_TYPE_BLOB, &[9], false, None, C::Blob { length_bytes: 4 }),
+            (M::MYSQL_TYPE_JSON, &[4], false, None, C::Json),
+            (M::MYSQL_TYPE_GEOMETRY, &[4], false, None, C::Geometry),
+        ];
+        for (my, md, unsigned, text, want) in cases {
+            let got = column_type(my, md, unsigned, text, || None);
+            assert_eq!(got.ok(), Some(want), "{my:?} {md:?}");
+        }
+        let values = || Some(vec!["a".to_string(), "b".to_string()]);
+        let e = column_type(M::MYSQL_TYPE_ENUM, &[], false, utf8mb4(), values);
+        assert_eq!(e.ok(), Some(C::Enum { variants: vec!["a".into(), "b".into()], charset: cs() }));
+        let s = column_type(M::MYSQL_TYPE_SET, &[], false, None, values);
+        assert!(matches!(s, Ok(C::Set { charset, .. }) if charset.name == "binary"));
+        let missing = column_type(M::MYSQL_TYPE_ENUM, &[], false, utf8mb4(), || None).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::SourceSetting);
+        let unknown = column_type(M::MYSQL_TYPE_NULL, &[], false, None, || None).unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn text_in_a_charset_binferry_cannot_decode_is_refused() {
+        let c = Collations::new([
+            (33, "utf8mb3".into(), "utf8mb3_general_ci".into(), 3),
+            (200, "nosuch".into(), "nosuch_bin".into(), 7),
+        ]);
+        assert_eq!(text_of(&c, BINARY_COLLATION, "c").ok(), Some(None));
+        assert!(matches!(text_of(&c, 33, "c"), Ok(Some((cs, 3))) if cs.name == "utf8mb3"));
+        let e = text_of(&c, 200, "c").unwrap_err();
+        assert!(e.to_string().contains("character set nosuch"), "{e}");
+        assert_eq!(text_of(&c, 999, "c").unwrap_err().kind(), ErrorKind::Unsupported);
+    }
 }

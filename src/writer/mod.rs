@@ -41,8 +41,6 @@
 //! reaches the new one; copy 0 applies it, the others follow
 //! ([`crate::buffer::DdlCopies`], [`Sink::ddl_barrier_mark`]).
 
-pub mod batch;
-pub mod hash;
 mod prefetch;
 #[cfg(test)]
 mod tests;
@@ -53,21 +51,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use crate::shutdown::Shutdown;
 use tracing::{debug, error, info, warn};
 
-pub use batch::{Batch, KeylessRow, RowOp, TableBatch};
+pub use crate::event::batch::{Batch, KeylessRow, RowOp, TableBatch};
 
 use crate::buffer::{Item, Log, Poison};
 use crate::config::WriterConfig;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
-use crate::metrics;
-use crate::pipeline::Stats;
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink};
-use crate::source::TableFilter;
+use crate::table_filter::TableFilter;
+use crate::telemetry::{Applied, Stats};
 use prefetch::{Fetched, Prefetch};
 use txn::{Orphans, SourceTxn};
 
@@ -106,7 +103,7 @@ async fn wait_barrier<S: Sink>(
     barrier: &str,
     phase: BarrierPhase,
     want: u32,
-    drain: &mut watch::Receiver<bool>,
+    drain: &Shutdown,
 ) -> Result<bool> {
     let started = Instant::now();
     let mut report_at = started + BARRIER_REPORT;
@@ -116,7 +113,7 @@ async fn wait_barrier<S: Sink>(
         if reached >= want {
             return Ok(true);
         }
-        if *drain.borrow() {
+        if drain.is_triggered() {
             return Ok(false);
         }
         if Instant::now() >= report_at {
@@ -132,7 +129,7 @@ async fn wait_barrier<S: Sink>(
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
-            _ = crate::pipeline::raised(drain) => {}
+            _ = drain.triggered() => {}
         }
         poll = (poll * 2).min(BARRIER_POLL_MAX);
     }
@@ -216,13 +213,13 @@ pub async fn run<B: Log, S: Sink>(
     buffer: Arc<B>,
     mut sink: S,
     stats: Arc<Stats>,
-    mut drain: watch::Receiver<bool>,
+    drain: Shutdown,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     let mut lasting = Lasting::default();
     loop {
         let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats, &mut lasting);
-        match w.run(&buffer, &mut sink, &mut drain, &mut backoff).await {
+        match w.run(&buffer, &mut sink, &drain, &mut backoff).await {
             Ok(Outcome::Drained) => return Ok(()),
             Ok(Outcome::Rewind) => info!("reading the buffer again from the target's checkpoint"),
             Err(e) => {
@@ -231,6 +228,7 @@ pub async fn run<B: Log, S: Sink>(
                     // One table's value or shape the target cannot hold: the target transaction
                     // is rolled back; apply again from the target's checkpoint, that table stopped.
                     error!(%table, error = %e, "table stopped; the other tables keep replicating");
+                    stats.record_table_stopped();
                     lasting.to_stop.retain(|(t, _)| t != &table);
                     lasting.to_stop.push((table, e.to_string()));
                     continue;
@@ -239,6 +237,7 @@ pub async fn run<B: Log, S: Sink>(
                     Some(delay) => {
                         warn!(error = %e, attempt = backoff.attempts(), "writer failed; retrying in {:.1}s from the target's checkpoint", delay.as_secs_f64());
                         stats.set_writer_activity(format!("waiting to retry after: {}", e.detail()));
+                        stats.record_retry(e.kind().label());
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(e),
@@ -301,7 +300,7 @@ impl<'a, B: Log> Writer<'a, B> {
         &mut self,
         log: &Arc<B>,
         sink: &mut S,
-        drain: &mut watch::Receiver<bool>,
+        drain: &Shutdown,
         backoff: &mut Backoff,
     ) -> Result<Outcome> {
         let applied = sink.applied_offset().await?;
@@ -328,7 +327,7 @@ impl<'a, B: Log> Writer<'a, B> {
         // proves the log is exhausted: the source appended its last records before draining.
         let mut drain_seen: Option<Instant> = None;
         loop {
-            let draining = *drain.borrow();
+            let draining = drain.is_triggered();
             if draining && drain_seen.is_none() {
                 drain_seen = Some(Instant::now());
             }
@@ -367,7 +366,7 @@ impl<'a, B: Log> Writer<'a, B> {
                             None => return Err(Error::internal("the writer's read-ahead task ended")),
                         },
                         _ = tokio::time::sleep(wait) => {}
-                        _ = drain.changed() => {}
+                        _ = drain.triggered(), if !draining => {}
                     }
                     continue;
                 }
@@ -388,7 +387,7 @@ impl<'a, B: Log> Writer<'a, B> {
         sink: &mut S,
         offset: u64,
         item: Item,
-        drain: &mut watch::Receiver<bool>,
+        drain: &Shutdown,
         backoff: &mut Backoff,
     ) -> Result<Step> {
         if self.lasting.orphans.contains(offset) {
@@ -442,7 +441,7 @@ impl<'a, B: Log> Writer<'a, B> {
         sink: &mut S,
         offset: u64,
         ddl: SchemaChange,
-        drain: &mut watch::Receiver<bool>,
+        drain: &Shutdown,
         backoff: &mut Backoff,
     ) -> Result<Step> {
         // A DDL statement is a source transaction of its own: changes before it without their
@@ -480,8 +479,9 @@ impl<'a, B: Log> Writer<'a, B> {
         match sink.apply_schema_change(&ddl).await {
             Ok(()) => {}
             // A change the target cannot follow stops that table only.
-            Err(e) if e.kind() == ErrorKind::Unsupported => {
+            Err(e) if e.kind().scope() == Scope::Table => {
                 error!(table = %ddl.table, error = %e, "table stopped; the other tables keep replicating");
+                self.stats.record_table_stopped();
                 sink.stop_table(&ddl.table, &e.to_string()).await?;
                 self.stopped.insert(ddl.table.clone());
             }
@@ -531,7 +531,7 @@ impl<'a, B: Log> Writer<'a, B> {
             "dropping the start of a source transaction that never completes in the buffer (a reader published \
              it, then restarted from an earlier checkpoint); no target transaction gets part of it"
         );
-        ::metrics::counter!(metrics::WRITER_ORPHANED_RECORDS).increment(records);
+        self.stats.record_orphaned(records);
         self.held.clear();
         self.txn.clear();
         if !self.mid_transaction {
@@ -545,7 +545,7 @@ impl<'a, B: Log> Writer<'a, B> {
     /// An undecodable message stops the table its key names, durably and loudly; without a
     /// readable key nothing safe can be skipped, so the stream stops with a definite error.
     async fn poison<S: Sink>(&mut self, sink: &mut S, poison: Poison) -> Result<()> {
-        ::metrics::counter!(metrics::WRITER_POISON_MESSAGES).increment(1);
+        self.stats.record_poison();
         let Some(table) = poison.table else {
             return Err(Error::new(ErrorKind::Decode, poison.reason).with_hint(
                 "inspect the message; to route undecodable messages to a dead-letter topic instead, \
@@ -556,6 +556,7 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(());
         }
         error!(%table, reason = %poison.reason, "undecodable message: table stopped; the other tables keep replicating");
+        self.stats.record_table_stopped();
         // Its earlier changes in the open transaction go too: the table is now out of step and
         // needs a resync, and half of a source transaction must not reach it.
         self.held.retain(|e| e.table != table);
@@ -574,12 +575,7 @@ impl<'a, B: Log> Writer<'a, B> {
     /// this is copy 0, wait until copy 0 has applied the statement. Then this stream applies
     /// it too, which finds it done (sinks apply DDL idempotently) and brings the sink's own
     /// view up to date.
-    async fn ddl_barrier<S: Sink>(
-        &self,
-        sink: &mut S,
-        ddl: &SchemaChange,
-        drain: &mut watch::Receiver<bool>,
-    ) -> Result<Barrier> {
+    async fn ddl_barrier<S: Sink>(&self, sink: &mut S, ddl: &SchemaChange, drain: &Shutdown) -> Result<Barrier> {
         let Some((copies, key)) = self.barrier_of(ddl).await? else { return Ok(Barrier::None) };
         sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
         if !wait_barrier(sink, &key, BarrierPhase::Arrived, copies.copies, drain).await? {
@@ -704,9 +700,10 @@ impl<'a, B: Log> Writer<'a, B> {
     }
 
     /// Apply the batch into the open target transaction.
-    async fn apply<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+    /// Returns the number of row changes applied.
+    async fn apply<S: Sink>(&mut self, sink: &mut S) -> Result<u64> {
         if self.batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let schemas: Vec<Arc<TableSchema>> = self.batch.tables().map(|t| Arc::clone(&t.schema)).collect();
         for schema in schemas {
@@ -714,8 +711,9 @@ impl<'a, B: Log> Writer<'a, B> {
                 Ok(()) => {}
                 // An incompatible schema change stops that table only: recorded durably with
                 // the next commit, its changes skipped from now on, the others go on.
-                Err(e) if e.kind() == ErrorKind::Unsupported => {
+                Err(e) if e.kind().scope() == Scope::Table => {
                     error!(table = %schema.table, error = %e, "table stopped; the other tables keep replicating");
+                    self.stats.record_table_stopped();
                     sink.stop_table(&schema.table, &e.to_string()).await?;
                     self.batch.remove_table(&schema.table);
                     self.stopped.insert(schema.table.clone());
@@ -725,22 +723,20 @@ impl<'a, B: Log> Writer<'a, B> {
         }
         if self.batch.is_empty() {
             self.batch = Batch::default();
-            return Ok(());
+            return Ok(0);
         }
         let counts = sink.apply(&self.batch).await?;
         for t in self.batch.tables() {
             self.target_versions.insert(t.schema.table.clone(), t.version);
         }
-        self.stats.writer_rows.fetch_add(counts.written, Ordering::Relaxed);
-        self.stats.writer_unchanged.fetch_add(counts.unchanged, Ordering::Relaxed);
-        self.stats.writer_stale.fetch_add(counts.stale, Ordering::Relaxed);
-        self.stats.writer_compacted.fetch_add(self.batch.compacted(), Ordering::Relaxed);
-        ::metrics::counter!(metrics::WRITER_ROWS_WRITTEN).increment(counts.written);
-        ::metrics::counter!(metrics::WRITER_ROWS_UNCHANGED).increment(counts.unchanged);
-        ::metrics::counter!(metrics::WRITER_ROWS_STALE).increment(counts.stale);
-        ::metrics::counter!(metrics::WRITER_ROWS_COMPACTED).increment(self.batch.compacted());
+        self.stats.record_applied(Applied {
+            written: counts.written,
+            unchanged: counts.unchanged,
+            stale: counts.stale,
+            compacted: self.batch.compacted(),
+        });
         self.batch = Batch::default();
-        Ok(())
+        Ok(counts.written + counts.unchanged + counts.stale)
     }
 
     /// Apply the batch and commit it with the offset of the last complete transaction; a
@@ -762,17 +758,19 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(false);
         };
         self.stats.set_writer_activity(format!("applying a batch up to offset {offset} to the target"));
-        self.apply(sink).await?;
+        let started = Instant::now();
+        let applied = self.apply(sink).await?;
         self.stats.set_writer_activity(format!("committing offset {offset} to the target"));
         sink.commit(offset, &commit.position).await?;
         self.lasting.to_stop.clear();
         self.target_versions.clear();
         self.buffer.acknowledge(offset);
         self.batch_started = if self.held.is_empty() { None } else { Some(Instant::now()) };
-        self.stats.writer_commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.record_commit();
+        self.stats.record_recovered();
+        self.stats.record_batch(applied, started.elapsed().as_secs_f64());
         self.stats.writer_next_offset.store(offset + 1, Ordering::Relaxed);
         self.stats.writer_applied_ts.fetch_max(commit.timestamp as u64, Ordering::Relaxed);
-        ::metrics::counter!(metrics::WRITER_COMMITS).increment(1);
         self.note_consistency(&commit);
         Ok(true)
     }

@@ -11,17 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use proptest::prelude::*;
-use tokio::sync::watch;
 
 use super::{RowOp, WriterSettings, run};
 use crate::buffer::{Item, Log, Poison};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
-use crate::pipeline::Stats;
 use crate::position::{Gtid, Position};
 use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
 use crate::sink::{ApplyCounts, BarrierPhase, Sink};
+use crate::telemetry::Stats;
 use crate::writer::Batch;
 
 /// A target state: (table, key) → value.
@@ -550,7 +550,7 @@ fn apply_log(
     };
     let stats = Arc::new(Stats::default());
     // Drained from the start: the writer stops once it has read the log to its end.
-    let (_drain_tx, drain) = watch::channel(true);
+    let drain = Shutdown::triggered_now();
     let result = runtime.block_on(run(settings, log, sink, Arc::clone(&stats), drain));
     let target = std::mem::take(&mut *target.lock().unwrap());
     Outcome { target, states, stats, result }
@@ -745,7 +745,7 @@ fn a_poison_message_stops_its_table_and_nothing_else() {
         let target = Arc::new(Mutex::new(Target::default()));
         // The check by source states does not apply: b leaves them on purpose.
         let sink = ModelSink { target: Arc::clone(&target), states: Arc::new(vec![]), log: Arc::clone(&memlog) };
-        let (_drain_tx, drain) = watch::channel(true);
+        let drain = Shutdown::triggered_now();
         let result = runtime.block_on(run(settings(2, 100), memlog, sink, Arc::new(Stats::default()), drain));
         let target = std::mem::take(&mut *target.lock().unwrap());
         (result, target)

@@ -30,8 +30,14 @@ pub fn main_port() -> u16 {
 }
 
 fn mariadb_script(port: u16, dir: Option<&Path>, args: &[&str]) -> std::process::Output {
+    mariadb_script_tls(port, dir, args, false)
+}
+
+fn mariadb_script_tls(port: u16, dir: Option<&Path>, args: &[&str], tls: bool) -> std::process::Output {
     let mut cmd = Command::new(repo_root().join("scripts/mariadb.sh"));
-    cmd.args(args).env("BINFERRY_MARIADB_PORT", port.to_string());
+    cmd.args(args)
+        .env("BINFERRY_MARIADB_PORT", port.to_string())
+        .env("BINFERRY_MARIADB_TLS", if tls { "1" } else { "0" });
     if let Some(d) = dir {
         cmd.env("BINFERRY_MARIADB_DIR", d);
     }
@@ -105,10 +111,26 @@ pub fn unique(prefix: &str) -> String {
 pub struct Server {
     pub port: u16,
     dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with(extra, false)
+    }
+
+    /// An instance that serves TLS with certificates of a CA of its own ([`Server::tls_file`]).
+    pub fn start_tls(extra: &[&str]) -> Server {
+        Self::start_with(extra, true)
+    }
+
+    /// A file of the instance's TLS material: `ca.pem`, `server-cert.pem` (for `localhost`
+    /// only), `client-cert.pem`, `client-key.pem`, `other-ca.pem` (scripts/mariadb.sh).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tls").join(name)
+    }
+
+    fn start_with(extra: &[&str], tls: bool) -> Server {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -116,9 +138,9 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["start", "--"];
         args.extend_from_slice(extra);
-        let out = mariadb_script(port, Some(dir.path()), &args);
+        let out = mariadb_script_tls(port, Some(dir.path()), &args, tls);
         assert!(out.status.success(), "cannot start MariaDB {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Server { port, dir }
+        Server { port, dir, tls }
     }
 
     pub fn pool(&self) -> Pool {
@@ -133,7 +155,7 @@ impl Server {
 
     /// Start it again after [`stop`](Self::stop).
     pub fn restart(&self) {
-        let out = mariadb_script(self.port, Some(self.dir.path()), &["start"]);
+        let out = mariadb_script_tls(self.port, Some(self.dir.path()), &["start"], self.tls);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -156,6 +178,8 @@ pub struct Env {
     pub extra_config: String,
     /// Body of the `[writer]` section.
     pub writer_config: String,
+    /// Extra lines of the `[http]` section (its `listen` is a free port).
+    pub http_config: String,
     /// Extra lines of the `[buffer.embedded]` section.
     pub buffer_config: String,
     /// `[buffer]` and `[buffer.kafka]` sections when the test runs on Kafka ([`Env::use_kafka`]).
@@ -168,6 +192,13 @@ pub struct Env {
     pub exclude: Vec<String>,
     /// Extra lines of the `[pipeline]` section.
     pub pipeline_config: String,
+    /// Host and user binferry reads the source as, and extra lines (and sub-tables) of the
+    /// `[source]` section.
+    pub source_host: String,
+    pub source_user: String,
+    pub source_extra: String,
+    /// Environment variables of the binferry processes this `Env` starts (passwords).
+    pub process_env: Vec<(String, String)>,
     /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
     pub target_port: u16,
     pub target_pool: Pool,
@@ -207,12 +238,17 @@ impl Env {
             dir: tempfile::tempdir().unwrap(),
             extra_config: String::new(),
             writer_config: "batch_max_delay_ms = 50".into(),
+            http_config: String::new(),
             buffer_config: String::new(),
             kafka_config: String::new(),
             sink_config: None,
             diff_skip: Vec::new(),
             exclude: Vec::new(),
             pipeline_config: String::new(),
+            source_host: "127.0.0.1".into(),
+            source_user: "root".into(),
+            source_extra: String::new(),
+            process_env: Vec::new(),
             target_port: port,
             target_server: None,
             owns_server,
@@ -257,10 +293,12 @@ name = "{name}"
 {pipeline_extra}
 
 [source]
+host = "{source_host}"
 port = {port}
-user = "root"
+user = "{source_user}"
 include = ["{src}.*"]
 exclude = [{exclude}]
+{source_extra}
 
 {kafka}
 
@@ -269,6 +307,11 @@ path = "{buffer}"
 {buffer_extra}
 
 {sink}
+
+[http]
+# Tests run side by side: each process takes a free port (the log line names it).
+listen = "127.0.0.1:0"
+{http_extra}
 
 [writer]
 {writer}
@@ -279,6 +322,9 @@ progress_interval_secs = 1
 "#,
             name = self.name,
             pipeline_extra = self.pipeline_config,
+            source_host = self.source_host,
+            source_user = self.source_user,
+            source_extra = self.source_extra,
             port = self.port,
             src = self.src,
             exclude = self.exclude.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
@@ -287,6 +333,7 @@ progress_interval_secs = 1
             buffer_extra = self.buffer_config,
             kafka = self.kafka_config,
             writer = self.writer_config,
+            http_extra = self.http_config,
             sink = self.sink_config.clone().unwrap_or_else(|| format!(
                 "[sink.mysql]\nport = {}\nuser = \"root\"\ndatabase = \"{}\"\n",
                 self.target_port, self.dst
@@ -301,7 +348,8 @@ progress_interval_secs = 1
 
     pub fn start(&self) -> Binferry {
         self.write_config();
-        Binferry::start(&self.config_path(), &self.dir.path().join("binferry.log"))
+        let env: Vec<(&str, &str)> = self.process_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Binferry::start_with_env(&self.config_path(), &self.dir.path().join("binferry.log"), &[], &env)
     }
 
     /// Carry this test's changes through the shared Kafka-protocol broker, in topics of its
@@ -514,6 +562,26 @@ partitions = 4
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default()
+    }
+
+    /// `http://host:port` of the operations endpoint of the running binferry (the last one
+    /// started), from the line it logs once it listens.
+    pub async fn http_base(&self) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if let Some(addr) = log
+                .lines()
+                .rev()
+                .find(|l| l.contains("operations endpoint listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+            {
+                return format!("http://{addr}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no operations endpoint:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

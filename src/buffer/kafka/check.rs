@@ -5,8 +5,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::KafkaSettings;
+use crate::check::{Problem, Report};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::preflight::{Problem, Report};
 
 /// How long the brokers get to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,23 +1,23 @@
-//! Sink workers as a consumer group: the group decides which worker owns which partition;
-//! each owned partition is applied by its own writer.
+//! Sink workers as a consumer group: the group decides which worker owns which partition.
+//! This module only keeps the membership; the pipeline runs a writer per owned partition.
 //!
 //! The group member never consumes records itself (its partitions are paused): each owned
 //! partition gets a [`PartitionLog`] that starts at the offset the target recorded for it.
-//! When the group takes a partition away, the revoke callback blocks until that partition's
-//! writer has committed its complete transactions and rolled back the rest, so a partition
-//! is never applied by two workers at once and nothing is committed past what was applied.
+//! When the group takes a partition away, the revoke callback blocks until the
+//! [`Revocation`] is released, which the pipeline does once that partition's writer has
+//! committed its complete transactions and rolled back the rest, so a partition is never
+//! applied by two workers at once and nothing is committed past what was applied.
 //! (Even if that went wrong, rows carry their source position and older changes never
 //! overwrite newer ones.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::KafkaSettings;
@@ -26,17 +26,17 @@ use super::partition::PartitionLog;
 use super::schemas::SchemaRegistry;
 use crate::config::PoisonMode;
 use crate::error::{Error, ErrorKind, Result};
-use crate::pipeline::Stats;
-use crate::sink::Sink;
-use crate::writer::{self, WriterSettings};
+use crate::shutdown::Shutdown;
+use crate::telemetry::Stats;
 
 /// How long a revoked partition's writer may take to finish its batch before it is cut off
 /// (its open target transaction then rolls back with its connection).
-const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often applied offsets are committed to the group, for monitoring.
 const PROGRESS_COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
-type PartitionId = (String, i32);
+/// A partition: topic and number.
+pub type PartitionId = (String, i32);
 
 enum GroupEvent {
     Assigned(Vec<PartitionId>),
@@ -97,150 +97,133 @@ impl ConsumerContext for GroupContext {
     }
 }
 
-/// Run sink workers for every partition this member is given, until `drain` turns true (then
-/// each finishes its batch) or a partition fails with a definite error.
-pub async fn run<S, F>(
+/// This worker's membership in the consumer group: which partitions it owns, as a stream of
+/// [`Assignment`]s. It never runs writers; the pipeline's worker pool does, and answers each
+/// revocation once their writers have committed.
+pub struct Membership {
     settings: KafkaSettings,
-    writer_settings: WriterSettings,
-    make_sink: F,
     stats: Arc<Stats>,
-    mut drain: watch::Receiver<bool>,
-) -> Result<()>
-where
-    S: Sink + Send + 'static,
-    F: Fn(&str) -> S,
-{
-    if settings.on_poison == PoisonMode::DeadLetter {
-        Admin::new(&settings)?.ensure(&settings.topics.dead_letter, TopicRole::DeadLetter).await?;
-    }
-    let (events_tx, mut events) = mpsc::channel(16);
-    let consumer: BaseConsumer<GroupContext> =
-        settings.group_config().create_with_context(GroupContext { events: events_tx.clone() }).map_err(|e| {
-            Error::new(ErrorKind::Config, format!("buffer.kafka.consumer: cannot create the group consumer: {e}"))
-        })?;
-    let pattern = settings.topics.data_pattern();
-    consumer
-        .subscribe(&[pattern.as_str()])
-        .map_err(|e| Error::new(ErrorKind::BufferUnavailable, format!("subscribing to {pattern}: {e}")))?;
-    info!(group = %settings.group_id, topics = %pattern, "sink worker joined the consumer group");
+    schemas: Arc<SchemaRegistry>,
+    events: mpsc::Receiver<GroupEvent>,
+    /// Applied offset per owned partition, committed to the group for monitoring.
+    acked: Arc<Mutex<HashMap<PartitionId, Arc<AtomicI64>>>>,
+    stop: Arc<AtomicBool>,
+    member: std::thread::JoinHandle<()>,
+    /// Assignments received and not handed out yet.
+    pending: VecDeque<Result<Assignment>>,
+}
 
-    let acked: Arc<Mutex<HashMap<PartitionId, Arc<AtomicI64>>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let member = {
-        let (acked, stop, events) = (Arc::clone(&acked), Arc::clone(&stop), events_tx);
-        std::thread::Builder::new()
-            .name("binferry-group".into())
-            .spawn(move || member_loop(consumer, &acked, &stop, &events))
-            .map_err(|e| Error::internal(format!("cannot start the group thread: {e}")))?
-    };
+/// A change of what this worker owns.
+pub enum Assignment {
+    /// A partition is now this worker's: apply `log` until `close` is triggered.
+    Assigned {
+        /// The partition.
+        id: PartitionId,
+        /// Its reader, starting wherever the writer asks (the target's checkpoint).
+        log: Box<PartitionLog>,
+        /// Ends the reader; the writer applying it should drain on the same signal.
+        close: Shutdown,
+    },
+    /// The group takes these partitions away. Close their writers, wait until they have
+    /// committed, then [`Revocation::release`]: the group reassigns them only after that.
+    Revoked(Revocation),
+}
 
-    let schemas = Arc::new(SchemaRegistry::new(&settings));
-    let mut owned: HashMap<PartitionId, watch::Sender<bool>> = HashMap::new();
-    let mut tasks: JoinSet<(PartitionId, Result<()>)> = JoinSet::new();
-    let mut failure: Option<Error> = None;
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(GroupEvent::Assigned(parts)) => {
-                    for id in parts {
-                        if owned.contains_key(&id) {
-                            continue;
-                        }
-                        let (close_tx, close_rx) = watch::channel(false);
-                        let counter = Arc::new(AtomicI64::new(-1));
-                        if let Ok(mut a) = acked.lock() {
-                            a.insert(id.clone(), Arc::clone(&counter));
-                        }
-                        let log = PartitionLog::new(&settings, &id.0, id.1, Arc::clone(&schemas), close_rx.clone(), counter)?;
-                        let sink = make_sink(&log.stream());
-                        info!(topic = %id.0, partition = id.1, "partition assigned");
-                        let (ws, st, key) = (writer_settings.clone(), Arc::clone(&stats), id.clone());
-                        tasks.spawn(async move { (key, writer::run(ws, Arc::new(log), sink, st, close_rx).await) });
-                        owned.insert(id, close_tx);
-                    }
-                }
-                Some(GroupEvent::Revoked(parts, done)) => {
-                    close(&parts, &mut owned, &mut tasks, &acked, &mut failure).await;
-                    let _ = done.send(());
-                }
-                Some(GroupEvent::Failed(e)) => warn!(error = %e, "consumer group trouble; librdkafka retries"),
-                None => break,
-            },
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let (id, result) = joined.map_err(|e| Error::internal(format!("partition writer panicked: {e}")))?;
-                owned.remove(&id);
-                if let Err(e) = result {
-                    error!(topic = %id.0, partition = id.1, error = %e, "partition writer stopped");
-                    failure = Some(e);
-                    break;
-                }
+/// A pending revocation; the group waits until it is released (or dropped).
+pub struct Revocation {
+    /// The partitions taken away.
+    pub partitions: Vec<PartitionId>,
+    done: std_mpsc::SyncSender<()>,
+    acked: Arc<Mutex<HashMap<PartitionId, Arc<AtomicI64>>>>,
+}
+
+impl Revocation {
+    /// Their writers have stopped: let the group hand the partitions to another worker.
+    pub fn release(self) {
+        if let Ok(mut a) = self.acked.lock() {
+            for id in &self.partitions {
+                a.remove(id);
             }
-            _ = crate::pipeline::raised(&mut drain) => break,
         }
-    }
-    // Every partition finishes its batch; then the member leaves the group.
-    let all: Vec<PartitionId> = owned.keys().cloned().collect();
-    close(&all, &mut owned, &mut tasks, &acked, &mut failure).await;
-    stop.store(true, Ordering::Release);
-    // Revokes the member may still announce while leaving need no one: its partitions are closed.
-    drop(events);
-    tokio::task::spawn_blocking(move || member.join())
-        .await
-        .map_err(|e| Error::internal(format!("group thread join failed: {e}")))?
-        .map_err(|_| Error::internal("the group thread panicked"))?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+        let _ = self.done.send(());
     }
 }
 
-/// Close `parts`: readers stop, writers commit their complete transactions and return.
-async fn close(
-    parts: &[PartitionId],
-    owned: &mut HashMap<PartitionId, watch::Sender<bool>>,
-    tasks: &mut JoinSet<(PartitionId, Result<()>)>,
-    acked: &Mutex<HashMap<PartitionId, Arc<AtomicI64>>>,
-    failure: &mut Option<Error>,
-) {
-    let mut waiting = 0;
-    for id in parts {
-        if let Some(tx) = owned.get(id) {
-            let _ = tx.send(true);
-            waiting += 1;
+impl Membership {
+    /// Join the consumer group of `settings` (creating the dead-letter topic first when one
+    /// is configured).
+    pub async fn join(settings: KafkaSettings, stats: Arc<Stats>) -> Result<Self> {
+        if settings.on_poison == PoisonMode::DeadLetter {
+            Admin::new(&settings)?.ensure(&settings.topics.dead_letter, TopicRole::DeadLetter).await?;
+        }
+        let (events_tx, events) = mpsc::channel(16);
+        let consumer: BaseConsumer<GroupContext> =
+            settings.group_config().create_with_context(GroupContext { events: events_tx.clone() }).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("buffer.kafka.consumer: cannot create the group consumer: {e}"))
+            })?;
+        let pattern = settings.topics.data_pattern();
+        consumer
+            .subscribe(&[pattern.as_str()])
+            .map_err(|e| Error::new(ErrorKind::BufferUnavailable, format!("subscribing to {pattern}: {e}")))?;
+        info!(group = %settings.group_id, topics = %pattern, "sink worker joined the consumer group");
+        let acked: Arc<Mutex<HashMap<PartitionId, Arc<AtomicI64>>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let member = {
+            let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("binferry-group".into())
+                .spawn(move || member_loop(consumer, &acked, &stop, &events_tx))
+                .map_err(|e| Error::internal(format!("cannot start the group thread: {e}")))?
+        };
+        let schemas = Arc::new(SchemaRegistry::new(&settings));
+        Ok(Membership { settings, stats, schemas, events, acked, stop, member, pending: VecDeque::new() })
+    }
+
+    /// The next change of ownership; `None` once the group thread is gone.
+    pub async fn next(&mut self) -> Option<Result<Assignment>> {
+        loop {
+            // The group reports a whole assignment at once; it is handed out one by one.
+            if let Some(a) = self.pending.pop_front() {
+                return Some(a);
+            }
+            match self.events.recv().await? {
+                GroupEvent::Assigned(parts) => {
+                    for id in parts {
+                        let a = self.assigned(id);
+                        self.pending.push_back(a);
+                    }
+                }
+                GroupEvent::Revoked(partitions, done) => {
+                    let acked = Arc::clone(&self.acked);
+                    return Some(Ok(Assignment::Revoked(Revocation { partitions, done, acked })));
+                }
+                GroupEvent::Failed(e) => warn!(error = %e, "consumer group trouble; librdkafka retries"),
+            }
         }
     }
-    let deadline = tokio::time::Instant::now() + REVOKE_TIMEOUT;
-    while waiting > 0 {
-        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(Ok((id, result)))) => {
-                if parts.contains(&id) {
-                    waiting -= 1;
-                }
-                owned.remove(&id);
-                if let Err(e) = result {
-                    error!(topic = %id.0, partition = id.1, error = %e, "partition writer stopped");
-                    failure.get_or_insert(e);
-                }
-            }
-            Ok(Some(Err(e))) => {
-                failure.get_or_insert(Error::internal(format!("partition writer panicked: {e}")));
-                waiting -= 1;
-            }
-            Ok(None) => break,
-            Err(_) => {
-                // Cut off: dropping the writer drops its connection, which rolls back.
-                warn!("partition writers did not finish within {REVOKE_TIMEOUT:?}; abandoning their batches");
-                tasks.abort_all();
-                while tasks.join_next().await.is_some() {}
-                owned.clear();
-                break;
-            }
+
+    fn assigned(&self, id: PartitionId) -> Result<Assignment> {
+        let counter = Arc::new(AtomicI64::new(-1));
+        if let Ok(mut a) = self.acked.lock() {
+            a.insert(id.clone(), Arc::clone(&counter));
         }
+        let close = Shutdown::new();
+        let log = PartitionLog::new(&self.settings, &id.0, id.1, Arc::clone(&self.schemas), close.clone(), counter)?
+            .with_stats(Arc::clone(&self.stats));
+        info!(topic = %id.0, partition = id.1, "partition assigned");
+        Ok(Assignment::Assigned { id, log: Box::new(log), close })
     }
-    if let Ok(mut a) = acked.lock() {
-        for id in parts {
-            a.remove(id);
-        }
+
+    /// Leave the group (the caller has closed every partition's writer).
+    pub async fn leave(self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        // Revokes the member may still announce while leaving need no one: its partitions are closed.
+        drop(self.events);
+        let member = self.member;
+        tokio::task::spawn_blocking(move || member.join())
+            .await
+            .map_err(|e| Error::internal(format!("group thread join failed: {e}")))?
+            .map_err(|_| Error::internal("the group thread panicked"))
     }
 }
 

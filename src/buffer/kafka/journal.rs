@@ -1,7 +1,7 @@
 //! The source side: publishing records, schemas and checkpoints to Kafka.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,8 +17,8 @@ use crate::buffer::{AppendBatch, Journal};
 use crate::config::KafkaLayout;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Record, envelope};
-use crate::metrics;
 use crate::position::SourceCheckpoint;
+use crate::telemetry::Stats;
 
 /// How long reading the checkpoint topic may take at start-up.
 const CHECKPOINT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,6 +41,8 @@ pub struct KafkaJournal {
     state: tokio::sync::Mutex<State>,
     /// The last checkpoint the brokers acknowledged in this process.
     last_checkpoint: Mutex<Option<SourceCheckpoint>>,
+    /// Where acknowledged records are counted.
+    stats: Arc<Stats>,
 }
 
 #[derive(Default)]
@@ -65,7 +67,13 @@ impl KafkaJournal {
             producer: Mutex::new(None),
             state: tokio::sync::Mutex::new(State::default()),
             last_checkpoint: Mutex::new(None),
+            stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// Count what the brokers acknowledge into the pipeline's `stats`.
+    pub fn with_stats(self, stats: Arc<Stats>) -> Self {
+        KafkaJournal { stats, ..self }
     }
 
     fn producer(&self) -> Result<FutureProducer> {
@@ -184,7 +192,7 @@ impl KafkaJournal {
         if ends_inside && batch.records.iter().any(|r| matches!(r, Record::Commit(_))) {
             crate::failpoint::hit("kafka-before-checkpoint-mid-transaction");
         }
-        ::metrics::counter!(metrics::KAFKA_PRODUCED).increment(produced);
+        self.stats.record_kafka_produced(produced);
 
         // Only now may the checkpoint move past these records.
         let cp_topic = topics.checkpoints();

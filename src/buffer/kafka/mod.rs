@@ -51,6 +51,7 @@ pub mod partition;
 mod schemas;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -59,29 +60,10 @@ use crate::config::{Config, KafkaBufferConfig, KafkaLayout, PoisonMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableRef;
 
-/// librdkafka properties binferry sets itself; the guarantees depend on them.
-pub const MANAGED_PROPERTIES: &[&str] = &[
-    "bootstrap.servers",
-    "enable.idempotence",
-    "acks",
-    "group.id",
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    "auto.offset.reset",
-    "isolation.level",
-];
-
 /// Longest topic name Kafka accepts.
 const MAX_TOPIC: usize = 249;
 
-/// Whether `name` may be used as (part of) a Kafka topic name.
-pub fn is_topic_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && name != "."
-        && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use crate::config::kafka::{MANAGED_PROPERTIES, is_topic_name};
 
 /// Everything the Kafka buffer needs, resolved from the config (secrets included).
 #[derive(Clone)]
@@ -234,6 +216,7 @@ fn resolve_secret(field: &str, value: &str) -> Result<String> {
         });
     }
     if let Some(path) = value.strip_prefix("file:") {
+        crate::config::warn_if_readable_by_others(field, Path::new(path));
         return std::fs::read_to_string(path)
             .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
             .map_err(|e| Error::new(ErrorKind::Config, format!("{field}: cannot read {path}: {e}")));

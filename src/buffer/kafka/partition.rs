@@ -11,7 +11,7 @@ use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::admin::Admin;
@@ -21,8 +21,9 @@ use crate::buffer::{DdlCopies, Item, Log, Poison};
 use crate::config::{KafkaLayout, PoisonMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::envelope;
-use crate::metrics;
 use crate::schema::TableSchema;
+use crate::shutdown::Shutdown;
+use crate::telemetry::Stats;
 
 /// How long a bounded reader waits for a record it knows exists.
 const END_WAIT: Duration = Duration::from_secs(30);
@@ -37,17 +38,17 @@ pub struct PartitionLog {
     dead_letter: Option<(FutureProducer, String)>,
     state: Mutex<ReadState>,
     /// Once true, reads return nothing: the writer finishes what it holds and stops.
-    closing: watch::Receiver<bool>,
+    closing: Shutdown,
     /// Highest offset applied to the target (-1: none), for the group's progress commits.
     acked: Arc<AtomicI64>,
-    /// Keeps `closing` open for a standalone reader.
-    _open: Option<watch::Sender<bool>>,
     /// Replay: read exactly up to this offset (exclusive), waiting for records before it.
     end: Option<u64>,
     /// In the key layout, every partition of the topic holds a copy of each DDL record:
     /// the settings to count them with, once ([`Log::ddl_copies`]).
     key_layout: Option<KafkaSettings>,
     copies: tokio::sync::OnceCell<Option<DdlCopies>>,
+    /// Where dead letters are counted.
+    stats: Arc<Stats>,
 }
 
 struct ReadState {
@@ -66,7 +67,7 @@ impl PartitionLog {
         topic: &str,
         partition: i32,
         schemas: Arc<SchemaRegistry>,
-        closing: watch::Receiver<bool>,
+        closing: Shutdown,
         acked: Arc<AtomicI64>,
     ) -> Result<Self> {
         let consumer: StreamConsumer = settings.reader_config().create().map_err(|e| {
@@ -90,20 +91,23 @@ impl PartitionLog {
             state: Mutex::new(ReadState { next: None, pending: VecDeque::new(), error: None }),
             closing,
             acked,
-            _open: None,
             end: None,
             key_layout: (settings.layout == KafkaLayout::Key).then(|| settings.clone()),
             copies: tokio::sync::OnceCell::new(),
+            stats: Arc::new(Stats::default()),
         })
+    }
+
+    /// Count dead letters into the pipeline's `stats`.
+    pub(crate) fn with_stats(self, stats: Arc<Stats>) -> Self {
+        PartitionLog { stats, ..self }
     }
 
     /// A standalone reader of `topic`/`partition` (tools and tests): its own schema cache,
     /// never closed from outside.
     pub fn open(settings: &KafkaSettings, topic: &str, partition: i32) -> Result<Self> {
-        let (tx, rx) = watch::channel(false);
         let schemas = Arc::new(SchemaRegistry::new(settings));
-        let mut log = Self::new(settings, topic, partition, schemas, rx, Arc::new(AtomicI64::new(-1)))?;
-        log._open = Some(tx);
+        let log = Self::new(settings, topic, partition, schemas, Shutdown::new(), Arc::new(AtomicI64::new(-1)))?;
         Ok(log)
     }
 
@@ -167,7 +171,7 @@ impl PartitionLog {
             .send(record, Duration::from_secs(60))
             .await
             .map_err(|(e, _)| unavailable(e, format!("copying the undecodable message at {at} to {dlq}")))?;
-        ::metrics::counter!(metrics::KAFKA_DEAD_LETTERS).increment(1);
+        self.stats.record_kafka_dead_letter();
         warn!(topic = %self.topic, partition = self.partition, offset, dead_letter_topic = %dlq, error = %reason,
             "undecodable message routed to the dead-letter topic");
         Ok((offset, Item::DeadLettered))
@@ -198,7 +202,7 @@ pub fn stream_name(topic: &str, partition: i32) -> String {
 
 impl Log for PartitionLog {
     async fn read(&self, from: u64, max: usize) -> Result<Vec<(u64, Item)>> {
-        if *self.closing.borrow() {
+        if self.closing.is_triggered() {
             return Ok(Vec::new());
         }
         let mut st = self.state.lock().await;
@@ -247,7 +251,7 @@ impl Log for PartitionLog {
     }
 
     async fn wait_for(&self, offset: u64, timeout: Duration) {
-        if *self.closing.borrow() {
+        if self.closing.is_triggered() {
             tokio::time::sleep(timeout.min(Duration::from_millis(50))).await;
             return;
         }
@@ -258,7 +262,6 @@ impl Log for PartitionLog {
         if st.next != Some(offset) && self.seek(&mut st, offset).is_err() {
             return;
         }
-        let mut closing = self.closing.clone();
         tokio::select! {
             r = tokio::time::timeout(timeout, self.consumer.recv()) => match r {
                 Ok(Ok(msg)) => match self.entry(&msg).await {
@@ -268,7 +271,7 @@ impl Log for PartitionLog {
                 Ok(Err(e)) => st.error = Some(self.failed(e, offset)),
                 Err(_) => {}
             },
-            _ = crate::pipeline::raised(&mut closing) => {}
+            _ = self.closing.triggered() => {}
         }
     }
 

@@ -7,7 +7,7 @@
 //! fix, because retrying cannot change them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,15 +23,7 @@ use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataIns
 use gcp_bigquery_client::model::table_row::TableRow;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::metrics;
-
-/// Query jobs issued by this process (all BigQuery sinks), for the progress line and benches.
-static JOBS: AtomicU64 = AtomicU64::new(0);
-
-/// Query jobs this process has issued so far.
-pub fn jobs_issued() -> u64 {
-    JOBS.load(Ordering::Relaxed)
-}
+use crate::telemetry::Stats;
 
 /// How often an unfinished query job is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -65,10 +57,18 @@ pub(crate) struct Api {
     pub(crate) project: String,
     location: Option<String>,
     timeout: Duration,
+    /// Where the jobs and MERGE runs are counted.
+    pub(super) stats: Arc<Stats>,
 }
 
 impl Api {
-    pub(crate) async fn connect(auth: &Auth, project: &str, location: Option<&str>, timeout: Duration) -> Result<Api> {
+    pub(crate) async fn connect(
+        auth: &Auth,
+        project: &str,
+        location: Option<&str>,
+        timeout: Duration,
+        stats: Arc<Stats>,
+    ) -> Result<Api> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -82,6 +82,7 @@ impl Api {
                 builder.build_from_authenticator(Arc::new(NoAuth)).await
             }
             Auth::KeyFile(path) => {
+                crate::config::warn_if_readable_by_others("sink.bigquery.credentials_file", path);
                 let p = path.to_str().ok_or_else(|| {
                     Error::new(ErrorKind::Config, format!("sink.bigquery.credentials_file: {path:?} is not UTF-8"))
                 })?;
@@ -95,7 +96,7 @@ impl Api {
                  default credentials (GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`)",
             )
         })?;
-        Ok(Api { client, project: project.to_string(), location: location.map(str::to_string), timeout })
+        Ok(Api { client, project: project.to_string(), location: location.map(str::to_string), timeout, stats })
     }
 
     /// Whether `dataset` exists.
@@ -132,8 +133,7 @@ impl Api {
         req.use_legacy_sql = false;
         req.location = self.location.clone();
         req.timeout_ms = Some(self.timeout.as_millis().min(i32::MAX as u128) as i32);
-        JOBS.fetch_add(1, Ordering::Relaxed);
-        ::metrics::counter!(metrics::BIGQUERY_JOBS).increment(1);
+        self.stats.record_bigquery_job();
         let what = || format!("query job `{}`", abbreviate(sql));
         tracing::debug!(sql = %abbreviate(sql), "BigQuery job");
         let resp = self.client.job().query(&self.project, req).await.map_err(|e| classify(e, &what()))?;
@@ -279,9 +279,15 @@ fn by_reason(code: i64, reason: &str, message: &str, what: &str) -> Error {
 /// Two jobs changed the same table or catalog at once: BigQuery's "could not serialize access
 /// … due to concurrent update" / "aborted due to concurrent update", and the emulator's
 /// "Failed to commit DuckLake transaction" and "Conflict on update!" (two CREATE TABLE IF NOT
-/// EXISTS of one table at once). Running the job again resolves it.
+/// EXISTS of one table at once). The emulator's catalog also answers a concurrent CREATE with
+/// `Duplicate key "… table_id: …" violates primary key constraint` or `PRIMARY KEY or UNIQUE
+/// constraint violation: duplicate key "…"`: BigQuery itself never
+/// enforces a primary key (they are all `NOT ENFORCED`), so that message can only be the catalog
+/// race. Running the job again resolves it.
 fn is_conflict(message: &str) -> bool {
     message.contains("concurrent update")
+        || message.contains("violates primary key constraint")
+        || message.contains("PRIMARY KEY or UNIQUE constraint violation")
         || message.contains("Transaction conflict")
         || message.contains("Failed to commit DuckLake transaction")
         || message.contains("Conflict on update")
@@ -312,6 +318,24 @@ mod tests {
                 .is_transient()
         );
         assert!(by_reason(400, "invalidQuery", "Conflict on update!", "x").is_transient());
+        assert!(
+            by_reason(
+                400,
+                "invalidQuery",
+                "Duplicate key \"project_id: p, dataset_id: d, table_id: t__changes\" violates primary key constraint.",
+                "x"
+            )
+            .is_transient()
+        );
+        assert!(
+            by_reason(
+                400,
+                "invalidQuery",
+                "Failed to commit: PRIMARY KEY or UNIQUE constraint violation: duplicate key \"p, d, t\"",
+                "x"
+            )
+            .is_transient()
+        );
         assert!(!by_reason(400, "invalid", "Provided Schema does not match Table", "x").is_transient());
     }
 

@@ -65,8 +65,6 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-pub use client::jobs_issued;
-pub use schedule::merges_run;
 pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };
@@ -74,12 +72,12 @@ pub use sql::{
 use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::batch::{Batch, RowOp};
 use crate::event::{SchemaChange, TableChange};
-use crate::metrics;
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
 use crate::table_options::{DeleteMode, TableRules};
-use crate::writer::{Batch, RowOp};
+use crate::telemetry::Stats;
 use client::{Api, Auth};
 use rows::{RowContext, changelog_row, now_text};
 use schedule::{MergeSchedule, When};
@@ -114,9 +112,16 @@ pub struct BigQuerySinkSettings {
     /// Shared by every sink built from these settings: one MERGE job per interval for the
     /// whole process (`schedule.rs`).
     schedule: Arc<MergeSchedule>,
+    /// Where jobs, MERGE runs and changelog rows are counted (the pipeline's, once
+    /// [`Self::with_stats`] is called).
+    stats: Arc<Stats>,
     /// The dataset and bookkeeping tables exist: created once per process, not by each of
     /// its sinks at the same moment (the emulator fails concurrent CREATE TABLEs of one table).
     meta_ready: Arc<tokio::sync::OnceCell<()>>,
+    /// Held while a stream of this process creates or extends a table: the partitions of
+    /// one topic meet the same new table at once, and BigQuery (and more so the emulator's
+    /// catalog) fails concurrent DDL of one table with conflicts that would only be retried.
+    ddl: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl BigQuerySinkSettings {
@@ -145,12 +150,20 @@ impl BigQuerySinkSettings {
             stream: EMBEDDED_STREAM.into(),
             schedule: Arc::new(MergeSchedule::new(Duration::from_secs(b.merge_interval_secs))),
             meta_ready: Arc::new(tokio::sync::OnceCell::new()),
+            stats: Arc::new(Stats::default()),
+            ddl: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
     /// The same target, applying another buffer stream (a Kafka partition, a replay).
     pub fn for_stream(&self, stream: impl Into<String>) -> Self {
         BigQuerySinkSettings { stream: stream.into(), ..self.clone() }
+    }
+
+    /// Count jobs, MERGE runs and changelog rows into `stats` (all streams made from these
+    /// settings afterwards share it).
+    pub fn with_stats(self, stats: Arc<Stats>) -> Self {
+        BigQuerySinkSettings { stats, ..self }
     }
 
     /// The BigQuery table name of a source table: the template, with characters BigQuery
@@ -176,14 +189,14 @@ impl BigQuerySinkSettings {
 
 /// Preflight of a BigQuery target: credentials work, the dataset exists or can be created,
 /// and query jobs run. An `Err` means the check could not run at all.
-pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::source::preflight::Report> {
+pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::check::Report> {
     let s = settings;
-    let api = Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout).await?;
+    let api = Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await?;
     let endpoint = match &s.auth {
         Auth::Emulator(url) => format!(" at {url}"),
         _ => String::new(),
     };
-    let mut r = crate::source::preflight::Report {
+    let mut r = crate::check::Report {
         server: format!("target BigQuery{endpoint}, project {}, dataset {}", s.project, s.dataset),
         ..Default::default()
     };
@@ -191,7 +204,7 @@ pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::source::pre
         Auth::Emulator(url) => ("sink.bigquery.endpoint", format!("a BigQuery API answering at {url}")),
         _ => ("sink.bigquery.project", format!("BigQuery answering for project {}", s.project)),
     };
-    let problem = |e: &Error| crate::source::preflight::Problem {
+    let problem = |e: &Error| crate::check::Problem {
         setting: setting.into(),
         expected: expected.clone(),
         found: e.detail().to_string(),
@@ -273,7 +286,8 @@ impl BigQuerySink {
     async fn api(&mut self) -> Result<Api> {
         if self.api.is_none() {
             let s = &self.settings;
-            self.api = Some(Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout).await?);
+            self.api =
+                Some(Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await?);
         }
         self.api.clone().ok_or_else(|| Error::internal("no BigQuery client"))
     }
@@ -567,6 +581,8 @@ impl Sink for BigQuerySink {
         if !statements.is_empty() {
             let mut all = statements;
             all.push(n.set_shape(&name, &schema.table.db, &schema.table.name, &shape));
+            let ddl = Arc::clone(&self.settings.ddl);
+            let _one_at_a_time = ddl.lock().await;
             self.query(&all.join(";\n")).await?;
             info!(table = %schema.table, target = %name, "BigQuery table created or extended");
             self.tables.insert(name.clone(), Managed { source: schema.table.clone(), shape });
@@ -633,7 +649,7 @@ impl Sink for BigQuerySink {
             api.insert_all(&self.settings.dataset, &changelog, chunk).await.map_err(scoped)?;
             self.open.insert(name);
         }
-        ::metrics::counter!(metrics::BIGQUERY_CHANGELOG_ROWS).increment(counts.written);
+        self.settings.stats.record_bigquery_changelog_rows(counts.written);
         Ok(counts)
     }
 

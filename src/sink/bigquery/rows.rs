@@ -12,9 +12,9 @@ use super::sql::{APPENDED_AT, BATCH, DELETED_AT, HASH, OP, POS, STREAM, column_n
 use super::types::BqType;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
+use crate::event::batch::RowOp;
 use crate::event::value::format_epoch;
 use crate::schema::TableSchema;
-use crate::writer::RowOp;
 
 fn b64(b: &[u8]) -> Json {
     Json::String(base64::engine::general_purpose::STANDARD.encode(b))

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -30,14 +30,6 @@ use tracing::debug;
 use super::client::Api;
 use super::sql::{LabelRange, Names, TableShape};
 use crate::error::Result;
-use crate::metrics;
-
-static RUNS: AtomicU64 = AtomicU64::new(0);
-
-/// MERGE jobs this process has run so far.
-pub fn merges_run() -> u64 {
-    RUNS.load(Ordering::Relaxed)
-}
 
 /// How often expired changelog rows are removed (one job for the whole dataset).
 const GC_INTERVAL: Duration = Duration::from_secs(3600);
@@ -226,8 +218,7 @@ impl MergeSchedule {
         *running = Instant::now();
         result?;
         crate::failpoint::hit("bigquery-after-merge");
-        RUNS.fetch_add(1, Ordering::Relaxed);
-        ::metrics::counter!(metrics::BIGQUERY_MERGES).increment(1);
+        api.stats.record_bigquery_merge();
         debug!(
             merges = plan.merges.len(),
             streams = plan.progress.len(),

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use mysql_async::prelude::Queryable;
 
 use super::MysqlSinkSettings;
+use crate::check::{Problem, Report};
+use crate::connection::tls_state;
 use crate::error::{Error, Result};
-use crate::source::preflight::{Problem, Report};
 
 /// Privileges the target user needs on the target database.
 const NEEDED: [&str; 6] = ["CREATE", "ALTER", "SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -23,6 +24,10 @@ pub async fn check(settings: &MysqlSinkSettings) -> Result<Report> {
         server: format!("target {} ({version}), database `{}`", settings.address, settings.database),
         ..Default::default()
     };
+    let tls = tls_state(&mut conn).await.map_err(|e| Error::target_mysql(e, "reading the session's TLS status"))?;
+    let (line, warning) = settings.endpoint.describe(&tls);
+    r.notes.push(line);
+    r.warnings.extend(warning);
     let grants: Vec<String> = conn.query("SHOW GRANTS").await.map_err(|e| Error::target_mysql(e, "reading grants"))?;
     let user: String = conn
         .query_first("SELECT CURRENT_USER()")

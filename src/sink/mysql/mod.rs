@@ -4,7 +4,7 @@
 //!
 //! Each target table has the source columns and primary key, plus
 //! `_binferry_pos` (the 16-byte [`Position::sort_key`] of the change that last
-//! wrote the row) and `_binferry_hash` (the [row hash](crate::writer::hash)).
+//! wrote the row) and `_binferry_hash` (the [row hash](crate::event::hash)).
 //! Soft-delete tables add `_binferry_deleted_at`. Tables without a primary key
 //! are keyed by (`_binferry_hash`, `_binferry_dup`): a row that appears *n*
 //! times in the source appears *n* times in the target, numbered 1..=n.
@@ -37,13 +37,14 @@
 //! and nothing needs escaping.
 
 mod check;
+mod plan;
 mod statements;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row, Value as MyValue};
+use mysql_async::{Conn, OptsBuilder, Row, Value as MyValue};
 use tracing::{info, warn};
 
 pub use check::check;
@@ -53,15 +54,17 @@ pub use statements::{
 
 use super::{ApplyCounts, BarrierPhase, Sink};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
+use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::batch::{Batch, KeylessRow, RowOp, TableBatch};
+use crate::event::hash::{encode_values, row_hash};
 use crate::event::value::format_epoch;
 use crate::event::{SchemaChange, TableChange, Value};
+use crate::mysql_codec::{Origin, convert};
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
-use crate::source::decode::{Origin, convert};
 use crate::table_options::{DeleteMode, TableRules};
-use crate::writer::hash::{encode_values, row_hash};
-use crate::writer::{Batch, KeylessRow, RowOp, TableBatch};
+use plan::{Alter, KeyAction, Stored, TargetColumn, Tombstones, column_ddl, decide, plan_alters};
 use statements::{Statements, q};
 
 /// Rows per multi-row statement (a power of two; smaller chunks halve down to 1). 1,024 was
@@ -81,14 +84,13 @@ const GC_INTERVAL: Duration = Duration::from_secs(600);
 /// Connection settings and options of a MySQL target.
 #[derive(Clone)]
 pub struct MysqlSinkSettings {
-    opts: Opts,
+    endpoint: Endpoint,
     /// `host:port`, for messages.
     pub address: String,
     /// Target database.
     pub database: String,
     table_template: String,
     pub(crate) pipeline: String,
-    connect_timeout: Duration,
     rules: TableRules,
     tombstone_retention: Duration,
     on_drop: DropMode,
@@ -102,11 +104,8 @@ impl MysqlSinkSettings {
         let m = config.sink.mysql.as_ref().ok_or_else(|| Error::new(ErrorKind::Config, "sink.mysql: missing"))?;
         let password = resolve_password("sink.mysql", &m.password_env, &m.password_file, DEFAULT_TARGET_PASSWORD_ENV)?;
         let opts = OptsBuilder::default()
-            .ip_or_hostname(m.host.clone())
-            .tcp_port(m.port)
             .user(Some(m.user.clone()))
             .pass(Some(password.expose().to_string()))
-            .prefer_socket(false)
             .stmt_cache_size(STATEMENT_CACHE)
             .init(vec![
                 // UTC: TIMESTAMP values arrive in UTC. No zero-date checks: the source allowed
@@ -118,13 +117,14 @@ impl MysqlSinkSettings {
                 // A DDL statement waiting for a metadata lock fails instead of hanging forever.
                 "SET SESSION lock_wait_timeout = 120",
             ]);
+        let timeout = Duration::from_secs(m.connect_timeout_secs);
+        let endpoint = Endpoint::new(Role::Target, "sink.mysql", &m.host, m.port, opts, m.tls.clone(), timeout);
         Ok(MysqlSinkSettings {
-            opts: opts.into(),
-            address: format!("{}:{}", m.host, m.port),
+            address: endpoint.address(),
+            endpoint,
             database: m.database.clone(),
             table_template: m.table_name.clone(),
             pipeline: config.pipeline.name.clone(),
-            connect_timeout: Duration::from_secs(m.connect_timeout_secs),
             rules: config.table_rules()?,
             tombstone_retention: Duration::from_secs(match (&config.buffer.kind, &config.buffer.kafka) {
                 (crate::config::BufferKind::Kafka, Some(k)) => k.retention_secs,
@@ -142,13 +142,7 @@ impl MysqlSinkSettings {
     }
 
     async fn connect(&self) -> Result<Conn> {
-        match tokio::time::timeout(self.connect_timeout, Conn::new(self.opts.clone())).await {
-            Ok(r) => r.map_err(|e| Error::target_mysql(e, format!("connecting to target {}", self.address))),
-            Err(_) => Err(Error::new(
-                ErrorKind::TargetUnavailable,
-                format!("connecting to target {} timed out", self.address),
-            )),
-        }
+        self.endpoint.connect().await
     }
 
     /// The target table name for a source table.
@@ -180,13 +174,6 @@ pub struct MysqlSink {
     mariadb: bool,
 }
 
-/// What the stored row of a key looks like.
-struct Stored {
-    pos: [u8; 16],
-    hash: [u8; 16],
-    deleted: bool,
-}
-
 impl MysqlSink {
     /// A sink that connects lazily.
     pub fn new(settings: MysqlSinkSettings) -> Self {
@@ -213,7 +200,7 @@ impl MysqlSink {
     }
 
     /// Preflight of the target.
-    pub async fn check(settings: &MysqlSinkSettings) -> Result<crate::source::preflight::Report> {
+    pub async fn check(settings: &MysqlSinkSettings) -> Result<crate::check::Report> {
         check::check(settings).await
     }
 
@@ -405,22 +392,15 @@ impl MysqlSink {
         let mut stones: Vec<([u8; 16], [u8; 16])> = Vec::new();
         for (key, op) in ops {
             let pos = op.position().sort_key()?;
-            let current = stored.get(key);
-            let tomb = tombs.get(&key_hash(key));
-            let stale = current.is_some_and(|s| s.pos > pos || (s.pos == pos && !self.overwrite_equal))
-                || tomb.is_some_and(|t| *t >= pos)
-                || table_tomb.is_some_and(|t| t >= pos);
-            if stale {
-                counts.stale += 1;
-                continue;
-            }
-            match op {
-                RowOp::Upsert { row, hash, .. } => {
-                    if current.is_some_and(|s| s.hash == *hash && !s.deleted) {
-                        counts.unchanged += 1;
-                    } else {
-                        counts.written += 1;
-                    }
+            let known = Tombstones { key: tombs.get(&key_hash(key)).copied(), table: table_tomb };
+            let count = |changed: bool, counts: &mut ApplyCounts| match changed {
+                true => counts.written += 1,
+                false => counts.unchanged += 1,
+            };
+            match (decide(op, pos, stored.get(key), known, self.overwrite_equal, soft), op) {
+                (KeyAction::Stale, _) => counts.stale += 1,
+                (KeyAction::Upsert { changed }, RowOp::Upsert { row, hash, .. }) => {
+                    count(changed, counts);
                     let mut p: Vec<MyValue> = row.iter().map(param).collect();
                     p.push(MyValue::Bytes(pos.to_vec()));
                     p.push(MyValue::Bytes(hash.to_vec()));
@@ -429,29 +409,24 @@ impl MysqlSink {
                     }
                     upserts.push(p);
                 }
-                RowOp::Delete { before, timestamp, .. } if soft => {
-                    if current.is_some_and(|s| s.deleted) {
-                        counts.unchanged += 1;
-                    } else {
-                        counts.written += 1;
-                    }
+                (KeyAction::SoftDelete { changed }, RowOp::Delete { before, timestamp, .. }) => {
+                    count(changed, counts);
                     let mut p: Vec<MyValue> = before.iter().map(param).collect();
                     p.push(MyValue::Bytes(pos.to_vec()));
                     p.push(MyValue::Bytes(row_hash(before).to_vec()));
                     p.push(MyValue::Bytes(format_epoch(*timestamp as i64, 0, 6).into_bytes()));
                     upserts.push(p);
                 }
-                RowOp::Delete { key: key_values, .. } => {
-                    if current.is_some() {
-                        counts.written += 1;
+                (KeyAction::Delete { present }, RowOp::Delete { key: key_values, .. }) => {
+                    count(present, counts);
+                    if present {
                         let mut p: Vec<MyValue> = key_values.iter().map(param).collect();
                         p.push(MyValue::Bytes(pos.to_vec()));
                         deletes.push(p);
-                    } else {
-                        counts.unchanged += 1;
                     }
                     stones.push((key_hash(key), pos));
                 }
+                (action, _) => return Err(Error::internal(format!("{action:?} decided for another kind of change"))),
             }
         }
         // 3. Write.
@@ -669,79 +644,38 @@ impl Sink for MysqlSink {
             )
             .await
             .map_err(|e| Error::target_mysql(e, format!("reading columns of `{name}`")))?;
-        // A replay applies older schema versions too. A version that lacks columns the target
-        // has (renamed or added since) is older than the target: leave the table as it is;
-        // its rows are stale anyway, or they fit the columns they share.
-        if self.overwrite_equal
-            && rows.iter().any(|r| !r.0.starts_with("_binferry_") && !schema.columns.iter().any(|c| c.name == r.0))
-        {
+        // A replay applies older schema versions too: `plan_alters` leaves a table alone
+        // that is newer than the version (it has columns the version lacks).
+        let have: Vec<TargetColumn> = rows
+            .into_iter()
+            .map(|(col, data_type, column_type, max_len, cs, coll)| {
+                let charset = cs.zip(coll).map(|(name, collation)| crate::schema::Charset { name, collation });
+                let ty =
+                    crate::schema::ColumnType::from_information_schema(&data_type, &column_type, max_len, charset).ok();
+                TargetColumn { name: col, ty }
+            })
+            .collect();
+        let Some(plan) = plan_alters(&have, schema, &system, self.mariadb, self.overwrite_equal)? else {
+            // A replay of a version older than the target table: left as it is.
             self.owners.insert(name.clone(), schema.table.clone());
             self.tables.insert(name, version);
             return Ok(());
-        }
-        let mut existing: HashSet<String> = HashSet::new();
-        for (col, data_type, column_type, max_len, cs, coll) in rows {
-            existing.insert(col.clone());
-            if col.starts_with("_binferry_") {
-                continue;
+        };
+        for col in plan.dropped {
+            if self.warned_dropped.insert((name.clone(), col.clone())) {
+                warn!(table = %name, column = %col, "column is no longer in the source; kept in the target (NULL for new rows)");
             }
-            let Some(want) = schema.columns.iter().find(|c| c.name == col) else {
-                if self.warned_dropped.insert((name.clone(), col.clone())) {
-                    warn!(table = %name, column = %col, "column is no longer in the source; kept in the target (NULL for new rows)");
+        }
+        for alter in plan.alters {
+            match alter {
+                Alter::Widen { column, from, ddl } => {
+                    info!(table = %name, column = %column, from = %from, to = %ddl, "widening target column");
+                    self.ddl(&format!("ALTER TABLE {} MODIFY COLUMN {} {ddl}", st.table, q(&column))).await?;
                 }
-                continue;
-            };
-            let charset = cs.zip(coll).map(|(name, collation)| crate::schema::Charset { name, collation });
-            let Ok(have) =
-                crate::schema::ColumnType::from_information_schema(&data_type, &column_type, max_len, charset)
-            else {
-                continue;
-            };
-            let want_ddl = column_ddl(want, self.mariadb);
-            if have == want.ty || have.mysql_ddl() == want.ty.mysql_ddl() || have.mysql_ddl() == want_ddl {
-                continue;
-            }
-            if self.overwrite_equal && want.ty.widens_to(&have) {
-                // A replay writes rows of an older, narrower schema version into a column that
-                // was widened since: the values fit, the column stays as it is.
-                continue;
-            }
-            if have.widens_to(&want.ty) {
-                info!(table = %name, column = %col, from = %have.mysql_ddl(), to = %want_ddl, "widening target column");
-                let null =
-                    if schema.primary_key.iter().any(|&k| schema.columns[k].name == col) { "NOT NULL" } else { "NULL" };
-                self.ddl(&format!("ALTER TABLE {} MODIFY COLUMN {} {want_ddl} {null}", st.table, q(&col))).await?;
-            } else {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "table {}: column `{col}` changed from {} to {}, which can lose or change values",
-                        schema.table,
-                        have.mysql_ddl(),
-                        want.ty.mysql_ddl()
-                    ),
-                )
-                .with_hint(format!(
-                    "exclude {} (source.exclude) and restart, or rebuild its target table from a fresh snapshot \
-                     (a per-table resync command is planned)",
-                    schema.table.key()
-                )));
-            }
-        }
-        let wanted = schema
-            .columns
-            .iter()
-            .map(|c| {
-                let default = c.default.as_ref().map(|d| format!(" DEFAULT {d}")).unwrap_or_default();
-                (c.name.clone(), format!("{} NULL{default}", column_ddl(c, self.mariadb)))
-            })
-            .chain(system.iter().map(|(c, ty)| (c.to_string(), ty.to_string())));
-        for (col, ty) in wanted.collect::<Vec<_>>() {
-            if !existing.contains(&col) {
-                // Existing rows take the column's default, as they did in the source.
-                info!(table = %name, column = %col, "adding column to target table");
-                self.ddl(&format!("ALTER TABLE {} ADD COLUMN {} {ty}", st.table, q(&col))).await?;
-                existing.insert(col);
+                Alter::Add { column, ddl } => {
+                    info!(table = %name, column = %column, "adding column to target table");
+                    self.ddl(&format!("ALTER TABLE {} ADD COLUMN {} {ddl}", st.table, q(&column))).await?;
+                }
             }
         }
         self.owners.insert(name.clone(), schema.table.clone());
@@ -999,19 +933,6 @@ fn show(v: &Value) -> String {
         }
     };
     if text.chars().count() > 80 { format!("{}…", text.chars().take(80).collect::<String>()) } else { text }
-}
-
-/// A source column's type in this target's DDL: as the source declares it, except that a
-/// MySQL target, which has no UUID or INET types, holds their text.
-fn column_ddl(c: &crate::schema::ColumnSchema, mariadb: bool) -> String {
-    use crate::schema::ColumnType;
-    let ascii = "CHARACTER SET ascii COLLATE ascii_general_ci";
-    match &c.ty {
-        ColumnType::Uuid if !mariadb => format!("char(36) {ascii}"),
-        ColumnType::Inet4 if !mariadb => format!("varchar(15) {ascii}"),
-        ColumnType::Inet6 if !mariadb => format!("varchar(45) {ascii}"),
-        _ => c.mysql_ddl(),
-    }
 }
 
 /// The fixed-size key of a barrier (its text can be longer than an index allows).

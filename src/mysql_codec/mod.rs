@@ -8,14 +8,19 @@
 //! utf8mb4 because that is the connection's character set). Both must give the
 //! same `Value` for the same stored data, or the target would hold two
 //! versions of one row; this module is the one place that guarantees it.
+//!
+//! The MySQL target reads key values back with the same conversion, which is why this
+//! module sits below both the source and the sinks.
+
+pub(crate) mod charset;
 
 use mysql_async::Value as My;
 
-use super::charset::Charsets;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::event::value::{format_datetime, format_epoch, format_time};
 use crate::schema::{ColumnSchema, ColumnType};
+use charset::Charsets;
 
 /// Where a value was read.
 #[derive(Clone, Copy)]

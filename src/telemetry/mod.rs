@@ -1,4 +1,15 @@
-//! Live counters shared by the pipeline's tasks, read by the progress log.
+//! Telemetry: the one API through which every part of binferry counts what it does.
+//!
+//! A [`Stats`] belongs to one pipeline. Each `record_*` method updates the pipeline's own
+//! counter (read by the progress line, the drain report and `status`) *and* the `metrics`
+//! facade under the name [`names`] gives it, so the two never disagree and no module keeps a
+//! counter of its own. Exporting the facade (a Prometheus endpoint) is one recorder
+//! installed in `main`; nothing here changes for it.
+//!
+//! This module sits in the lowest layer: sources, buffers, sinks and the writer all record
+//! into it, and it imports nothing of theirs.
+
+pub mod names;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -43,6 +54,14 @@ pub struct Stats {
     pub writer_next_offset: AtomicU64,
     /// Source commit timestamp (s) of the last applied transaction.
     pub writer_applied_ts: AtomicU64,
+    /// The writer failed and waits to retry (the target is unreachable or refused a commit).
+    pub writer_retrying: AtomicBool,
+    /// The initial snapshot is copying tables.
+    pub snapshot_running: AtomicBool,
+    /// BigQuery query jobs issued (MERGE runs, DDL, checkpoint reads).
+    pub bigquery_jobs: AtomicU64,
+    /// BigQuery MERGE runs.
+    pub bigquery_merges: AtomicU64,
     /// Whether the target holds one state of the source: 0 unknown, 1 no, 2 yes.
     target_consistent: AtomicU8,
     /// What the writer is doing right now, for the drain's progress lines.
@@ -50,7 +69,120 @@ pub struct Stats {
     source_position: Mutex<Option<Position>>,
 }
 
+/// What one target commit's rows came to, as the writer records it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Rows written.
+    pub written: u64,
+    /// Rows that already had the same values.
+    pub unchanged: u64,
+    /// Changes older than the target's rows.
+    pub stale: u64,
+    /// Changes folded into a later change of the same key.
+    pub compacted: u64,
+}
+
 impl Stats {
+    /// Row changes the source appended to the buffer.
+    pub(crate) fn record_source_events(&self, changes: u64) {
+        self.source_events.fetch_add(changes, Ordering::Relaxed);
+        ::metrics::counter!(names::SOURCE_EVENTS).increment(changes);
+    }
+
+    /// Rows the snapshot copied.
+    pub(crate) fn record_snapshot_rows(&self, rows: u64) {
+        self.snapshot_rows.fetch_add(rows, Ordering::Relaxed);
+        ::metrics::counter!(names::SNAPSHOT_ROWS).increment(rows);
+    }
+
+    /// The rows of one batch, applied (not yet committed).
+    pub(crate) fn record_applied(&self, a: Applied) {
+        self.writer_rows.fetch_add(a.written, Ordering::Relaxed);
+        self.writer_unchanged.fetch_add(a.unchanged, Ordering::Relaxed);
+        self.writer_stale.fetch_add(a.stale, Ordering::Relaxed);
+        self.writer_compacted.fetch_add(a.compacted, Ordering::Relaxed);
+        ::metrics::counter!(names::WRITER_ROWS_WRITTEN).increment(a.written);
+        ::metrics::counter!(names::WRITER_ROWS_UNCHANGED).increment(a.unchanged);
+        ::metrics::counter!(names::WRITER_ROWS_STALE).increment(a.stale);
+        ::metrics::counter!(names::WRITER_ROWS_COMPACTED).increment(a.compacted);
+    }
+
+    /// A target commit.
+    pub(crate) fn record_commit(&self) {
+        self.writer_commits.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(names::WRITER_COMMITS).increment(1);
+    }
+
+    /// Records of source transactions that never complete, dropped by the writer.
+    pub(crate) fn record_orphaned(&self, records: u64) {
+        ::metrics::counter!(names::WRITER_ORPHANED_RECORDS).increment(records);
+    }
+
+    /// An undecodable buffer message that stopped a table or the stream.
+    pub(crate) fn record_poison(&self) {
+        ::metrics::counter!(names::WRITER_POISON_MESSAGES).increment(1);
+    }
+
+    /// Records and schemas the Kafka brokers acknowledged.
+    pub(crate) fn record_kafka_produced(&self, records: u64) {
+        ::metrics::counter!(names::KAFKA_PRODUCED).increment(records);
+    }
+
+    /// An undecodable Kafka message routed to the dead-letter topic.
+    pub(crate) fn record_kafka_dead_letter(&self) {
+        ::metrics::counter!(names::KAFKA_DEAD_LETTERS).increment(1);
+    }
+
+    /// A BigQuery query job issued.
+    pub(crate) fn record_bigquery_job(&self) {
+        self.bigquery_jobs.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(names::BIGQUERY_JOBS).increment(1);
+    }
+
+    /// A BigQuery MERGE run completed.
+    pub(crate) fn record_bigquery_merge(&self) {
+        self.bigquery_merges.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(names::BIGQUERY_MERGES).increment(1);
+    }
+
+    /// Rows appended to BigQuery changelog tables.
+    pub(crate) fn record_bigquery_changelog_rows(&self, rows: u64) {
+        ::metrics::counter!(names::BIGQUERY_CHANGELOG_ROWS).increment(rows);
+    }
+
+    /// The replication lag, and the buffer's backlog when it is one stream.
+    pub(crate) fn record_lag(&self, seconds: f64, pending: Option<u64>) {
+        ::metrics::gauge!(names::REPLICATION_LAG_SECONDS).set(seconds);
+        if let Some(p) = pending {
+            ::metrics::gauge!(names::BUFFER_PENDING_RECORDS).set(p as f64);
+        }
+    }
+
+    /// One batch applied and committed: its rows and how long it took.
+    pub(crate) fn record_batch(&self, rows: u64, seconds: f64) {
+        ::metrics::histogram!(names::WRITER_BATCH_ROWS).record(rows as f64);
+        ::metrics::histogram!(names::WRITER_COMMIT_SECONDS).record(seconds);
+    }
+
+    /// The writer failed with a transient error of `kind` and waits to retry.
+    pub(crate) fn record_retry(&self, kind: &'static str) {
+        self.writer_retrying.store(true, Ordering::Relaxed);
+        ::metrics::counter!(names::WRITER_RETRIES, "kind" => kind).increment(1);
+        ::metrics::gauge!(names::WRITER_RETRYING).set(1.0);
+    }
+
+    /// A commit went through: the target works again.
+    pub(crate) fn record_recovered(&self) {
+        if self.writer_retrying.swap(false, Ordering::Relaxed) {
+            ::metrics::gauge!(names::WRITER_RETRYING).set(0.0);
+        }
+    }
+
+    /// A table stopped.
+    pub(crate) fn record_table_stopped(&self) {
+        ::metrics::counter!(names::TABLES_STOPPED).increment(1);
+    }
+
     pub(crate) fn set_source_position(&self, p: &Position) {
         if let Ok(mut g) = self.source_position.lock() {
             *g = Some(p.clone());

@@ -10,6 +10,9 @@
 //! [`Config::validate`] checks everything that can be checked without I/O;
 //! reaching the servers is `binferry check`'s job.
 
+pub mod http;
+pub mod kafka;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +21,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::TableFilter;
+use crate::table_filter::TableFilter;
 use crate::table_options::{TableRule, TableRules};
 
 /// Default pipeline name; it keys the target's `_binferry_state` row.
@@ -89,6 +92,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The operations endpoint.
+    #[serde(default)]
+    pub http: http::HttpConfig,
     /// Per-table options (`[[tables]]`), first match wins.
     #[serde(default)]
     pub tables: Vec<TableRule>,
@@ -143,6 +149,60 @@ pub struct SourceConfig {
     /// Seconds to wait for a connection.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// `[source.tls]`: encryption of every connection to the source.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[source.tls]`, `[sink.mysql.tls]`: how connections to a MySQL/MariaDB server are
+/// encrypted, with the semantics of MySQL's `--ssl-mode` (see `connection.rs`).
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `disabled`, `preferred` (default), `required`, `verify_ca` or `verify_identity`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM file of the CA (or bundle) that signed the server's certificate (`verify_ca`,
+    /// `verify_identity`); without it, the public CAs (webpki roots) are trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (`REQUIRE X509`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How a connection is encrypted.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Never.
+    Disabled,
+    /// When the server offers TLS, without checking its certificate; otherwise in plain text,
+    /// with a warning (what MySQL's own clients do by default).
+    #[default]
+    Preferred,
+    /// Always, without checking the certificate; a server without TLS is refused.
+    Required,
+    /// Always; the server's certificate must be signed by `ca_file` (or a public CA).
+    VerifyCa,
+    /// Always; the certificate must also be issued for the host binferry connects to.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disabled => "disabled",
+            TlsMode::Preferred => "preferred",
+            TlsMode::Required => "required",
+            TlsMode::VerifyCa => "verify_ca",
+            TlsMode::VerifyIdentity => "verify_identity",
+        }
+    }
 }
 
 /// `[buffer]`
@@ -361,6 +421,9 @@ pub struct MysqlSinkConfig {
     /// `<name>__dropped_<YYYYmmddHHMMSS>` (the data stays, marked); `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
+    /// `[sink.mysql.tls]`: encryption of the connections to the target.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// Target handling of a dropped source table.
@@ -522,11 +585,25 @@ fn default_progress_interval() -> u64 {
     DEFAULT_PROGRESS_INTERVAL_SECS
 }
 
-/// A password. `Debug` and `Display` print `***`.
+/// A password or token, read from an environment variable or a file.
+///
+/// `Debug` prints `***`. There is deliberately no `Display` (and no `Serialize`): a secret
+/// cannot end up in a `format!("{}")`, a log field or a status document by accident; the one
+/// way to the text is [`expose`](Self::expose), at the call that hands it to a client library.
+///
+/// ```compile_fail
+/// let secret = binferry::config::Secret::default();
+/// let _ = format!("{secret}"); // no Display
+/// ```
 #[derive(Clone, Default)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Wrap a secret read from the environment or a file.
+    pub(crate) fn new(secret: String) -> Self {
+        Secret(secret)
+    }
+
     /// The secret itself; call only where it is handed to a client library.
     pub fn expose(&self) -> &str {
         &self.0
@@ -579,11 +656,16 @@ impl Config {
         }
         TableFilter::new(&self.source.include, &self.source.exclude)?;
         TableRules::new(&self.tables)?;
+        self.http.validate()?;
         if self.source.server_id == Some(0) {
             return bad("source.server_id", "must not be 0 (the server refuses replicas with id 0)".into());
         }
         if self.source.user.is_empty() {
             return bad("source.user", "must not be empty".into());
+        }
+        self.source.tls.validate("source.tls")?;
+        if let Some(m) = &self.sink.mysql {
+            m.tls.validate("sink.mysql.tls")?;
         }
         match self.sink.kind {
             SinkKind::Mysql => {
@@ -670,7 +752,7 @@ impl Config {
                 );
             }
             if let Some(p) = &k.topic_prefix
-                && !crate::buffer::kafka::is_topic_name(p)
+                && !kafka::is_topic_name(p)
             {
                 return bad(
                     "buffer.kafka.topic_prefix",
@@ -678,12 +760,12 @@ impl Config {
                 );
             }
             if let Some(t) = &k.dead_letter_topic
-                && !crate::buffer::kafka::is_topic_name(t)
+                && !kafka::is_topic_name(t)
             {
                 return bad("buffer.kafka.dead_letter_topic", format!("{t:?} is not a valid topic name"));
             }
             for (section, props) in [("client", &k.client), ("producer", &k.producer), ("consumer", &k.consumer)] {
-                if let Some(p) = props.keys().find(|p| crate::buffer::kafka::MANAGED_PROPERTIES.contains(&p.as_str())) {
+                if let Some(p) = props.keys().find(|p| kafka::MANAGED_PROPERTIES.contains(&p.as_str())) {
                     return bad(
                         &format!("buffer.kafka.{section}.{p}"),
                         "is set by binferry itself (delivery guarantees depend on it) and cannot be overridden".into(),
@@ -726,6 +808,28 @@ impl Config {
     }
 }
 
+impl TlsConfig {
+    /// A client certificate needs its key and the reverse; a CA file is used to verify.
+    fn validate(&self, field: &str) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::new(ErrorKind::Config, format!("{field}.{f}: {why}")));
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return bad("key_file", "missing: cert_file needs the key it was issued for"),
+            (None, Some(_)) => return bad("cert_file", "missing: key_file needs its certificate"),
+            _ => {}
+        }
+        if self.ca_file.is_some() && !matches!(self.mode, TlsMode::VerifyCa | TlsMode::VerifyIdentity) {
+            return bad(
+                "ca_file",
+                "is used to verify the server: set mode = \"verify_ca\" or \"verify_identity\" (or remove it)",
+            );
+        }
+        if self.mode == TlsMode::Disabled && self.cert_file.is_some() {
+            return bad("cert_file", "a client certificate needs TLS, and mode = \"disabled\"");
+        }
+        Ok(())
+    }
+}
+
 /// Resolve a password from `password_file`, `password_env` or the default variable.
 pub(crate) fn resolve_password(
     field: &str,
@@ -737,6 +841,7 @@ pub(crate) fn resolve_password(
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::new(ErrorKind::Config, format!("{field}.password_file: cannot read {}: {e}", path.display()))
         })?;
+        warn_if_readable_by_others(&format!("{field}.password_file"), path);
         return Ok(Secret(text.lines().next().unwrap_or("").to_string()));
     }
     match env {
@@ -745,6 +850,22 @@ pub(crate) fn resolve_password(
                 .with_hint(format!("export {var}=... or remove password_env to use {default_env}"))
         }),
         None => Ok(Secret(std::env::var(default_env).unwrap_or_default())),
+    }
+}
+
+/// A file holding a secret should be readable by its owner only: say so when it is not.
+pub(crate) fn warn_if_readable_by_others(field: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                field,
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "a file holding a secret can be read by other users; fix: chmod 600 it"
+            );
+        }
     }
 }
 
@@ -828,7 +949,7 @@ mod tests {
 
     #[test]
     fn example_config_is_valid_and_shows_the_defaults() {
-        let text = include_str!("../config/binferry.example.toml");
+        let text = include_str!("../../config/binferry.example.toml");
         let c = Config::from_toml(text).unwrap();
         assert_eq!(c.writer.batch_max_rows, DEFAULT_BATCH_MAX_ROWS);
         assert_eq!(c.writer.batch_max_bytes, DEFAULT_BATCH_MAX_BYTES);
@@ -840,6 +961,8 @@ mod tests {
         assert_eq!(c.log.progress_interval_secs, DEFAULT_PROGRESS_INTERVAL_SECS);
         assert_eq!(c.source.connect_timeout_secs, DEFAULT_CONNECT_TIMEOUT_SECS);
         assert_eq!(c.sink.mysql.as_ref().unwrap().table_name, DEFAULT_TABLE_TEMPLATE);
+        assert_eq!(c.source.tls.mode, TlsMode::default());
+        assert_eq!(c.sink.mysql.as_ref().unwrap().tls.mode, TlsMode::default());
     }
 
     #[test]
