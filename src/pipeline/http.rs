@@ -86,8 +86,7 @@ pub(super) fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: Shutdow
 }
 
 async fn metrics(State(e): State<Arc<Endpoint>>) -> Response {
-    let pending = (e.backlog)().map(|end| end.saturating_sub(e.stats.writer_next_offset.load(Ordering::Relaxed)));
-    e.stats.record_lag(e.lag(), pending);
+    e.stats.record_lag((e.backlog)());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], e.metrics.render()).into_response()
 }
 
@@ -146,10 +145,7 @@ pub(super) struct Status {
 
 impl Endpoint {
     fn lag(&self) -> f64 {
-        match (self.backlog)() {
-            Some(end) => self.stats.lag_seconds(end),
-            None => self.stats.lag_seconds_by_time(),
-        }
+        self.stats.lag((self.backlog)())
     }
 
     /// Why the pipeline is not ready, if it is not: the writer is retrying a failure, the
@@ -209,7 +205,7 @@ impl Endpoint {
             target_consistent: s.target_consistent(),
             writer_activity: s.writer_activity(),
             writer_retrying: retrying,
-            buffer_pending: end.map(|n| n.saturating_sub(load(&s.writer_next_offset))),
+            buffer_pending: s.pending(end),
         }
     }
 }

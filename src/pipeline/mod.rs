@@ -304,13 +304,7 @@ fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&
         None => (0.0, 0.0),
     };
     let end = backlog();
-    let next = end.unwrap_or(0);
-    let applied = stats.writer_next_offset.load(Ordering::Relaxed);
-    let lag = match end {
-        Some(_) => stats.lag_seconds(next),
-        None => stats.lag_seconds_by_time(),
-    };
-    stats.record_lag(lag, end.map(|n| n.saturating_sub(applied)));
+    let lag = stats.record_lag(end);
     info!(
         source_position = %stats.source_position().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         source_events = events,
@@ -327,7 +321,7 @@ fn log_progress(backlog: &dyn Fn() -> Option<u64>, stats: &Stats, last: Option<&
         target_commits = stats.writer_commits.load(Ordering::Relaxed),
         bigquery_jobs = stats.bigquery_jobs.load(Ordering::Relaxed),
         bigquery_merges = stats.bigquery_merges.load(Ordering::Relaxed),
-        buffer_pending = %end.map(|n| n.saturating_sub(applied).to_string()).unwrap_or_else(|| "-".into()),
+        buffer_pending = %stats.pending(end).map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
         source_paused = stats.source_paused.load(Ordering::Relaxed),
         lag_seconds = lag,
         "progress"

@@ -12,6 +12,7 @@ use tracing::{error, warn};
 
 use crate::buffer::kafka::KafkaSettings;
 use crate::buffer::kafka::group::{Assignment, Membership, PartitionId, REVOKE_TIMEOUT};
+use crate::buffer::kafka::partition::PartitionLog;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
@@ -46,7 +47,7 @@ where
                     }
                     let sink = make_sink(&log.stream());
                     let (ws, st, key, drain) = (writer_settings.clone(), Arc::clone(&stats), id.clone(), close.clone());
-                    tasks.spawn(async move { (key, writer::run(ws, Arc::<crate::buffer::kafka::partition::PartitionLog>::from(log), sink, st, drain).await) });
+                    tasks.spawn(async move { (key, writer::run(ws, Arc::<PartitionLog>::from(log), sink, st, drain).await) });
                     owned.insert(id, close);
                 }
                 Some(Ok(Assignment::Revoked(revocation))) => {

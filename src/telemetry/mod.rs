@@ -150,12 +150,28 @@ impl Stats {
         ::metrics::counter!(names::BIGQUERY_CHANGELOG_ROWS).increment(rows);
     }
 
-    /// The replication lag, and the buffer's backlog when it is one stream.
-    pub(crate) fn record_lag(&self, seconds: f64, pending: Option<u64>) {
-        ::metrics::gauge!(names::REPLICATION_LAG_SECONDS).set(seconds);
-        if let Some(p) = pending {
+    /// The replication lag: from the buffer's end offset when the buffer is one stream (the
+    /// embedded log), from commit times when it has no single offset (Kafka, `None`).
+    pub fn lag(&self, buffer_end: Option<u64>) -> f64 {
+        match buffer_end {
+            Some(end) => self.lag_seconds(end),
+            None => self.lag_seconds_by_time(),
+        }
+    }
+
+    /// Records the writer has not applied yet, when the buffer is one stream.
+    pub fn pending(&self, buffer_end: Option<u64>) -> Option<u64> {
+        buffer_end.map(|end| end.saturating_sub(self.writer_next_offset.load(Ordering::Relaxed)))
+    }
+
+    /// Compute the lag and publish it, with the backlog, as gauges; returns the lag.
+    pub(crate) fn record_lag(&self, buffer_end: Option<u64>) -> f64 {
+        let lag = self.lag(buffer_end);
+        ::metrics::gauge!(names::REPLICATION_LAG_SECONDS).set(lag);
+        if let Some(p) = self.pending(buffer_end) {
             ::metrics::gauge!(names::BUFFER_PENDING_RECORDS).set(p as f64);
         }
+        lag
     }
 
     /// One batch applied and committed: its rows and how long it took.
