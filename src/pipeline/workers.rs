@@ -15,7 +15,7 @@ use crate::buffer::kafka::group::{Assignment, Membership, PartitionId, REVOKE_TI
 use crate::buffer::kafka::partition::PartitionLog;
 use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;
-use crate::sink::Sink;
+use crate::sink::{Sink, TableState};
 use crate::telemetry::Stats;
 use crate::writer::{self, WriterSettings};
 
@@ -31,7 +31,7 @@ pub(super) async fn run<S, F>(
     drain: Shutdown,
 ) -> Result<()>
 where
-    S: Sink + Send + 'static,
+    S: Sink + TableState + Send + 'static,
     F: Fn(&str) -> S,
 {
     let mut membership = Membership::join(settings, Arc::clone(&stats)).await?;

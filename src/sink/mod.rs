@@ -13,11 +13,20 @@
 //! - Every change carries its source position. A sink applies a change to a
 //!   row only if it is newer than the position stored with that row, so
 //!   duplicates delivered by upstream stages have no effect.
+//!
+//! A target is two things the writer uses together: the data path ([`Sink`]) and the
+//! durable state it keeps about tables and about the pipeline's other streams
+//! ([`TableState`]: stopped tables, DDL barriers). They are separate traits so that the
+//! writer's stop and barrier logic can be tested against [`MemoryState`] alone.
 
 pub mod bigquery;
 pub mod mysql;
+mod state;
 mod target;
 
+#[cfg(test)]
+pub(crate) use state::MemoryState;
+pub use state::{BarrierPhase, TableState};
 pub use target::{Target, TargetSettings};
 
 use std::future::Future;
@@ -26,7 +35,7 @@ use crate::error::Result;
 use crate::event::SchemaChange;
 use crate::event::batch::Batch;
 use crate::position::Position;
-use crate::schema::{TableRef, TableSchema};
+use crate::schema::TableSchema;
 
 /// What applying a batch did, row by row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,27 +48,7 @@ pub struct ApplyCounts {
     pub stale: u64,
 }
 
-/// A phase of a DDL barrier: a rename or drop that several buffer streams carry copies of
-/// ([`crate::buffer::DdlCopies`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BarrierPhase {
-    /// The stream has applied everything before its copy of the statement.
-    Arrived,
-    /// The statement is applied to the target.
-    Applied,
-}
-
-impl BarrierPhase {
-    /// The phase's name in the target's barrier table.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BarrierPhase::Arrived => "arrived",
-            BarrierPhase::Applied => "applied",
-        }
-    }
-}
-
-/// A target. See the module docs for the contract.
+/// The data path of a target. See the module docs for the contract.
 pub trait Sink: Send {
     /// Offset of the last committed buffer record, `None` when nothing was ever applied.
     fn applied_offset(&mut self) -> impl Future<Output = Result<Option<u64>>> + Send;
@@ -74,15 +63,6 @@ pub trait Sink: Send {
     /// a crash it may be applied again before the offset that covers it is committed.
     fn apply_schema_change(&mut self, change: &SchemaChange) -> impl Future<Output = Result<()>> + Send;
 
-    /// Tables that no longer replicate, with the reason each was stopped (durable, see
-    /// [`Sink::stop_table`]).
-    fn stopped_tables(&mut self) -> impl Future<Output = Result<Vec<(TableRef, String)>>> + Send;
-
-    /// Record that `table` no longer replicates because of `reason`, inside the open
-    /// transaction (so it becomes durable with the offset that passes its changes). Recording
-    /// a table that is already stopped replaces its reason.
-    fn stop_table(&mut self, table: &TableRef, reason: &str) -> impl Future<Output = Result<()>> + Send;
-
     /// Commit the open transaction together with `offset` (and the source `position` it reflects).
     fn commit(&mut self, offset: u64, position: &Position) -> impl Future<Output = Result<()>> + Send;
 
@@ -91,14 +71,6 @@ pub trait Sink: Send {
 
     /// Drop connections after a failure; the next call reconnects.
     fn reset(&mut self) -> impl Future<Output = ()> + Send;
-
-    /// Record durably that this sink's stream reached `phase` of `barrier` (a DDL statement
-    /// several streams carry copies of). Idempotent, and outside the data transaction: the
-    /// other streams must see it while this one waits.
-    fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> impl Future<Output = Result<()>> + Send;
-
-    /// How many streams of this pipeline reached `phase` of `barrier`.
-    fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> impl Future<Output = Result<u32>> + Send;
 
     /// Called when the writer has nothing to apply and no target transaction is open (and
     /// once more with `draining` before it stops): time for deferred work, such as the

@@ -3,7 +3,7 @@
 
 use super::bigquery::{BigQuerySink, BigQuerySinkSettings};
 use super::mysql::{MysqlSink, MysqlSinkSettings};
-use super::{ApplyCounts, BarrierPhase, Sink};
+use super::{ApplyCounts, BarrierPhase, Sink, TableState};
 use crate::config::{Config, SinkKind};
 use crate::error::Result;
 use crate::event::SchemaChange;
@@ -108,14 +108,6 @@ impl Sink for Target {
         each!(self, s => s.apply_schema_change(change).await)
     }
 
-    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
-        each!(self, s => s.stopped_tables().await)
-    }
-
-    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
-        each!(self, s => s.stop_table(table, reason).await)
-    }
-
     async fn commit(&mut self, offset: u64, position: &Position) -> Result<()> {
         each!(self, s => s.commit(offset, position).await)
     }
@@ -130,6 +122,16 @@ impl Sink for Target {
 
     async fn idle(&mut self, draining: bool) -> Result<()> {
         each!(self, s => s.idle(draining).await)
+    }
+}
+
+impl TableState for Target {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
+        each!(self, s => s.stopped_tables().await)
+    }
+
+    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
+        each!(self, s => s.stop_table(table, reason).await)
     }
 
     async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {

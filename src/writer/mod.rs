@@ -39,7 +39,7 @@
 //! order with its own rows. The writers of those partitions meet at a barrier
 //! kept in the target before any of them applies it, so no row of the old shape
 //! reaches the new one; copy 0 applies it, the others follow
-//! ([`crate::buffer::DdlCopies`], [`Sink::ddl_barrier_mark`]).
+//! ([`crate::buffer::DdlCopies`], [`TableState::ddl_barrier_mark`]).
 
 mod prefetch;
 #[cfg(test)]
@@ -62,7 +62,7 @@ use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
-use crate::sink::{BarrierPhase, Sink};
+use crate::sink::{BarrierPhase, Sink, TableState};
 use crate::table_filter::TableFilter;
 use crate::telemetry::{Applied, Stats};
 use prefetch::{Fetched, Prefetch};
@@ -98,7 +98,7 @@ enum Barrier {
 
 /// Wait until `want` streams reached `phase` of `barrier`; false when the writer is asked to
 /// drain first.
-async fn wait_barrier<S: Sink>(
+async fn wait_barrier<S: Sink + TableState>(
     sink: &mut S,
     barrier: &str,
     phase: BarrierPhase,
@@ -208,7 +208,7 @@ enum Step {
 
 /// Run the writer until `drain` turns true and everything in the buffer is applied, or a
 /// definite error occurs. Transient sink errors are retried from the target's checkpoint.
-pub async fn run<B: Log, S: Sink>(
+pub async fn run<B: Log, S: Sink + TableState>(
     settings: WriterSettings,
     buffer: Arc<B>,
     mut sink: S,
@@ -296,7 +296,7 @@ impl<'a, B: Log> Writer<'a, B> {
         }
     }
 
-    async fn run<S: Sink>(
+    async fn run<S: Sink + TableState>(
         &mut self,
         log: &Arc<B>,
         sink: &mut S,
@@ -382,7 +382,7 @@ impl<'a, B: Log> Writer<'a, B> {
     }
 
     /// Handle one entry of the log.
-    async fn entry<S: Sink>(
+    async fn entry<S: Sink + TableState>(
         &mut self,
         sink: &mut S,
         offset: u64,
@@ -402,7 +402,7 @@ impl<'a, B: Log> Writer<'a, B> {
         }
     }
 
-    async fn change<S: Sink>(
+    async fn change<S: Sink + TableState>(
         &mut self,
         sink: &mut S,
         offset: u64,
@@ -436,7 +436,7 @@ impl<'a, B: Log> Writer<'a, B> {
         Ok(Step::Next)
     }
 
-    async fn ddl<S: Sink>(
+    async fn ddl<S: Sink + TableState>(
         &mut self,
         sink: &mut S,
         offset: u64,
@@ -494,7 +494,7 @@ impl<'a, B: Log> Writer<'a, B> {
         Ok(Step::Next)
     }
 
-    async fn commit_record<S: Sink>(
+    async fn commit_record<S: Sink + TableState>(
         &mut self,
         sink: &mut S,
         offset: u64,
@@ -522,7 +522,7 @@ impl<'a, B: Log> Writer<'a, B> {
     /// Its changes are dropped. Returns true when part of it is already in the open target
     /// transaction: that transaction is rolled back, the prefix remembered, and the caller
     /// reads again from the target's checkpoint.
-    async fn drop_orphan<S: Sink>(&mut self, sink: &mut S, at: u64) -> Result<bool> {
+    async fn drop_orphan<S: Sink + TableState>(&mut self, sink: &mut S, at: u64) -> Result<bool> {
         let (first, records) = (self.txn.first_offset(), self.txn.records());
         warn!(
             first_offset = first,
@@ -544,7 +544,7 @@ impl<'a, B: Log> Writer<'a, B> {
 
     /// An undecodable message stops the table its key names, durably and loudly; without a
     /// readable key nothing safe can be skipped, so the stream stops with a definite error.
-    async fn poison<S: Sink>(&mut self, sink: &mut S, poison: Poison) -> Result<()> {
+    async fn poison<S: Sink + TableState>(&mut self, sink: &mut S, poison: Poison) -> Result<()> {
         self.stats.record_poison();
         let Some(table) = poison.table else {
             return Err(Error::new(ErrorKind::Decode, poison.reason).with_hint(
@@ -575,7 +575,12 @@ impl<'a, B: Log> Writer<'a, B> {
     /// this is copy 0, wait until copy 0 has applied the statement. Then this stream applies
     /// it too, which finds it done (sinks apply DDL idempotently) and brings the sink's own
     /// view up to date.
-    async fn ddl_barrier<S: Sink>(&self, sink: &mut S, ddl: &SchemaChange, drain: &Shutdown) -> Result<Barrier> {
+    async fn ddl_barrier<S: Sink + TableState>(
+        &self,
+        sink: &mut S,
+        ddl: &SchemaChange,
+        drain: &Shutdown,
+    ) -> Result<Barrier> {
         let Some((copies, key)) = self.barrier_of(ddl).await? else { return Ok(Barrier::None) };
         sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
         if !wait_barrier(sink, &key, BarrierPhase::Arrived, copies.copies, drain).await? {
@@ -591,7 +596,7 @@ impl<'a, B: Log> Writer<'a, B> {
     }
 
     /// Mark a DDL barrier passed without applying the statement (its table is stopped).
-    async fn pass_barrier<S: Sink>(&self, sink: &mut S, ddl: &SchemaChange) -> Result<()> {
+    async fn pass_barrier<S: Sink + TableState>(&self, sink: &mut S, ddl: &SchemaChange) -> Result<()> {
         if let Some((copies, key)) = self.barrier_of(ddl).await? {
             sink.ddl_barrier_mark(&key, BarrierPhase::Arrived).await?;
             if copies.rank == 0 {
@@ -643,7 +648,7 @@ impl<'a, B: Log> Writer<'a, B> {
     /// wrote to it would hold the metadata lock the ALTER waits for. When the held changes
     /// bring a new version, the batch is committed first, before any of them joins it: it
     /// holds complete source transactions only, so that commit splits none.
-    async fn merge_held<S: Sink>(&mut self, sink: &mut S) -> Result<()> {
+    async fn merge_held<S: Sink + TableState>(&mut self, sink: &mut S) -> Result<()> {
         if self.held.is_empty() {
             return Ok(());
         }
@@ -701,7 +706,7 @@ impl<'a, B: Log> Writer<'a, B> {
 
     /// Apply the batch into the open target transaction.
     /// Returns the number of row changes applied.
-    async fn apply<S: Sink>(&mut self, sink: &mut S) -> Result<u64> {
+    async fn apply<S: Sink + TableState>(&mut self, sink: &mut S) -> Result<u64> {
         if self.batch.is_empty() {
             return Ok(0);
         }
@@ -741,7 +746,7 @@ impl<'a, B: Log> Writer<'a, B> {
 
     /// Apply the batch and commit it with the offset of the last complete transaction; a
     /// success resets the backoff.
-    async fn flush_commit<S: Sink>(&mut self, sink: &mut S, backoff: &mut Backoff) -> Result<()> {
+    async fn flush_commit<S: Sink + TableState>(&mut self, sink: &mut S, backoff: &mut Backoff) -> Result<()> {
         if self.flush_commit_inner(sink).await? {
             backoff.reset();
         }
@@ -750,7 +755,7 @@ impl<'a, B: Log> Writer<'a, B> {
 
     /// Apply the batch and commit it with the offset of the last complete transaction.
     /// Returns whether it committed.
-    async fn flush_commit_inner<S: Sink>(&mut self, sink: &mut S) -> Result<bool> {
+    async fn flush_commit_inner<S: Sink + TableState>(&mut self, sink: &mut S) -> Result<bool> {
         if self.mid_transaction {
             return Ok(false);
         }

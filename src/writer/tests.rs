@@ -15,12 +15,13 @@ use crate::shutdown::Shutdown;
 use proptest::prelude::*;
 
 use super::{RowOp, WriterSettings, run};
+use crate::buffer::DdlCopies;
 use crate::buffer::{Item, Log, Poison};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
 use crate::position::{Gtid, Position};
 use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
-use crate::sink::{ApplyCounts, BarrierPhase, Sink};
+use crate::sink::{ApplyCounts, BarrierPhase, MemoryState, Sink, TableState};
 use crate::telemetry::Stats;
 use crate::writer::Batch;
 
@@ -65,6 +66,8 @@ enum Stmt {
 enum Txn {
     Rows(Vec<Stmt>),
     Truncate(usize),
+    /// `DROP TABLE`: a statement the buffer's streams each carry a copy of.
+    Drop(usize),
     /// The table's shape changes (a new schema version on its next rows).
     Alter(usize),
 }
@@ -142,6 +145,16 @@ impl Source {
                         timestamp: 0,
                     }));
                 }
+                Txn::Drop(t) => {
+                    state.retain(|(table, _), _| table != TABLES[*t]);
+                    commit_pos = pos(1);
+                    records.push(Record::Ddl(SchemaChange {
+                        table: TableRef::new("d", TABLES[*t]),
+                        change: TableChange::Drop,
+                        position: commit_pos.clone(),
+                        timestamp: 0,
+                    }));
+                }
                 Txn::Alter(t) => {
                     // Column changes travel in the next TABLE_MAP: no record of their own.
                     version[*t] = (version[*t] + 1).min(20);
@@ -201,11 +214,13 @@ struct MemLog {
     poison: HashMap<usize, Option<TableRef>>,
     schemas: HashMap<u64, Arc<TableSchema>>,
     acked: AtomicU64,
+    /// The other logs that carry copies of this one's DDL, as a Kafka partition has.
+    copies: Option<DdlCopies>,
 }
 
 impl MemLog {
     fn new(records: Vec<Record>, schemas: HashMap<u64, Arc<TableSchema>>) -> Arc<Self> {
-        Arc::new(MemLog { records, poison: HashMap::new(), schemas, acked: AtomicU64::new(0) })
+        Arc::new(MemLog { records, poison: HashMap::new(), schemas, acked: AtomicU64::new(0), copies: None })
     }
 }
 
@@ -239,6 +254,10 @@ impl Log for MemLog {
     fn acknowledge(&self, offset: u64) {
         self.acked.fetch_max(offset + 1, Ordering::Relaxed);
     }
+
+    async fn ddl_copies(&self) -> Result<Option<DdlCopies>> {
+        Ok(self.copies.clone())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,7 +268,6 @@ struct Tables {
     rows: BTreeMap<(String, i64), (i64, [u8; 16])>,
     key_tombstones: BTreeMap<(String, i64), [u8; 16]>,
     table_tombstones: BTreeMap<String, [u8; 16]>,
-    stopped: Vec<TableRef>,
 }
 
 impl Tables {
@@ -276,10 +294,15 @@ struct Target {
     /// Schema version each table was last made ready for.
     shapes: HashMap<String, u64>,
     commits: Vec<u64>,
+    /// The barrier of each DDL statement applied, as it stood then (see [`AtApply`]).
+    ddl_applied: Vec<AtApply>,
     /// Index into the expected states of the last durable state.
     reached: usize,
     violations: Vec<String>,
 }
+
+/// The group of the logs that carry copies of each other's DDL in these tests.
+const BARRIER_GROUP: &str = "topic";
 
 /// A [`Sink`] over the model target that checks every commit against the source's states.
 struct ModelSink {
@@ -287,6 +310,15 @@ struct ModelSink {
     states: Arc<Vec<State>>,
     /// The log, to look up what a committed offset's commit record says.
     log: Arc<MemLog>,
+    /// Stopped tables and DDL barriers.
+    state: MemoryState,
+}
+
+/// What the state said about a DDL barrier when a stream applied its statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AtApply {
+    arrived: u32,
+    applied: u32,
 }
 
 impl ModelSink {
@@ -356,27 +388,20 @@ impl Sink for ModelSink {
     }
 
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
+        let key = format!("{BARRIER_GROUP} {} at {}", change.table, change.position);
+        let at = AtApply {
+            arrived: self.state.ddl_barrier_count(&key, BarrierPhase::Arrived).await?,
+            applied: self.state.ddl_barrier_count(&key, BarrierPhase::Applied).await?,
+        };
+        self.with(|t| t.ddl_applied.push(at));
         self.with(|t| {
             let mut open = t.open.take().unwrap_or_else(|| t.durable.clone());
             let pos = change.position.sort_key().expect("numbered file");
-            if change.change == TableChange::Truncate {
+            if matches!(change.change, TableChange::Truncate | TableChange::Drop) {
                 open.rows.retain(|(table, _), (_, p)| table != &change.table.name || *p >= pos);
                 let tomb = open.table_tombstones.entry(change.table.name.clone()).or_default();
                 *tomb = (*tomb).max(pos);
             }
-            t.open = Some(open);
-        });
-        Ok(())
-    }
-
-    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
-        Ok(self.with(|t| t.durable.stopped.iter().map(|t| (t.clone(), "stopped".to_string())).collect()))
-    }
-
-    async fn stop_table(&mut self, table: &TableRef, _reason: &str) -> Result<()> {
-        self.with(|t| {
-            let mut open = t.open.take().unwrap_or_else(|| t.durable.clone());
-            open.stopped.push(table.clone());
             t.open = Some(open);
         });
         Ok(())
@@ -408,10 +433,12 @@ impl Sink for ModelSink {
                 None => {}
             }
         });
+        self.state.commit();
         Ok(())
     }
 
     async fn rollback(&mut self) -> Result<()> {
+        self.state.rollback();
         self.with(|t| {
             t.open = None;
             t.written.clear();
@@ -422,13 +449,23 @@ impl Sink for ModelSink {
     async fn reset(&mut self) {
         let _ = self.rollback().await;
     }
+}
 
-    async fn ddl_barrier_mark(&mut self, _barrier: &str, _phase: BarrierPhase) -> Result<()> {
-        Ok(())
+impl TableState for ModelSink {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
+        self.state.stopped_tables().await
     }
 
-    async fn ddl_barrier_count(&mut self, _barrier: &str, _phase: BarrierPhase) -> Result<u32> {
-        Ok(0)
+    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
+        self.state.stop_table(table, reason).await
+    }
+
+    async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
+        self.state.ddl_barrier_mark(barrier, phase).await
+    }
+
+    async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
+        self.state.ddl_barrier_count(barrier, phase).await
     }
 }
 
@@ -475,12 +512,6 @@ impl Sink for FaultySink {
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.inner.apply_schema_change(change).await
     }
-    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
-        self.inner.stopped_tables().await
-    }
-    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
-        self.inner.stop_table(table, reason).await
-    }
     async fn commit(&mut self, offset: u64, position: &Position) -> Result<()> {
         self.commits += 1;
         if self.faults.commit_refused.contains(&self.commits) {
@@ -498,9 +529,21 @@ impl Sink for FaultySink {
     async fn reset(&mut self) {
         self.inner.reset().await
     }
+}
+
+impl TableState for FaultySink {
+    async fn stopped_tables(&mut self) -> Result<Vec<(TableRef, String)>> {
+        self.inner.stopped_tables().await
+    }
+
+    async fn stop_table(&mut self, table: &TableRef, reason: &str) -> Result<()> {
+        self.inner.stop_table(table, reason).await
+    }
+
     async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
         self.inner.ddl_barrier_mark(barrier, phase).await
     }
+
     async fn ddl_barrier_count(&mut self, barrier: &str, phase: BarrierPhase) -> Result<u32> {
         self.inner.ddl_barrier_count(barrier, phase).await
     }
@@ -543,7 +586,12 @@ fn apply_log(
     let target = Arc::new(Mutex::new(Target::default()));
     let states = Arc::new(states);
     let sink = FaultySink {
-        inner: ModelSink { target: Arc::clone(&target), states: Arc::clone(&states), log: Arc::clone(&log) },
+        inner: ModelSink {
+            target: Arc::clone(&target),
+            states: Arc::clone(&states),
+            log: Arc::clone(&log),
+            state: MemoryState::new(),
+        },
         faults,
         applies: 0,
         commits: 0,
@@ -739,24 +787,33 @@ fn a_poison_message_stops_its_table_and_nothing_else() {
             poison: HashMap::new(),
             schemas: source.schemas.clone(),
             acked: AtomicU64::new(0),
+            copies: None,
         };
         memlog.poison.insert(poisoned, table);
         let memlog = Arc::new(memlog);
         let target = Arc::new(Mutex::new(Target::default()));
         // The check by source states does not apply: b leaves them on purpose.
-        let sink = ModelSink { target: Arc::clone(&target), states: Arc::new(vec![]), log: Arc::clone(&memlog) };
+        let state = MemoryState::new();
+        let sink = ModelSink {
+            target: Arc::clone(&target),
+            states: Arc::new(vec![]),
+            log: Arc::clone(&memlog),
+            state: state.clone(),
+        };
         let drain = Shutdown::triggered_now();
         let result = runtime.block_on(run(settings(2, 100), memlog, sink, Arc::new(Stats::default()), drain));
         let target = std::mem::take(&mut *target.lock().unwrap());
-        (result, target)
+        (result, target, state.stopped())
     };
-    let (result, target) = run_with(Some(TableRef::new("d", "b")));
+    let (result, target, stopped) = run_with(Some(TableRef::new("d", "b")));
     assert!(result.is_ok(), "{:?}", result.err());
-    assert_eq!(target.durable.stopped, vec![TableRef::new("d", "b")]);
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0].0, TableRef::new("d", "b"));
+    assert!(stopped[0].1.contains("undecodable message"), "{stopped:?}");
     let state = target.durable.state();
     let want: State = [(("a".to_string(), 1), 3), (("a".to_string(), 3), 2), (("b".to_string(), 1), 1)].into();
     assert_eq!(state, want, "a has every change; b keeps what it had before the message");
-    let (result, _) = run_with(None);
+    let (result, _, _) = run_with(None);
     let e = result.expect_err("an unreadable key stops the stream");
     assert_eq!(e.kind(), ErrorKind::Decode);
     assert!(e.hint().is_some_and(|h| h.contains("dead_letter")), "{e}");
@@ -790,6 +847,124 @@ fn lost_replies_neither_lose_nor_split_a_transaction() {
 
 // ---------------------------------------------------------------------------------------------
 // Random interleavings.
+
+/// Run one writer per log until each has committed its last record, the logs being the first
+/// of `copies` that carry copies of each other's DDL; the streams share one [`MemoryState`].
+/// `drain_at_start` drains the writers before they run.
+fn apply_copies(sources: &[Source], copies: u32, drain_at_start: bool) -> (Vec<(Target, Result<()>)>, MemoryState) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let shared = MemoryState::new();
+    let drain = if drain_at_start { Shutdown::triggered_now() } else { Shutdown::new() };
+    let mut targets = Vec::new();
+    let mut runs = Vec::new();
+    for (rank, source) in sources.iter().enumerate() {
+        let records = source.log(&[]);
+        let last = records.len() as u64 - 1;
+        let log = Arc::new(MemLog {
+            records,
+            poison: HashMap::new(),
+            schemas: source.schemas.clone(),
+            acked: AtomicU64::new(0),
+            copies: Some(DdlCopies { group: BARRIER_GROUP.into(), copies, rank: rank as u32 }),
+        });
+        let target = Arc::new(Mutex::new(Target::default()));
+        let sink = ModelSink {
+            target: Arc::clone(&target),
+            states: Arc::new(source.states.clone()),
+            log: Arc::clone(&log),
+            state: shared.for_stream(&rank.to_string()),
+        };
+        targets.push((Arc::clone(&target), last));
+        runs.push(run(settings(100, 1000), log, sink, Arc::new(Stats::default()), drain.child()));
+    }
+    let watch = async {
+        // Drain once every stream has committed its whole log (or at once, when asked to).
+        for _ in 0..10_000 {
+            if targets.iter().all(|(t, last)| t.lock().unwrap().offset == Some(*last)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drain.trigger();
+    };
+    let (results, ()) = runtime.block_on(async { tokio::join!(futures_util::future::join_all(runs), watch) });
+    let outcomes =
+        targets.iter().zip(results).map(|((t, _), r)| (std::mem::take(&mut *t.lock().unwrap()), r)).collect();
+    (outcomes, shared)
+}
+
+/// Each stream's part of a source that drops table b halfway: keys of its own, the same DROP.
+fn stream_with_drop(k: i64) -> Source {
+    Source::build(&[
+        Txn::Rows(vec![put(0, k, 1), put(1, k, 1)]),
+        Txn::Drop(1),
+        Txn::Rows(vec![put(0, k + 10, 2), put(1, k, 2)]),
+    ])
+}
+
+#[test]
+fn a_statement_several_streams_carry_is_applied_first_by_copy_0_after_every_stream_arrived() {
+    let sources: Vec<Source> = (1..=3).map(stream_with_drop).collect();
+    let (outcomes, _) = apply_copies(&sources, 3, false);
+    for (rank, (target, result)) in outcomes.iter().enumerate() {
+        assert!(result.is_ok(), "stream {rank}: {:?}", result.as_ref().err());
+        assert!(target.violations.is_empty(), "stream {rank}: {:#?}", target.violations);
+        assert_eq!(&target.durable.state(), sources[rank].states.last().unwrap(), "stream {rank}");
+        let [at] = target.ddl_applied[..] else { panic!("stream {rank} applied {:?}", target.ddl_applied) };
+        assert_eq!(at.arrived, 3, "stream {rank} applied the DROP before every stream had arrived at it");
+        let want_applied = if rank == 0 { 0 } else { 1 };
+        assert_eq!(at.applied, want_applied, "stream {rank}: only copy 0 applies first, the others after it");
+    }
+}
+
+#[test]
+fn a_stream_asked_to_drain_at_a_barrier_stops_before_the_statement() {
+    // Only copy 0 of 2 runs: copy 1 never arrives, so the barrier cannot open.
+    let sources = [stream_with_drop(1)];
+    let (outcomes, state) = apply_copies(&sources, 2, true);
+    let (target, result) = &outcomes[0];
+    assert!(result.is_ok(), "{:?}", result.as_ref().err());
+    assert!(target.ddl_applied.is_empty(), "the DROP was applied without its barrier: {:?}", target.ddl_applied);
+    assert_eq!(&target.durable.state(), &sources[0].states[1], "everything before the DROP, nothing after it");
+    assert!(state.stopped().is_empty());
+}
+
+#[test]
+fn a_stopped_table_stays_stopped_for_the_next_writer() {
+    // The first run stops b by a poison message; a second run over a clean log must not apply
+    // b's changes, because the stop is durable state.
+    let source =
+        Source::build(&[Txn::Rows(vec![put(0, 1, 1), put(1, 1, 1)]), Txn::Rows(vec![put(0, 2, 2), put(1, 2, 2)])]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let state = MemoryState::new();
+    let target = Arc::new(Mutex::new(Target::default()));
+    for poisoned in [true, false] {
+        let records = source.log(&[]);
+        let mut log = MemLog::new(records.clone(), source.schemas.clone());
+        if poisoned {
+            let at = records.iter().position(|r| matches!(r, Record::Change(ev) if ev.table.name == "b")).unwrap();
+            Arc::get_mut(&mut log).unwrap().poison.insert(at, Some(TableRef::new("d", "b")));
+        }
+        let sink = ModelSink {
+            target: Arc::clone(&target),
+            states: Arc::new(vec![]),
+            log: Arc::clone(&log),
+            state: state.clone(),
+        };
+        let result = runtime.block_on(run(
+            settings(100, 1000),
+            log,
+            sink,
+            Arc::new(Stats::default()),
+            Shutdown::triggered_now(),
+        ));
+        assert!(result.is_ok(), "{:?}", result.err());
+    }
+    let held = target.lock().unwrap().durable.state();
+    assert!(held.keys().all(|(t, _)| t == "a"), "b replicated after it was stopped: {held:?}");
+    assert_eq!(held.len(), 2);
+    assert_eq!(state.stopped().len(), 1);
+}
 
 fn any_txn() -> impl Strategy<Value = Txn> {
     let stmt = prop_oneof![

@@ -250,7 +250,39 @@ pub(crate) fn classify(e: BQError, what: &str) -> Error {
                  is not revoked",
             )
         }
-        e => Error::new(ErrorKind::TargetUnavailable, format!("{what}: {e}")),
+        e @ (BQError::InvalidServiceAccountKey(_)
+        | BQError::InvalidServiceAccountAuthenticator(_)
+        | BQError::InvalidInstalledFlowAuthenticator(_)
+        | BQError::InvalidApplicationDefaultCredentialsAuthenticator(_)
+        | BQError::InvalidAuthorizedUserAuthenticator(_)) => {
+            Error::new(ErrorKind::Config, format!("{what}: the credentials cannot be used: {e}")).with_hint(
+                "check that sink.bigquery.credentials_file (or GOOGLE_APPLICATION_CREDENTIALS) names a readable \
+                 service account key in JSON",
+            )
+        }
+        // The network or the client's own plumbing: gone once the connection is back.
+        e @ (BQError::TonicTransportError(_) | BQError::ConnectionPoolError(_) | BQError::SemaphorePermitError(_)) => {
+            Error::new(ErrorKind::TargetUnavailable, format!("{what}: BigQuery did not answer: {e}"))
+        }
+        BQError::TonicStatusError(status) => by_grpc_status(i32::from(status.code()), status.message(), what),
+        // Anything else is not known to pass by itself (a reply binferry does not understand, a
+        // client bug): definite, with the full message, rather than retried forever.
+        e => Error::new(ErrorKind::TargetRejected, format!("{what}: unexpected BigQuery client error: {e}"))
+            .with_hint("this is not a known transient failure; report it with the message above"),
+    }
+}
+
+/// A gRPC status (the Storage API), by its numeric code: DEADLINE_EXCEEDED 4, NOT_FOUND 5,
+/// PERMISSION_DENIED 7, RESOURCE_EXHAUSTED 8, ABORTED 10, INTERNAL 13, UNAVAILABLE 14,
+/// UNAUTHENTICATED 16.
+fn by_grpc_status(code: i32, message: &str, what: &str) -> Error {
+    let detail = format!("{what}: {message} (gRPC status {code})");
+    match code {
+        4 | 8 | 10 | 13 | 14 => Error::new(ErrorKind::TargetUnavailable, detail),
+        _ if is_conflict(message) => Error::new(ErrorKind::TargetUnavailable, detail),
+        7 | 16 => by_reason(403, "accessDenied", message, what),
+        5 => by_reason(404, "notFound", message, what),
+        _ => Error::new(ErrorKind::TargetRejected, detail),
     }
 }
 
@@ -304,6 +336,27 @@ fn abbreviate(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_errors_are_transient_only_when_known_to_pass() {
+        let cases: Vec<(BQError, ErrorKind)> = vec![
+            (BQError::ConnectionPoolError("exhausted".into()), ErrorKind::TargetUnavailable),
+            (BQError::NoToken, ErrorKind::TargetRejected),
+            (BQError::InvalidServiceAccountKey(std::io::Error::other("bad json")), ErrorKind::Config),
+            (BQError::NoDataAvailable, ErrorKind::TargetRejected),
+            (BQError::InvalidColumnName { col_name: "x".into() }, ErrorKind::TargetRejected),
+        ];
+        for (e, want) in cases {
+            let shown = e.to_string();
+            let got = classify(e, "test");
+            assert_eq!(got.kind(), want, "{shown}");
+            assert!(got.to_string().contains(&shown), "the full message is kept: {got}");
+        }
+        for (code, transient) in [(14, true), (4, true), (10, true), (3, false), (7, false), (5, false)] {
+            assert_eq!(by_grpc_status(code, "m", "x").is_transient(), transient, "gRPC {code}");
+        }
+        assert!(by_grpc_status(9, "Transaction conflict", "x").is_transient());
+    }
 
     #[test]
     fn rate_limits_and_server_errors_are_transient() {

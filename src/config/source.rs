@@ -1,0 +1,137 @@
+//! `[source]`: the MySQL/MariaDB server binferry reads, and TLS settings shared by every
+//! MySQL connection.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::invalid;
+use crate::error::{Error, ErrorKind, Result};
+use crate::table_filter::TableFilter;
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Host name or IP address.
+    #[serde(default = "super::default_host")]
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "super::default_port")]
+    pub port: u16,
+    /// Replication user (needs REPLICATION SLAVE, BINLOG MONITOR / REPLICATION CLIENT, SELECT).
+    pub user: String,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password (first line), instead of an environment variable.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Replica server id presented to the source; must be unique among its replicas.
+    /// Default: derived from the pipeline name.
+    #[serde(default)]
+    pub server_id: Option<u32>,
+    /// Tables to replicate, as `database.table` glob patterns.
+    pub include: Vec<String>,
+    /// Tables to leave out, as `database.table` glob patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Seconds to wait for a connection.
+    #[serde(default = "super::default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// `[source.tls]`: encryption of every connection to the source.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[source.tls]`, `[sink.mysql.tls]`: how connections to a MySQL/MariaDB server are
+/// encrypted, with the semantics of MySQL's `--ssl-mode` (see `connection.rs`).
+#[derive(Debug, Deserialize, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// `disabled`, `preferred` (default), `required`, `verify_ca` or `verify_identity`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM file of the CA (or bundle) that signed the server's certificate (`verify_ca`,
+    /// `verify_identity`); without it, the public CAs (webpki roots) are trusted.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (`REQUIRE X509`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// How a connection is encrypted.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Never.
+    Disabled,
+    /// When the server offers TLS, without checking its certificate; otherwise in plain text,
+    /// with a warning (what MySQL's own clients do by default).
+    #[default]
+    Preferred,
+    /// Always, without checking the certificate; a server without TLS is refused.
+    Required,
+    /// Always; the server's certificate must be signed by `ca_file` (or a public CA).
+    VerifyCa,
+    /// Always; the certificate must also be issued for the host binferry connects to.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disabled => "disabled",
+            TlsMode::Preferred => "preferred",
+            TlsMode::Required => "required",
+            TlsMode::VerifyCa => "verify_ca",
+            TlsMode::VerifyIdentity => "verify_identity",
+        }
+    }
+}
+
+impl TlsConfig {
+    /// A client certificate needs its key and the reverse; a CA file is used to verify.
+    pub(super) fn validate(&self, field: &str) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::new(ErrorKind::Config, format!("{field}.{f}: {why}")));
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => return bad("key_file", "missing: cert_file needs the key it was issued for"),
+            (None, Some(_)) => return bad("cert_file", "missing: key_file needs its certificate"),
+            _ => {}
+        }
+        if self.ca_file.is_some() && !matches!(self.mode, TlsMode::VerifyCa | TlsMode::VerifyIdentity) {
+            return bad(
+                "ca_file",
+                "is used to verify the server: set mode = \"verify_ca\" or \"verify_identity\" (or remove it)",
+            );
+        }
+        if self.mode == TlsMode::Disabled && self.cert_file.is_some() {
+            return bad("cert_file", "a client certificate needs TLS, and mode = \"disabled\"");
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        if self.include.is_empty() {
+            return Err(invalid(
+                "source.include",
+                "must list at least one `database.table` pattern, e.g. [\"shop.*\"]",
+            ));
+        }
+        TableFilter::new(&self.include, &self.exclude)?;
+        if self.server_id == Some(0) {
+            return Err(invalid("source.server_id", "must not be 0 (the server refuses replicas with id 0)"));
+        }
+        if self.user.is_empty() {
+            return Err(invalid("source.user", "must not be empty"));
+        }
+        self.tls.validate("source.tls")
+    }
+}
