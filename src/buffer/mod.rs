@@ -95,7 +95,7 @@ pub trait Log: Send + Sync + 'static {
 /// it may be applied only when each log has applied all its changes from before the
 /// statement, and then once: the writer of copy 0 applies it while the others wait at their
 /// copies, then they go on (see `writer`). The target holds the barrier
-/// ([`crate::sink::Sink::ddl_barrier_mark`]), so the logs may be read by different processes.
+/// ([`crate::sink::TableState::ddl_barrier_mark`]), so the logs may be read by different processes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DdlCopies {
     /// What the copies have in common (the topic): names the barrier with the statement.

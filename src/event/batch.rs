@@ -135,6 +135,9 @@ impl Batch {
 
     /// Merge one change decoded with `schema`. The caller makes sure the batch holds no other
     /// schema version of the same table (see [`schema_version`](Self::schema_version)).
+    ///
+    /// One match over (what the batch holds for the key, the new change): the compaction
+    /// rules are a single table, read top to bottom.
     pub fn push(&mut self, ev: ChangeEvent, schema: &Arc<TableSchema>) -> Result<()> {
         self.changes += 1;
         self.bytes += ev.approx_bytes();

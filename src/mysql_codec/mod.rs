@@ -39,6 +39,9 @@ impl Origin<'_> {
 }
 
 /// Convert one value of `col`.
+///
+/// One match arm per column type: the whole MySQL → binferry value mapping in one table, tested
+/// per type.
 pub(crate) fn convert(v: My, col: &ColumnSchema, origin: Origin) -> Result<Value> {
     if matches!(v, My::NULL) {
         return Ok(Value::Null);

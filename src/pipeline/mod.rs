@@ -57,6 +57,9 @@ impl Role {
 type Task = tokio::task::JoinHandle<Result<()>>;
 
 /// Run the pipeline described by `config` until `shutdown` is triggered.
+///
+/// Long because it only wires: it opens the buffer, starts each role's task with its child
+/// shutdown token, and supervises them; it holds no decision of its own.
 pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> {
     let stats = Arc::new(Stats::default());
     // The writer drains once the source has stopped, never on the signal itself: what the

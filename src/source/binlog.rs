@@ -96,6 +96,8 @@ struct Streamer<'a> {
     consistent_from: Option<Position>,
 }
 
+/// Long because it is the event loop: one `select!` arm per event source (shutdown, flush
+/// deadline, binlog, idle tick) with backpressure between transactions.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn stream<B: Journal>(
     settings: &SourceSettings,
@@ -108,27 +110,7 @@ pub(super) async fn stream<B: Journal>(
     backoff: &mut Backoff,
 ) -> Result<()> {
     let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
-    let mut conn = settings.connect().await?;
-    if server.mariadb {
-        // Capability 4 (MARIA_SLAVE_CAPABILITY_GTID): send GTID events as such, not as fake BEGINs.
-        conn.query_drop("SET @mariadb_slave_capability = 4")
-            .await
-            .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
-    }
-    conn.query_drop(format!("SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"))
-        .await
-        .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
-    let checksum: Option<(String, String)> = conn
-        .query_first("SHOW GLOBAL VARIABLES LIKE 'binlog_checksum'")
-        .await
-        .map_err(|e| Error::source_mysql(e, "reading binlog_checksum"))?;
-    let checksums = checksum.is_some_and(|(_, v)| !v.eq_ignore_ascii_case("NONE"));
-    let request =
-        BinlogStreamRequest::new(settings.server_id).with_filename(resume.file.as_bytes()).with_pos(resume.offset);
-    let mut binlog = conn
-        .get_binlog_stream(request)
-        .await
-        .map_err(|e| purged_hint(Error::source_mysql(e, format!("requesting the binlog at {resume}")), &resume))?;
+    let (mut binlog, checksums) = open_binlog(settings, server, &resume).await?;
     info!(position = %resume, server_id = settings.server_id, "streaming binlog");
 
     let mut st = Streamer {
@@ -214,6 +196,36 @@ pub(super) async fn stream<B: Journal>(
             }
         }
     }
+}
+
+/// Ask the source for its binlog from `resume`; also says whether events carry checksums.
+async fn open_binlog(
+    settings: &SourceSettings,
+    server: &ServerInfo,
+    resume: &Position,
+) -> Result<(mysql_async::BinlogStream, bool)> {
+    let mut conn = settings.connect().await?;
+    if server.mariadb {
+        // Capability 4 (MARIA_SLAVE_CAPABILITY_GTID): send GTID events as such, not as fake BEGINs.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
+    }
+    conn.query_drop(format!("SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"))
+        .await
+        .map_err(|e| Error::source_mysql(e, "preparing the binlog connection"))?;
+    let checksum: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL VARIABLES LIKE 'binlog_checksum'")
+        .await
+        .map_err(|e| Error::source_mysql(e, "reading binlog_checksum"))?;
+    let checksums = checksum.is_some_and(|(_, v)| !v.eq_ignore_ascii_case("NONE"));
+    let request =
+        BinlogStreamRequest::new(settings.server_id).with_filename(resume.file.as_bytes()).with_pos(resume.offset);
+    let binlog = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| purged_hint(Error::source_mysql(e, format!("requesting the binlog at {resume}")), resume))?;
+    Ok((binlog, checksums))
 }
 
 fn purged_hint(e: Error, resume: &Position) -> Error {
@@ -319,6 +331,9 @@ impl Streamer<'_> {
         Ok(())
     }
 
+    /// Long because it decodes one rows event into changes: before/after images per row,
+    /// the keep and skip rules of the table, and one error path per way a row can fail to
+    /// decode.
     fn on_rows(
         &mut self,
         rows: &RowsEventData<'_>,

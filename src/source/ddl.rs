@@ -152,6 +152,8 @@ impl Cursor<'_> {
 }
 
 /// Classify one statement; `default_db` is the QUERY event's current database.
+///
+/// One match over statement shapes: the list of DDL binferry follows, in one place.
 pub(crate) fn classify(sql: &str, default_db: &str) -> Option<Ddl> {
     let t = tokens(sql);
     let mut c = Cursor { t: &t, i: 0, default_db };

@@ -51,45 +51,7 @@ pub async fn check_source(settings: &SourceSettings, target: TargetCaps) -> Resu
             "upgrade the server",
         );
     }
-    let need = |r: &mut Report, name: &str, expected: &str, found: Option<String>, fix: &str| {
-        let found_s = found.clone().unwrap_or_else(|| "not supported by this server".into());
-        if !found.is_some_and(|f| f.eq_ignore_ascii_case(expected)) {
-            r.problem(name, expected, found_s, fix);
-        }
-    };
-    let log_bin = variable(&mut conn, "log_bin").await?;
-    need(
-        &mut r,
-        "log_bin",
-        "ON",
-        log_bin,
-        "start the server with --log-bin (and a server id), e.g. log_bin=binlog in [mysqld]; requires a restart",
-    );
-    let format = variable(&mut conn, "binlog_format").await?;
-    need(
-        &mut r,
-        "binlog_format",
-        "ROW",
-        format,
-        "SET GLOBAL binlog_format = 'ROW' and add binlog_format=ROW to [mysqld]",
-    );
-    let image = variable(&mut conn, "binlog_row_image").await?;
-    need(
-        &mut r,
-        "binlog_row_image",
-        "FULL",
-        image,
-        "SET GLOBAL binlog_row_image = 'FULL' and add binlog_row_image=FULL to [mysqld]",
-    );
-    let metadata = variable(&mut conn, "binlog_row_metadata").await?;
-    need(
-        &mut r,
-        "binlog_row_metadata",
-        "FULL",
-        metadata,
-        "SET GLOBAL binlog_row_metadata = 'FULL' and add binlog_row_metadata=FULL to [mysqld]",
-    );
-
+    check_row_logging(&mut conn, &mut r).await?;
     let server_id: u32 = variable(&mut conn, "server_id").await?.and_then(|v| v.parse().ok()).unwrap_or(0);
     if server_id == 0 {
         r.problem(
@@ -117,10 +79,55 @@ pub async fn check_source(settings: &SourceSettings, target: TargetCaps) -> Resu
         ));
     }
 
+    check_retention(&mut conn, &mut r).await?;
+    check_grants(&mut conn, &server, &mut r).await?;
+    check_tables(&mut conn, settings, server.mariadb, target, &mut r).await?;
+    Ok(r)
+}
+
+/// The binlog must exist and log whole rows with their column names.
+async fn check_row_logging(conn: &mut Conn, r: &mut Report) -> Result<()> {
+    let need = |r: &mut Report, name: &str, expected: &str, found: Option<String>, fix: &str| {
+        let found_s = found.clone().unwrap_or_else(|| "not supported by this server".into());
+        if !found.is_some_and(|f| f.eq_ignore_ascii_case(expected)) {
+            r.problem(name, expected, found_s, fix);
+        }
+    };
+    let log_bin = variable(conn, "log_bin").await?;
+    need(
+        r,
+        "log_bin",
+        "ON",
+        log_bin,
+        "start the server with --log-bin (and a server id), e.g. log_bin=binlog in [mysqld]; requires a restart",
+    );
+    let format = variable(conn, "binlog_format").await?;
+    need(r, "binlog_format", "ROW", format, "SET GLOBAL binlog_format = 'ROW' and add binlog_format=ROW to [mysqld]");
+    let image = variable(conn, "binlog_row_image").await?;
+    need(
+        r,
+        "binlog_row_image",
+        "FULL",
+        image,
+        "SET GLOBAL binlog_row_image = 'FULL' and add binlog_row_image=FULL to [mysqld]",
+    );
+    let metadata = variable(conn, "binlog_row_metadata").await?;
+    need(
+        r,
+        "binlog_row_metadata",
+        "FULL",
+        metadata,
+        "SET GLOBAL binlog_row_metadata = 'FULL' and add binlog_row_metadata=FULL to [mysqld]",
+    );
+    Ok(())
+}
+
+/// Binlogs must outlive an outage of binferry: a purged binlog means a new snapshot.
+async fn check_retention(conn: &mut Conn, r: &mut Report) -> Result<()> {
     // Retention: a binlog purged before binferry reads it means a resnapshot.
-    let expire_secs = match variable(&mut conn, "binlog_expire_logs_seconds").await? {
+    let expire_secs = match variable(conn, "binlog_expire_logs_seconds").await? {
         Some(v) => v.parse::<u64>().unwrap_or(0),
-        None => variable(&mut conn, "expire_logs_days")
+        None => variable(conn, "expire_logs_days")
             .await?
             .and_then(|v| v.parse::<f64>().ok())
             .map(|d| (d * 86400.0) as u64)
@@ -139,10 +146,7 @@ pub async fn check_source(settings: &SourceSettings, target: TargetCaps) -> Resu
             if expire_secs == 0 { "unlimited".to_string() } else { format!("{} h", expire_secs / 3600) }
         ));
     }
-
-    check_grants(&mut conn, &server, &mut r).await?;
-    check_tables(&mut conn, settings, server.mariadb, target, &mut r).await?;
-    Ok(r)
+    Ok(())
 }
 
 async fn check_grants(conn: &mut Conn, server: &ServerInfo, r: &mut Report) -> Result<()> {

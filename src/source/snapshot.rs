@@ -19,6 +19,9 @@ use crate::schema::TableRef;
 use crate::telemetry::Stats;
 
 /// Copy every selected table not yet in `checkpoint`. Returns `false` when interrupted by shutdown.
+///
+/// Long because it is the sequence of one consistent copy: lock, positions, per-table copy,
+/// commit records; each step is short and depends on the one before.
 pub(super) async fn run<B: Journal>(
     pool: &Pool,
     server: &ServerInfo,

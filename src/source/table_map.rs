@@ -48,6 +48,10 @@ impl Collations {
 const BINARY_COLLATION: u16 = 63;
 
 /// Build the schema of the table a TABLE_MAP event describes.
+///
+/// Long because it walks the optional metadata blocks of a TABLE_MAP in their wire order, each
+/// consumed by one column type; the per-type decoding itself is [`column_type`], tested
+/// table-driven.
 pub(crate) fn schema_from_table_map(tme: &TableMapEvent<'_>, collations: &Collations) -> Result<TableSchema> {
     let table = TableRef::new(tme.database_name(), tme.table_name());
     let ctx = |e: Error| e.context(format!("table {table}"));

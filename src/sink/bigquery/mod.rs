@@ -457,6 +457,8 @@ impl Sink for BigQuerySink {
         Ok(counts)
     }
 
+    /// One arm per kind of statement, each a short list of jobs with its changelog
+    /// tombstone: kept together so the idempotence of each is visible next to the others.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.init().await?;
         // Rows already committed reach the table under its current name and columns first.
@@ -520,7 +522,7 @@ impl Sink for BigQuerySink {
                 self.tables.remove(&name);
                 self.tables.insert(new, Managed { source: to.clone(), shape: m.shape });
             }
-            // The writer records stops itself (`Sink::stop_table`).
+            // The writer records stops itself (`TableState::stop_table`).
             (TableChange::RenameTo(_), None)
             | (TableChange::RenameColumns(_), None)
             | (TableChange::Stop { .. }, _) => {}

@@ -257,6 +257,8 @@ impl Sink for MysqlSink {
         conn.exec_first(sql, params).await.map_err(|e| Error::target_mysql(e, "reading the applied offset"))
     }
 
+    /// Long because it is the whole sequence of one table's DDL: ownership check, catalog
+    /// read, the pure plan ([`plan_alters`]), then the statements the plan lists, in order.
     async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
         let name = self.settings.target_table(&schema.table);
         if let Some(owner) = self.owners.get(&name) {
@@ -353,6 +355,9 @@ impl Sink for MysqlSink {
         Ok(counts)
     }
 
+    /// One arm per kind of statement (truncate, drop, renames, column renames), each a few
+    /// target statements with its tombstone: kept together so the idempotence of each is
+    /// visible next to the others.
     async fn apply_schema_change(&mut self, change: &SchemaChange) -> Result<()> {
         self.ensure_state().await?;
         let name = self.settings.target_table(&change.table);
@@ -411,7 +416,7 @@ impl Sink for MysqlSink {
                 self.owners.remove(&name);
                 self.tables.remove(&new);
             }
-            // The writer records stops itself (`Sink::stop_table`).
+            // The writer records stops itself (`TableState::stop_table`).
             TableChange::Stop { .. } => {}
             TableChange::RenameColumns(renames) => {
                 let cols: Vec<String> = self
