@@ -53,9 +53,11 @@
 //! 3. [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
 //!    redb log, Kafka (producer, partition logs, consumer-group membership).
 //! 4. The ends, independent of each other: [`source`] (preflight, snapshot, binlog
-//!    streaming into a `Journal`) and [`sink`] (the `Sink` trait, the MySQL sink, the
-//!    BigQuery sink with its changelog + MERGE protocol).
-//! 5. [`writer`]: a `Log` and a `Sink` → target transactions aligned with source ones.
+//!    streaming into a `Journal`) and [`sink`] (the `Sink` data path and the `TableState`
+//!    it keeps durably — stopped tables, DDL barriers — the MySQL sink, the BigQuery sink
+//!    with its changelog + MERGE protocol).
+//! 5. [`writer`]: a `Log` and a `Sink` + `TableState` → target transactions aligned with
+//!    source ones; its stop and barrier logic is tested against an in-memory `TableState`.
 //! 6. [`pipeline`]: supervision and wiring: `run`, the Kafka worker pool, replay, and the
 //!    operations endpoint (`/metrics`, `/healthz`, `/readyz`, `/status`).
 //!

@@ -40,7 +40,7 @@ fn the_readme_makes_the_promise_these_tests_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_inside_a_pending_batch_splits_no_transaction() {
     let mut env = Env::new("mdl").await;
-    env.writer_config = "batch_max_delay_ms = 2000".into();
+    env.set(&["writer", "batch_max_delay_ms"], 2000);
     let db = env.src.clone();
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.a (id INT PRIMARY KEY, v INT NOT NULL)")).await.unwrap();
@@ -99,7 +99,7 @@ async fn a_schema_change_inside_a_pending_batch_splits_no_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_killed_after_publishing_part_of_a_transaction_splits_none() {
     let mut env = Env::new("kprefix").await;
-    env.use_kafka("database", "");
+    env.use_kafka("database");
     let mut c = env.conn().await;
     bank::create(&mut c, &env.src).await;
     let mut bank = Bank::new(&env.src, 7, 1);
@@ -146,7 +146,7 @@ async fn a_reader_killed_after_publishing_part_of_a_transaction_splits_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_interrupted_snapshot_the_target_is_consistent_from_when_binferry_says_so() {
     let mut env = Env::new("snapcons").await;
-    env.extra_config = "[snapshot]\nchunk_rows = 500\n".into();
+    env.set(&["snapshot", "chunk_rows"], 500);
     let mut c = env.conn().await;
     bank::create(&mut c, &env.src).await;
     bank::history(&mut c, &env.src, 40_000).await;
@@ -200,7 +200,8 @@ async fn after_an_interrupted_snapshot_the_target_is_consistent_from_when_binfer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_never_see_half_a_transaction_while_the_schema_changes() {
     let mut env = Env::new("ddlload").await;
-    env.writer_config = "batch_max_rows = 7\nbatch_max_delay_ms = 20".into();
+    env.set(&["writer", "batch_max_rows"], 7);
+    env.set(&["writer", "batch_max_delay_ms"], 20);
     let mut c = env.conn().await;
     bank::create(&mut c, &env.src).await;
     let bf = env.start_streaming().await;

@@ -22,7 +22,7 @@ const CONVERGE: Duration = Duration::from_secs(300);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_then_replay_from_zero_changes_nothing() {
     let mut env = Env::new("bqmixed").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 21);
@@ -48,8 +48,8 @@ async fn mixed_workload_through_kafka_to_bigquery() {
     let mut env = Env::new("bqkafka").await;
     // The key layout spreads every table over the 4 partitions: 4 streams, each with its own
     // writer and sink, change the same BigQuery tables.
-    env.use_kafka("key", "");
-    env.use_bigquery("");
+    env.use_kafka("key");
+    env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 22);
@@ -98,7 +98,7 @@ const MATRIX_ROWS: [&str; 2] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn type_matrix_is_exact_in_bigquery() {
     let mut env = Env::new("bqtypes").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     c.query_drop("SET time_zone = '+00:00'").await.unwrap();
     c.query_drop(
@@ -219,18 +219,12 @@ async fn type_matrix_is_exact_in_bigquery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
     let mut env = Env::new("bqkill").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 23);
     w.seed(&mut c, 100).await;
-    let (src, pool) = (env.src.clone(), env.pool.clone());
-    let load = tokio::spawn(async move {
-        let mut c = pool.get_conn().await.unwrap();
-        let mut w = Workload::new(&src, 24);
-        w.next_ingredient_from(1_000_000);
-        w.run_paced(&mut c, 3_000, Duration::from_millis(5)).await
-    });
+    let load = env.background_load(24, 3_000, Duration::from_millis(5));
     let mut bf = env.start();
     let mut kills = 0;
     while !load.is_finished() || kills < 5 {
@@ -276,7 +270,7 @@ async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn added_column_appears_without_restart() {
     let mut env = Env::new("bqddl").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 25);
@@ -306,15 +300,14 @@ async fn added_column_appears_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_the_emulator_or_its_absence() {
     let mut env = Env::new("bqcheck").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let cfg = env.write_config();
     let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("target BigQuery at") && text.contains("does not exist yet"), "{text}");
     // Nothing listens on port 1: a problem naming the setting, and exit 1.
-    env.sink_config =
-        env.sink_config.take().map(|s| s.replace(&common::bigquery_endpoint(), "http://127.0.0.1:1/bigquery/v2"));
+    env.set(&["sink", "bigquery", "endpoint"], "http://127.0.0.1:1/bigquery/v2");
     env.write_config();
     let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -326,7 +319,7 @@ async fn check_reports_the_emulator_or_its_absence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_primary_key_stops_alone() {
     let mut env = Env::new("bqkeyless").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     c.query_drop("CREATE TABLE audit (at DATETIME, what VARCHAR(50))").await.unwrap();
     c.query_drop("CREATE TABLE kept (id INT PRIMARY KEY, v INT)").await.unwrap();
@@ -374,7 +367,7 @@ async fn a_table_without_primary_key_stops_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_changes_are_followed_live() {
     let mut env = Env::new("bqschema").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     let mut c = env.conn().await;
     c.query_drop("CREATE TABLE t1 (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(5,2))").await.unwrap();
     c.query_drop("CREATE TABLE t2 (id INT PRIMARY KEY, v INT, w INT)").await.unwrap();
@@ -411,8 +404,8 @@ async fn schema_changes_are_followed_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_deletes_keep_rows_marked_and_a_reinsert_revives_them() {
     let mut env = Env::new("bqsoft").await;
-    env.use_bigquery("");
-    env.extra_config = format!("[[tables]]\npattern = \"{}.t\"\ndeletes = \"soft\"\n", env.src);
+    env.use_bigquery();
+    env.add_table_rule(&format!("{}.t", env.src), &[("deletes", "soft".into())]);
     let mut c = env.conn().await;
     c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT)").await.unwrap();
     c.query_drop("INSERT INTO t SELECT seq, seq FROM seq_1_to_20").await.unwrap();
@@ -460,11 +453,12 @@ async fn live_bigquery_mixed_workload() {
         return;
     };
     let mut env = Env::new("bqlive").await;
-    env.sink_config = Some(format!(
-        "[sink]\nkind = \"bigquery\"\n\n[sink.bigquery]\nproject = \"{project}\"\ndataset = \"{}\"\n\
-         credentials_file = \"{key}\"\nmerge_interval_secs = 5\n",
-        env.dst
-    ));
+    env.remove(&["sink"]);
+    env.set(&["sink", "kind"], "bigquery");
+    env.set(&["sink", "bigquery", "project"], project.clone());
+    env.set(&["sink", "bigquery", "dataset"], env.dst.clone());
+    env.set(&["sink", "bigquery", "credentials_file"], key.clone());
+    env.set(&["sink", "bigquery", "merge_interval_secs"], 5);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 26);
@@ -511,10 +505,9 @@ async fn the_streams_of_one_process_share_one_merge_job() {
     use std::sync::Arc;
 
     let mut env = Env::new("bqshare").await;
-    env.use_bigquery("");
+    env.use_bigquery();
     // No MERGE falls due during the test: only the drain below runs one.
-    env.sink_config =
-        env.sink_config.take().map(|c| c.replace("merge_interval_secs = 1", "merge_interval_secs = 3600"));
+    env.set(&["sink", "bigquery", "merge_interval_secs"], 3600);
     let config = binferry::config::Config::load(&env.write_config()).unwrap();
     let stats = Arc::new(binferry::telemetry::Stats::default());
     let settings = BigQuerySinkSettings::from_config(&config).unwrap().with_stats(Arc::clone(&stats));
@@ -580,8 +573,8 @@ async fn the_streams_of_one_process_share_one_merge_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_layout_renames_wait_for_every_partition() {
     let mut env = Env::new("bqkddl").await;
-    env.use_kafka("key", "");
-    env.use_bigquery("");
+    env.use_kafka("key");
+    env.use_bigquery();
     let mut c = env.conn().await;
     c.query_drop("CREATE TABLE t (id INT PRIMARY KEY, name VARCHAR(40), n INT)").await.unwrap();
     c.query_drop("INSERT INTO t SELECT seq, CONCAT('r', seq), 0 FROM seq_1_to_200").await.unwrap();
@@ -613,19 +606,13 @@ async fn key_layout_renames_wait_for_every_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_partitions_sharing_merge_jobs_loses_nothing() {
     let mut env = Env::new("bqkkill").await;
-    env.use_kafka("key", "");
-    env.use_bigquery("");
+    env.use_kafka("key");
+    env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 41);
     w.seed(&mut c, 100).await;
-    let (src, pool) = (env.src.clone(), env.pool.clone());
-    let load = tokio::spawn(async move {
-        let mut c = pool.get_conn().await.unwrap();
-        let mut w = Workload::new(&src, 42);
-        w.next_ingredient_from(1_000_000);
-        w.run_paced(&mut c, 2_000, Duration::from_millis(10)).await
-    });
+    let load = env.background_load(42, 2_000, Duration::from_millis(10));
     let mut kills = 0;
     while !load.is_finished() || kills < 3 {
         let bf = env.start();

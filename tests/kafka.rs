@@ -15,7 +15,7 @@ const CONVERGE: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_through_kafka() {
     let mut env = Env::new("kmixed").await;
-    env.use_kafka("database", "");
+    env.use_kafka("database");
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 11);
@@ -29,26 +29,15 @@ async fn mixed_workload_through_kafka() {
     assert!(log.contains("partition assigned"), "the changes did not go through Kafka:\n{log}");
 }
 
-/// A paced workload in the background, spanning many seconds.
-fn background_load(env: &Env, seed: u64, changes: u64, pause_ms: u64) -> tokio::task::JoinHandle<u64> {
-    let (src, pool) = (env.src.clone(), env.pool.clone());
-    tokio::spawn(async move {
-        let mut c = pool.get_conn().await.unwrap();
-        let mut w = Workload::new(&src, seed);
-        w.next_ingredient_from(1_000_000);
-        w.run_paced(&mut c, changes, Duration::from_millis(pause_ms)).await
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_and_worker_survive_sigkill() {
     let mut env = Env::new("kkill").await;
-    env.use_kafka("database", "");
+    env.use_kafka("database");
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 12);
     w.seed(&mut c, 200).await;
-    let load = background_load(&env, 13, 10_000, 4);
+    let load = env.background_load(13, 10_000, Duration::from_millis(4));
     let mut reader = env.start_role("reader", "reader");
     let mut worker = env.start_role("worker", "worker");
     let (mut reader_kills, mut worker_kills) = (0, 0);
@@ -77,7 +66,7 @@ async fn reader_and_worker_survive_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_share_partitions_and_the_survivor_takes_over() {
     let mut env = Env::new("kgroup").await;
-    env.use_kafka("table", "");
+    env.use_kafka("table");
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 14);
@@ -101,7 +90,7 @@ async fn two_workers_share_partitions_and_the_survivor_takes_over() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let load = background_load(&env, 15, 8_000, 3);
+    let load = env.background_load(15, 8_000, Duration::from_millis(3));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!load.is_finished(), "the workload ended before the kill; make it longer");
     a.kill9();
@@ -153,7 +142,7 @@ async fn target_has(env: &Env, table: &str, id: i32) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_stops_its_table_then_the_partition() {
     let mut env = Env::new("kpoison").await;
-    env.use_kafka("database", "");
+    env.use_kafka("database");
     let mut c = two_tables(&env).await;
     let bf = env.start();
     env.wait_equal(CONVERGE).await;
@@ -192,7 +181,8 @@ async fn a_poison_message_goes_to_the_dead_letter_topic() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let mut env = Env::new("kdlq").await;
-    env.use_kafka("database", "on_poison = \"dead_letter\"");
+    env.use_kafka("database");
+    env.set(&["buffer", "kafka", "on_poison"], "dead_letter");
     let mut c = two_tables(&env).await;
     let bf = env.start();
     env.wait_equal(CONVERGE).await;
@@ -231,7 +221,7 @@ async fn a_poison_message_goes_to_the_dead_letter_topic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_from_kafka_changes_nothing_and_repairs_drift() {
     let mut env = Env::new("kreplay").await;
-    env.use_kafka("key", "");
+    env.use_kafka("key");
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 16);
@@ -257,7 +247,7 @@ async fn replay_from_kafka_changes_nothing_and_repairs_drift() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_unreachable_brokers() {
     let mut env = Env::new("kcheck").await;
-    env.use_kafka("database", "");
+    env.use_kafka("database");
     // Reachable: the broker answers and the topics will be created.
     env.write_config();
     let cfg = env.config_path();
@@ -266,7 +256,7 @@ async fn check_reports_unreachable_brokers() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("buffer: Kafka at") && text.contains("will be created"), "{text}");
     // Unreachable: a problem naming the setting, and exit 1.
-    env.kafka_config = env.kafka_config.replace(&common::kafka_brokers(), "127.0.0.1:1");
+    env.set(&["buffer", "kafka", "brokers"], "127.0.0.1:1");
     env.write_config();
     let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -281,7 +271,7 @@ async fn check_reports_unreachable_brokers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_layout_applies_renames_and_drops_once_all_partitions_reach_them() {
     let mut env = Env::new("kddl").await;
-    env.use_kafka("key", "");
+    env.use_kafka("key");
     let db = env.src.clone();
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(40), n INT)")).await.unwrap();
@@ -332,7 +322,7 @@ async fn key_layout_applies_renames_and_drops_once_all_partitions_reach_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_layout_barrier_holds_across_worker_processes() {
     let mut env = Env::new("kddl2").await;
-    env.use_kafka("key", "");
+    env.use_kafka("key");
     let db = env.src.clone();
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(40), n INT)")).await.unwrap();

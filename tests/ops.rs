@@ -25,7 +25,8 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_status_follow_the_pipeline() {
     let mut env = Env::new("ops").await;
-    env.http_config = "token_env = \"BF_OPS_TOKEN\"\nready_max_lag_secs = 30".into();
+    env.set(&["http", "token_env"], "BF_OPS_TOKEN");
+    env.set(&["http", "ready_max_lag_secs"], 30);
     env.process_env = vec![("BF_OPS_TOKEN".into(), TOKEN.into())];
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
@@ -52,12 +53,15 @@ async fn metrics_health_and_status_follow_the_pipeline() {
     let second = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(sample(&second, "binferry_writer_rows_written_total").unwrap_or(0.0) > written, "{second}");
 
-    // Caught up on an idle source: ready, with a lag of 0.
+    // Caught up on an idle source: ready, and the lag drops to 0 once the reader has seen the
+    // end of the binlog (a heartbeat at the latest), without any new change.
     let start = Instant::now();
     loop {
         let r = get("/readyz").await.unwrap();
         let (code, body) = (r.status(), r.text().await.unwrap());
-        if code == 200 {
+        let status = http.get(format!("{base}/status")).bearer_auth(TOKEN).send().await.unwrap();
+        let lag = status.json::<serde_json::Value>().await.unwrap()["lag_seconds"].as_f64();
+        if code == 200 && lag == Some(0.0) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(30), "never ready: {code} {body}");

@@ -48,16 +48,15 @@ async fn minimal_row_metadata_is_reported_and_run_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_without_replication_slave_is_reported() {
-    let env = Env::new("grants").await;
+    let mut env = Env::new("grants").await;
     let user = format!("u{}", &env.name[env.name.len() - 8..]);
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'pw-{user}'")).await.unwrap();
     c.query_drop(format!("GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'", env.src)).await.unwrap();
     c.query_drop(format!("GRANT BINLOG MONITOR ON *.* TO '{user}'@'127.0.0.1'")).await.unwrap();
+    env.set(&["source", "user"], user.clone());
+    env.set(&["source", "password_env"], "BF_TEST_PW");
     env.write_config();
-    let cfg = std::fs::read_to_string(env.config_path()).unwrap();
-    let cfg = cfg.replacen("user = \"root\"", &format!("user = \"{user}\"\npassword_env = \"BF_TEST_PW\""), 1);
-    std::fs::write(env.config_path(), cfg).unwrap();
     let pw = format!("pw-{user}");
     let (code, out) = check(&env, &[("BF_TEST_PW", &pw)]);
     c.query_drop(format!("DROP USER '{user}'@'127.0.0.1'")).await.unwrap();
@@ -84,7 +83,7 @@ async fn a_correct_setup_passes_and_keyless_tables_follow_their_rule() {
     );
     // A rule can refuse keyless tables instead: that table stops, the others replicate, so
     // `check` warns and `run` starts.
-    env.extra_config = format!("[[tables]]\npattern = \"{}.nokey\"\nwithout_primary_key = \"refuse\"\n", env.src);
+    env.add_table_rule(&format!("{}.nokey", env.src), &[("without_primary_key", "refuse".into())]);
     env.write_config();
     let (code, out) = check(&env, &[]);
     assert_eq!(code, 0, "{out}");

@@ -35,15 +35,8 @@ async fn survives_sigkill_at_random_moments() {
     let mut w = Workload::new(&env.src, 2);
     w.seed(&mut c, 300).await;
 
-    let src = env.src.clone();
-    let pool = env.pool.clone();
-    let load = tokio::spawn(async move {
-        let mut c = pool.get_conn().await.unwrap();
-        let mut w = Workload::new(&src, 3);
-        w.next_ingredient_from(1_000_000);
-        // Paced so that the workload spans many seconds and every kill lands inside it.
-        w.run_paced(&mut c, 12_000, Duration::from_millis(3)).await
-    });
+    // Paced so that the workload spans many seconds and every kill lands inside it.
+    let load = env.background_load(3, 12_000, Duration::from_millis(3));
     let mut kills_during_load = 0;
     let mut bf = env.start();
     while !load.is_finished() {
@@ -65,7 +58,7 @@ async fn survives_sigkill_at_random_moments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_with_concurrent_writes_loses_and_doubles_nothing() {
     let mut env = Env::new("snapshot").await;
-    env.extra_config = "[snapshot]\nchunk_rows = 500\n".into();
+    env.set(&["snapshot", "chunk_rows"], 500);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 4);
@@ -93,7 +86,7 @@ async fn snapshot_with_concurrent_writes_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_snapshot_does_not_copy_finished_tables_again() {
     let mut env = Env::new("snapresume").await;
-    env.extra_config = "[snapshot]\nchunk_rows = 200\n".into();
+    env.set(&["snapshot", "chunk_rows"], 200);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     // `ingredients` sorts first and is small; `recipes` is large and slow to copy.
@@ -169,18 +162,13 @@ async fn wrong_target_settings_stop_clearly() {
     c.query_drop_simple(&format!("CREATE TABLE `{other}`.a (id INT PRIMARY KEY)")).await;
     c.query_drop_simple(&format!("INSERT INTO `{}`.a VALUES (1)", env.src)).await;
     c.query_drop_simple(&format!("INSERT INTO `{other}`.a VALUES (2)")).await;
-    env.extra_config = String::new();
+    env.set(&["source", "include"], vec![format!("{}.*", env.src), format!("{other}.*")]);
     env.write_config();
-    let cfg = std::fs::read_to_string(env.config_path())
-        .unwrap()
-        .replace(&format!("include = [\"{}.*\"]", env.src), &format!("include = [\"{}.*\", \"{other}.*\"]", env.src));
-    std::fs::write(env.config_path(), cfg).unwrap();
     let bf = Binferry::start(&env.config_path(), &env.dir.path().join("binferry.log"));
     let status = bf.wait_exit(Duration::from_secs(60));
     c.query_drop_simple(&format!("DROP DATABASE `{other}`")).await;
     assert!(!status.success());
     assert!(env.log().contains("both map to target table"), "{}", env.log());
-    env.extra_config.clear();
 }
 
 trait QuerySimple {

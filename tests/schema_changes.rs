@@ -171,7 +171,7 @@ async fn a_schema_switch_inside_a_pending_batch_is_committed_without_more_writes
     let mut env = Env::new("switch").await;
     // A long batch delay keeps the first UPDATE pending while the ALTER and the second
     // UPDATE arrive, whatever the machine's speed.
-    env.writer_config = "batch_max_delay_ms = 2000".into();
+    env.set(&["writer", "batch_max_delay_ms"], 2000);
     let db = env.src.clone();
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.t1 (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(5,2))"))

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,16 +24,38 @@ fn check(config: &Path, envs: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// A minimal config: source `host:port` with a `[source.tls]` body, target the same server.
-fn config(dir: &Path, host: &str, port: u16, tls: &str) -> std::path::PathBuf {
+/// A minimal config: source `host:port` with `tls` settings, target the same server as
+/// `user`; `source` holds extra `[source]` fields.
+fn config(dir: &Path, host: &str, port: u16, user: &str, tls: &[(&str, String)], source: &[(&str, &str)]) -> PathBuf {
     static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let path = dir.join(format!("check-{}.toml", WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-    let text = format!(
-        "[source]\nhost = \"{host}\"\nport = {port}\nuser = \"root\"\ninclude = [\"nothing_here.*\"]\n[source.tls]\n{tls}\n\
-         [sink.mysql]\nhost = \"{host}\"\nport = {port}\nuser = \"root\"\ndatabase = \"tls_check\"\n[sink.mysql.tls]\n{tls}\n"
-    );
-    std::fs::write(&path, text).unwrap();
+    let tls: toml::Table = tls.iter().map(|(k, v)| (k.to_string(), toml::Value::from(v.as_str()))).collect();
+    let mut src = toml::Table::new();
+    src.insert("host".into(), host.into());
+    src.insert("port".into(), i64::from(port).into());
+    src.insert("user".into(), user.into());
+    src.insert("include".into(), vec!["nothing_here.*"].into());
+    src.extend(source.iter().map(|(k, v)| (k.to_string(), toml::Value::from(*v))));
+    src.insert("tls".into(), tls.clone().into());
+    let mut sink = toml::Table::new();
+    sink.insert("host".into(), host.into());
+    sink.insert("port".into(), i64::from(port).into());
+    sink.insert("user".into(), user.into());
+    sink.insert("database".into(), "tls_check".into());
+    sink.insert("tls".into(), tls.into());
+    let mut cfg = toml::Table::new();
+    cfg.insert("source".into(), src.into());
+    cfg.insert("sink".into(), toml::Table::from_iter([("mysql".to_string(), toml::Value::from(sink))]).into());
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     path
+}
+
+fn mode(m: &str) -> (&'static str, String) {
+    ("mode", m.to_string())
+}
+
+fn file(key: &'static str, path: &Path) -> (&'static str, String) {
+    (key, path.display().to_string())
 }
 
 /// Source and target both over TLS, certificates verified for the host name, with users the
@@ -57,15 +79,17 @@ async fn replicates_with_source_and_target_over_verified_tls() {
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 31);
     w.seed(&mut c, 100).await;
-    let tls = format!("mode = \"verify_identity\"\nca_file = \"{}\"", ca.display());
-    env.source_host = "localhost".into();
-    env.source_user = "cdc".into();
-    env.source_extra = format!("password_env = \"BF_TLS_SOURCE_PW\"\n[source.tls]\n{tls}\n");
-    env.sink_config = Some(format!(
-        "[sink.mysql]\nhost = \"localhost\"\nport = {}\nuser = \"writer\"\npassword_env = \"BF_TLS_TARGET_PW\"\n\
-         database = \"{}\"\n[sink.mysql.tls]\n{tls}\n",
-        env.port, env.dst
-    ));
+    env.set(&["source", "host"], "localhost");
+    env.set(&["source", "user"], "cdc");
+    env.set(&["source", "password_env"], "BF_TLS_SOURCE_PW");
+    env.use_mysql_target(env.port, "writer");
+    env.set(&["sink", "mysql", "host"], "localhost");
+    env.set(&["sink", "mysql", "password_env"], "BF_TLS_TARGET_PW");
+    for section in ["source", "sink.mysql"] {
+        let path: Vec<&str> = section.split('.').chain(["tls"]).collect();
+        env.set(&[&path[..], &["mode"]].concat(), "verify_identity");
+        env.set(&[&path[..], &["ca_file"]].concat(), ca.display().to_string());
+    }
     env.process_env =
         vec![("BF_TLS_SOURCE_PW".into(), "cdc-pw".into()), ("BF_TLS_TARGET_PW".into(), "writer-pw".into())];
     let cfg = env.write_config();
@@ -109,27 +133,17 @@ async fn each_tls_failure_says_what_is_wrong_and_how_to_fix_it() {
     let other = server.tls_file("other-ca.pem");
     let cases = [
         (
-            config(dir.path(), "127.0.0.1", main_port(), "mode = \"required\""),
+            config(dir.path(), "127.0.0.1", main_port(), "root", &[mode("required")], &[]),
             "expected a server that offers TLS (required), found source 127.0.0.1",
             "enable TLS on the server",
         ),
         (
-            config(
-                dir.path(),
-                "localhost",
-                server.port,
-                &format!("mode = \"verify_ca\"\nca_file = \"{}\"", other.display()),
-            ),
+            config(dir.path(), "localhost", server.port, "root", &[mode("verify_ca"), file("ca_file", &other)], &[]),
             "is not signed by a CA binferry trusts",
             "set source.tls.ca_file to the CA certificate that signed the server's",
         ),
         (
-            config(
-                dir.path(),
-                "127.0.0.1",
-                server.port,
-                &format!("mode = \"verify_identity\"\nca_file = \"{}\"", ca.display()),
-            ),
+            config(dir.path(), "127.0.0.1", server.port, "root", &[mode("verify_identity"), file("ca_file", &ca)], &[]),
             "is not issued for the name 127.0.0.1 (it holds [\"localhost\"])",
             "connect with a name the certificate holds (source.host), or set source.tls.mode = \"verify_ca\"",
         ),
@@ -140,8 +154,7 @@ async fn each_tls_failure_says_what_is_wrong_and_how_to_fix_it() {
         assert!(out.contains(what) && out.contains(&format!("fix: {fix}")), "{what:?} / {fix:?} not in:\n{out}");
     }
     // verify_ca checks the CA, not the name: the IP address is fine then.
-    let cfg =
-        config(dir.path(), "127.0.0.1", server.port, &format!("mode = \"verify_ca\"\nca_file = \"{}\"", ca.display()));
+    let cfg = config(dir.path(), "127.0.0.1", server.port, "root", &[mode("verify_ca"), file("ca_file", &ca)], &[]);
     let (code, out) = check(&cfg, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("server certificate verified (its CA; not the name)"), "{out}");
@@ -157,26 +170,16 @@ async fn mutual_tls_with_a_client_certificate() {
     c.query_drop("GRANT ALL ON *.* TO 'mtls'@'127.0.0.1'").await.unwrap();
     drop(c);
     let dir = tempfile::tempdir().unwrap();
-    let with_cert = format!(
-        "mode = \"verify_identity\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
-        server.tls_file("ca.pem").display(),
-        server.tls_file("client-cert.pem").display(),
-        server.tls_file("client-key.pem").display()
-    );
-    let cfg = config(dir.path(), "localhost", server.port, &with_cert);
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("user = \"root\"", "user = \"mtls\"");
-    std::fs::write(&cfg, text.replace("[source.tls]", "password_env = \"BF_MTLS_PW\"\n[source.tls]")).unwrap();
+    let verify = [mode("verify_identity"), file("ca_file", &server.tls_file("ca.pem"))];
+    let with_cert =
+        [file("cert_file", &server.tls_file("client-cert.pem")), file("key_file", &server.tls_file("client-key.pem"))];
+    let password = [("password_env", "BF_MTLS_PW")];
+    let cfg = config(dir.path(), "localhost", server.port, "mtls", &[&verify[..], &with_cert[..]].concat(), &password);
     let (code, out) = check(&cfg, &[("BF_MTLS_PW", "mtls-pw"), ("BINFERRY_TARGET_PASSWORD", "mtls-pw")]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("client certificate sent"), "{out}");
     // Without the certificate the server refuses the user.
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let without: String = text
-        .lines()
-        .filter(|l| !l.starts_with("cert_file") && !l.starts_with("key_file"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&cfg, without).unwrap();
+    let cfg = config(dir.path(), "localhost", server.port, "mtls", &verify, &password);
     let (code, out) = check(&cfg, &[("BF_MTLS_PW", "mtls-pw"), ("BINFERRY_TARGET_PASSWORD", "mtls-pw")]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("Access denied for user 'mtls'"), "{out}");
@@ -209,13 +212,11 @@ async fn no_password_reaches_any_output() {
     std::fs::write(&pw_file, format!("{SOURCE_PW}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    env.source_user = format!("{user}_s");
-    env.source_extra = format!("password_file = \"{}\"", pw_file.display());
-    let sink = |pw_env: &str, port: u16| {
-        format!(
-            "[sink.mysql]\nport = {port}\nuser = \"{user}_t\"\npassword_env = \"{pw_env}\"\ndatabase = \"{}\"\n",
-            env.dst
-        )
+    env.set(&["source", "user"], format!("{user}_s"));
+    env.set(&["source", "password_file"], pw_file.display().to_string());
+    let sink = |env: &mut Env, port: u16| {
+        env.use_mysql_target(port, &format!("{user}_t"));
+        env.set(&["sink", "mysql", "password_env"], "BF_LEAK_TARGET_PW");
     };
     let mut outputs = Vec::new();
     let trace = |args: &[&str], envs: &[(&str, &str)]| {
@@ -228,7 +229,8 @@ async fn no_password_reaches_any_output() {
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     };
     // 1. check, then a run that replicates a row, at trace level.
-    env.sink_config = Some(sink("BF_LEAK_TARGET_PW", env.port));
+    let port = env.port;
+    sink(&mut env, port);
     env.process_env = vec![("BF_LEAK_TARGET_PW".into(), TARGET_PW.into()), ("BINFERRY_LOG".into(), "trace".into())];
     let cfg = env.write_config();
     let (code, out) = trace(&["check", "--config", cfg.to_str().unwrap()], &[("BF_LEAK_TARGET_PW", TARGET_PW)]);
@@ -246,7 +248,7 @@ async fn no_password_reaches_any_output() {
     assert!(out.contains("Access denied") && out.contains("fix: check sink.mysql.user and its password"), "{out}");
     outputs.push(out);
     // 3. An unreachable target: waited for, logging each attempt, until stopped.
-    env.sink_config = Some(sink("BF_LEAK_TARGET_PW", 1));
+    sink(&mut env, 1);
     let cfg = env.write_config();
     let log = env.dir.path().join("unreachable.log");
     let waiting = common::Binferry::start_with_env(
@@ -263,7 +265,8 @@ async fn no_password_reaches_any_output() {
     assert!(waiting.interrupt(Duration::from_secs(30)).success());
     outputs.push(std::fs::read_to_string(&log).unwrap());
     // 4. A replay.
-    env.sink_config = Some(sink("BF_LEAK_TARGET_PW", env.port));
+    let port = env.port;
+    sink(&mut env, port);
     let cfg = env.write_config();
     let (code, out) = trace(
         &["replay", "--config", cfg.to_str().unwrap(), "--from-offset", "0"],

@@ -450,8 +450,8 @@ async fn every_type_replicates_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_the_target_refuses_stops_that_table_only() {
     let mut env = Env::new("refused").await.with_target(Server::start(&[]));
-    env.pipeline_config = "drain_timeout_secs = 3".into();
-    env.extra_config = format!("[[tables]]\npattern = \"{}.keyless\"\nwithout_primary_key = \"refuse\"\n", env.src);
+    env.set(&["pipeline", "drain_timeout_secs"], 3);
+    env.add_table_rule(&format!("{}.keyless", env.src), &[("without_primary_key", "refuse".into())]);
     let db = env.src.clone();
     let mut c = env.conn().await;
     for t in ["narrow", "fine", "later"] {
@@ -501,7 +501,7 @@ async fn a_value_the_target_refuses_stops_that_table_only() {
     let log = env.log();
     assert!(log.contains("did not finish draining in time"), "{}", env.log_tails());
     assert!(log.contains("waiting_for=waiting to retry after: connecting to target"), "{}", env.log_tails());
-    env.exclude = vec![format!("{db}.later")];
+    env.set(&["source", "exclude"], vec![format!("{db}.later")]);
     env.target_server().restart();
     let bf = env.start();
     env.diff_skip.push("later".into());

@@ -78,7 +78,8 @@ async fn hot_key_updated_10000_times_costs_few_target_writes() {
 async fn readers_of_the_target_never_see_half_a_transaction() {
     let mut env = Env::new("atomic").await;
     // Tiny batches, so that batch boundaries fall everywhere a non-aligned writer would cut.
-    env.writer_config = "batch_max_rows = 3\nbatch_max_delay_ms = 1".into();
+    env.set(&["writer", "batch_max_rows"], 3);
+    env.set(&["writer", "batch_max_delay_ms"], 1);
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{}`.recipes (id INT PRIMARY KEY, stock INT NOT NULL)", env.src)).await.unwrap();
     c.query_drop(format!("CREATE TABLE `{}`.recipe_ingredients (id INT PRIMARY KEY, stock INT NOT NULL)", env.src))
@@ -207,7 +208,7 @@ async fn a_million_row_transaction_streams_in_bounded_memory() {
 async fn a_target_outage_is_waited_out_and_nothing_is_lost() {
     let mut env = Env::new("outage").await.with_target(Server::start(&[]));
     // A small backpressure limit: while the target is down the reader must pause, not run on.
-    env.buffer_config = "max_unapplied_records = 300".into();
+    env.set(&["buffer", "embedded", "max_unapplied_records"], 300);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 12);
@@ -292,7 +293,7 @@ async fn a_keyless_table_replicates_as_a_multiset() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soft_deletes_keep_rows_and_a_reinsert_revives_them() {
     let mut env = Env::new("soft").await;
-    env.extra_config = format!("[[tables]]\npattern = \"{}.customers\"\ndeletes = \"soft\"\n", env.src);
+    env.add_table_rule(&format!("{}.customers", env.src), &[("deletes", "soft".into())]);
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{}`.customers (id INT PRIMARY KEY, name VARCHAR(40))", env.src)).await.unwrap();
     c.query_drop(format!("INSERT INTO `{}`.customers VALUES (1,'ann'),(2,'bob'),(3,'cy')", env.src)).await.unwrap();
@@ -326,7 +327,7 @@ async fn soft_deletes_keep_rows_and_a_reinsert_revives_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excluded_columns_never_reach_the_target() {
     let mut env = Env::new("exclude").await;
-    env.extra_config = format!("[[tables]]\npattern = \"{}.users\"\nexclude_columns = [\"password_hash\"]\n", env.src);
+    env.add_table_rule(&format!("{}.users", env.src), &[("exclude_columns", vec!["password_hash"].into())]);
     let mut c = env.conn().await;
     c.query_drop(format!(
         "CREATE TABLE `{}`.users (id INT PRIMARY KEY, email VARCHAR(40), password_hash VARBINARY(32))",

@@ -20,14 +20,14 @@ pub const PROJECT: &str = "binferry-test";
 
 impl Env {
     /// Replicate into the emulator, in a dataset of this test's own, merging every second.
-    pub fn use_bigquery(&mut self, extra: &str) {
+    pub fn use_bigquery(&mut self) {
         ensure_bigquery();
-        self.sink_config = Some(format!(
-            "[sink]\nkind = \"bigquery\"\n\n[sink.bigquery]\nproject = \"{PROJECT}\"\ndataset = \"{ds}\"\n\
-             endpoint = \"{url}\"\nmerge_interval_secs = 1\n{extra}\n",
-            ds = self.dst,
-            url = bigquery_endpoint(),
-        ));
+        self.remove(&["sink"]);
+        self.set(&["sink", "kind"], "bigquery");
+        self.set(&["sink", "bigquery", "project"], PROJECT);
+        self.set(&["sink", "bigquery", "dataset"], self.dst.clone());
+        self.set(&["sink", "bigquery", "endpoint"], bigquery_endpoint());
+        self.set(&["sink", "bigquery", "merge_interval_secs"], 1);
     }
 
     /// Run a query on the emulator; rows of string cells (None for NULL). A job that lost a

@@ -174,29 +174,11 @@ pub struct Env {
     pub dst: String,
     pub pool: Pool,
     pub dir: tempfile::TempDir,
-    /// Extra TOML appended to the generated config.
-    pub extra_config: String,
-    /// Body of the `[writer]` section.
-    pub writer_config: String,
-    /// Extra lines of the `[http]` section (its `listen` is a free port).
-    pub http_config: String,
-    /// Extra lines of the `[buffer.embedded]` section.
-    pub buffer_config: String,
-    /// `[buffer]` and `[buffer.kafka]` sections when the test runs on Kafka ([`Env::use_kafka`]).
-    pub kafka_config: String,
-    /// `[sink]` sections replacing `[sink.mysql]` ([`Env::use_bigquery`]).
-    pub sink_config: Option<String>,
+    /// The binferry config, as typed values ([`Env::set`], [`Env::add_table_rule`]), written
+    /// out by [`Env::write_config`].
+    pub config: toml::Table,
     /// Source tables the comparisons leave out (tables a test expects to be stopped).
     pub diff_skip: Vec<String>,
-    /// `source.exclude` patterns.
-    pub exclude: Vec<String>,
-    /// Extra lines of the `[pipeline]` section.
-    pub pipeline_config: String,
-    /// Host and user binferry reads the source as, and extra lines (and sub-tables) of the
-    /// `[source]` section.
-    pub source_host: String,
-    pub source_user: String,
-    pub source_extra: String,
     /// Environment variables of the binferry processes this `Env` starts (passwords).
     pub process_env: Vec<(String, String)>,
     /// Where the target database lives (the source server unless [`with_target`](Self::with_target)).
@@ -228,7 +210,7 @@ impl Env {
         c.query_drop(format!("CREATE DATABASE `{src}` CHARACTER SET utf8mb4")).await.unwrap();
         // Connections of the pool default to the source database (sequence tables need one).
         let pool = Pool::new(OptsBuilder::from_opts(opts(port, "root", "")).db_name(Some(src.clone())));
-        Env {
+        let mut env = Env {
             port,
             name,
             src,
@@ -236,28 +218,92 @@ impl Env {
             target_pool: pool.clone(),
             pool,
             dir: tempfile::tempdir().unwrap(),
-            extra_config: String::new(),
-            writer_config: "batch_max_delay_ms = 50".into(),
-            http_config: String::new(),
-            buffer_config: String::new(),
-            kafka_config: String::new(),
-            sink_config: None,
+            config: toml::Table::new(),
             diff_skip: Vec::new(),
-            exclude: Vec::new(),
-            pipeline_config: String::new(),
-            source_host: "127.0.0.1".into(),
-            source_user: "root".into(),
-            source_extra: String::new(),
             process_env: Vec::new(),
             target_port: port,
             target_server: None,
             owns_server,
+        };
+        env.set(&["pipeline", "name"], env.name.clone());
+        env.set(&["source", "host"], "127.0.0.1");
+        env.set(&["source", "port"], i64::from(port));
+        env.set(&["source", "user"], "root");
+        env.set(&["source", "include"], vec![format!("{}.*", env.src)]);
+        env.set(&["buffer", "embedded", "path"], env.buffer_path().display().to_string());
+        env.use_mysql_target(port, "root");
+        // Tests run side by side: each process takes a free port (the log line names it).
+        env.set(&["http", "listen"], "127.0.0.1:0");
+        env.set(&["writer", "batch_max_delay_ms"], 50);
+        env.set(&["log", "progress_interval_secs"], 1);
+        env
+    }
+
+    /// Set the config value at `path` (section names, then the field), creating sections.
+    pub fn set(&mut self, path: &[&str], value: impl Into<toml::Value>) {
+        let (field, sections) = path.split_last().expect("a non-empty path");
+        let mut table = &mut self.config;
+        for s in sections {
+            table = table
+                .entry(s.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .unwrap_or_else(|| panic!("config {s} is not a section"));
         }
+        table.insert(field.to_string(), value.into());
+    }
+
+    /// Remove the value or section at `path`.
+    pub fn remove(&mut self, path: &[&str]) {
+        let (field, sections) = path.split_last().expect("a non-empty path");
+        let mut table = &mut self.config;
+        for s in sections {
+            match table.get_mut(*s).and_then(|v| v.as_table_mut()) {
+                Some(t) => table = t,
+                None => return,
+            }
+        }
+        table.remove(*field);
+    }
+
+    /// The config value at `path`, if set.
+    pub fn get(&self, path: &[&str]) -> Option<&toml::Value> {
+        let (field, sections) = path.split_last()?;
+        let mut table = &self.config;
+        for s in sections {
+            table = table.get(*s)?.as_table()?;
+        }
+        table.get(*field)
+    }
+
+    /// Append a `[[tables]]` rule for `pattern` with `options`.
+    pub fn add_table_rule(&mut self, pattern: &str, options: &[(&str, toml::Value)]) {
+        let mut rule = toml::Table::new();
+        rule.insert("pattern".into(), pattern.into());
+        for (k, v) in options {
+            rule.insert(k.to_string(), v.clone());
+        }
+        let rules = self.config.entry("tables").or_insert_with(|| toml::Value::Array(Vec::new()));
+        rules.as_array_mut().expect("tables is an array").push(toml::Value::Table(rule));
+    }
+
+    /// Replace the `[sink]` section with a MySQL target on `port`, as `user`.
+    pub fn use_mysql_target(&mut self, port: u16, user: &str) {
+        self.remove(&["sink"]);
+        self.set(&["sink", "mysql", "port"], i64::from(port));
+        self.set(&["sink", "mysql", "user"], user);
+        self.set(&["sink", "mysql", "database"], self.dst.clone());
+    }
+
+    /// Whether the target is BigQuery.
+    pub fn on_bigquery(&self) -> bool {
+        self.get(&["sink", "kind"]).and_then(|v| v.as_str()) == Some("bigquery")
     }
 
     /// Put the target database on its own server (tests that take the target down).
     pub fn with_target(mut self, server: Server) -> Env {
         self.target_port = server.port;
+        self.use_mysql_target(server.port, "root");
         self.target_pool = server.pool();
         self.target_server = Some(server);
         self
@@ -284,61 +330,9 @@ impl Env {
         self.dir.path().join("buffer.redb")
     }
 
-    /// Write the config: source = target server, root user, this test's databases.
+    /// Write the config ([`Env::config`]) to [`Env::config_path`].
     pub fn write_config(&self) -> PathBuf {
-        let cfg = format!(
-            r#"
-[pipeline]
-name = "{name}"
-{pipeline_extra}
-
-[source]
-host = "{source_host}"
-port = {port}
-user = "{source_user}"
-include = ["{src}.*"]
-exclude = [{exclude}]
-{source_extra}
-
-{kafka}
-
-[buffer.embedded]
-path = "{buffer}"
-{buffer_extra}
-
-{sink}
-
-[http]
-# Tests run side by side: each process takes a free port (the log line names it).
-listen = "127.0.0.1:0"
-{http_extra}
-
-[writer]
-{writer}
-
-[log]
-progress_interval_secs = 1
-{extra}
-"#,
-            name = self.name,
-            pipeline_extra = self.pipeline_config,
-            source_host = self.source_host,
-            source_user = self.source_user,
-            source_extra = self.source_extra,
-            port = self.port,
-            src = self.src,
-            exclude = self.exclude.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "),
-            buffer = self.buffer_path().display(),
-            extra = self.extra_config,
-            buffer_extra = self.buffer_config,
-            kafka = self.kafka_config,
-            writer = self.writer_config,
-            http_extra = self.http_config,
-            sink = self.sink_config.clone().unwrap_or_else(|| format!(
-                "[sink.mysql]\nport = {}\nuser = \"root\"\ndatabase = \"{}\"\n",
-                self.target_port, self.dst
-            )),
-        );
+        let cfg = toml::to_string(&self.config).expect("the config serialises");
         // Atomically: a process started a moment ago may be reading the previous version.
         let tmp = self.dir.path().join("binferry.toml.tmp");
         std::fs::write(&tmp, cfg).unwrap();
@@ -353,32 +347,20 @@ progress_interval_secs = 1
     }
 
     /// Carry this test's changes through the shared Kafka-protocol broker, in topics of its
-    /// own (the prefix is the test's unique name), with `layout` and `extra` lines of the
-    /// `[buffer.kafka]` section.
-    pub fn use_kafka(&mut self, layout: &str, extra: &str) {
+    /// own (the prefix is the test's unique name), with `layout`.
+    pub fn use_kafka(&mut self, layout: &str) {
         ensure_kafka();
-        self.kafka_config = format!(
-            r#"
-[buffer]
-kind = "kafka"
-
-[buffer.kafka]
-brokers = "{brokers}"
-topic_prefix = "{name}"
-layout = "{layout}"
-partitions = 4
-{extra}
-
-[buffer.kafka.producer]
-# tansu 0.6.0 (the broker here) loses the rest of a multi-record batch when a fetch starts in
-# its middle, and sink workers resume from the offsets stored in the target: one record per
-# batch keeps every resume point at a batch start. Real Kafka needs none of this.
-"batch.num.messages" = "1"
-"linger.ms" = "0"
-"#,
-            brokers = kafka_brokers(),
-            name = self.name,
-        );
+        self.set(&["buffer", "kind"], "kafka");
+        self.set(&["buffer", "kafka", "brokers"], kafka_brokers());
+        self.set(&["buffer", "kafka", "topic_prefix"], self.name.clone());
+        self.set(&["buffer", "kafka", "layout"], layout);
+        self.set(&["buffer", "kafka", "partitions"], 4);
+        // tansu 0.6.0 (the broker here) loses the rest of a multi-record batch when a fetch
+        // starts in its middle, and sink workers resume from the offsets stored in the target:
+        // one record per batch keeps every resume point at a batch start. Real Kafka needs
+        // none of this.
+        self.set(&["buffer", "kafka", "producer", "batch.num.messages"], "1");
+        self.set(&["buffer", "kafka", "producer", "linger.ms"], "0");
     }
 
     /// `binferry run --role ROLE`, logging to `<log>.log` in the test directory.
@@ -393,16 +375,29 @@ partitions = 4
     }
 
     /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
-    /// the changes a test makes next arrive through the binlog.
+    /// the changes a test makes next arrive through the binlog. Asks the process's `/status`.
     pub async fn start_streaming(&self) -> Binferry {
-        let before = self.log().matches("streaming binlog").count();
+        let listening = |log: String| log.matches("operations endpoint listening").count();
+        let before = listening(self.log());
         let bf = self.start();
         let start = Instant::now();
-        while self.log().matches("streaming binlog").count() == before {
-            assert!(start.elapsed() < Duration::from_secs(60), "binferry did not start streaming:\n{}", self.log());
+        let limit = Duration::from_secs(60);
+        while listening(self.log()) == before {
+            assert!(start.elapsed() < limit, "binferry did not start its endpoint:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bf
+        let url = format!("{}/status", self.http_base().await);
+        loop {
+            let status = match reqwest::get(&url).await {
+                Ok(r) => r.json::<serde_json::Value>().await.ok(),
+                Err(_) => None,
+            };
+            if status.as_ref().is_some_and(|s| s["state"] == "streaming") {
+                return bf;
+            }
+            assert!(start.elapsed() < limit, "binferry did not start streaming ({status:?}):\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `binferry replay --config ... ARGS`, returning stdout (panics on failure).
@@ -435,8 +430,47 @@ partitions = 4
         all.into_iter().filter(|t| !self.diff_skip.contains(t)).collect()
     }
 
-    /// Row-by-row difference between source and target: `None` when equal.
+    /// A paced workload in the background on this test's source (its own connection), spanning
+    /// many seconds so that kills and restarts land inside it: `changes` changes, `pause`
+    /// apart, new ingredients numbered from 1,000,000 so they never meet seeded ones. Returns
+    /// how many changes it made.
+    pub fn background_load(&self, seed: u64, changes: u64, pause: Duration) -> tokio::task::JoinHandle<u64> {
+        let (src, pool) = (self.src.clone(), self.pool.clone());
+        tokio::spawn(async move {
+            let mut c = pool.get_conn().await.unwrap();
+            let mut w = workload::Workload::new(&src, seed);
+            w.next_ingredient_from(1_000_000);
+            w.run_paced(&mut c, changes, pause).await
+        })
+    }
+
+    /// Tables of the target database that no source table explains: not a source table, not
+    /// binferry's own (`_binferry_*`), not one kept after a source DROP (`*__dropped_*`).
+    pub async fn target_only_tables(&self) -> Vec<String> {
+        let mut c = self.target_pool.get_conn().await.unwrap();
+        let target: Vec<String> = c
+            .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&self.dst,))
+            .await
+            .unwrap();
+        let mut c = self.conn().await;
+        let source: Vec<String> = c
+            .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?", (&self.src,))
+            .await
+            .unwrap();
+        target
+            .into_iter()
+            .filter(|t| !t.starts_with("_binferry") && !t.contains("__dropped_"))
+            .filter(|t| !source.contains(t) && !self.diff_skip.contains(t))
+            .collect()
+    }
+
+    /// Row-by-row difference between source and target: `None` when equal. A table only the
+    /// target has is a difference too.
     pub async fn diff(&self) -> Option<String> {
+        let extra = self.target_only_tables().await;
+        if !extra.is_empty() {
+            return Some(format!("tables only in the target: {extra:?}"));
+        }
         let mut c = self.conn().await;
         for t in self.tables().await {
             let cols: Vec<String> = c
@@ -590,8 +624,7 @@ impl Drop for Env {
         let pool = self.pool.clone();
         let target = self.target_pool.clone();
         let (src, dst) = (self.src.clone(), self.dst.clone());
-        let bigquery = self.sink_config.as_ref().is_some_and(|s| s.contains("bigquery"))
-            && std::env::var_os("BINFERRY_TEST_KEEP_DATASETS").is_none();
+        let bigquery = self.on_bigquery() && std::env::var_os("BINFERRY_TEST_KEEP_DATASETS").is_none();
         // Drop runs inside or outside a runtime; use a small runtime of our own on a thread.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

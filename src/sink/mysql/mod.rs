@@ -225,6 +225,32 @@ impl MysqlSink {
         conn.query_drop(sql).await.map_err(|e| Error::target_mysql(e, format!("target DDL `{sql}`")))
     }
 
+    /// `name` exists again although its DROP or RENAME (at `pos`) was applied before: a replay
+    /// of older changes re-created it (a table is made ready before its rows turn out stale).
+    /// Rows older than the statement belong to the table that moved away; when nothing newer
+    /// is left the table is only that ghost and goes, otherwise (the source re-created the
+    /// name later) only the older rows go.
+    async fn clear_replayed(&mut self, db: &str, name: &str, pos: [u8; 16]) -> Result<()> {
+        let full = format!("{}.{}", q(db), q(name));
+        let newer: Option<u8> = self
+            .ddl_conn()
+            .await?
+            .exec_first(format!("SELECT 1 FROM {full} WHERE {POS_COLUMN} >= ? LIMIT 1"), (pos.to_vec(),))
+            .await
+            .map_err(|e| Error::target_mysql(e, format!("reading `{name}`")))?;
+        if newer.is_none() {
+            self.ddl(&format!("DROP TABLE {full}")).await?;
+            info!(table = %name, "table re-created by a replay of changes older than its drop or rename removed");
+        } else {
+            self.ddl_conn()
+                .await?
+                .exec_drop(format!("DELETE FROM {full} WHERE {POS_COLUMN} < ?"), (pos.to_vec(),))
+                .await
+                .map_err(|e| Error::target_mysql(e, format!("clearing `{name}`")))?;
+        }
+        Ok(())
+    }
+
     /// Record a table-wide tombstone for target table `name` in the data transaction: no change
     /// older than `pos` applies to that name any more (TRUNCATE, DROP, RENAME).
     async fn table_tombstone(&mut self, table: &TableRef, name: &str, pos: [u8; 16]) -> Result<()> {
@@ -386,7 +412,9 @@ impl Sink for MysqlSink {
                 let present = table_exists(conn, &db, &name).await?;
                 // Idempotent: a replayed or re-applied drop whose marked table exists is done.
                 let already = table_exists(conn, &db, &kept).await?;
-                if present && !already {
+                if present && already {
+                    self.clear_replayed(&db, &name, pos).await?;
+                } else if present {
                     match self.settings.on_drop {
                         DropMode::Drop => self.ddl(&format!("DROP TABLE {full}")).await?,
                         DropMode::Keep => {
@@ -409,6 +437,8 @@ impl Sink for MysqlSink {
                 if from_exists && !to_exists {
                     self.ddl(&format!("RENAME TABLE {full} TO {}.{}", q(&db), q(&new))).await?;
                     info!(from = %name, to = %new, "target table renamed");
+                } else if from_exists {
+                    self.clear_replayed(&db, &name, pos).await?;
                 }
                 // Replayed changes from before the rename must not refill the old name.
                 self.table_tombstone(&change.table, &name, pos).await?;
