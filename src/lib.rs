@@ -78,6 +78,7 @@ pub mod schema;
 pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod status;
 pub mod table_filter;
 pub mod table_options;
 pub mod telemetry;

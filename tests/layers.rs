@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("telemetry", 0),
     ("shutdown", 0),
     ("failpoint", 0),
+    ("status", 0),
     ("config", 1),
     ("connection", 2),
     ("mysql_codec", 2),

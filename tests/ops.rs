@@ -1,6 +1,7 @@
 //! The operations endpoint of a running pipeline: `/metrics` moves with the workload,
 //! `/healthz` and `/readyz` answer, `/status` needs the token and never shows a secret.
 //! (`/readyz` during a target outage is checked in `tests/writer.rs`, which stops a target.)
+//! Lag is true: 0 on an idle source, the backlog's age right after a restart.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::Env;
 use common::workload::{Workload, create_schema};
+use mysql_async::prelude::Queryable;
 
 const CONVERGE: Duration = Duration::from_secs(120);
 const TOKEN: &str = "ops-token-Zq81";
@@ -85,6 +87,72 @@ async fn metrics_health_and_status_follow_the_pipeline() {
     // The token is a secret: never in the log or in what the endpoint serves.
     for (what, body) in [("status", &text), ("metrics", &second), ("log", &env.log())] {
         assert!(!body.contains(TOKEN), "the token leaked into {what}");
+    }
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
+/// SIGKILL and restart while a backlog waits (the target rows are locked): the restarted
+/// process reports the backlog's age, overall and for the table, not 0 and not the time since
+/// it started; once the backlog is applied the lag is 0 on the idle source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_after_a_restart_is_the_age_of_the_backlog() {
+    let env = Env::new("lagrestart").await;
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{}`.t (id INT PRIMARY KEY, v INT)", env.src)).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{}`.u (id INT AUTO_INCREMENT PRIMARY KEY)", env.src)).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{}`.t VALUES (1, 1)", env.src)).await.unwrap();
+    let bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+    // The writer cannot insert while a transaction holds every row and gap of the target
+    // table (for up to innodb_lock_wait_timeout, 50 s, then it retries); the reader keeps
+    // buffering. (Not LOCK TABLES: it also blocks the writer's CREATE DATABASE IF NOT EXISTS.)
+    let mut lock = env.target_pool.get_conn().await.unwrap();
+    lock.query_drop("START TRANSACTION").await.unwrap();
+    lock.query_drop(format!("SELECT * FROM `{}`.t FOR UPDATE", env.dst)).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{}`.t VALUES (2, 2)", env.src)).await.unwrap();
+    let inserted = Instant::now();
+    // The source stays busy with another table: the reader's newest change is always recent,
+    // so only the writer's oldest unapplied change can show the backlog's age.
+    let busy = format!("INSERT INTO `{}`.u VALUES ()", env.src);
+    while inserted.elapsed() < Duration::from_secs(3) {
+        c.query_drop(&busy).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bf.kill9();
+    let backlog_age = 4.0;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (bf, base) = env.start_with_endpoint().await;
+    let table = format!("{}.t", env.src);
+    let start = Instant::now();
+    loop {
+        c.query_drop(&busy).await.unwrap();
+        let status = Env::status(&base, None).await;
+        let lag = status.as_ref().and_then(|s| s["lag_seconds"].as_f64()).unwrap_or(0.0);
+        let table_lag = status
+            .as_ref()
+            .and_then(|s| {
+                s["tables"].as_array()?.iter().find(|t| t["table"] == table.as_str())?["lag_seconds"].as_f64()
+            })
+            .unwrap_or(0.0);
+        if lag >= backlog_age && table_lag >= backlog_age {
+            // The backlog's age: not the age of the binlog file, not of anything older.
+            let most = inserted.elapsed().as_secs_f64() + 2.0;
+            assert!(lag <= most && table_lag <= most, "lag {lag} / {table_lag} s for a {most} s old backlog");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the lag hides the backlog: {status:?}\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lock.query_drop("COMMIT").await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    let start = Instant::now();
+    loop {
+        let status = Env::status(&base, None).await;
+        if status.as_ref().and_then(|s| s["lag_seconds"].as_f64()) == Some(0.0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "lag not 0 on an idle source: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }

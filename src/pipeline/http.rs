@@ -141,6 +141,15 @@ pub(super) struct Status {
     writer_activity: String,
     writer_retrying: bool,
     buffer_pending: Option<u64>,
+    /// Every table a writer of this process has had changes of, with its lag.
+    tables: Vec<TableLag>,
+}
+
+/// One table's lag in [`Status`].
+#[derive(Debug, Serialize)]
+struct TableLag {
+    table: String,
+    lag_seconds: f64,
 }
 
 impl Endpoint {
@@ -206,6 +215,7 @@ impl Endpoint {
             writer_activity: s.writer_activity(),
             writer_retrying: retrying,
             buffer_pending: s.pending(end),
+            tables: s.table_lags().into_iter().map(|(table, lag_seconds)| TableLag { table, lag_seconds }).collect(),
         }
     }
 }

@@ -10,6 +10,9 @@
 //! into it, and it imports nothing of theirs.
 
 pub mod names;
+mod unapplied;
+
+pub use unapplied::WriterUnapplied;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -67,6 +70,8 @@ pub struct Stats {
     /// What the writer is doing right now, for the drain's progress lines.
     writer_activity: Mutex<String>,
     source_position: Mutex<Option<Position>>,
+    /// What each writer has read and not yet committed ([`Self::set_unapplied`]).
+    unapplied: Mutex<unapplied::Unapplied>,
 }
 
 /// What one target commit's rows came to, as the writer records it.
@@ -150,12 +155,60 @@ impl Stats {
         ::metrics::counter!(names::BIGQUERY_CHANGELOG_ROWS).increment(rows);
     }
 
-    /// The replication lag: from the buffer's end offset when the buffer is one stream (the
-    /// embedded log), from commit times when it has no single offset (Kafka, `None`).
+    /// The replication lag: how old the oldest change not yet visible in the target is.
+    ///
+    /// - A writer holds changes it has read and not committed: the age of the oldest of them
+    ///   (after a restart, the first change read again is the backlog's oldest), or the
+    ///   reader's lag when that is larger (changes still in the binlog are older).
+    /// - Otherwise, from the buffer's end offset when the buffer is one stream (the embedded
+    ///   log), from commit times when it has no single offset (Kafka, `None`): 0 once the
+    ///   reader has reached the end of the binlog and everything is applied, however long
+    ///   the source has been idle.
     pub fn lag(&self, buffer_end: Option<u64>) -> f64 {
+        if let Some(since) = self.unapplied.lock().ok().and_then(|u| u.oldest()) {
+            return age(since).max(self.reader_lag());
+        }
         match buffer_end {
             Some(end) => self.lag_seconds(end),
             None => self.lag_seconds_by_time(),
+        }
+    }
+
+    /// How far the reader is behind the end of the source's binlog: 0 once a heartbeat said
+    /// it reached the end, else the age of the last source commit it read.
+    fn reader_lag(&self) -> f64 {
+        if self.source_caught_up.load(Ordering::Relaxed) {
+            0.0
+        } else {
+            age(self.source_event_ts.load(Ordering::Relaxed))
+        }
+    }
+
+    /// The lag of each table a writer of this process has had changes of: the age of its
+    /// oldest unapplied change, or the reader's lag when that is larger (the binlog not read
+    /// yet may hold changes of it).
+    pub fn table_lags(&self) -> Vec<(String, f64)> {
+        let tables = self.unapplied.lock().map(|u| u.tables()).unwrap_or_default();
+        let reader = self.reader_lag();
+        tables.into_iter().map(|(t, since)| (t, since.map_or(0.0, age).max(reader))).collect()
+    }
+
+    /// A new writer, for [`Self::set_unapplied`].
+    pub(crate) fn register_writer(&self) -> u64 {
+        self.unapplied.lock().map(|mut u| u.register()).unwrap_or(0)
+    }
+
+    /// What writer `id` has read and not yet committed (replaces what it said before).
+    pub(crate) fn set_unapplied(&self, id: u64, state: WriterUnapplied) {
+        if let Ok(mut u) = self.unapplied.lock() {
+            u.set(id, state);
+        }
+    }
+
+    /// Writer `id` stopped; what it had not applied stays in the buffer for its successor.
+    pub(crate) fn unregister_writer(&self, id: u64) {
+        if let Ok(mut u) = self.unapplied.lock() {
+            u.remove(id);
         }
     }
 
@@ -168,6 +221,9 @@ impl Stats {
     pub(crate) fn record_lag(&self, buffer_end: Option<u64>) -> f64 {
         let lag = self.lag(buffer_end);
         ::metrics::gauge!(names::REPLICATION_LAG_SECONDS).set(lag);
+        for (table, lag) in self.table_lags() {
+            ::metrics::gauge!(names::TABLE_LAG_SECONDS, "table" => table).set(lag);
+        }
         if let Some(p) = self.pending(buffer_end) {
             ::metrics::gauge!(names::BUFFER_PENDING_RECORDS).set(p as f64);
         }
@@ -277,9 +333,36 @@ impl Stats {
     }
 }
 
+/// Seconds since `ts` (seconds since the epoch); 0 for an unknown time (0).
+fn age(ts: u64) -> f64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if ts == 0 { 0.0 } else { now.saturating_sub(ts) as f64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_unapplied_change() {
+        let s = Stats::default();
+        // An hour-old change applied, the source idle since: caught up means 0.
+        s.writer_applied_ts.store(now() - 3600, Ordering::Relaxed);
+        s.source_caught_up.store(true, Ordering::Relaxed);
+        assert_eq!(s.lag(None), 0.0);
+        // A new change read, not committed yet: its age, not the hour since the last one.
+        let w = s.register_writer();
+        s.set_unapplied(w, WriterUnapplied { since: Some(now() - 2), tables: [("d.t".into(), now() - 2)].into() });
+        assert!((2.0..10.0).contains(&s.lag(None)), "{}", s.lag(None));
+        assert!((2.0..10.0).contains(&s.table_lags()[0].1));
+        // A restarted writer reads the backlog again from its oldest change.
+        s.set_unapplied(w, WriterUnapplied { since: Some(now() - 600), tables: [("d.t".into(), now() - 600)].into() });
+        assert!(s.lag(Some(0)) >= 600.0);
+        // Committed: 0 again, and the table stays listed with 0.
+        s.set_unapplied(w, WriterUnapplied::default());
+        assert_eq!(s.lag(None), 0.0);
+        assert_eq!(s.table_lags(), vec![("d.t".to_string(), 0.0)]);
+    }
 
     fn now() -> u64 {
         SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()

@@ -19,6 +19,9 @@ pub const WRITER_ROWS_COMPACTED: &str = "binferry_writer_rows_compacted_total";
 pub const WRITER_COMMITS: &str = "binferry_writer_commits_total";
 /// Seconds from a source commit to its target commit (gauge, per pipeline).
 pub const REPLICATION_LAG_SECONDS: &str = "binferry_replication_lag_seconds";
+/// Seconds since the oldest change of a table not yet visible in the target (gauge, label
+/// `table`): 0 when caught up.
+pub const TABLE_LAG_SECONDS: &str = "binferry_table_lag_seconds";
 /// Records of source transactions that never complete in the buffer, dropped by the writer
 /// (a reader published them, then restarted from an earlier checkpoint) (counter).
 pub const WRITER_ORPHANED_RECORDS: &str = "binferry_writer_orphaned_records_total";
@@ -58,6 +61,7 @@ pub const ALL: &[&str] = &[
     WRITER_ROWS_COMPACTED,
     WRITER_COMMITS,
     REPLICATION_LAG_SECONDS,
+    TABLE_LAG_SECONDS,
     WRITER_ORPHANED_RECORDS,
     WRITER_POISON_MESSAGES,
     KAFKA_DEAD_LETTERS,

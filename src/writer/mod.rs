@@ -65,7 +65,7 @@ use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink, TableState};
 use crate::table_filter::TableFilter;
-use crate::telemetry::{Applied, Stats};
+use crate::telemetry::{Applied, Stats, WriterUnapplied};
 use barrier::Barrier;
 use prefetch::{Fetched, Prefetch};
 use txn::{Orphans, SourceTxn};
@@ -130,6 +130,20 @@ struct Lasting {
     /// Tables whose values the target refused, to stop in the next target transaction (they
     /// are recorded again by every attempt until a commit made them durable).
     to_stop: Vec<(TableRef, String)>,
+    /// This writer's id in [`Stats::set_unapplied`].
+    id: u64,
+}
+
+/// Takes a writer's unapplied changes out of the lag when it stops, however it stops.
+struct Registered<'a> {
+    stats: &'a Stats,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.stats.unregister_writer(self.id);
+    }
 }
 
 /// Why a writer attempt ended without an error.
@@ -162,7 +176,8 @@ pub async fn run<B: Log, S: Sink + TableState>(
     drain: Shutdown,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
-    let mut lasting = Lasting::default();
+    let registered = Registered { stats: &stats, id: stats.register_writer() };
+    let mut lasting = Lasting { id: registered.id, ..Lasting::default() };
     loop {
         let mut w = Writer::new(settings.clone(), buffer.as_ref(), &stats, &mut lasting);
         match w.run(&buffer, &mut sink, &drain, &mut backoff).await {
@@ -220,6 +235,10 @@ struct Writer<'a, B> {
     commit_next: bool,
     /// Tables stopped by an incompatible schema change: their changes are skipped.
     stopped: std::collections::HashSet<TableRef>,
+    /// Source time of the oldest change read and not committed yet, overall and per table:
+    /// what the lag is measured from (published to [`Stats`] when it changes, which is rarely).
+    unapplied_since: Option<u64>,
+    unapplied_tables: HashMap<TableRef, u64>,
 }
 
 impl<'a, B: Log> Writer<'a, B> {
@@ -239,6 +258,8 @@ impl<'a, B: Log> Writer<'a, B> {
             target_versions: HashMap::new(),
             commit_next: false,
             stopped: Default::default(),
+            unapplied_since: None,
+            unapplied_tables: HashMap::new(),
         }
     }
 
@@ -368,6 +389,7 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(Step::Next);
         }
         self.batch_started.get_or_insert_with(Instant::now);
+        self.note_unapplied(&ev.table, ev.timestamp);
         self.held.push(ev);
         if self.held.len() >= self.settings.max_open_changes {
             // A large source transaction: apply what we have into the open target
@@ -417,6 +439,7 @@ impl<'a, B: Log> Writer<'a, B> {
         // Commit everything before it (a target DDL statement may commit implicitly), then
         // apply it; its commit record right after stores the offset.
         self.flush_commit(sink, backoff).await?;
+        self.note_unapplied(&ddl.table, ddl.timestamp);
         let barrier = self.ddl_barrier(sink, &ddl, drain).await?;
         if barrier == Barrier::Drained {
             // Not applied and not committed: the next run starts at it again.
@@ -673,7 +696,33 @@ impl<'a, B: Log> Writer<'a, B> {
         self.stats.writer_next_offset.store(offset + 1, Ordering::Relaxed);
         self.stats.writer_applied_ts.fetch_max(commit.timestamp as u64, Ordering::Relaxed);
         self.note_consistency(&commit);
+        self.unapplied_committed();
         Ok(true)
+    }
+
+    /// A change of `table` made at `ts` (source time) is read and not committed yet.
+    fn note_unapplied(&mut self, table: &TableRef, ts: u32) {
+        if self.unapplied_since.is_none() || !self.unapplied_tables.contains_key(table) {
+            self.unapplied_since.get_or_insert(u64::from(ts));
+            self.unapplied_tables.entry(table.clone()).or_insert(u64::from(ts));
+            self.publish_unapplied();
+        }
+    }
+
+    /// A commit made everything read durable but the transaction in progress.
+    fn unapplied_committed(&mut self) {
+        self.unapplied_since = None;
+        self.unapplied_tables.clear();
+        for ev in &self.held {
+            self.unapplied_since.get_or_insert(u64::from(ev.timestamp));
+            self.unapplied_tables.entry(ev.table.clone()).or_insert(u64::from(ev.timestamp));
+        }
+        self.publish_unapplied();
+    }
+
+    fn publish_unapplied(&self) {
+        let tables = self.unapplied_tables.iter().map(|(t, ts)| (t.to_string(), *ts)).collect();
+        self.stats.set_unapplied(self.lasting.id, WriterUnapplied { since: self.unapplied_since, tables });
     }
 
     /// Follow what the commits just made durable say about the target's consistency.

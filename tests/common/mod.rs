@@ -374,28 +374,45 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join(format!("{log}.log"))).unwrap_or_default()
     }
 
-    /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
-    /// the changes a test makes next arrive through the binlog. Asks the process's `/status`.
-    pub async fn start_streaming(&self) -> Binferry {
+    /// Start binferry and wait until its operations endpoint listens; returns the process
+    /// and the endpoint's `http://host:port`.
+    pub async fn start_with_endpoint(&self) -> (Binferry, String) {
         let listening = |log: String| log.matches("operations endpoint listening").count();
         let before = listening(self.log());
         let bf = self.start();
         let start = Instant::now();
-        let limit = Duration::from_secs(60);
         while listening(self.log()) == before {
-            assert!(start.elapsed() < limit, "binferry did not start its endpoint:\n{}", self.log());
+            assert!(start.elapsed() < Duration::from_secs(60), "binferry did not start its endpoint:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let url = format!("{}/status", self.http_base().await);
+        (bf, self.http_base().await)
+    }
+
+    /// `/status` of the endpoint at `base` (with the bearer `token`, if any); `None` while it
+    /// does not answer.
+    pub async fn status(base: &str, token: Option<&str>) -> Option<serde_json::Value> {
+        let mut req = reqwest::Client::new().get(format!("{base}/status"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.ok()?.json().await.ok()
+    }
+
+    /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
+    /// the changes a test makes next arrive through the binlog. Asks the process's `/status`.
+    pub async fn start_streaming(&self) -> Binferry {
+        let start = Instant::now();
+        let (bf, base) = self.start_with_endpoint().await;
         loop {
-            let status = match reqwest::get(&url).await {
-                Ok(r) => r.json::<serde_json::Value>().await.ok(),
-                Err(_) => None,
-            };
+            let status = Self::status(&base, None).await;
             if status.as_ref().is_some_and(|s| s["state"] == "streaming") {
                 return bf;
             }
-            assert!(start.elapsed() < limit, "binferry did not start streaming ({status:?}):\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "binferry did not start streaming ({status:?}):\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
