@@ -51,6 +51,17 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
     },
+    /// Show the pipeline: state, lag, source position and binlog retention headroom, per
+    /// stream progress, stopped tables with their fix, the last runs. Works whether `run` is
+    /// running or not.
+    Status {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-apply the buffer to the target from a stored offset (while `run` is stopped).
     /// Safe to repeat: rows already up to date are left alone.
     Replay {
@@ -73,7 +84,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config_path = match &cli.command {
-        Command::Check { config } | Command::Run { config, .. } | Command::Replay { config, .. } => config.clone(),
+        Command::Check { config }
+        | Command::Run { config, .. }
+        | Command::Status { config, .. }
+        | Command::Replay { config, .. } => config.clone(),
     };
     let config = match Config::load(&config_path) {
         Ok(c) => c,
@@ -96,6 +110,7 @@ fn main() -> ExitCode {
                 check(&config).await.map(|ok| if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             Command::Run { skip_checks, role, .. } => run(&config, skip_checks, role).await,
+            Command::Status { json, .. } => status(&config, json).await,
             Command::Replay { from_offset, from_time, table, .. } => {
                 replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
             }
@@ -110,6 +125,19 @@ fn main() -> ExitCode {
             if e.kind() == ErrorKind::Config { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// `binferry status`: text for people, JSON for scripts; exit 0 whenever it could report.
+async fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    let report = binferry::pipeline::status(config).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("the status report does not serialise: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat) {

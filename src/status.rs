@@ -50,6 +50,8 @@ pub struct StreamState {
     pub source_position: String,
     /// When it was committed (UTC).
     pub updated_at: String,
+    /// The same, in seconds since the epoch.
+    pub updated_at_unix: u64,
 }
 
 /// A table that no longer replicates.
@@ -91,6 +93,34 @@ pub struct RunRecord {
     pub rows: u64,
     /// The error that ended it, if any.
     pub error: Option<String>,
+}
+
+/// How a run ended, as the run registry records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Still going (or died so recently that no successor has looked yet).
+    Running,
+    /// Ended on request (SIGINT, SIGTERM) or completed.
+    Ok,
+    /// Ended by an error, recorded with it.
+    Failed,
+    /// The process ended without a report (SIGKILL, a crash), found by a later run.
+    Interrupted,
+}
+
+impl RunOutcome {
+    /// The outcome's name in `_binferry_runs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Running => "running",
+            RunOutcome::Ok => "ok",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Interrupted => "interrupted",
+        }
+    }
+
+    /// The error recorded for an interrupted run.
+    pub const INTERRUPTED_WHY: &'static str = "the process ended without a report (killed or crashed)";
 }
 
 /// The source's binlog, and how long the binlog the target's position needs will last.
@@ -218,6 +248,7 @@ mod tests {
                     applied_offset: 41,
                     source_position: "binlog.000003:1200".into(),
                     updated_at: "2026-11-28 10:00:00".into(),
+                    updated_at_unix: 1_795_860_000,
                 }],
                 stopped: vec![StoppedTable {
                     table: "shop.legacy".into(),

@@ -32,6 +32,17 @@ async fn mixed_workload_then_replay_from_zero_changes_nothing() {
     env.wait_bq_equal(CONVERGE).await;
     let status = bf.interrupt(Duration::from_secs(60));
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
+    // `status` reads the same facts from BigQuery as from MySQL: progress and the run registry.
+    let cfg = env.config_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["status", "--json", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["target"]["streams"][0]["stream"], "embedded", "{json}");
+    assert_eq!(json["target"]["runs"][0]["outcome"], "ok", "{json}");
+    assert!(json["target"]["runs"][0]["rows"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert_eq!(json["errors"], serde_json::json!([]), "{json}");
     let deleted: Vec<u64> = c.query("SELECT COUNT(*) FROM ingredients").await.unwrap();
     assert!(deleted[0] > 0);
 

@@ -156,3 +156,85 @@ async fn lag_after_a_restart_is_the_age_of_the_backlog() {
     }
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
+
+/// `binferry status [--json]` (tests in the suite build the binary): its stdout.
+fn status_of(env: &Env, json: bool) -> String {
+    let cfg = env.config_path();
+    let mut args = vec!["status", "--config", cfg.to_str().unwrap()];
+    if json {
+        args.push("--json");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry")).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "status failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// A loopback port nobody listens on now (`status` must know the running process's port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `status` with the pipeline running, stopped and killed: state, lag, position and
+/// retention, per-stream progress, a stopped table with its fix, and the run registry
+/// (running → ok; a SIGKILLed run is found interrupted by the next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_the_pipeline_running_stopped_and_killed() {
+    let mut env = Env::new("status").await;
+    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.add_table_rule(&format!("{}.keyless", env.src), &[("without_primary_key", "refuse".into())]);
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (1, 1), (2, 2)")).await.unwrap();
+    let bf = env.start_streaming().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.keyless (a INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.keyless VALUES (1)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t VALUES (3, 3)")).await.unwrap();
+    env.diff_skip = vec!["keyless".into()];
+    env.wait_equal(CONVERGE).await;
+
+    let text = status_of(&env, false);
+    for want in [
+        format!("pipeline {}: streaming", env.name),
+        "lag: ".into(),
+        "binlog end: binlog.".into(),
+        "stream embedded: offset ".into(),
+        format!("table {db}.t: lag "),
+        "stopped tables: 1".into(),
+        format!("{db}.keyless since "),
+        "has no primary key".into(),
+        format!("fix: fix the cause above, then bring {db}.keyless back"),
+        "last runs:".into(),
+        " running (".into(),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    assert_eq!(json["running"], true, "{json}");
+    assert!(json["process"]["lag_seconds"].is_number(), "{json}");
+    assert_eq!(json["target"]["streams"][0]["stream"], "embedded", "{json}");
+    assert!(json["source"]["position"].as_str().is_some_and(|p| p.starts_with("binlog.")), "{json}");
+    assert_eq!(json["source"]["needed_binlog_present"], true, "{json}");
+    assert_eq!(json["target"]["runs"][0]["outcome"], "running", "{json}");
+
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+    let text = status_of(&env, false);
+    assert!(text.contains(&format!("pipeline {}: stopped", env.name)), "{text}");
+    assert!(text.contains("no running process answered"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    assert_eq!(json["running"], false, "{json}");
+    let run = &json["target"]["runs"][0];
+    assert_eq!(run["outcome"], "ok", "{json}");
+    assert!(run["rows"].as_u64().unwrap_or(0) >= 3, "{json}");
+    assert!(run["ended_at"].is_string(), "{json}");
+
+    // A run killed without a chance to report is marked interrupted by the next one.
+    env.start_streaming().await.kill9();
+    let bf = env.start_streaming().await;
+    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let outcomes: Vec<&str> =
+        json["target"]["runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(&outcomes[..3], ["running", "interrupted", "ok"], "{json}");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}

@@ -187,7 +187,7 @@ async fn mutual_tls_with_a_client_certificate() {
 }
 
 /// Distinctive passwords, logging at `trace`, and every error path within reach (a wrong
-/// password, an unreachable target): no password appears in any output. A password file that
+/// password, an unreachable target), then `status`: no password appears in any output. A password file that
 /// other users can read gets a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_reaches_any_output() {
@@ -274,6 +274,15 @@ async fn no_password_reaches_any_output() {
     );
     assert_eq!(code, Some(0), "{out}");
     outputs.push(out);
+    // 5. `status`, text and JSON (the run registry holds the runs' errors).
+    for json in [false, true] {
+        let mut args = vec!["status", "--config", cfg.to_str().unwrap()];
+        args.extend(json.then_some("--json"));
+        let (code, out) = trace(&args, &[("BF_LEAK_TARGET_PW", TARGET_PW)]);
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("replay"), "the replay is in the run registry: {out}");
+        outputs.push(out);
+    }
     let all = outputs.join("\n");
     assert!(
         all.contains(" DEBUG binferry::connection: connecting to the target"),

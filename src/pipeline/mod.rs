@@ -7,6 +7,8 @@
 
 mod http;
 mod replay;
+mod runs;
+mod status;
 mod workers;
 
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 pub use replay::{ReplayFrom, ReplaySummary, replay};
+pub use status::status;
 
 use crate::buffer::embedded::{EmbeddedBuffer, Retention};
 use crate::buffer::kafka::KafkaSettings;
@@ -56,12 +59,25 @@ impl Role {
 
 type Task = tokio::task::JoinHandle<Result<()>>;
 
-/// Run the pipeline described by `config` until `shutdown` is triggered.
-///
-/// Long because it only wires: it opens the buffer, starts each role's task with its child
-/// shutdown token, and supervises them; it holds no decision of its own.
+/// Run the pipeline described by `config` until `shutdown` is triggered, recorded in the
+/// target's run registry.
 pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> {
     let stats = Arc::new(Stats::default());
+    let target = TargetSettings::from_config(config)?;
+    let kind = match role {
+        Role::All => "run",
+        Role::Reader => "run --role reader",
+        Role::Worker => "run --role worker",
+    };
+    let record = runs::RunRecord::start(&target, kind).await;
+    let result = run_pipeline(config, role, shutdown, Arc::clone(&stats)).await;
+    record.finish(result.as_ref().err(), stats.writer_rows.load(Ordering::Relaxed)).await;
+    result
+}
+
+/// Long because it only wires: it opens the buffer, starts each role's task with its child
+/// shutdown token, and supervises them; it holds no decision of its own.
+async fn run_pipeline(config: &Config, role: Role, shutdown: Shutdown, stats: Arc<Stats>) -> Result<()> {
     // The writer drains once the source has stopped, never on the signal itself: what the
     // source appended last is applied before binferry exits.
     let drain = Shutdown::new();

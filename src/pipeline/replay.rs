@@ -57,10 +57,15 @@ pub struct ReplaySummary {
 
 /// Replay the buffer from `from` into the target, optionally only for `table` (`db.table`).
 pub async fn replay(config: &Config, from: ReplayFrom, table: Option<&str>) -> Result<ReplaySummary> {
-    match config.buffer.kind {
+    let target = TargetSettings::from_config(config)?;
+    let record = super::runs::RunRecord::start(&target, "replay").await;
+    let result = match config.buffer.kind {
         BufferKind::Embedded => replay_embedded(config, from, table).await,
         BufferKind::Kafka => replay_kafka(config, from, table).await,
-    }
+    };
+    let rows = result.as_ref().map_or(0, |s| s.written);
+    record.finish(result.as_ref().err(), rows).await;
+    result
 }
 
 /// Kafka: every partition of the pipeline's data topics, from `from` (the same offset in each

@@ -27,7 +27,7 @@ mod target;
 #[cfg(test)]
 pub(crate) use state::MemoryState;
 pub use state::{BarrierPhase, TableState};
-pub use target::{Target, TargetSettings};
+pub use target::{RunId, Target, TargetSettings};
 
 use std::future::Future;
 

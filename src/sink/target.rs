@@ -10,6 +10,7 @@ use crate::event::SchemaChange;
 use crate::event::batch::Batch;
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
+use crate::status::{RunOutcome, TargetState};
 
 /// Settings of the configured sink. One per process, cloned per stream: the size difference
 /// of the variants does not matter.
@@ -68,6 +69,47 @@ impl TargetSettings {
                 let s = s.for_stream(format!("replay-{ms}/{stream}"));
                 Target::BigQuery(BigQuerySink::new(s).overwrite_equal_positions(true))
             }
+        }
+    }
+}
+
+/// A run's row in the target's run registry (`_binferry_runs`).
+#[derive(Clone, Debug)]
+pub enum RunId {
+    /// The MySQL registry's `run_id`.
+    Mysql(u64),
+    /// The BigQuery registry's `run_id`.
+    BigQuery(String),
+}
+
+impl TargetSettings {
+    /// The target's durable state for `binferry status`.
+    pub async fn read_status(&self) -> Result<TargetState> {
+        match self {
+            TargetSettings::Mysql(s) => super::mysql::read_status(s).await,
+            TargetSettings::BigQuery(s) => super::bigquery::read_status(s).await,
+        }
+    }
+
+    /// Record the start of a run of `kind` by process `pid` on `host` in the run registry;
+    /// earlier runs on this host whose process is gone (`alive`) are marked interrupted.
+    pub async fn run_started(&self, kind: &str, host: &str, pid: u32, alive: impl Fn(u32) -> bool) -> Result<RunId> {
+        match self {
+            TargetSettings::Mysql(s) => super::mysql::run_started(s, kind, host, pid, alive).await.map(RunId::Mysql),
+            TargetSettings::BigQuery(s) => {
+                super::bigquery::run_started(s, kind, host, pid, alive).await.map(RunId::BigQuery)
+            }
+        }
+    }
+
+    /// Record how run `id` ended.
+    pub async fn run_ended(&self, id: &RunId, outcome: RunOutcome, rows: u64, error: Option<&str>) -> Result<()> {
+        match (self, id) {
+            (TargetSettings::Mysql(s), RunId::Mysql(id)) => super::mysql::run_ended(s, *id, outcome, rows, error).await,
+            (TargetSettings::BigQuery(s), RunId::BigQuery(id)) => {
+                super::bigquery::run_ended(s, id, outcome, rows, error).await
+            }
+            _ => Err(crate::error::Error::internal("a run id of another kind of target")),
         }
     }
 }

@@ -30,6 +30,7 @@ mod catalog;
 
 mod ddl;
 
+mod binlog_status;
 pub mod preflight;
 
 mod snapshot;
@@ -46,6 +47,7 @@ use tracing::{info, warn};
 
 use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
+pub use binlog_status::source_state;
 
 use crate::buffer::Journal;
 use crate::config::{Config, DEFAULT_SOURCE_PASSWORD_ENV, SnapshotMode, resolve_password};

@@ -55,6 +55,7 @@
 
 mod check;
 mod client;
+mod registry;
 mod rows;
 mod schedule;
 mod sql;
@@ -82,6 +83,7 @@ use crate::table_options::{DeleteMode, TableRules};
 use crate::telemetry::Stats;
 pub use check::check;
 use client::{Api, Auth};
+pub use registry::{read_status, run_ended, run_started};
 use rows::{RowContext, changelog_row, now_text};
 use schedule::{MergeSchedule, When};
 use sql::{Names, TableShape, bytes, string};

@@ -37,6 +37,8 @@ pub const TRUNCATES: &str = "_binferry_truncates";
 pub const STOPPED: &str = "_binferry_stopped";
 /// Streams that reached a DDL barrier (renames and drops that Kafka key partitions all carry).
 pub const BARRIERS: &str = "_binferry_barriers";
+/// The run registry: one row per run, replay (later resync, verify) of each pipeline (DML).
+pub const RUNS: &str = "_binferry_runs";
 
 /// Column-name prefixes BigQuery reserves (case-insensitive).
 const RESERVED_PREFIXES: &[&str] = &["_table_", "_file_", "_partition", "_row_timestamp", "__root__", "_colidentifier"];

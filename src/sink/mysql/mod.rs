@@ -38,6 +38,7 @@
 
 mod check;
 mod plan;
+mod registry;
 mod rows;
 mod state;
 mod statements;
@@ -50,8 +51,10 @@ use mysql_async::{Conn, OptsBuilder};
 use tracing::{info, warn};
 
 pub use check::check;
+pub use registry::{read_status, run_ended, run_started};
 pub use statements::{
-    BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE,
+    BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, RUNS_TABLE, STATE_TABLE, STOPPED_TABLE,
+    TOMBSTONE_TABLE,
 };
 
 use super::{ApplyCounts, Sink};
