@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: installs what is missing, starts
 # the project's MariaDB (port 3407, see scripts/mariadb.sh) and a Kafka-protocol
 # broker (tansu, port 19092, see scripts/kafka.sh) and the BigQuery emulator
-# (local-bigquery, port 19050, see scripts/bigquery.sh), checks formatting
+# (local-bigquery, port 19050, see scripts/bigquery.sh) and an SMTP server (aiosmtpd, port
+# 19025, see scripts/smtp.sh), checks formatting
 # and lints, and runs every test. This is README command 2 and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,8 +27,14 @@ if ! scripts/bigquery.sh status; then
   scripts/bigquery.sh start
   bq_started=1
 fi
+smtp_started=0
+if ! scripts/smtp.sh status; then
+  scripts/smtp.sh start
+  smtp_started=1
+fi
 cleanup() {
   [ "$started" = 1 ] && scripts/mariadb.sh stop || true
+  [ "$smtp_started" = 1 ] && scripts/smtp.sh stop || true
   [ "$kafka_started" = 1 ] && scripts/kafka.sh stop || true
   [ "$bq_started" = 1 ] && scripts/bigquery.sh stop || true
 }

@@ -55,7 +55,8 @@
 //! 4. The ends, independent of each other: [`source`] (preflight, snapshot, binlog
 //!    streaming into a `Journal`) and [`sink`] (the `Sink` data path and the `TableState`
 //!    it keeps durably — stopped tables, DDL barriers — the MySQL sink, the BigQuery sink
-//!    with its changelog + MERGE protocol).
+//!    with its changelog + MERGE protocol), and [`alerts`] (rules over the telemetry, and
+//!    delivery to webhooks, Telegram and email).
 //! 5. [`writer`]: a `Log` and a `Sink` + `TableState` → target transactions aligned with
 //!    source ones; its stop and barrier logic is tested against an in-memory `TableState`.
 //! 6. [`pipeline`]: supervision and wiring: `run`, the Kafka worker pool, replay, and the
@@ -63,6 +64,7 @@
 //!
 //! The `binferry` binary (`main.rs`) is the command line on top.
 
+pub mod alerts;
 pub mod buffer;
 pub mod check;
 pub mod config;

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("buffer", 3),
     ("source", 4),
     ("sink", 4),
+    ("alerts", 4),
     ("writer", 5),
     ("pipeline", 6),
 ];

@@ -238,3 +238,139 @@ async fn status_reports_the_pipeline_running_stopped_and_killed() {
     assert_eq!(&outcomes[..3], ["running", "interrupted", "ok"], "{json}");
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
+
+/// What a local HTTP server received: (path, body) of each request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A local HTTP server standing in for a webhook receiver and the Telegram Bot API: it
+/// answers 200 to every POST and keeps what it got. Returns its `http://host:port`.
+async fn receiver() -> (String, Received) {
+    let got: Received = Default::default();
+    let keep = got.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: String| {
+        let keep = keep.clone();
+        async move {
+            keep.lock().unwrap().push((uri.path().to_string(), body));
+            "{\"ok\": true}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, got)
+}
+
+/// Webhook messages holding `what`.
+fn hook_count(got: &Received, what: &str) -> usize {
+    got.lock().unwrap().iter().filter(|(p, b)| p.starts_with("/hooks/") && b.contains(what)).count()
+}
+
+/// Wait until a webhook message holds `what`.
+async fn wait_for_hook(got: &Received, what: &str) {
+    let start = Instant::now();
+    while hook_count(got, what) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(90), "no {what:?} alert:\n{:?}", got.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The emails the SMTP server received for `pipeline`, headers unfolded and the
+/// quoted-printable body's soft line breaks and `=3D` undone (enough to search the text).
+fn emails(pipeline: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(common::smtp_dir()) else { return vec![] };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .map(|m| m.replace("=\r\n", "").replace("\r\n ", " ").replace("=3D", "="))
+        .filter(|m| m.contains(pipeline))
+        .collect()
+}
+
+/// Alerts reach a webhook (Slack format), Telegram (the Bot API at a local base URL) and
+/// email (a real SMTP server) for a table stopped by an incompatible change, lag over the
+/// bound and the target failing longer than the bound, then "resolved" for the last two:
+/// one message per episode and channel, and no secret in any of them or in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
+    common::ensure_smtp();
+    let (base, got) = receiver().await;
+    let mut env = Env::new("alerts").await.with_target(common::Server::start(&[]));
+    const BOT_TOKEN: &str = "123456:bot-token-Xq9";
+    const HOOK_SECRET: &str = "hook-secret-T7";
+    env.process_env = vec![
+        ("BF_ALERT_BOT".into(), BOT_TOKEN.into()),
+        ("BF_ALERT_HOOK".into(), format!("{base}/hooks/{HOOK_SECRET}")),
+    ];
+    env.set(&["alerting", "lag_max_secs"], 2);
+    env.set(&["alerting", "lag_for_secs"], 1);
+    env.set(&["alerting", "unreachable_for_secs"], 2);
+    let channel = |pairs: &[(&str, toml::Value)]| {
+        toml::Value::Table(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    };
+    env.set(
+        &["alerts"],
+        vec![
+            channel(&[("kind", "webhook".into()), ("url_env", "BF_ALERT_HOOK".into())]),
+            channel(&[
+                ("kind", "telegram".into()),
+                ("bot_token_env", "BF_ALERT_BOT".into()),
+                ("chat_id", "-1001".into()),
+                ("api_base", format!("{base}/telegram").into()),
+            ]),
+            channel(&[
+                ("kind", "email".into()),
+                ("smtp_host", "127.0.0.1".into()),
+                ("smtp_port", i64::from(common::smtp_port()).into()),
+                ("tls", "none".into()),
+                ("from", "binferry <binferry@localhost>".into()),
+                ("to", vec!["oncall@localhost"].into()),
+            ]),
+        ],
+    );
+    env.add_table_rule(&format!("{}.keyless", env.src), &[("without_primary_key", "refuse".into())]);
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")).await.unwrap();
+    let bf = env.start_streaming().await;
+    let webhook = |what: &str| hook_count(&got, what);
+    // A table the target cannot take.
+    c.query_drop(format!("CREATE TABLE `{db}`.keyless (a INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.keyless VALUES (1)")).await.unwrap();
+    wait_for_hook(&got, &format!("CRITICAL: table stopped ({db}.keyless)")).await;
+    // The target goes down while changes keep coming: it fails, and the lag grows.
+    env.target_server().stop();
+    let down = Instant::now();
+    while webhook("CRITICAL: target failing") == 0 || webhook("WARNING: lag over the bound") == 0 {
+        c.query_drop(format!("INSERT INTO `{db}`.t (v) VALUES (1)")).await.unwrap();
+        assert!(down.elapsed() < Duration::from_secs(90), "{:?}\n{}", got.lock().unwrap(), env.log_tails());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.target_server().restart();
+    env.diff_skip = vec!["keyless".into()];
+    env.wait_equal(CONVERGE).await;
+    wait_for_hook(&got, "RESOLVED: target failing").await;
+    wait_for_hook(&got, "RESOLVED: lag over the bound").await;
+    // Let a repeat have its chance, then count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+    let all = got.lock().unwrap().clone();
+    let telegram: Vec<&String> = all.iter().filter(|(p, _)| p.starts_with("/telegram/")).map(|(_, b)| b).collect();
+    assert!(all.iter().any(|(p, _)| p == &format!("/telegram/bot{BOT_TOKEN}/sendMessage")), "{all:?}");
+    let mail = emails(&env.name);
+    for what in [
+        format!("CRITICAL: table stopped ({db}.keyless)"),
+        "CRITICAL: target failing".into(),
+        "RESOLVED: target failing".into(),
+        "WARNING: lag over the bound".into(),
+        "RESOLVED: lag over the bound".into(),
+    ] {
+        assert_eq!(webhook(&what), 1, "webhook messages with {what:?}: {all:?}");
+        assert_eq!(telegram.iter().filter(|b| b.contains(&what)).count(), 1, "telegram {what:?}: {telegram:?}");
+        assert_eq!(mail.iter().filter(|m| m.contains(&what)).count(), 1, "emails with {what:?}: {mail:?}");
+    }
+    let hook = all.iter().find(|(p, _)| p.starts_with("/hooks/")).map(|(_, b)| b.clone()).unwrap_or_default();
+    assert!(hook.contains("fix: "), "a message says the fix: {hook}");
+    for secret in [BOT_TOKEN, HOOK_SECRET] {
+        assert!(!all.iter().any(|(_, b)| b.contains(secret)), "{secret} in a message");
+        assert!(!mail.iter().any(|m| m.contains(secret)), "{secret} in an email");
+        assert!(!env.log().contains(secret), "{secret} in the log");
+    }
+}

@@ -10,6 +10,7 @@
 //! [`Config::validate`] checks everything that can be checked without I/O;
 //! reaching the servers is `binferry check`'s job.
 
+pub mod alerts;
 mod buffer;
 pub mod http;
 pub mod kafka;
@@ -107,6 +108,12 @@ pub struct Config {
     /// Per-table options (`[[tables]]`), first match wins.
     #[serde(default)]
     pub tables: Vec<TableRule>,
+    /// When alerts fire.
+    #[serde(default)]
+    pub alerting: alerts::AlertingConfig,
+    /// Where alerts go (`[[alerts]]`, any number).
+    #[serde(default)]
+    pub alerts: Vec<alerts::AlertChannelConfig>,
 }
 
 /// `[pipeline]`
@@ -311,6 +318,10 @@ impl Config {
         self.sink.validate()?;
         self.buffer.validate()?;
         self.writer.validate()?;
+        self.alerting.validate()?;
+        for (i, channel) in self.alerts.iter().enumerate() {
+            channel.validate(i)?;
+        }
         if self.snapshot.chunk_rows == 0 {
             return Err(invalid("snapshot.chunk_rows", "must be at least 1"));
         }
@@ -463,6 +474,37 @@ mod tests {
         assert_eq!(c.sink.mysql.as_ref().unwrap().table_name, DEFAULT_TABLE_TEMPLATE);
         assert_eq!(c.source.tls.mode, TlsMode::default());
         assert_eq!(c.sink.mysql.as_ref().unwrap().tls.mode, TlsMode::default());
+        let alerting = alerts::AlertingConfig::default();
+        assert_eq!(
+            (c.alerting.lag_max_secs, c.alerting.lag_for_secs, c.alerting.unreachable_for_secs),
+            (alerting.lag_max_secs, alerting.lag_for_secs, alerting.unreachable_for_secs)
+        );
+        assert_eq!(c.alerting.max_per_hour, alerting.max_per_hour);
+        // The commented channels are valid too.
+        let channels: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# [[alerts]]"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&format!("{text}\n{channels}")).unwrap();
+        assert_eq!(c.alerts.len(), 3);
+    }
+
+    #[test]
+    fn alert_channels_are_checked_and_named() {
+        let base = include_str!("../../config/binferry.example.toml");
+        for (channel, field) in [
+            ("kind = \"webhook\"", "alerts[0].url: set exactly one of url and url_env"),
+            ("kind = \"webhook\"\nurl = \"ftp://x\"", "alerts[0].url"),
+            ("kind = \"telegram\"\nchat_id = \"1\"", "alerts[0].bot_token_env: missing"),
+            ("kind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b\"", "alerts[0].to: must list"),
+            ("kind = \"pager\"", "kind"),
+        ] {
+            let e = Config::from_toml(&format!("{base}\n[[alerts]]\n{channel}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{channel}: {e}");
+        }
     }
 
     #[test]

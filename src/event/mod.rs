@@ -117,6 +117,22 @@ pub enum TableChange {
     },
 }
 
+impl TableChange {
+    /// A short description for people (`truncate`, `drop`, `rename to db.t2`).
+    pub fn describe(&self) -> String {
+        match self {
+            TableChange::Truncate => "truncate".into(),
+            TableChange::Drop => "drop".into(),
+            TableChange::RenameTo(to) => format!("rename to {to}"),
+            TableChange::RenameColumns(cols) => {
+                let list: Vec<String> = cols.iter().map(|(a, b)| format!("{a} → {b}")).collect();
+                format!("column renames {}", list.join(", "))
+            }
+            TableChange::Stop { reason } => format!("stop: {reason}"),
+        }
+    }
+}
+
 /// An entry of the buffer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

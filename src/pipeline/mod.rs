@@ -70,7 +70,13 @@ pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> 
         Role::Worker => "run --role worker",
     };
     let record = runs::RunRecord::start(&target, kind).await;
+    let alerts_stop = Shutdown::new();
+    let alerter = crate::alerts::Alerter::start(config, Arc::clone(&stats), alerts_stop.clone())?;
     let result = run_pipeline(config, role, shutdown, Arc::clone(&stats)).await;
+    alerts_stop.trigger();
+    if let (Some(alerter), Err(e)) = (&alerter, &result) {
+        alerter.pipeline_stopped(&e.to_string()).await;
+    }
     record.finish(result.as_ref().err(), stats.writer_rows.load(Ordering::Relaxed)).await;
     result
 }

@@ -112,6 +112,7 @@ pub(super) async fn stream<B: Journal>(
     let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
     let (mut binlog, checksums) = open_binlog(settings, server, &resume).await?;
     info!(position = %resume, server_id = settings.server_id, "streaming binlog");
+    stats.record_source_recovered();
 
     let mut st = Streamer {
         collations,

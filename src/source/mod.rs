@@ -190,6 +190,7 @@ pub async fn run<B: Journal>(
             Err(e) => match backoff.next_delay(&e) {
                 Some(delay) => {
                     warn!(error = %e, attempt = backoff.attempts(), "source failed; retrying in {:.1}s from the last checkpoint", delay.as_secs_f64());
+                    stats.record_source_retry(&e.to_string());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.triggered() => return Ok(()),

@@ -9,9 +9,11 @@
 //! This module sits in the lowest layer: sources, buffers, sinks and the writer all record
 //! into it, and it imports nothing of theirs.
 
+mod events;
 pub mod names;
 mod unapplied;
 
+pub use events::OpsEvent;
 pub use unapplied::WriterUnapplied;
 
 use std::sync::Mutex;
@@ -72,6 +74,17 @@ pub struct Stats {
     source_position: Mutex<Option<Position>>,
     /// What each writer has read and not yet committed ([`Self::set_unapplied`]).
     unapplied: Mutex<unapplied::Unapplied>,
+    /// Since when (s) the writer has been failing to reach or commit to the target; 0: it
+    /// is not.
+    pub target_failing_since: AtomicU64,
+    /// Since when (s) the source has been failing (unreachable, connection lost); 0: it is not.
+    pub source_failing_since: AtomicU64,
+    /// The last error of each, for messages.
+    last_errors: Mutex<(String, String)>,
+    /// Tables stopped and schema changes applied, for the alerts.
+    events: Mutex<events::EventLog>,
+    /// The lag last computed by [`Self::record_lag`] (f64 bits), for readers without the buffer.
+    last_lag: AtomicU64,
 }
 
 /// What one target commit's rows came to, as the writer records it.
@@ -193,6 +206,11 @@ impl Stats {
         tables.into_iter().map(|(t, since)| (t, since.map_or(0.0, age).max(reader))).collect()
     }
 
+    /// The lag as last published (every progress interval, and at each `/metrics` scrape).
+    pub fn last_lag(&self) -> f64 {
+        f64::from_bits(self.last_lag.load(Ordering::Relaxed))
+    }
+
     /// A new writer, for [`Self::set_unapplied`].
     pub(crate) fn register_writer(&self) -> u64 {
         self.unapplied.lock().map(|mut u| u.register()).unwrap_or(0)
@@ -220,6 +238,7 @@ impl Stats {
     /// Compute the lag and publish it, with the backlog, as gauges; returns the lag.
     pub(crate) fn record_lag(&self, buffer_end: Option<u64>) -> f64 {
         let lag = self.lag(buffer_end);
+        self.last_lag.store(lag.to_bits(), Ordering::Relaxed);
         ::metrics::gauge!(names::REPLICATION_LAG_SECONDS).set(lag);
         for (table, lag) in self.table_lags() {
             ::metrics::gauge!(names::TABLE_LAG_SECONDS, "table" => table).set(lag);
@@ -237,22 +256,62 @@ impl Stats {
     }
 
     /// The writer failed with a transient error of `kind` and waits to retry.
-    pub(crate) fn record_retry(&self, kind: &'static str) {
+    pub(crate) fn record_retry(&self, kind: &'static str, error: &str) {
         self.writer_retrying.store(true, Ordering::Relaxed);
+        let _ = self.target_failing_since.compare_exchange(0, now(), Ordering::Relaxed, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_errors.lock() {
+            e.0 = error.to_string();
+        }
         ::metrics::counter!(names::WRITER_RETRIES, "kind" => kind).increment(1);
         ::metrics::gauge!(names::WRITER_RETRYING).set(1.0);
     }
 
     /// A commit went through: the target works again.
     pub(crate) fn record_recovered(&self) {
+        self.target_failing_since.store(0, Ordering::Relaxed);
         if self.writer_retrying.swap(false, Ordering::Relaxed) {
             ::metrics::gauge!(names::WRITER_RETRYING).set(0.0);
         }
     }
 
-    /// A table stopped.
-    pub(crate) fn record_table_stopped(&self) {
+    /// A table stopped, and why.
+    pub(crate) fn record_table_stopped(&self, table: &impl std::fmt::Display, reason: &str) {
         ::metrics::counter!(names::TABLES_STOPPED).increment(1);
+        self.push_event(OpsEvent::TableStopped { table: table.to_string(), reason: reason.to_string(), at: now() });
+    }
+
+    /// A schema change (`what`) was applied to `table` in the target.
+    pub(crate) fn record_schema_applied(&self, table: &impl std::fmt::Display, what: &str) {
+        self.push_event(OpsEvent::SchemaApplied { table: table.to_string(), what: what.to_string(), at: now() });
+    }
+
+    fn push_event(&self, e: OpsEvent) {
+        if let Ok(mut log) = self.events.lock() {
+            log.push(e);
+        }
+    }
+
+    /// Events after number `after` (0: all kept), and the number to ask from next time.
+    pub fn events_since(&self, after: u64) -> (Vec<OpsEvent>, u64) {
+        self.events.lock().map(|log| log.since(after)).unwrap_or_default()
+    }
+
+    /// The source failed with a transient error and waits to retry.
+    pub(crate) fn record_source_retry(&self, error: &str) {
+        let _ = self.source_failing_since.compare_exchange(0, now(), Ordering::Relaxed, Ordering::Relaxed);
+        if let Ok(mut e) = self.last_errors.lock() {
+            e.1 = error.to_string();
+        }
+    }
+
+    /// The source streams again.
+    pub(crate) fn record_source_recovered(&self) {
+        self.source_failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The last transient errors of the writer (target) and the source.
+    pub fn last_errors(&self) -> (String, String) {
+        self.last_errors.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     pub(crate) fn set_source_position(&self, p: &Position) {
@@ -333,10 +392,14 @@ impl Stats {
     }
 }
 
+/// Seconds since the epoch.
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Seconds since `ts` (seconds since the epoch); 0 for an unknown time (0).
 fn age(ts: u64) -> f64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    if ts == 0 { 0.0 } else { now.saturating_sub(ts) as f64 }
+    if ts == 0 { 0.0 } else { now().saturating_sub(ts) as f64 }
 }
 
 #[cfg(test)]

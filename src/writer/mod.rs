@@ -189,7 +189,7 @@ pub async fn run<B: Log, S: Sink + TableState>(
                     // One table's value or shape the target cannot hold: the target transaction
                     // is rolled back; apply again from the target's checkpoint, that table stopped.
                     error!(%table, error = %e, "table stopped; the other tables keep replicating");
-                    stats.record_table_stopped();
+                    stats.record_table_stopped(&table, &e.to_string());
                     lasting.to_stop.retain(|(t, _)| t != &table);
                     lasting.to_stop.push((table, e.to_string()));
                     continue;
@@ -198,7 +198,7 @@ pub async fn run<B: Log, S: Sink + TableState>(
                     Some(delay) => {
                         warn!(error = %e, attempt = backoff.attempts(), "writer failed; retrying in {:.1}s from the target's checkpoint", delay.as_secs_f64());
                         stats.set_writer_activity(format!("waiting to retry after: {}", e.detail()));
-                        stats.record_retry(e.kind().label());
+                        stats.record_retry(e.kind().label(), &e.to_string());
                         tokio::time::sleep(delay).await;
                     }
                     None => return Err(e),
@@ -431,6 +431,7 @@ impl<'a, B: Log> Writer<'a, B> {
             // The source cannot replicate the table from here on: record it with the commit
             // that follows (the table's rows before it stay, they are real changes).
             error!(table = %ddl.table, %reason, "table stopped by the source; the other tables keep replicating");
+            self.stats.record_table_stopped(&ddl.table, reason);
             sink.stop_table(&ddl.table, reason).await?;
             self.stopped.insert(ddl.table);
             self.mid_transaction = true;
@@ -446,11 +447,13 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(Step::Drained);
         }
         match sink.apply_schema_change(&ddl).await {
-            Ok(()) => {}
+            // A TRUNCATE (also how each snapshot copy of a table begins) changes rows, not shape.
+            Ok(()) if ddl.change == TableChange::Truncate => {}
+            Ok(()) => self.stats.record_schema_applied(&ddl.table, &ddl.change.describe()),
             // A change the target cannot follow stops that table only.
             Err(e) if e.kind().scope() == Scope::Table => {
                 error!(table = %ddl.table, error = %e, "table stopped; the other tables keep replicating");
-                self.stats.record_table_stopped();
+                self.stats.record_table_stopped(&ddl.table, &e.to_string());
                 sink.stop_table(&ddl.table, &e.to_string()).await?;
                 self.stopped.insert(ddl.table.clone());
             }
@@ -525,7 +528,7 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(());
         }
         error!(%table, reason = %poison.reason, "undecodable message: table stopped; the other tables keep replicating");
-        self.stats.record_table_stopped();
+        self.stats.record_table_stopped(&table, &format!("undecodable message: {}", poison.reason));
         // Its earlier changes in the open transaction go too: the table is now out of step and
         // needs a resync, and half of a source transaction must not reach it.
         self.held.retain(|e| e.table != table);
@@ -637,7 +640,7 @@ impl<'a, B: Log> Writer<'a, B> {
                 // the next commit, its changes skipped from now on, the others go on.
                 Err(e) if e.kind().scope() == Scope::Table => {
                     error!(table = %schema.table, error = %e, "table stopped; the other tables keep replicating");
-                    self.stats.record_table_stopped();
+                    self.stats.record_table_stopped(&schema.table, &e.to_string());
                     sink.stop_table(&schema.table, &e.to_string()).await?;
                     self.batch.remove_table(&schema.table);
                     self.stopped.insert(schema.table.clone());

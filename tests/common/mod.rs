@@ -79,6 +79,31 @@ pub fn ensure_bigquery() {
     });
 }
 
+/// Port of the project's SMTP server (`scripts/smtp.sh`).
+pub fn smtp_port() -> u16 {
+    std::env::var("BINFERRY_SMTP_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19025)
+}
+
+/// Where the SMTP server keeps the messages it receives, one `.eml` file each.
+pub fn smtp_dir() -> PathBuf {
+    std::env::var_os("BINFERRY_SMTP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/binferry-smtp-{}/mail", smtp_port())))
+}
+
+/// Start the project's SMTP server unless it answers.
+pub fn ensure_smtp() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(repo_root().join("scripts/smtp.sh"))
+            .arg("start")
+            .status()
+            .expect("run scripts/smtp.sh");
+        assert!(status.success(), "scripts/smtp.sh start failed");
+    });
+}
+
 /// Make sure the shared broker runs (scripts/test.sh starts it; `cargo test` alone works too).
 pub fn ensure_kafka() {
     static STARTED: OnceLock<()> = OnceLock::new();
