@@ -48,12 +48,23 @@ async fn metrics_health_and_status_follow_the_pipeline() {
     assert!(sample(&first, "binferry_source_events_total").unwrap_or(0.0) > 0.0, "{first}");
     assert!(sample(&first, "binferry_writer_commits_total").unwrap_or(0.0) > 0.0, "{first}");
     assert!(sample(&first, "binferry_replication_lag_seconds").is_some(), "{first}");
+    assert!(sample(&first, "binferry_source_bytes_total").unwrap_or(0.0) > 0.0, "{first}");
+    assert!(sample(&first, "binferry_table_changes_applied_total").unwrap_or(0.0) > 0.0, "{first}");
+    assert!(sample(&first, "binferry_table_lag_seconds").is_some(), "{first}");
+    assert!(sample(&first, "binferry_checkpoint_age_seconds").is_some(), "{first}");
 
     // More changes: the counters move.
     w.run(&mut c, 200).await;
     env.wait_equal(CONVERGE).await;
     let second = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(sample(&second, "binferry_writer_rows_written_total").unwrap_or(0.0) > written, "{second}");
+    let position = |m: &str| {
+        (
+            sample(m, "binferry_source_binlog_file").unwrap_or(0.0),
+            sample(m, "binferry_source_binlog_offset").unwrap_or(0.0),
+        )
+    };
+    assert!(position(&second) > position(&first), "the position moves:\n{second}");
 
     // Caught up on an idle source: ready, and the lag drops to 0 once the reader has seen the
     // end of the binlog (a heartbeat at the latest), without any new change.
@@ -68,6 +79,15 @@ async fn metrics_health_and_status_follow_the_pipeline() {
         }
         assert!(start.elapsed() < Duration::from_secs(30), "never ready: {code} {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The binlog retention headroom is measured once the reader has a position.
+    let start = Instant::now();
+    while sample(&get("/metrics").await.unwrap().text().await.unwrap(), "binferry_binlog_retention_headroom_seconds")
+        .is_none_or(|h| h <= 0.0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(30), "no binlog retention headroom");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     // /status: refused without the token, JSON with it.

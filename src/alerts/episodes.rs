@@ -31,6 +31,8 @@ pub struct Observation {
     pub source_failing_since: u64,
     /// Its last error.
     pub source_error: String,
+    /// Seconds until the binlog the reader needs may be purged (`None`: unlimited, unknown).
+    pub retention_headroom: Option<u64>,
     /// Events since the last observation.
     pub events: Vec<OpsEvent>,
 }
@@ -57,6 +59,7 @@ pub struct Engine {
 const LAG: &str = "lag";
 const TARGET: &str = "target";
 const SOURCE: &str = "source";
+const RETENTION: &str = "retention";
 
 impl Engine {
     /// Rules of `pipeline`.
@@ -116,6 +119,30 @@ impl Engine {
             };
             self.condition(key, holds, Severity::Critical, what, failing_since, &detail, fix, o.now, &mut out);
         }
+        // The binlog the reader needs is about to be purged.
+        let short = o.retention_headroom.is_some_and(|h| h < self.rules.retention_min_secs);
+        let detail = match o.retention_headroom {
+            Some(h) => format!(
+                "the binlog the reader still needs may be purged in {:.1} h (alerting.retention_min_secs = {:.1} h)",
+                h as f64 / 3600.0,
+                self.rules.retention_min_secs as f64 / 3600.0
+            ),
+            None => "retention is unlimited".into(),
+        };
+        let fix = "let the reader catch up (see the lag), or raise binlog_expire_logs_seconds on the source; once \
+                   purged, the pipeline needs a new snapshot";
+        let since = if short { o.now } else { 0 };
+        self.condition(
+            RETENTION,
+            short,
+            Severity::Warning,
+            "binlog retention running out",
+            since,
+            &detail,
+            fix,
+            o.now,
+            &mut out,
+        );
         for e in &o.events {
             match e {
                 OpsEvent::TableStopped { table, reason, at } => {
@@ -170,7 +197,7 @@ impl Engine {
                 out.extend(sent);
                 self.episodes.insert(key, Episode { alert, announced });
             }
-            (false, true) if since == 0 || key == LAG => {
+            (false, true) if since == 0 || key == LAG || key == RETENTION => {
                 let Some(ep) = self.episodes.remove(key) else { return };
                 if ep.announced {
                     let resolved = Alert { status: Status::Resolved, detail: detail.to_string(), ..ep.alert };
@@ -227,6 +254,7 @@ mod tests {
             lag_max_secs: 10,
             lag_for_secs: 30,
             unreachable_for_secs: 60,
+            retention_min_secs: 3600,
             max_per_hour,
             schema_changes: true,
         };
@@ -271,6 +299,19 @@ mod tests {
         assert!(e.observe(&o).is_empty());
         o.target_failing_since = 0;
         let resolved = e.observe(&o);
+        assert_eq!(resolved.iter().map(|a| a.status).collect::<Vec<_>>(), [Status::Resolved]);
+    }
+
+    #[test]
+    fn retention_running_out_warns_and_resolves() {
+        let mut e = engine(100);
+        let with = |now, h| Observation { now, retention_headroom: h, ..Default::default() };
+        assert!(e.observe(&with(10, Some(7200))).is_empty());
+        let fired = e.observe(&with(20, Some(1800)));
+        assert_eq!(fired.len(), 1);
+        assert!(fired[0].detail.contains("purged in 0.5 h"), "{}", fired[0].detail);
+        assert!(e.observe(&with(30, Some(1700))).is_empty());
+        let resolved = e.observe(&with(40, None));
         assert_eq!(resolved.iter().map(|a| a.status).collect::<Vec<_>>(), [Status::Resolved]);
     }
 

@@ -110,6 +110,7 @@ async fn evaluate(
             target_error,
             source_failing_since: stats.source_failing_since.load(std::sync::atomic::Ordering::Relaxed),
             source_error,
+            retention_headroom: stats.retention_headroom(),
             events,
         };
         let alerts = match engine.lock() {

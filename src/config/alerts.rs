@@ -21,7 +21,11 @@ pub struct AlertingConfig {
     /// Fire when the target (or the source) keeps failing for this long.
     #[serde(default = "default_unreachable_for")]
     pub unreachable_for_secs: u64,
-    /// At most this many messages per hour and channel; the rest are counted and said.
+    /// Fire when the binlog the reader still needs may be purged within this many seconds.
+    #[serde(default = "default_retention_min")]
+    pub retention_min_secs: u64,
+    /// At most this many messages per hour (each channel gets the same); the rest are
+    /// counted and said.
     #[serde(default = "default_max_per_hour")]
     pub max_per_hour: u32,
     /// Also send an information message for each schema change applied to the target.
@@ -35,6 +39,7 @@ impl Default for AlertingConfig {
             lag_max_secs: default_lag_max(),
             lag_for_secs: default_lag_for(),
             unreachable_for_secs: default_unreachable_for(),
+            retention_min_secs: default_retention_min(),
             max_per_hour: default_max_per_hour(),
             schema_changes: true,
         }
@@ -49,6 +54,9 @@ fn default_lag_for() -> u64 {
 }
 fn default_unreachable_for() -> u64 {
     60
+}
+fn default_retention_min() -> u64 {
+    6 * 3600
 }
 fn default_max_per_hour() -> u32 {
     20

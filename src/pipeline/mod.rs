@@ -7,6 +7,7 @@
 
 mod http;
 mod replay;
+mod retention;
 mod runs;
 mod status;
 mod workers;
@@ -70,10 +71,17 @@ pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> 
         Role::Worker => "run --role worker",
     };
     let record = runs::RunRecord::start(&target, kind).await;
-    let alerts_stop = Shutdown::new();
-    let alerter = crate::alerts::Alerter::start(config, Arc::clone(&stats), alerts_stop.clone())?;
+    let observers_stop = Shutdown::new();
+    let alerter = crate::alerts::Alerter::start(config, Arc::clone(&stats), observers_stop.clone())?;
+    if role.reads() {
+        tokio::spawn(retention::watch(
+            SourceSettings::from_config(config)?,
+            Arc::clone(&stats),
+            observers_stop.clone(),
+        ));
+    }
     let result = run_pipeline(config, role, shutdown, Arc::clone(&stats)).await;
-    alerts_stop.trigger();
+    observers_stop.trigger();
     if let (Some(alerter), Err(e)) = (&alerter, &result) {
         alerter.pipeline_stopped(&e.to_string()).await;
     }

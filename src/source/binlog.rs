@@ -88,6 +88,8 @@ struct Streamer<'a> {
     txn_index: u32,
     txn_has_changes: bool,
     events_seen: u64,
+    /// Bytes of binlog events read since the last flush.
+    bytes_read: u64,
     /// The server checksums events and no FORMAT_DESCRIPTION arrived yet: the artificial
     /// ROTATE that opens the stream still carries its 4 CRC bytes after the file name.
     rotate_has_crc: bool,
@@ -136,6 +138,7 @@ pub(super) async fn stream<B: Journal>(
         txn_index: 0,
         txn_has_changes: false,
         events_seen: 0,
+        bytes_read: 0,
         rotate_has_crc: checksums,
         consistent_from: None,
     };
@@ -247,6 +250,7 @@ impl Streamer<'_> {
         let header = event.header();
         let log_pos = header.log_pos() as u64;
         self.events_seen += 1;
+        self.bytes_read += u64::from(header.event_size());
         if header.event_type_raw() == MARIADB_GTID_EVENT {
             let (gtid, flags) = Gtid::decode_mariadb(event.data(), header.server_id())?;
             self.txn_gtid = Some(gtid);
@@ -598,6 +602,7 @@ impl Streamer<'_> {
         self.first_pending_at = None;
         self.checkpoint_dirty = false;
         self.stats.record_source_events(changes);
+        self.stats.record_source_bytes(std::mem::take(&mut self.bytes_read));
         if let Some(p) = &self.checkpoint.resume {
             self.stats.set_source_position(p);
         }

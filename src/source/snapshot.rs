@@ -47,7 +47,8 @@ pub(super) async fn run<B: Journal>(
         checkpoint.resume = Some(at.clone());
     }
     info!(tables = remaining.len(), position = %at, "snapshot started");
-    for table in &remaining {
+    for (done, table) in remaining.iter().enumerate() {
+        stats.record_snapshot_remaining(remaining.len() - done);
         let copy = TableCopy { table, at: &at, settings, stats };
         match copy.run(&mut conn, server, buffer, checkpoint, shutdown).await? {
             Copied::Rows(rows) => info!(%table, rows, "table copied"),
@@ -74,6 +75,7 @@ pub(super) async fn run<B: Journal>(
     conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending the snapshot transaction"))?;
     checkpoint.snapshot.complete = true;
     buffer.append(completion(checkpoint)).await?;
+    stats.record_snapshot_remaining(0);
     info!(position = %at, "snapshot complete");
     Ok(true)
 }

@@ -85,6 +85,11 @@ pub struct Stats {
     events: Mutex<events::EventLog>,
     /// The lag last computed by [`Self::record_lag`] (f64 bits), for readers without the buffer.
     last_lag: AtomicU64,
+    /// When (s) the writer last committed to the target; 0: not yet.
+    pub writer_committed_at: AtomicU64,
+    /// One more than the seconds until the oldest binlog the reader needs may be purged
+    /// (0: unlimited or not known yet).
+    retention_headroom: AtomicU64,
 }
 
 /// What one target commit's rows came to, as the writer records it.
@@ -105,6 +110,34 @@ impl Stats {
     pub(crate) fn record_source_events(&self, changes: u64) {
         self.source_events.fetch_add(changes, Ordering::Relaxed);
         ::metrics::counter!(names::SOURCE_EVENTS).increment(changes);
+    }
+
+    /// Bytes of binlog events the source read.
+    pub(crate) fn record_source_bytes(&self, bytes: u64) {
+        ::metrics::counter!(names::SOURCE_BYTES).increment(bytes);
+    }
+
+    /// Tables the snapshot still has to copy.
+    pub(crate) fn record_snapshot_remaining(&self, tables: usize) {
+        ::metrics::gauge!(names::SNAPSHOT_TABLES_REMAINING).set(tables as f64);
+    }
+
+    /// Row changes of `table` applied in one batch.
+    pub(crate) fn record_table_applied(&self, table: &impl std::fmt::Display, changes: usize) {
+        ::metrics::counter!(names::TABLE_CHANGES_APPLIED, "table" => table.to_string()).increment(changes as u64);
+    }
+
+    /// Seconds until the oldest binlog the reader needs may be purged; `None`: unlimited.
+    pub(crate) fn record_retention_headroom(&self, secs: Option<u64>) {
+        self.retention_headroom.store(secs.map_or(0, |s| s.saturating_add(1)), Ordering::Relaxed);
+        if let Some(s) = secs {
+            ::metrics::gauge!(names::BINLOG_RETENTION_HEADROOM_SECONDS).set(s as f64);
+        }
+    }
+
+    /// The binlog retention headroom last measured, when limited.
+    pub fn retention_headroom(&self) -> Option<u64> {
+        self.retention_headroom.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// Rows the snapshot copied.
@@ -128,6 +161,7 @@ impl Stats {
     /// A target commit.
     pub(crate) fn record_commit(&self) {
         self.writer_commits.fetch_add(1, Ordering::Relaxed);
+        self.writer_committed_at.store(now(), Ordering::Relaxed);
         ::metrics::counter!(names::WRITER_COMMITS).increment(1);
     }
 
@@ -243,6 +277,10 @@ impl Stats {
         for (table, lag) in self.table_lags() {
             ::metrics::gauge!(names::TABLE_LAG_SECONDS, "table" => table).set(lag);
         }
+        let committed = self.writer_committed_at.load(Ordering::Relaxed);
+        if committed > 0 {
+            ::metrics::gauge!(names::CHECKPOINT_AGE_SECONDS).set(age(committed));
+        }
         if let Some(p) = self.pending(buffer_end) {
             ::metrics::gauge!(names::BUFFER_PENDING_RECORDS).set(p as f64);
         }
@@ -315,6 +353,10 @@ impl Stats {
     }
 
     pub(crate) fn set_source_position(&self, p: &Position) {
+        if let Some(n) = p.file.rsplit('.').next().and_then(|n| n.parse::<u64>().ok()) {
+            ::metrics::gauge!(names::SOURCE_BINLOG_FILE).set(n as f64);
+        }
+        ::metrics::gauge!(names::SOURCE_BINLOG_OFFSET).set(p.offset as f64);
         if let Ok(mut g) = self.source_position.lock() {
             *g = Some(p.clone());
         }

@@ -50,6 +50,22 @@ pub const TABLES_STOPPED: &str = "binferry_tables_stopped_total";
 pub const BUFFER_PENDING_RECORDS: &str = "binferry_buffer_pending_records";
 /// Whether the writer waits to retry a failing target: 1 yes, 0 no (gauge).
 pub const WRITER_RETRYING: &str = "binferry_writer_retrying";
+/// The number of the binlog file the reader's checkpoint is in (`binlog.000042` → 42) (gauge).
+pub const SOURCE_BINLOG_FILE: &str = "binferry_source_binlog_file";
+/// The offset of the reader's checkpoint in that file (gauge).
+pub const SOURCE_BINLOG_OFFSET: &str = "binferry_source_binlog_offset";
+/// Bytes of binlog events read from the source (counter).
+pub const SOURCE_BYTES: &str = "binferry_source_bytes_total";
+/// Seconds since the writer last committed to the target (gauge): grows on an idle source
+/// too; with a backlog it means the writer is stuck.
+pub const CHECKPOINT_AGE_SECONDS: &str = "binferry_checkpoint_age_seconds";
+/// Row changes applied to the target per table, after compaction (counter, label `table`).
+pub const TABLE_CHANGES_APPLIED: &str = "binferry_table_changes_applied_total";
+/// Tables the initial snapshot still has to copy (gauge).
+pub const SNAPSHOT_TABLES_REMAINING: &str = "binferry_snapshot_tables_remaining";
+/// Seconds until the oldest binlog the reader still needs may be purged by the source's
+/// retention, a lower bound (gauge; absent with unlimited retention).
+pub const BINLOG_RETENTION_HEADROOM_SECONDS: &str = "binferry_binlog_retention_headroom_seconds";
 
 /// Every name above, for tests that check dashboards and documentation against it.
 pub const ALL: &[&str] = &[
@@ -75,6 +91,13 @@ pub const ALL: &[&str] = &[
     TABLES_STOPPED,
     BUFFER_PENDING_RECORDS,
     WRITER_RETRYING,
+    SOURCE_BYTES,
+    SOURCE_BINLOG_FILE,
+    SOURCE_BINLOG_OFFSET,
+    CHECKPOINT_AGE_SECONDS,
+    TABLE_CHANGES_APPLIED,
+    SNAPSHOT_TABLES_REMAINING,
+    BINLOG_RETENTION_HEADROOM_SECONDS,
 ];
 
 #[cfg(test)]

@@ -655,6 +655,7 @@ impl<'a, B: Log> Writer<'a, B> {
         let counts = sink.apply(&self.batch).await?;
         for t in self.batch.tables() {
             self.target_versions.insert(t.schema.table.clone(), t.version);
+            self.stats.record_table_applied(&t.schema.table, t.ops.len() + t.keyless.len());
         }
         self.stats.record_applied(Applied {
             written: counts.written,
