@@ -5,7 +5,7 @@
 # creates an example `recipes` / `ingredients` / `recipe_ingredients` schema
 # with data, replicates it into `recipes_demo_replica` on the same server while
 # a generator inserts, updates and deletes for DEMO_SECONDS (default 30),
-# shows progress and lag, then compares source and target table by table and
+# shows progress and lag, then `binferry status`, then compares source and target table by table and
 # stops what it started. DEMO_KEEP=1 keeps its work directory (the config and
 # binferry's full log) for a look afterwards.
 #
@@ -101,6 +101,9 @@ include = ["$SRC.*"]
 path = "$WORK/buffer.redb"
 [log]
 progress_interval_secs = 3
+[http]
+# A fixed port, so that `binferry status` finds the running process.
+listen = "127.0.0.1:${BINFERRY_DEMO_HTTP_PORT:-9187}"
 EOF
 if [ "$BIGQUERY" = 1 ]; then
   # A fresh dataset per run: the emulator keeps earlier demos' tables.
@@ -221,6 +224,9 @@ while [ $((SECONDS - start)) -lt 120 ]; do
 done
 echo "caught up $((SECONDS - start)) s after the generator stopped"
 sleep 3.5  # one more progress line with the final lag
+
+say "binferry status (what an operator sees: state, lag, positions, retention, stopped tables, runs)"
+"$BIN" status --config "$WORK/binferry.toml" || true
 
 say "source vs target"
 status=0
