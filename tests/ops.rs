@@ -49,7 +49,7 @@ async fn metrics_health_and_status_follow_the_pipeline() {
     assert!(sample(&first, "binferry_writer_commits_total").unwrap_or(0.0) > 0.0, "{first}");
     assert!(sample(&first, "binferry_replication_lag_seconds").is_some(), "{first}");
     assert!(sample(&first, "binferry_source_bytes_total").unwrap_or(0.0) > 0.0, "{first}");
-    assert!(sample(&first, "binferry_table_changes_applied_total").unwrap_or(0.0) > 0.0, "{first}");
+    assert!(sample(&first, "binferry_table_rows_written_total").unwrap_or(0.0) > 0.0, "{first}");
     assert!(sample(&first, "binferry_table_lag_seconds").is_some(), "{first}");
     assert!(sample(&first, "binferry_checkpoint_age_seconds").is_some(), "{first}");
 
@@ -103,7 +103,9 @@ async fn metrics_health_and_status_follow_the_pipeline() {
     assert_eq!(json["ready"], true, "{text}");
     assert!(json["target_rows_written"].as_u64().unwrap_or(0) > 0, "{text}");
     assert!(json["source_position"].as_str().is_some_and(|p| p.starts_with("binlog.")), "{text}");
-    assert_eq!(json["lag_seconds"].as_f64(), Some(0.0), "{text}");
+    // 0 above; the shared server's other tests may have written since, which the reader reads
+    // (binlog times have one-second resolution).
+    assert!(json["lag_seconds"].as_f64().is_some_and(|l| l <= 1.0), "{text}");
     // The token is a secret: never in the log or in what the endpoint serves.
     for (what, body) in [("status", &text), ("metrics", &second), ("log", &env.log())] {
         assert!(!body.contains(TOKEN), "the token leaked into {what}");

@@ -35,7 +35,26 @@ use crate::error::Result;
 use crate::event::SchemaChange;
 use crate::event::batch::Batch;
 use crate::position::Position;
-use crate::schema::TableSchema;
+use crate::schema::{TableRef, TableSchema};
+
+/// What applying a batch did, per table (for the per-table counters); [`BatchCounts::total`]
+/// sums them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Each table of the batch with its counts.
+    pub tables: Vec<(TableRef, ApplyCounts)>,
+}
+
+impl BatchCounts {
+    /// All tables together.
+    pub fn total(&self) -> ApplyCounts {
+        self.tables.iter().fold(ApplyCounts::default(), |a, (_, c)| ApplyCounts {
+            written: a.written + c.written,
+            unchanged: a.unchanged + c.unchanged,
+            stale: a.stale + c.stale,
+        })
+    }
+}
 
 /// What applying a batch did, row by row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +76,7 @@ pub trait Sink: Send {
     fn ensure_table(&mut self, schema: &TableSchema) -> impl Future<Output = Result<()>> + Send;
 
     /// Apply a batch inside the open target transaction (starting one if needed).
-    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<ApplyCounts>> + Send;
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<BatchCounts>> + Send;
 
     /// Apply a DDL change (truncate, drop, renames) in source order. Must be idempotent: after
     /// a crash it may be applied again before the offset that covers it is committed.

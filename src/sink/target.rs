@@ -3,7 +3,7 @@
 
 use super::bigquery::{BigQuerySink, BigQuerySinkSettings};
 use super::mysql::{MysqlSink, MysqlSinkSettings};
-use super::{ApplyCounts, BarrierPhase, Sink, TableState};
+use super::{BarrierPhase, BatchCounts, Sink, TableState};
 use crate::config::{Config, SinkKind};
 use crate::error::Result;
 use crate::event::SchemaChange;
@@ -142,7 +142,7 @@ impl Sink for Target {
         each!(self, s => s.ensure_table(schema).await)
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+    async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         each!(self, s => s.apply(batch).await)
     }
 

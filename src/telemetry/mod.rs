@@ -92,6 +92,17 @@ pub struct Stats {
     retention_headroom: AtomicU64,
 }
 
+/// What one batch did to one table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableApplied {
+    /// Rows written.
+    pub written: u64,
+    /// Rows that already had the same values.
+    pub unchanged: u64,
+    /// Changes older than the target's rows.
+    pub stale: u64,
+}
+
 /// What one target commit's rows came to, as the writer records it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -122,9 +133,12 @@ impl Stats {
         ::metrics::gauge!(names::SNAPSHOT_TABLES_REMAINING).set(tables as f64);
     }
 
-    /// Row changes of `table` applied in one batch.
-    pub(crate) fn record_table_applied(&self, table: &impl std::fmt::Display, changes: usize) {
-        ::metrics::counter!(names::TABLE_CHANGES_APPLIED, "table" => table.to_string()).increment(changes as u64);
+    /// What one batch did to `table`: rows written, unchanged, stale.
+    pub(crate) fn record_table_applied(&self, table: &impl std::fmt::Display, counts: TableApplied) {
+        let table = table.to_string();
+        ::metrics::counter!(names::TABLE_ROWS_WRITTEN, "table" => table.clone()).increment(counts.written);
+        ::metrics::counter!(names::TABLE_ROWS_UNCHANGED, "table" => table.clone()).increment(counts.unchanged);
+        ::metrics::counter!(names::TABLE_ROWS_STALE, "table" => table).increment(counts.stale);
     }
 
     /// Seconds until the oldest binlog the reader needs may be purged; `None`: unlimited.

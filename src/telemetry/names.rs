@@ -59,8 +59,12 @@ pub const SOURCE_BYTES: &str = "binferry_source_bytes_total";
 /// Seconds since the writer last committed to the target (gauge): grows on an idle source
 /// too; with a backlog it means the writer is stuck.
 pub const CHECKPOINT_AGE_SECONDS: &str = "binferry_checkpoint_age_seconds";
-/// Row changes applied to the target per table, after compaction (counter, label `table`).
-pub const TABLE_CHANGES_APPLIED: &str = "binferry_table_changes_applied_total";
+/// Rows written to the target, per table (counter, label `table`).
+pub const TABLE_ROWS_WRITTEN: &str = "binferry_table_rows_written_total";
+/// Changes whose row already had the same values, per table (counter, label `table`).
+pub const TABLE_ROWS_UNCHANGED: &str = "binferry_table_rows_unchanged_total";
+/// Changes older than the target's row, per table (counter, label `table`).
+pub const TABLE_ROWS_STALE: &str = "binferry_table_rows_stale_total";
 /// Tables the initial snapshot still has to copy (gauge).
 pub const SNAPSHOT_TABLES_REMAINING: &str = "binferry_snapshot_tables_remaining";
 /// Seconds until the oldest binlog the reader still needs may be purged by the source's
@@ -95,7 +99,9 @@ pub const ALL: &[&str] = &[
     SOURCE_BINLOG_FILE,
     SOURCE_BINLOG_OFFSET,
     CHECKPOINT_AGE_SECONDS,
-    TABLE_CHANGES_APPLIED,
+    TABLE_ROWS_WRITTEN,
+    TABLE_ROWS_UNCHANGED,
+    TABLE_ROWS_STALE,
     SNAPSHOT_TABLES_REMAINING,
     BINLOG_RETENTION_HEADROOM_SECONDS,
 ];

@@ -65,7 +65,7 @@ use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink, TableState};
 use crate::table_filter::TableFilter;
-use crate::telemetry::{Applied, Stats, WriterUnapplied};
+use crate::telemetry::{Applied, Stats, TableApplied, WriterUnapplied};
 use barrier::Barrier;
 use prefetch::{Fetched, Prefetch};
 use txn::{Orphans, SourceTxn};
@@ -652,11 +652,15 @@ impl<'a, B: Log> Writer<'a, B> {
             self.batch = Batch::default();
             return Ok(0);
         }
-        let counts = sink.apply(&self.batch).await?;
+        let per_table = sink.apply(&self.batch).await?;
         for t in self.batch.tables() {
             self.target_versions.insert(t.schema.table.clone(), t.version);
-            self.stats.record_table_applied(&t.schema.table, t.ops.len() + t.keyless.len());
         }
+        for (table, c) in &per_table.tables {
+            let applied = TableApplied { written: c.written, unchanged: c.unchanged, stale: c.stale };
+            self.stats.record_table_applied(table, applied);
+        }
+        let counts = per_table.total();
         self.stats.record_applied(Applied {
             written: counts.written,
             unchanged: counts.unchanged,

@@ -21,7 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
 use crate::position::{Gtid, Position};
 use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
-use crate::sink::{ApplyCounts, BarrierPhase, MemoryState, Sink, TableState};
+use crate::sink::{ApplyCounts, BarrierPhase, BatchCounts, MemoryState, Sink, TableState};
 use crate::telemetry::Stats;
 use crate::writer::Batch;
 
@@ -353,11 +353,12 @@ impl Sink for ModelSink {
         Ok(())
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+    async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.with(|t| {
-            let mut counts = ApplyCounts::default();
+            let mut out = BatchCounts::default();
             let mut open = t.open.take().unwrap_or_else(|| t.durable.clone());
             for tb in batch.tables() {
+                let mut counts = ApplyCounts::default();
                 let name = tb.schema.table.name.clone();
                 if t.shapes.get(&name) != Some(&tb.version) {
                     t.violations.push(format!("rows of {name} applied without ensure_table for their version"));
@@ -381,9 +382,10 @@ impl Sink for ModelSink {
                         }
                     }
                 }
+                out.tables.push((tb.schema.table.clone(), counts));
             }
             t.open = Some(open);
-            Ok(counts)
+            Ok(out)
         })
     }
 
@@ -501,7 +503,7 @@ impl Sink for FaultySink {
     async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
         self.inner.ensure_table(schema).await
     }
-    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+    async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.applies += 1;
         let counts = self.inner.apply(batch).await?;
         if self.faults.apply_reply_lost.contains(&self.applies) {

@@ -72,7 +72,7 @@ pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };
 
-use super::{ApplyCounts, Sink};
+use super::{ApplyCounts, BatchCounts, Sink};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::batch::{Batch, RowOp};
@@ -397,14 +397,15 @@ impl Sink for BigQuerySink {
         Ok(())
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+    async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.init().await?;
         let api = self.api().await?;
         let stream = self.settings.stream_id();
         let appended_at = now_text();
         let ctx = RowContext { stream: &stream, batch: self.label(), appended_at: &appended_at };
-        let mut counts = ApplyCounts::default();
+        let mut out = BatchCounts::default();
         for tb in batch.tables() {
+            let mut counts = ApplyCounts::default();
             if !tb.keyless.is_empty() {
                 return Err(Error::new(ErrorKind::Unsupported, format!("{}: no primary key", tb.schema.table)));
             }
@@ -454,9 +455,10 @@ impl Sink for BigQuerySink {
             counts.written += chunk.len() as u64;
             api.insert_all(&self.settings.dataset, &changelog, chunk).await.map_err(scoped)?;
             self.open.insert(name);
+            out.tables.push((tb.schema.table.clone(), counts));
         }
-        self.settings.stats.record_bigquery_changelog_rows(counts.written);
-        Ok(counts)
+        self.settings.stats.record_bigquery_changelog_rows(out.total().written);
+        Ok(out)
     }
 
     /// One arm per kind of statement, each a short list of jobs with its changelog

@@ -57,7 +57,7 @@ pub use statements::{
     TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, Sink};
+use super::{ApplyCounts, BatchCounts, Sink};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
@@ -370,18 +370,20 @@ impl Sink for MysqlSink {
         Ok(())
     }
 
-    async fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts> {
+    async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.begin().await?;
-        let mut counts = ApplyCounts::default();
+        let mut out = BatchCounts::default();
         for t in batch.tables() {
             let name = self.settings.target_table(&t.schema.table);
+            let mut counts = ApplyCounts::default();
             if t.schema.has_primary_key() {
                 self.apply_keyed(t, &name, &mut counts).await?;
             } else {
                 self.apply_keyless(t, &name, &mut counts).await?;
             }
+            out.tables.push((t.schema.table.clone(), counts));
         }
-        Ok(counts)
+        Ok(out)
     }
 
     /// One arm per kind of statement (truncate, drop, renames, column renames), each a few
