@@ -300,7 +300,17 @@ async fn wait_for_hook(got: &Received, what: &str) {
 /// quoted-printable body's soft line breaks and `=3D` undone (enough to search the text).
 fn emails(pipeline: &str) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(common::smtp_dir()) else { return vec![] };
-    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+    // In the order received: the server numbers its files.
+    let mut files: Vec<(u64, std::path::PathBuf)> = dir
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            Some((path.file_stem()?.to_str()?.parse().ok()?, path))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|(_, path)| std::fs::read_to_string(path).ok())
         .map(|m| m.replace("=\r\n", "").replace("\r\n ", " ").replace("=3D", "="))
         .filter(|m| m.contains(pipeline))
         .collect()
@@ -377,16 +387,27 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
     let telegram: Vec<&String> = all.iter().filter(|(p, _)| p.starts_with("/telegram/")).map(|(_, b)| b).collect();
     assert!(all.iter().any(|(p, _)| p == &format!("/telegram/bot{BOT_TOKEN}/sendMessage")), "{all:?}");
     let mail = emails(&env.name);
+    let hooks: Vec<&String> = all.iter().filter(|(p, _)| p.starts_with("/hooks/")).map(|(_, b)| b).collect();
     for what in [
         format!("CRITICAL: table stopped ({db}.keyless)"),
         "CRITICAL: target failing".into(),
         "RESOLVED: target failing".into(),
-        "WARNING: lag over the bound".into(),
-        "RESOLVED: lag over the bound".into(),
     ] {
         assert_eq!(webhook(&what), 1, "webhook messages with {what:?}: {all:?}");
         assert_eq!(telegram.iter().filter(|b| b.contains(&what)).count(), 1, "telegram {what:?}: {telegram:?}");
         assert_eq!(mail.iter().filter(|m| m.contains(&what)).count(), 1, "emails with {what:?}: {mail:?}");
+    }
+    // The lag may cross a 2 s bound again while the shared server's other tests write (the
+    // reader reads their events too): each episode still starts once and ends once, so the
+    // messages alternate, on every channel, and the last one resolves.
+    for (channel, messages) in [("webhook", hooks), ("telegram", telegram.clone()), ("email", mail.iter().collect())] {
+        let lag: Vec<bool> = messages
+            .iter()
+            .filter(|m| m.contains("lag over the bound"))
+            .map(|m| m.contains("WARNING: lag over the bound"))
+            .collect();
+        assert!(!lag.is_empty() && lag.len() % 2 == 0, "{channel}: {lag:?}");
+        assert!(lag.chunks(2).all(|p| p == [true, false]), "{channel}: lag messages do not alternate: {lag:?}");
     }
     let hook = all.iter().find(|(p, _)| p.starts_with("/hooks/")).map(|(_, b)| b.clone()).unwrap_or_default();
     assert!(hook.contains("fix: "), "a message says the fix: {hook}");
