@@ -317,7 +317,7 @@ fn emails(pipeline: &str) -> Vec<String> {
 }
 
 /// Alerts reach a webhook (Slack format), Telegram (the Bot API at a local base URL) and
-/// email (a real SMTP server) for a table stopped by an incompatible change, lag over the
+/// email (a real SMTP server, plain and with STARTTLS verified against a private CA) for a table stopped by an incompatible change, lag over the
 /// bound and the target failing longer than the bound, then "resolved" for the last two:
 /// one message per episode and channel, and no secret in any of them or in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +355,16 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
                 ("from", "binferry <binferry@localhost>".into()),
                 ("to", vec!["oncall@localhost"].into()),
             ]),
+            // The same server's STARTTLS listener, its certificate from a private CA.
+            channel(&[
+                ("kind", "email".into()),
+                ("smtp_host", "localhost".into()),
+                ("smtp_port", i64::from(common::smtp_port() + 1).into()),
+                ("tls", "starttls".into()),
+                ("ca_file", common::smtp_ca().display().to_string().into()),
+                ("from", "binferry <binferry@localhost>".into()),
+                ("to", vec!["tls-oncall@localhost"].into()),
+            ]),
         ],
     );
     env.add_table_rule(&format!("{}.keyless", env.src), &[("without_primary_key", "refuse".into())]);
@@ -386,7 +396,8 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
     let all = got.lock().unwrap().clone();
     let telegram: Vec<&String> = all.iter().filter(|(p, _)| p.starts_with("/telegram/")).map(|(_, b)| b).collect();
     assert!(all.iter().any(|(p, _)| p == &format!("/telegram/bot{BOT_TOKEN}/sendMessage")), "{all:?}");
-    let mail = emails(&env.name);
+    let (tls_mail, mail): (Vec<String>, Vec<String>) =
+        emails(&env.name).into_iter().partition(|m| m.contains("To: tls-oncall@localhost"));
     let hooks: Vec<&String> = all.iter().filter(|(p, _)| p.starts_with("/hooks/")).map(|(_, b)| b).collect();
     for what in [
         format!("CRITICAL: table stopped ({db}.keyless)"),
@@ -396,11 +407,18 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
         assert_eq!(webhook(&what), 1, "webhook messages with {what:?}: {all:?}");
         assert_eq!(telegram.iter().filter(|b| b.contains(&what)).count(), 1, "telegram {what:?}: {telegram:?}");
         assert_eq!(mail.iter().filter(|m| m.contains(&what)).count(), 1, "emails with {what:?}: {mail:?}");
+        assert_eq!(tls_mail.iter().filter(|m| m.contains(&what)).count(), 1, "STARTTLS {what:?}: {tls_mail:?}");
     }
     // The lag may cross a 2 s bound again while the shared server's other tests write (the
     // reader reads their events too): each episode still starts once and ends once, so the
     // messages alternate, on every channel, and the last one resolves.
-    for (channel, messages) in [("webhook", hooks), ("telegram", telegram.clone()), ("email", mail.iter().collect())] {
+    let channels = [
+        ("webhook", hooks),
+        ("telegram", telegram.clone()),
+        ("email", mail.iter().collect()),
+        ("email over STARTTLS", tls_mail.iter().collect()),
+    ];
+    for (channel, messages) in channels {
         let lag: Vec<bool> = messages
             .iter()
             .filter(|m| m.contains("lag over the bound"))
@@ -413,7 +431,7 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
     assert!(hook.contains("fix: "), "a message says the fix: {hook}");
     for secret in [BOT_TOKEN, HOOK_SECRET] {
         assert!(!all.iter().any(|(_, b)| b.contains(secret)), "{secret} in a message");
-        assert!(!mail.iter().any(|m| m.contains(secret)), "{secret} in an email");
+        assert!(!mail.iter().chain(&tls_mail).any(|m| m.contains(secret)), "{secret} in an email");
         assert!(!env.log().contains(secret), "{secret} in the log");
     }
 }

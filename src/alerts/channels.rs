@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::message::Alert;
@@ -48,13 +49,24 @@ impl Channel {
             },
             AlertKind::Email => {
                 let host = c.smtp_host.clone().unwrap_or_default();
-                let builder = match c.tls {
-                    SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
-                    SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host)
-                        .map_err(|e| bad(format!("smtp_host {host}: {e}")))?,
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host)
-                        .map_err(|e| bad(format!("smtp_host {host}: {e}")))?,
+                // The public (Mozilla) roots, plus the configured CA for a private one.
+                let params = || -> Result<TlsParameters> {
+                    let mut b = TlsParameters::builder(host.clone());
+                    if let Some(path) = &c.ca_file {
+                        let pem = std::fs::read(path)
+                            .map_err(|e| bad(format!("ca_file: cannot read {}: {e}", path.display())))?;
+                        let cert = Certificate::from_pem(&pem)
+                            .map_err(|e| bad(format!("ca_file {}: not a PEM certificate: {e}", path.display())))?;
+                        b = b.add_root_certificate(cert);
+                    }
+                    b.build_rustls().map_err(|e| bad(format!("TLS for {host}: {e}")))
                 };
+                let tls = match c.tls {
+                    SmtpTls::None => Tls::None,
+                    SmtpTls::Starttls => Tls::Required(params()?),
+                    SmtpTls::Tls => Tls::Wrapper(params()?),
+                };
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone()).tls(tls);
                 let mut builder = builder.port(c.port()).timeout(Some(SEND_TIMEOUT));
                 if let Some(user) = &c.username {
                     let password = c.smtp_password()?.map(|p| p.expose().to_string()).unwrap_or_default();

@@ -137,6 +137,10 @@ pub struct AlertChannelConfig {
     /// Email: `starttls`, `tls` or `none`.
     #[serde(default)]
     pub tls: SmtpTls,
+    /// Email: a CA certificate (PEM) to verify the server with, in addition to the public
+    /// roots (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Email: SMTP user, if the server wants a login.
     #[serde(default)]
     pub username: Option<String>,
@@ -205,6 +209,12 @@ impl AlertChannelConfig {
                 }
                 if self.to.is_empty() {
                     return Err(invalid(&field("to"), "must list at least one recipient"));
+                }
+                if self.ca_file.is_some() && self.tls == SmtpTls::None {
+                    return Err(invalid(
+                        &field("ca_file"),
+                        "verifies TLS, and tls = \"none\": remove it or use starttls/tls",
+                    ));
                 }
                 if self.password_env.is_some() && self.username.is_none() {
                     return Err(invalid(&field("username"), "missing: password_env needs the user it logs in as"));

@@ -501,6 +501,10 @@ mod tests {
             ("kind = \"telegram\"\nchat_id = \"1\"", "alerts[0].bot_token_env: missing"),
             ("kind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b\"", "alerts[0].to: must list"),
             ("kind = \"pager\"", "kind"),
+            (
+                "kind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b\"\nto = [\"c@d\"]\ntls = \"none\"\nca_file = \"/ca.pem\"",
+                "alerts[0].ca_file: verifies TLS",
+            ),
         ] {
             let e = Config::from_toml(&format!("{base}\n[[alerts]]\n{channel}\n")).unwrap_err();
             assert!(e.to_string().contains(field), "{channel}: {e}");

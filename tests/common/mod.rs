@@ -91,6 +91,11 @@ pub fn smtp_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/binferry-smtp-{}/mail", smtp_port())))
 }
 
+/// The CA that signed the certificate of the SMTP server's STARTTLS listener (port + 1).
+pub fn smtp_ca() -> PathBuf {
+    PathBuf::from(format!("/tmp/binferry-smtp-{}/tls/ca.pem", smtp_port()))
+}
+
 /// Start the project's SMTP server unless it answers.
 pub fn ensure_smtp() {
     static ONCE: OnceLock<()> = OnceLock::new();
