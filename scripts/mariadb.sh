@@ -32,32 +32,12 @@ ME="$(id -un)"
 TLS_DIR="$BASE/tls"
 
 log() { echo "[mariadb:$PORT] $*" >&2; }
+# shellcheck source=lib/certs.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/certs.sh"
 
 # A test CA and certificates signed by it, made once per instance.
 tls_files() {
-  [ -f "$TLS_DIR/other-ca.pem" ] && return 0
-  command -v openssl >/dev/null 2>&1 || {
-    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    log "installing openssl"; $sudo apt-get install -y -qq openssl >/dev/null
-  }
-  mkdir -p "$TLS_DIR"
-  (
-    cd "$TLS_DIR"
-    q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
-    q openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=binferry test CA" \
-      -keyout ca-key.pem -out ca.pem
-    q openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server-key.pem -out server.csr
-    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
-    q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
-      -extfile server.ext -out server-cert.pem
-    q openssl req -newkey rsa:2048 -nodes -subj "/CN=binferry client" -keyout client-key.pem -out client.csr
-    printf 'extendedKeyUsage=clientAuth\n' >client.ext
-    q openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
-      -extfile client.ext -out client-cert.pem
-    q openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=some other CA" \
-      -keyout other-ca-key.pem -out other-ca.pem
-    chmod 600 ./*-key.pem
-  )
+  [ -f "$TLS_DIR/other-ca.pem" ] || certs_make "$TLS_DIR" full
 }
 
 install() {

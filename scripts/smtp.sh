@@ -19,6 +19,8 @@ VENV="$HOME/.cache/binferry-smtp/venv"
 log() { echo "[smtp:$PORT] $*" >&2; }
 # shellcheck source=lib/daemon.sh
 . scripts/lib/daemon.sh
+# shellcheck source=lib/certs.sh
+. scripts/lib/certs.sh
 
 install() {
   if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
@@ -41,23 +43,7 @@ PY
 }
 
 tls_files() {
-  [ -f "$TLS_DIR/server-cert.pem" ] && return 0
-  command -v openssl >/dev/null 2>&1 || {
-    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    log "installing openssl"; $sudo apt-get install -y -qq openssl >/dev/null
-  }
-  mkdir -p "$TLS_DIR"
-  (
-    cd "$TLS_DIR"
-    q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
-    q openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=binferry smtp test CA" \
-      -keyout ca-key.pem -out ca.pem
-    q openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server-key.pem -out server.csr
-    printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
-    q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
-      -extfile server.ext -out server-cert.pem
-    chmod 600 ./*-key.pem
-  )
+  [ -f "$TLS_DIR/server-cert.pem" ] || certs_make "$TLS_DIR"
 }
 
 start() {
