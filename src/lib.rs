@@ -69,6 +69,7 @@ pub mod buffer;
 pub mod check;
 pub mod config;
 pub mod connection;
+pub mod drift;
 pub mod error;
 pub mod event;
 pub(crate) mod failpoint;

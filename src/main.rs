@@ -62,6 +62,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the replicated tables of the source and the target by row hash and list the
+    /// keys that differ. Runs beside `run` (changes in flight are read again once applied).
+    /// Exit code: 0 no drift, 3 drift found, 1 the comparison could not run, 2 bad config.
+    Verify {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these tables (`db.table`, globs allowed).
+        #[arg(long)]
+        table: Option<String>,
+        /// JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait, per table, for the running pipeline to apply changes in flight.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Re-apply the buffer to the target from a stored offset (while `run` is stopped).
     /// Safe to repeat: rows already up to date are left alone.
     Replay {
@@ -87,6 +104,7 @@ fn main() -> ExitCode {
         Command::Check { config }
         | Command::Run { config, .. }
         | Command::Status { config, .. }
+        | Command::Verify { config, .. }
         | Command::Replay { config, .. } => config.clone(),
     };
     let config = match Config::load(&config_path) {
@@ -111,6 +129,7 @@ fn main() -> ExitCode {
             }
             Command::Run { skip_checks, role, .. } => run(&config, skip_checks, role).await,
             Command::Status { json, .. } => status(&config, json).await,
+            Command::Verify { table, json, wait_secs, .. } => verify(&config, table.as_deref(), json, wait_secs).await,
             Command::Replay { from_offset, from_time, table, .. } => {
                 replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
             }
@@ -125,6 +144,19 @@ fn main() -> ExitCode {
             if e.kind() == ErrorKind::Config { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// `binferry verify`: exit 3 when drift is found.
+async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64) -> Result<ExitCode> {
+    let report = binferry::pipeline::verify(config, table, std::time::Duration::from_secs(wait_secs)).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("the verify report does not serialise: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render_text(20));
+    }
+    Ok(if report.drifted() { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
 /// `binferry status`: text for people, JSON for scripts; exit 0 whenever it could report.

@@ -106,6 +106,8 @@ pub enum RunOutcome {
     Failed,
     /// The process ended without a report (SIGKILL, a crash), found by a later run.
     Interrupted,
+    /// A verify that found the target different from the source.
+    Drift,
 }
 
 impl RunOutcome {
@@ -116,6 +118,7 @@ impl RunOutcome {
             RunOutcome::Ok => "ok",
             RunOutcome::Failed => "failed",
             RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Drift => "drift",
         }
     }
 

@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shutdown", 0),
     ("failpoint", 0),
     ("status", 0),
+    ("drift", 0),
     ("config", 1),
     ("connection", 2),
     ("mysql_codec", 2),

@@ -435,3 +435,71 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
         assert!(!env.log().contains(secret), "{secret} in the log");
     }
 }
+
+/// `binferry verify [ARGS]` on `env`'s config: exit code and stdout.
+fn verify_cmd(env: &Env, args: &[&str]) -> (Option<i32>, String) {
+    let cfg = env.config_path();
+    let mut all = vec!["verify", "--config", cfg.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry")).args(&all).output().unwrap();
+    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `verify` beside a running pipeline under load finds no drift (keys in flight are read
+/// again once the pipeline has applied them). After the target is changed by hand it names
+/// the missing, extra and different keys, exits 3, and the run registry says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
+    let mut env = Env::new("verify").await;
+    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    let mut c = env.conn().await;
+    create_schema(&mut c, &env.src).await;
+    let mut w = Workload::new(&env.src, 51);
+    w.seed(&mut c, 200).await;
+    let bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+    let load = env.background_load(52, 1_500, Duration::from_millis(4));
+    let (code, out) = verify_cmd(&env, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no drift in 3 tables"), "{out}");
+    load.await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+
+    // Drift made by hand in the target.
+    let (src, dst) = (env.src.clone(), env.dst.clone());
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let gone: u64 = t.query_first(format!("SELECT MIN(id) FROM `{dst}`.ingredients")).await.unwrap().unwrap();
+    let changed: i64 = t.query_first(format!("SELECT MIN(id) FROM `{dst}`.recipes")).await.unwrap().unwrap();
+    for sql in [
+        format!("CREATE TEMPORARY TABLE x AS SELECT * FROM `{dst}`.ingredients WHERE id = {gone}"),
+        "UPDATE x SET id = 999999999".into(),
+        format!("INSERT INTO `{dst}`.ingredients SELECT * FROM x"),
+        format!("DELETE FROM `{dst}`.ingredients WHERE id = {gone}"),
+        format!("UPDATE `{dst}`.recipes SET _binferry_hash = REPEAT(X'00', 16) WHERE id = {changed}"),
+    ] {
+        t.query_drop(sql).await.unwrap();
+    }
+    let (code, out) = verify_cmd(&env, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    for want in [
+        format!("{src}.ingredients: "),
+        format!("missing in the target: {gone}"),
+        "only in the target: 999999999".into(),
+        format!("{src}.recipes: "),
+        format!("different: {changed}"),
+        format!("{src}.recipe_ingredients: ").to_string(),
+        "drift in 2 of 3 tables".into(),
+    ] {
+        assert!(out.contains(&want), "{want:?} not in:\n{out}");
+    }
+    let (code, out) = verify_cmd(&env, &["--json", "--table", &format!("{src}.recipes")]);
+    assert_eq!(code, Some(3), "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').map_or(0, |i| i + 1)]).unwrap();
+    assert_eq!(json["tables"].as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json["tables"][0]["drift"]["different"], serde_json::json!([changed.to_string()]), "{json}");
+    let status: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let run = &status["target"]["runs"][0];
+    assert_eq!((run["kind"].as_str(), run["outcome"].as_str()), (Some("verify"), Some("drift")), "{status}");
+    assert!(run["error"].as_str().is_some_and(|e| e.contains(&format!("{src}.recipes"))), "{status}");
+}

@@ -10,6 +10,7 @@ mod replay;
 mod retention;
 mod runs;
 mod status;
+mod verify;
 mod workers;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tracing::{error, info, warn};
 
 pub use replay::{ReplayFrom, ReplaySummary, replay};
 pub use status::status;
+pub use verify::{TableVerdict, VerifyReport, verify};
 
 use crate::buffer::embedded::{EmbeddedBuffer, Retention};
 use crate::buffer::kafka::KafkaSettings;

@@ -34,12 +34,16 @@ impl RunRecord {
 
     /// Record how the run ended: with `error` or not, and `rows` written.
     pub(crate) async fn finish(self, error: Option<&Error>, rows: u64) {
+        match error {
+            None => self.finish_as(RunOutcome::Ok, rows, None).await,
+            Some(e) => self.finish_as(RunOutcome::Failed, rows, Some(&e.to_string())).await,
+        }
+    }
+
+    /// Record that the run ended with `outcome`, `rows`, and `error` (what it found).
+    pub(crate) async fn finish_as(self, outcome: RunOutcome, rows: u64, error: Option<&str>) {
         let Some(id) = &self.id else { return };
-        let (outcome, error) = match error {
-            None => (RunOutcome::Ok, None),
-            Some(e) => (RunOutcome::Failed, Some(e.to_string())),
-        };
-        if let Err(e) = self.target.run_ended(id, outcome, rows, error.as_deref()).await {
+        if let Err(e) = self.target.run_ended(id, outcome, rows, error).await {
             warn!(error = %e, "the run registry (_binferry_runs) could not record the end of this run");
         }
     }

@@ -68,7 +68,7 @@ fn stopped_state(report: &StatusReport) -> String {
 
 /// The running process's `/status`: `Ok(None)` when none answers at `http.listen` (not
 /// running, the endpoint off, or a port chosen at start).
-async fn process_status(config: &Config) -> std::result::Result<Option<serde_json::Value>, String> {
+pub(super) async fn process_status(config: &Config) -> std::result::Result<Option<serde_json::Value>, String> {
     let Ok(Some(addr)) = config.http.address() else { return Ok(None) };
     if addr.port() == 0 {
         return Ok(None);

@@ -31,6 +31,7 @@ mod catalog;
 mod ddl;
 
 mod binlog_status;
+mod hashes;
 pub mod preflight;
 
 mod snapshot;
@@ -48,6 +49,7 @@ use tracing::{info, warn};
 use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
 pub use binlog_status::source_state;
+pub use hashes::{table_hashes, verified_tables};
 
 use crate::buffer::Journal;
 use crate::config::{Config, DEFAULT_SOURCE_PASSWORD_ENV, SnapshotMode, resolve_password};

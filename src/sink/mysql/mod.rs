@@ -37,6 +37,7 @@
 //! and nothing needs escaping.
 
 mod check;
+mod hashes;
 mod plan;
 mod registry;
 mod rows;
@@ -51,6 +52,7 @@ use mysql_async::{Conn, OptsBuilder};
 use tracing::{info, warn};
 
 pub use check::check;
+pub use hashes::table_hashes;
 pub use registry::{read_status, run_ended, run_started};
 pub use statements::{
     BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, RUNS_TABLE, STATE_TABLE, STOPPED_TABLE,

@@ -1,0 +1,147 @@
+//! What `binferry verify` compares: the row hashes of one table on each side, and the keys
+//! where they disagree. Pure; the reading is done by each end (`source::table_hashes`, the
+//! MySQL sink's `table_hashes`), the waiting for changes in flight by `pipeline::verify`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::event::Value;
+
+/// The rows of one table on one side, by their row hash.
+#[derive(Clone, Debug, Default)]
+pub struct TableHashes {
+    /// Tables with a primary key: encoded key → (row hash, the key's values, for messages).
+    pub keyed: BTreeMap<Vec<u8>, ([u8; 16], Vec<Value>)>,
+    /// Tables without one: row hash → how many rows have it (the table is a multiset).
+    pub keyless: HashMap<[u8; 16], u64>,
+}
+
+impl TableHashes {
+    /// Rows counted.
+    pub fn rows(&self) -> u64 {
+        self.keyed.len() as u64 + self.keyless.values().sum::<u64>()
+    }
+}
+
+/// How the target differs from the source for one table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Drift {
+    /// Keys the source has and the target lacks.
+    pub missing: Vec<String>,
+    /// Keys the target has and the source does not.
+    pub extra: Vec<String>,
+    /// Keys whose row differs.
+    pub different: Vec<String>,
+    /// Keyless tables: rows (by hash) whose count differs, as `hash: source n, target m`.
+    pub keyless: Vec<String>,
+}
+
+impl Drift {
+    /// No difference.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.extra.is_empty() && self.different.is_empty() && self.keyless.is_empty()
+    }
+
+    /// How many keys or rows differ.
+    pub fn len(&self) -> usize {
+        self.missing.len() + self.extra.len() + self.different.len() + self.keyless.len()
+    }
+}
+
+/// The encoded keys where `source` and `target` disagree (missing, extra or different), to
+/// look at again once the changes in flight are applied.
+pub fn differing_keys(source: &TableHashes, target: &TableHashes) -> Vec<Vec<u8>> {
+    let mut keys: Vec<Vec<u8>> = source
+        .keyed
+        .iter()
+        .filter(|(k, (h, _))| target.keyed.get(*k).is_none_or(|(t, _)| t != h))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.extend(target.keyed.keys().filter(|k| !source.keyed.contains_key(*k)).cloned());
+    keys.sort();
+    keys
+}
+
+/// How `target` differs from `source`.
+pub fn diff(source: &TableHashes, target: &TableHashes) -> Drift {
+    let show = |values: &[Value]| values.iter().map(show_value).collect::<Vec<_>>().join(", ");
+    let mut d = Drift::default();
+    for (k, (hash, values)) in &source.keyed {
+        match target.keyed.get(k) {
+            None => d.missing.push(show(values)),
+            Some((t, _)) if t != hash => d.different.push(show(values)),
+            Some(_) => {}
+        }
+    }
+    for (k, (_, values)) in &target.keyed {
+        if !source.keyed.contains_key(k) {
+            d.extra.push(show(values));
+        }
+    }
+    let mut hashes: Vec<&[u8; 16]> = source.keyless.keys().chain(target.keyless.keys()).collect();
+    hashes.sort();
+    hashes.dedup();
+    for h in hashes {
+        let (s, t) = (source.keyless.get(h).copied().unwrap_or(0), target.keyless.get(h).copied().unwrap_or(0));
+        if s != t {
+            let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+            d.keyless.push(format!("row {hex}: source {s}, target {t}"));
+        }
+    }
+    d
+}
+
+/// A key value for people: text as is, bytes in hex, the rest as its debug form.
+fn show_value(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Text(s) => format!("'{s}'"),
+        Value::Bytes(b) => format!("0x{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(rows: &[(i64, u8)]) -> TableHashes {
+        let mut t = TableHashes::default();
+        for &(k, h) in rows {
+            let mut enc = Vec::new();
+            crate::event::hash::encode_values(&[Value::Int(k)], &mut enc);
+            t.keyed.insert(enc, ([h; 16], vec![Value::Int(k)]));
+        }
+        t
+    }
+
+    #[test]
+    fn missing_extra_and_different_keys_are_named() {
+        let source = keyed(&[(1, 1), (2, 2), (3, 3)]);
+        let target = keyed(&[(1, 1), (3, 9), (4, 4)]);
+        let d = diff(&source, &target);
+        assert_eq!(d.missing, ["2"]);
+        assert_eq!(d.different, ["3"]);
+        assert_eq!(d.extra, ["4"]);
+        assert_eq!(d.len(), 3);
+        assert_eq!(differing_keys(&source, &target).len(), 3);
+        assert!(diff(&source, &source).is_empty());
+    }
+
+    #[test]
+    fn keyless_tables_compare_as_multisets() {
+        let mut source = TableHashes::default();
+        source.keyless.insert([1; 16], 2);
+        source.keyless.insert([2; 16], 1);
+        let mut target = source.clone();
+        assert!(diff(&source, &target).is_empty());
+        target.keyless.insert([1; 16], 1);
+        let d = diff(&source, &target);
+        assert_eq!(d.keyless.len(), 1);
+        assert!(d.keyless[0].ends_with("source 2, target 1"), "{:?}", d.keyless);
+        assert_eq!(source.rows(), 3);
+    }
+}

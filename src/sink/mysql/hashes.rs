@@ -1,0 +1,52 @@
+//! The target side of `binferry verify`: the row hashes binferry stored with each row of a
+//! MySQL target table (`_binferry_hash`), by key. Rows soft-deleted count as absent.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Row, Value as MyValue};
+
+use super::statements::q;
+use super::{DELETED_COLUMN, HASH_COLUMN, MysqlSinkSettings, table_exists};
+use crate::drift::TableHashes;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::hash::encode_values;
+use crate::mysql_codec::{Origin, convert};
+use crate::schema::TableSchema;
+
+/// The stored hashes of the target table of `schema`; empty when the table does not exist yet.
+pub async fn table_hashes(settings: &MysqlSinkSettings, schema: &TableSchema) -> Result<TableHashes> {
+    let mut conn = settings.connect().await?;
+    let name = settings.target_table(&schema.table);
+    let mut out = TableHashes::default();
+    if !table_exists(&mut conn, &settings.database, &name).await? {
+        return Ok(out);
+    }
+    let full = format!("{}.{}", q(&settings.database), q(&name));
+    let live = if settings.soft(&schema.table) { format!(" WHERE {DELETED_COLUMN} IS NULL") } else { String::new() };
+    let keys: Vec<String> = schema.primary_key.iter().map(|&i| q(&schema.columns[i].name)).collect();
+    let mut select = keys.clone();
+    select.push(HASH_COLUMN.to_string());
+    let sql = format!("SELECT {} FROM {full}{live}", select.join(", "));
+    // The binary protocol, as the sink reads keys back: typed values.
+    let rows: Vec<Row> = conn.exec(sql, ()).await.map_err(|e| Error::target_mysql(e, format!("reading `{name}`")))?;
+    let malformed = || {
+        Error::new(ErrorKind::TargetRejected, format!("`{name}`: a row without a 16-byte {HASH_COLUMN}"))
+            .with_hint("the table was changed by hand; `binferry replay --table` rewrites its rows")
+    };
+    for mut row in rows {
+        let n = keys.len();
+        let hash: [u8; 16] = row.take::<Vec<u8>, _>(n).and_then(|h| h.try_into().ok()).ok_or_else(malformed)?;
+        if n == 0 {
+            *out.keyless.entry(hash).or_insert(0) += 1;
+            continue;
+        }
+        let mut key = Vec::with_capacity(n);
+        for (i, &ci) in schema.primary_key.iter().enumerate() {
+            let v: MyValue = row.take(i).unwrap_or(MyValue::NULL);
+            key.push(convert(v, &schema.columns[ci], Origin::Snapshot)?);
+        }
+        let mut encoded = Vec::new();
+        encode_values(&key, &mut encoded);
+        out.keyed.insert(encoded, (hash, key));
+    }
+    Ok(out)
+}
