@@ -1,15 +1,14 @@
 //! The target side of `binferry verify`: the row hashes binferry stored with each row of a
 //! MySQL target table (`_binferry_hash`), by key. Rows soft-deleted count as absent.
 
+use mysql_async::Row;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, Value as MyValue};
 
+use super::rows::target_key;
 use super::statements::q;
 use super::{DELETED_COLUMN, HASH_COLUMN, MysqlSinkSettings, table_exists};
 use crate::drift::TableHashes;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::hash::encode_values;
-use crate::mysql_codec::{Origin, convert};
 use crate::schema::TableSchema;
 
 /// The stored hashes of the target table of `schema`; empty when the table does not exist yet.
@@ -39,13 +38,7 @@ pub async fn table_hashes(settings: &MysqlSinkSettings, schema: &TableSchema) ->
             *out.keyless.entry(hash).or_insert(0) += 1;
             continue;
         }
-        let mut key = Vec::with_capacity(n);
-        for (i, &ci) in schema.primary_key.iter().enumerate() {
-            let v: MyValue = row.take(i).unwrap_or(MyValue::NULL);
-            key.push(convert(v, &schema.columns[ci], Origin::Snapshot)?);
-        }
-        let mut encoded = Vec::new();
-        encode_values(&key, &mut encoded);
+        let (encoded, key) = target_key(&mut row, schema)?;
         out.keyed.insert(encoded, (hash, key));
     }
     Ok(out)

@@ -334,16 +334,23 @@ fn show(v: &Value) -> String {
     if text.chars().count() > 80 { format!("{}…", text.chars().take(80).collect::<String>()) } else { text }
 }
 
-/// Decode one `select_state` row: key values (as the target returns them), position, hash, deleted.
-fn stored_row(mut row: Row, schema: &TableSchema) -> Result<(Vec<u8>, Stored)> {
-    let n = schema.primary_key.len();
-    let mut key = Vec::with_capacity(n);
+/// The primary key in the first columns of a target `row`, decoded with the source's codec
+/// (as the target returns them): its encoding (how batches key rows) and its values.
+pub(super) fn target_key(row: &mut Row, schema: &TableSchema) -> Result<(Vec<u8>, Vec<Value>)> {
+    let mut key = Vec::with_capacity(schema.primary_key.len());
     for (i, &ci) in schema.primary_key.iter().enumerate() {
         let v: MyValue = row.take(i).unwrap_or(MyValue::NULL);
         key.push(convert(v, &schema.columns[ci], Origin::Snapshot)?);
     }
     let mut encoded = Vec::new();
     encode_values(&key, &mut encoded);
+    Ok((encoded, key))
+}
+
+/// Decode one `select_state` row: key values (as the target returns them), position, hash, deleted.
+fn stored_row(mut row: Row, schema: &TableSchema) -> Result<(Vec<u8>, Stored)> {
+    let n = schema.primary_key.len();
+    let (encoded, _) = target_key(&mut row, schema)?;
     let bad = || {
         Error::new(
             ErrorKind::TargetRejected,
