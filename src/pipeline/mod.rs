@@ -82,7 +82,7 @@ pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> 
             observers_stop.clone(),
         ));
     }
-    let result = run_pipeline(config, role, shutdown, Arc::clone(&stats)).await;
+    let result = run_pipeline(config, role, shutdown, target.clone(), Arc::clone(&stats)).await;
     observers_stop.trigger();
     if let (Some(alerter), Err(e)) = (&alerter, &result) {
         alerter.pipeline_stopped(&e.to_string()).await;
@@ -93,14 +93,20 @@ pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> 
 
 /// Long because it only wires: it opens the buffer, starts each role's task with its child
 /// shutdown token, and supervises them; it holds no decision of its own.
-async fn run_pipeline(config: &Config, role: Role, shutdown: Shutdown, stats: Arc<Stats>) -> Result<()> {
+async fn run_pipeline(
+    config: &Config,
+    role: Role,
+    shutdown: Shutdown,
+    target: TargetSettings,
+    stats: Arc<Stats>,
+) -> Result<()> {
     // The writer drains once the source has stopped, never on the signal itself: what the
     // source appended last is applied before binferry exits.
     let drain = Shutdown::new();
     // A failing task stops the source the same way a signal does.
     let fail = shutdown.child();
     let source_shutdown = fail.clone();
-    let sink_settings = TargetSettings::from_config(config)?.with_stats(Arc::clone(&stats));
+    let sink_settings = target.with_stats(Arc::clone(&stats));
     let listener = match config.http.address()? {
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
