@@ -189,22 +189,19 @@ impl Engine {
         now: u64,
         out: &mut Vec<Alert>,
     ) {
-        match (holds, self.episodes.contains_key(key)) {
-            (true, false) => {
+        // Once an episode fired its condition keeps holding (its time only grows); when it
+        // does not, the episode ended, also when a new one has begun since.
+        if holds {
+            if !self.episodes.contains_key(key) {
                 let alert = self.alert(severity, what, None, since, detail, fix);
                 let sent = self.limit(alert.clone(), now);
                 let announced = sent.is_some();
                 out.extend(sent);
                 self.episodes.insert(key, Episode { alert, announced });
             }
-            (false, true) if since == 0 || key == LAG || key == RETENTION => {
-                let Some(ep) = self.episodes.remove(key) else { return };
-                if ep.announced {
-                    let resolved = Alert { status: Status::Resolved, detail: detail.to_string(), ..ep.alert };
-                    out.extend(self.limit(resolved, now));
-                }
-            }
-            _ => {}
+        } else if let Some(ep) = self.episodes.remove(key).filter(|ep| ep.announced) {
+            let resolved = Alert { status: Status::Resolved, detail: detail.to_string(), ..ep.alert };
+            out.extend(self.limit(resolved, now));
         }
     }
 
