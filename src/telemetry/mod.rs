@@ -92,17 +92,6 @@ pub struct Stats {
     retention_headroom: AtomicU64,
 }
 
-/// What one batch did to one table.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TableApplied {
-    /// Rows written.
-    pub written: u64,
-    /// Rows that already had the same values.
-    pub unchanged: u64,
-    /// Changes older than the target's rows.
-    pub stale: u64,
-}
-
 /// What one target commit's rows came to, as the writer records it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -133,8 +122,9 @@ impl Stats {
         ::metrics::gauge!(names::SNAPSHOT_TABLES_REMAINING).set(tables as f64);
     }
 
-    /// What one batch did to `table`: rows written, unchanged, stale.
-    pub(crate) fn record_table_applied(&self, table: &impl std::fmt::Display, counts: TableApplied) {
+    /// What one batch did to `table`: rows written, unchanged, stale (compaction is counted
+    /// per pipeline only).
+    pub(crate) fn record_table_applied(&self, table: &impl std::fmt::Display, counts: Applied) {
         let table = table.to_string();
         ::metrics::counter!(names::TABLE_ROWS_WRITTEN, "table" => table.clone()).increment(counts.written);
         ::metrics::counter!(names::TABLE_ROWS_UNCHANGED, "table" => table.clone()).increment(counts.unchanged);

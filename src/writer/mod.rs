@@ -65,7 +65,7 @@ use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink, TableState};
 use crate::table_filter::TableFilter;
-use crate::telemetry::{Applied, Stats, TableApplied, WriterUnapplied};
+use crate::telemetry::{Applied, Stats, WriterUnapplied};
 use barrier::Barrier;
 use prefetch::{Fetched, Prefetch};
 use txn::{Orphans, SourceTxn};
@@ -657,7 +657,7 @@ impl<'a, B: Log> Writer<'a, B> {
             self.target_versions.insert(t.schema.table.clone(), t.version);
         }
         for (table, c) in &per_table.tables {
-            let applied = TableApplied { written: c.written, unchanged: c.unchanged, stale: c.stale };
+            let applied = Applied { written: c.written, unchanged: c.unchanged, stale: c.stale, compacted: 0 };
             self.stats.record_table_applied(table, applied);
         }
         let counts = per_table.total();
