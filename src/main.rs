@@ -64,7 +64,8 @@ enum Command {
     },
     /// Compare the replicated tables of the source and the target by row hash and list the
     /// keys that differ. Runs beside `run` (changes in flight are read again once applied).
-    /// Exit code: 0 no drift, 3 drift found, 1 the comparison could not run, 2 bad config.
+    /// Exit code: 0 no drift, 3 drift found, 1 the comparison (or that of a table) could not
+    /// run, 2 bad config.
     Verify {
         /// Config file.
         #[arg(long, short)]
@@ -156,7 +157,13 @@ async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64
     } else {
         print!("{}", report.render_text(20));
     }
-    Ok(if report.drifted() { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(if report.drifted() {
+        ExitCode::from(3)
+    } else if report.incomplete() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `binferry status`: text for people, JSON for scripts; exit 0 whenever it could report.

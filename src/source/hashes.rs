@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use super::catalog::{list_tables, load_schema, quote};
 use super::{ServerInfo, SourceSettings};
 use crate::drift::TableHashes;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::event::hash::{encode_values, row_hash};
 use crate::mysql_codec::{Origin, convert};
 use crate::schema::{TableRef, TableSchema};
@@ -48,9 +48,6 @@ pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result
         } else {
             *out.keyless.entry(hash).or_insert(0) += 1;
         }
-    }
-    if schema.columns.is_empty() {
-        return Err(Error::new(ErrorKind::Internal, format!("{table}: no columns")));
     }
     Ok((schema, out))
 }
