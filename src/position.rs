@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::Value;
 use crate::schema::TableRef;
 
 /// A row change's place in the source binlog.
@@ -151,6 +152,30 @@ pub struct SnapshotProgress {
     pub complete: bool,
     /// Copied tables (`db.table`) and the binlog position of their copy.
     pub tables: BTreeMap<String, Position>,
+    /// Tables being copied in key chunks while the binlog streams (the initial snapshot of
+    /// tables with a primary key, and resyncs), by `db.table`. A table leaves this map with
+    /// its last chunk.
+    #[serde(default)]
+    pub chunked: BTreeMap<String, ChunkedCopy>,
+}
+
+/// How far the chunked copy of one table has come: what a restart resumes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChunkedCopy {
+    /// The table.
+    pub table: TableRef,
+    /// Position of the copy's first chunk. When the last chunk is in, target rows older than
+    /// it are the ones the source no longer has, and they are removed.
+    pub start: Option<Position>,
+    /// Primary key of the last row copied, in key order (`None`: no chunk yet).
+    pub after: Option<Vec<Value>>,
+    /// Chunks copied so far.
+    pub chunks: u64,
+    /// Rows copied so far.
+    pub rows: u64,
+    /// A resync asked for by an operator, rather than the initial snapshot.
+    #[serde(default)]
+    pub resync: bool,
 }
 
 impl SnapshotProgress {

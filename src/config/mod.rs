@@ -62,8 +62,10 @@ pub const DEFAULT_BATCH_MAX_ROWS: usize = 10_000;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Flush a batch at the latest this long after its first change arrived.
 pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
-/// Snapshot rows per buffer append (and per target transaction).
+/// Snapshot rows per chunk: per source query, buffer append and target transaction.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
+/// Chunks of one table read at the same time, each on its own source connection.
+pub const DEFAULT_SNAPSHOT_PARALLEL: usize = 4;
 /// Interval of the progress log line.
 pub const DEFAULT_PROGRESS_INTERVAL_SECS: u64 = 10;
 /// Target table name template.
@@ -167,14 +169,21 @@ pub struct SnapshotConfig {
     /// `initial`: copy existing rows before streaming; `never`: stream from the current binlog end.
     #[serde(default)]
     pub mode: SnapshotMode,
-    /// Rows per buffer append and per target transaction while copying.
+    /// Rows per chunk: per source query, buffer append and target transaction while copying.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// Chunks of a table read at the same time, each on its own source connection.
+    #[serde(default = "default_snapshot_parallel")]
+    pub parallel: usize,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { mode: SnapshotMode::default(), chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS }
+        SnapshotConfig {
+            mode: SnapshotMode::default(),
+            chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            parallel: DEFAULT_SNAPSHOT_PARALLEL,
+        }
     }
 }
 
@@ -279,6 +288,9 @@ fn default_batch_delay() -> u64 {
 fn default_chunk_rows() -> usize {
     DEFAULT_SNAPSHOT_CHUNK_ROWS
 }
+fn default_snapshot_parallel() -> usize {
+    DEFAULT_SNAPSHOT_PARALLEL
+}
 fn default_progress_interval() -> u64 {
     DEFAULT_PROGRESS_INTERVAL_SECS
 }
@@ -324,6 +336,9 @@ impl Config {
         }
         if self.snapshot.chunk_rows == 0 {
             return Err(invalid("snapshot.chunk_rows", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.snapshot.parallel) {
+            return Err(invalid("snapshot.parallel", "must be between 1 and 64"));
         }
         if self.log.progress_interval_secs == 0 {
             return Err(invalid("log.progress_interval_secs", "must be at least 1"));

@@ -22,6 +22,24 @@ use crate::event::value::{format_datetime, format_epoch, format_time};
 use crate::schema::{ColumnSchema, ColumnType};
 use charset::Charsets;
 
+/// The binary-protocol parameter for `v`. Temporal values and decimals travel as their
+/// exact text, which the server parses without rounding; text travels as utf8mb4 and is
+/// converted by the server to the column's character set.
+pub(crate) fn param(v: &Value) -> My {
+    match v {
+        Value::Null => My::NULL,
+        Value::Int(i) => My::Int(*i),
+        Value::UInt(u) | Value::Bit(u) => My::UInt(*u),
+        Value::Year(y) => My::UInt(*y as u64),
+        Value::Float(f) => My::Float(*f),
+        Value::Double(d) => My::Double(*d),
+        Value::Decimal(s) | Value::Date(s) | Value::DateTime(s) | Value::Time(s) | Value::Text(s) | Value::Json(s) => {
+            My::Bytes(s.as_bytes().to_vec())
+        }
+        Value::Bytes(b) => My::Bytes(b.clone()),
+    }
+}
+
 /// Where a value was read.
 #[derive(Clone, Copy)]
 pub(crate) enum Origin<'a> {
@@ -353,6 +371,13 @@ pub(crate) fn normalize_decimal(s: &str, scale: u8) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parameters_keep_floats_bit_exact_and_text_as_utf8() {
+        assert_eq!(param(&Value::Double(0.14231597459159417)), My::Double(0.14231597459159417));
+        assert_eq!(param(&Value::Float(-0.0)), My::Float(-0.0));
+        assert_eq!(param(&Value::Text("é".into())), My::Bytes("é".as_bytes().to_vec()));
+    }
+
     use super::*;
     use crate::schema::Charset;
 

@@ -19,9 +19,11 @@ use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::catalog::{apply_facts, column_facts};
+use super::chunks::{Chunk, CopyJob, Offer, Verdict, judge};
 use super::ddl::{Ddl, classify};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings};
@@ -58,6 +60,46 @@ struct CachedTable {
     /// Source column indexes kept after `exclude_columns` (`None`: all).
     keep: Option<Vec<usize>>,
 }
+
+/// The stream's side of the chunked copies ([`super::chunks`]): where jobs go, where chunks
+/// come from, and what the stream knows that decides whether it takes one.
+pub(super) struct CopyLink {
+    jobs: mpsc::Sender<CopyJob>,
+    offers: mpsc::Receiver<Offer>,
+    /// The chunk offered and not yet taken (the copier waits for the verdict).
+    held: Option<(Chunk, oneshot::Sender<Verdict>)>,
+    /// Per table being copied, the position of the newest statement that named it.
+    last_ddl: HashMap<String, Position>,
+    /// Schema versions already handed to the buffer with a chunk.
+    schemas_sent: HashSet<u64>,
+    /// The copier still runs (its channel is open).
+    open: bool,
+    /// Progress log: the last time a line was written.
+    logged_at: Instant,
+}
+
+impl CopyLink {
+    pub(super) fn new(jobs: mpsc::Sender<CopyJob>, offers: mpsc::Receiver<Offer>) -> Self {
+        CopyLink {
+            jobs,
+            offers,
+            held: None,
+            last_ddl: HashMap::new(),
+            schemas_sent: HashSet::new(),
+            open: true,
+            logged_at: Instant::now(),
+        }
+    }
+}
+
+/// Take a chunk only while the writer has at most this many records to apply per chunk row
+/// of the configured size: the writer applies the buffer in order, so a flood of chunk rows
+/// would delay the binlog changes of every other table behind it.
+const CHUNK_BACKLOG_CHUNKS: u64 = 2;
+/// How often a held chunk is looked at again while the binlog is quiet.
+const CHUNK_RECHECK: Duration = Duration::from_millis(20);
+/// How often a chunked copy in progress is logged.
+const COPY_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Streamer<'a> {
     collations: Collations,
@@ -96,6 +138,9 @@ struct Streamer<'a> {
     /// The newest table copy of an interrupted snapshot, while the stream is before it: until
     /// the stream reaches it, the target is not consistent ([`Commit::consistent`]).
     consistent_from: Option<Position>,
+    /// The end of the last event read: where the stream is.
+    at: Option<Position>,
+    copy: CopyLink,
 }
 
 /// Long because it is the event loop: one `select!` arm per event source (shutdown, flush
@@ -110,6 +155,7 @@ pub(super) async fn stream<B: Journal>(
     stats: &Stats,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
+    copy: CopyLink,
 ) -> Result<()> {
     let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
     let (mut binlog, checksums) = open_binlog(settings, server, &resume).await?;
@@ -141,7 +187,10 @@ pub(super) async fn stream<B: Journal>(
         bytes_read: 0,
         rotate_has_crc: checksums,
         consistent_from: None,
+        at: None,
+        copy,
     };
+    st.record_copy_progress();
     st.consistent_from = st.checkpoint.snapshot.newest_copy_after(&resume);
     if let Some(p) = &st.consistent_from {
         info!(
@@ -153,6 +202,8 @@ pub(super) async fn stream<B: Journal>(
     }
     let mut idle_tick = tokio::time::interval(IDLE_CHECKPOINT_INTERVAL);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut chunk_tick = tokio::time::interval(CHUNK_RECHECK);
+    chunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = st.first_pending_at.map(|t| tokio::time::Instant::from_std(t + FLUSH_MAX_DELAY));
         tokio::select! {
@@ -176,6 +227,7 @@ pub(super) async fn stream<B: Journal>(
                 };
                 st.handle(&event, |id| binlog.get_tme(id))?;
                 st.resolve(settings).await?;
+                st.take_held_chunk(buffer).await?;
                 if st.pending.len() >= FLUSH_MAX_RECORDS {
                     st.flush(buffer).await?;
                     backoff.reset();
@@ -193,6 +245,18 @@ pub(super) async fn stream<B: Journal>(
                     st.stats.source_paused.store(false, Ordering::Relaxed);
                 }
             }
+            offer = st.copy.offers.recv(), if st.copy.open && st.copy.held.is_none() => {
+                match offer {
+                    Some(Offer::Chunk(chunk, reply)) => {
+                        st.copy.held = Some((chunk, reply));
+                        st.take_held_chunk(buffer).await?;
+                    }
+                    Some(Offer::Failed { table, reason }) => st.copy_failed(table, reason),
+                    // The copier ended (shutdown, or an error the source restart handles).
+                    None => st.copy.open = false,
+                }
+            }
+            _ = chunk_tick.tick(), if st.copy.held.is_some() => st.take_held_chunk(buffer).await?,
             _ = idle_tick.tick() => {
                 if st.checkpoint_dirty && st.pending.is_empty() {
                     st.flush(buffer).await?;
@@ -260,6 +324,9 @@ impl Streamer<'_> {
         let data = event.read_data().map_err(|e| {
             Error::new(ErrorKind::Decode, format!("binlog event at {}:{log_pos}: {e}", self.current_file))
         })?;
+        // Where the stream is after this event (a rotate names the next file, a heartbeat is
+        // handled below).
+        let moves = !matches!(&data, Some(EventData::RotateEvent(_) | EventData::HeartbeatEvent));
         match data {
             Some(EventData::RotateEvent(r)) => {
                 let raw = r.name_raw();
@@ -291,6 +358,9 @@ impl Streamer<'_> {
             }
             Some(EventData::HeartbeatEvent) => {
                 self.stats.source_caught_up.store(true, Ordering::Relaxed);
+                if log_pos > 0 {
+                    self.at = Some(Position::new(self.current_file.clone(), log_pos));
+                }
                 // The stream is at the binlog's end: if that is past the newest table copy,
                 // the target becomes consistent even without a transaction to say so.
                 if !self.in_txn {
@@ -301,6 +371,9 @@ impl Streamer<'_> {
                 }
             }
             _ => {}
+        }
+        if log_pos > 0 && moves {
+            self.at = Some(Position::new(self.current_file.clone(), log_pos));
         }
         Ok(())
     }
@@ -490,8 +563,9 @@ impl Streamer<'_> {
 
     /// Turn a row- or name-affecting DDL statement on replicated tables into records.
     fn on_ddl(&mut self, sql: &str, default_db: &str, log_pos: u64, ts: u32) {
-        let Some(ddl) = classify(sql, default_db) else { return };
         let position = Position::new(self.current_file.clone(), log_pos);
+        self.note_statement(sql, &position);
+        let Some(ddl) = classify(sql, default_db) else { return };
         let selected = |t: &TableRef| self.settings.filter.matches(t);
         let mut changes = Vec::new();
         match ddl {
@@ -515,6 +589,7 @@ impl Streamer<'_> {
             _ => {}
         }
         for (table, change) in changes {
+            self.follow_copy(&table, &change);
             info!(%table, ?change, position = %position, "schema change");
             self.push(Record::Ddl(SchemaChange { table, change, position: position.clone(), timestamp: ts }));
             self.txn_has_changes = true;
@@ -524,7 +599,7 @@ impl Streamer<'_> {
     fn on_commit(&mut self, log_pos: u64, ts: u32) {
         let position = Position::new(self.current_file.clone(), log_pos);
         let reaches = self.reaches_consistency(&position);
-        let consistent = Some(self.consistent_from.is_none() || reaches);
+        let consistent = Some((self.consistent_from.is_none() || reaches) && self.checkpoint.snapshot.chunked.is_empty());
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
@@ -542,12 +617,7 @@ impl Streamer<'_> {
             self.push_consistency_marker(position.clone(), ts);
         }
         // Tables stopped during the transaction: each stop is a transaction of its own after it.
-        for (table, reason) in std::mem::take(&mut self.stops) {
-            let change = TableChange::Stop { reason };
-            self.push(Record::Ddl(SchemaChange { table, change, position: position.clone(), timestamp: ts }));
-            let commit = Commit { position: position.clone(), gtid: None, timestamp: ts, snapshot: false, consistent };
-            self.push(Record::Commit(commit));
-        }
+        self.push_stops(&position, ts, consistent);
         self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
         self.stats.source_caught_up.store(false, Ordering::Relaxed);
         self.checkpoint.resume = Some(position);
@@ -570,6 +640,9 @@ impl Streamer<'_> {
     fn push_consistency_marker(&mut self, at: Position, ts: u32) {
         info!(position = %at, "the stream reached the newest table copy of the snapshot");
         self.consistent_from = None;
+        if !self.checkpoint.snapshot.chunked.is_empty() {
+            return; // the last chunk says it
+        }
         self.push(Record::Commit(Commit {
             position: at,
             gtid: None,
@@ -577,6 +650,179 @@ impl Streamer<'_> {
             snapshot: false,
             consistent: Some(true),
         }));
+    }
+
+    /// Remember, for every table being copied in chunks, the newest statement that names it
+    /// (any DDL: a chunk read with the columns from before it is read again). Matching the
+    /// name in the text errs on the side of reading again.
+    fn note_statement(&mut self, sql: &str, at: &Position) {
+        if self.checkpoint.snapshot.chunked.is_empty() {
+            return;
+        }
+        let lower = sql.to_ascii_lowercase();
+        for (key, copy) in &self.checkpoint.snapshot.chunked {
+            if lower.contains(&copy.table.name.to_ascii_lowercase()) {
+                self.copy.last_ddl.insert(key.clone(), at.clone());
+            }
+        }
+    }
+
+    /// A table being copied was dropped or renamed: a dropped table's copy ends; a renamed
+    /// one continues under its new name from the same key (the rows are the same).
+    fn follow_copy(&mut self, table: &TableRef, change: &TableChange) {
+        let chunked = &mut self.checkpoint.snapshot.chunked;
+        let Some(mut copy) = chunked.remove(&table.key()) else { return };
+        self.checkpoint_dirty = true;
+        match change {
+            TableChange::Drop => info!(%table, "table dropped during its chunked copy: the copy ends"),
+            TableChange::RenameTo(to) => {
+                info!(from = %table, %to, "table renamed during its chunked copy: the copy goes on under the new name");
+                copy.table = to.clone();
+                let job = CopyJob { table: to.clone(), after: copy.after.clone() };
+                chunked.insert(to.key(), copy);
+                if self.copy.jobs.try_send(job).is_err() {
+                    warn!(%to, "the copy queue is full: the renamed table's copy resumes at the next restart");
+                }
+            }
+            _ => {
+                chunked.insert(table.key(), copy);
+            }
+        }
+        self.record_copy_progress();
+    }
+
+    /// The copier cannot copy `table`: stop it (the stop says why and that a resync fixes it).
+    fn copy_failed(&mut self, table: TableRef, reason: String) {
+        if self.checkpoint.snapshot.chunked.remove(&table.key()).is_none() {
+            return; // dropped or renamed meanwhile
+        }
+        self.checkpoint_dirty = true;
+        self.stop(table, reason);
+        if !self.in_txn
+            && let Some(at) = self.at.clone()
+        {
+            self.push_stops(&at, now_secs(), Some(false));
+        }
+        self.record_copy_progress();
+    }
+
+    /// Take the held chunk into the buffer if the stream can now (see [`judge`]), or answer
+    /// that it must be read again or dropped.
+    async fn take_held_chunk<B: Journal>(&mut self, buffer: &B) -> Result<()> {
+        if self.in_txn {
+            return Ok(());
+        }
+        let Some((chunk, _)) = &self.copy.held else { return Ok(()) };
+        let key = chunk.table.key();
+        let verdict = judge(
+            self.checkpoint.snapshot.chunked.contains_key(&key),
+            self.stopped.contains(&chunk.table),
+            &chunk.at,
+            &chunk.schema_at,
+            self.at.as_ref(),
+            self.copy.last_ddl.get(&key),
+        )?;
+        let Some(verdict) = verdict else { return Ok(()) };
+        if verdict == Verdict::Taken {
+            let limit = CHUNK_BACKLOG_CHUNKS * self.settings.chunk_rows as u64;
+            if buffer.unapplied() + self.pending.len() as u64 > limit {
+                return Ok(()); // the writer catches up first; the chunk tick looks again
+            }
+        }
+        let Some((chunk, reply)) = self.copy.held.take() else { return Ok(()) };
+        if verdict == Verdict::Taken {
+            self.push_chunk(chunk);
+            self.flush(buffer).await?;
+        }
+        // The copier may have ended meanwhile; nothing then waits for the answer.
+        let _ = reply.send(verdict);
+        Ok(())
+    }
+
+    /// Queue a chunk's rows at its position, record its progress in the checkpoint (appended
+    /// with them), and after a table's last chunk, the sweep of rows the source no longer has.
+    fn push_chunk(&mut self, chunk: Chunk) {
+        let Chunk { table, schema, at, rows, upper, .. } = chunk;
+        let ts = now_secs();
+        let n = rows.len() as u64;
+        let version = schema.version();
+        if self.copy.schemas_sent.insert(version) {
+            self.new_schemas.push(Arc::clone(&schema));
+        }
+        for (i, values) in rows.into_iter().enumerate() {
+            // Row 0 is the chunk's commit (and, for the first chunk, the sweep's position).
+            let position = Position { row: i as u32 + 1, ..at.clone() };
+            self.push(Record::Change(ChangeEvent {
+                table: table.clone(),
+                schema_version: version,
+                op: Op::Snapshot,
+                before: None,
+                after: Some(values),
+                position,
+                timestamp: ts,
+                gtid: None,
+                index: None,
+            }));
+        }
+        self.push(Record::Commit(snapshot_commit(&at, ts)));
+        self.stats.record_snapshot_rows(n);
+        self.checkpoint_dirty = true;
+        let key = table.key();
+        let Some(copy) = self.checkpoint.snapshot.chunked.get_mut(&key) else { return };
+        let start = copy.start.get_or_insert_with(|| at.clone()).clone();
+        copy.after = upper.clone();
+        copy.chunks += 1;
+        copy.rows += n;
+        if upper.is_some() {
+            self.log_copy_progress();
+            return;
+        }
+        let done = self.checkpoint.snapshot.chunked.remove(&key);
+        info!(
+            %table,
+            rows = done.as_ref().map_or(0, |c| c.rows),
+            chunks = done.as_ref().map_or(0, |c| c.chunks),
+            resync = done.as_ref().is_some_and(|c| c.resync),
+            "table copied"
+        );
+        // Every row this copy wrote has a position at or after `start`: older rows are the ones
+        // the source does not have (a TRUNCATE at `start` removes exactly those).
+        self.push(Record::Ddl(SchemaChange { table, change: TableChange::Truncate, position: start.clone(), timestamp: ts }));
+        self.push(Record::Commit(snapshot_commit(&start, ts)));
+        self.copy.last_ddl.remove(&key);
+        self.record_copy_progress();
+        if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {
+            info!("snapshot complete: every chunked copy is in the buffer");
+            self.push(Record::Commit(Commit { position: at, gtid: None, timestamp: ts, snapshot: false, consistent: Some(true) }));
+        }
+    }
+
+    /// Export what is left to copy.
+    fn record_copy_progress(&self) {
+        let chunked = &self.checkpoint.snapshot.chunked;
+        self.stats.record_snapshot_remaining(chunked.len());
+        self.stats.snapshot_running.store(!chunked.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Every [`COPY_PROGRESS_INTERVAL`], one line per table being copied.
+    fn log_copy_progress(&mut self) {
+        if self.copy.logged_at.elapsed() < COPY_PROGRESS_INTERVAL {
+            return;
+        }
+        self.copy.logged_at = Instant::now();
+        for c in self.checkpoint.snapshot.chunked.values().filter(|c| c.chunks > 0) {
+            info!(table = %c.table, rows = c.rows, chunks = c.chunks, "copying in chunks");
+        }
+    }
+
+    /// Queue the stops recorded since the last commit, each a transaction of its own at `at`.
+    fn push_stops(&mut self, at: &Position, ts: u32, consistent: Option<bool>) {
+        for (table, reason) in std::mem::take(&mut self.stops) {
+            let change = TableChange::Stop { reason };
+            self.push(Record::Ddl(SchemaChange { table, change, position: at.clone(), timestamp: ts }));
+            let commit = Commit { position: at.clone(), gtid: None, timestamp: ts, snapshot: false, consistent };
+            self.push(Record::Commit(commit));
+        }
     }
 
     fn push(&mut self, record: Record) {
@@ -670,4 +916,13 @@ fn values(
             .with_hint("SET GLOBAL binlog_row_value_options = ''")),
         })
         .collect()
+}
+
+/// The commit that closes a chunk (or a sweep) at `at`: the target is not consistent yet.
+fn snapshot_commit(at: &Position, ts: u32) -> Commit {
+    Commit { position: at.clone(), gtid: None, timestamp: ts, snapshot: true, consistent: Some(false) }
+}
+
+fn now_secs() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }

@@ -27,6 +27,7 @@
 
 mod binlog;
 mod catalog;
+mod chunks;
 
 mod ddl;
 
@@ -44,6 +45,7 @@ use std::time::Duration;
 use crate::shutdown::Shutdown;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::table_filter::TableFilter;
@@ -75,6 +77,8 @@ pub struct SourceSettings {
     pub snapshot_mode: SnapshotMode,
     /// Rows per snapshot chunk.
     pub chunk_rows: usize,
+    /// Chunks of one table read at the same time.
+    pub snapshot_parallel: usize,
     /// Per-table options.
     pub rules: TableRules,
     /// Pause at transaction boundaries while the buffer holds this many unapplied records (0: never).
@@ -101,6 +105,7 @@ impl SourceSettings {
             filter: TableFilter::new(&s.include, &s.exclude)?,
             snapshot_mode: config.snapshot.mode,
             chunk_rows: config.snapshot.chunk_rows,
+            snapshot_parallel: config.snapshot.parallel,
             rules: config.table_rules()?,
             max_unapplied: config.buffer.embedded.max_unapplied_records,
         })
@@ -244,5 +249,32 @@ async fn run_once<B: Journal>(
         checkpoint.resume.clone().ok_or_else(|| Error::internal("snapshot finished without a resume position"))?;
     preflight::ensure_binlog_available(&mut conn, &resume).await?;
     drop(conn);
-    binlog::stream(settings, &server, collations, buffer.as_ref(), checkpoint, stats, shutdown, backoff).await
+    // The chunked copies (snapshot and resyncs) run beside the stream, which takes their
+    // chunks into the buffer between transactions; see `chunks.rs`.
+    let jobs: Vec<chunks::CopyJob> = checkpoint
+        .snapshot
+        .chunked
+        .values()
+        .map(|c| chunks::CopyJob { table: c.table.clone(), after: c.after.clone() })
+        .collect();
+    let (offers_tx, offers) = mpsc::channel(1);
+    let (jobs_tx, jobs_rx) = mpsc::channel(COPY_JOB_QUEUE.max(jobs.len()));
+    for job in jobs {
+        jobs_tx.try_send(job).map_err(|_| Error::internal("copy job queue full at start"))?;
+    }
+    let copier = chunks::Copier { settings: settings.clone(), server: server.clone(), offers: offers_tx };
+    let copying = copier.run(jobs_rx, shutdown.clone());
+    let link = binlog::CopyLink::new(jobs_tx, offers);
+    let streaming = binlog::stream(settings, &server, collations, buffer.as_ref(), checkpoint, stats, shutdown, backoff, link);
+    tokio::pin!(streaming);
+    tokio::select! {
+        r = &mut streaming => r,
+        r = copying => {
+            r?;
+            streaming.await
+        }
+    }
 }
+
+/// Tables waiting to be copied in chunks, beyond those a restart resumes.
+const COPY_JOB_QUEUE: usize = 1024;

@@ -1,5 +1,7 @@
-//! The initial snapshot: existing rows, consistent with the binlog position
-//! streaming starts from (see the [module docs](super) for the reasoning).
+//! The initial snapshot's whole-table copies: tables that cannot be copied in key chunks
+//! (see [`super::chunks`]) are copied in one consistent read, at the binlog position
+//! streaming starts from (see the [module docs](super) for the reasoning). This also
+//! registers the other tables for the chunked copy.
 
 use std::sync::Arc;
 
@@ -14,11 +16,12 @@ use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
 use crate::mysql_codec::{Origin, convert};
-use crate::position::{Position, SourceCheckpoint};
+use crate::position::{ChunkedCopy, Position, SourceCheckpoint};
 use crate::schema::TableRef;
 use crate::telemetry::Stats;
 
-/// Copy every selected table not yet in `checkpoint`. Returns `false` when interrupted by shutdown.
+/// Copy whole every selected table not yet in `checkpoint` that cannot be chunked, and
+/// register the others for the chunked copy. Returns `false` when interrupted by shutdown.
 ///
 /// Long because it is the sequence of one consistent copy: lock, positions, per-table copy,
 /// commit records; each step is short and depends on the one before.
@@ -33,22 +36,31 @@ pub(super) async fn run<B: Journal>(
 ) -> Result<bool> {
     let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
     let tables: Vec<TableRef> = list_tables(&mut conn, &settings.filter).await?;
-    let remaining: Vec<TableRef> =
-        tables.into_iter().filter(|t| !checkpoint.snapshot.tables.contains_key(&t.key())).collect();
-    if remaining.is_empty() {
+    let (whole, chunked) = plan(&mut conn, server, settings, checkpoint, tables).await?;
+    for table in chunked {
+        let copy = ChunkedCopy { table: table.clone(), start: None, after: None, chunks: 0, rows: 0, resync: false };
+        checkpoint.snapshot.chunked.insert(table.key(), copy);
+    }
+    if whole.is_empty() {
         let (file, pos) = super::preflight::current_binlog_position(&mut conn).await?;
         checkpoint.resume.get_or_insert(Position::new(file, pos));
         checkpoint.snapshot.complete = true;
         buffer.append(completion(checkpoint)).await?;
+        info!(chunked = checkpoint.snapshot.chunked.len(), "snapshot: every table is copied in chunks while streaming");
         return Ok(true);
     }
     let at = begin_consistent_snapshot(&mut conn, server).await?;
     if checkpoint.resume.is_none() {
         checkpoint.resume = Some(at.clone());
     }
-    info!(tables = remaining.len(), position = %at, "snapshot started");
-    for (done, table) in remaining.iter().enumerate() {
-        stats.record_snapshot_remaining(remaining.len() - done);
+    info!(
+        whole = whole.len(),
+        chunked = checkpoint.snapshot.chunked.len(),
+        position = %at,
+        "snapshot started: tables without a usable primary key are copied whole now, the others in chunks while streaming"
+    );
+    for (done, table) in whole.iter().enumerate() {
+        stats.record_snapshot_remaining(whole.len() - done + checkpoint.snapshot.chunked.len());
         let copy = TableCopy { table, at: &at, settings, stats };
         match copy.run(&mut conn, server, buffer, checkpoint, shutdown).await? {
             Copied::Rows(rows) => info!(%table, rows, "table copied"),
@@ -75,9 +87,35 @@ pub(super) async fn run<B: Journal>(
     conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending the snapshot transaction"))?;
     checkpoint.snapshot.complete = true;
     buffer.append(completion(checkpoint)).await?;
-    stats.record_snapshot_remaining(0);
-    info!(position = %at, "snapshot complete");
+    stats.record_snapshot_remaining(checkpoint.snapshot.chunked.len());
+    info!(position = %at, "whole-table copies complete");
     Ok(true)
+}
+
+/// Split the tables not copied yet into those copied whole now (no primary key, or one that
+/// cannot be read in key order; also tables whose schema binferry cannot read, which the
+/// whole copy stops with the reason) and those copied in chunks while streaming.
+async fn plan(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    settings: &SourceSettings,
+    checkpoint: &SourceCheckpoint,
+    tables: Vec<TableRef>,
+) -> Result<(Vec<TableRef>, Vec<TableRef>)> {
+    let (mut whole, mut chunked) = (vec![], vec![]);
+    for table in tables {
+        let key = table.key();
+        if checkpoint.snapshot.tables.contains_key(&key) || checkpoint.snapshot.chunked.contains_key(&key) {
+            continue;
+        }
+        match load_schema(conn, &table, server.mariadb).await.and_then(|s| settings.shape(s)) {
+            Ok((schema, _)) if super::chunks::is_chunkable(&schema) => chunked.push(table),
+            Ok(_) => whole.push(table),
+            Err(e) if e.kind() == ErrorKind::Unsupported => whole.push(table),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((whole, chunked))
 }
 
 /// How copying one table ended.
@@ -201,13 +239,15 @@ impl TableCopy<'_> {
     }
 }
 
-/// The last append of a snapshot: the checkpoint that marks it complete and, when every table
-/// was copied at the position streaming starts from, a commit without changes saying the
-/// target is consistent from there. (After an interrupted snapshot the tables were copied at
-/// different positions; the stream says it once it reaches the newest copy.)
+/// The last append of the whole-table copies: the checkpoint that marks them complete and,
+/// when every table was copied at the position streaming starts from and none is left to
+/// copy in chunks, a commit without changes saying the target is consistent from there.
+/// (After an interrupted snapshot the tables were copied at different positions; the stream
+/// says it once it reaches the newest copy, or once the last chunked copy ends.)
 fn completion(checkpoint: &SourceCheckpoint) -> AppendBatch {
     let mut batch = AppendBatch::checkpoint_only(checkpoint.clone());
     if let Some(resume) = &checkpoint.resume
+        && checkpoint.snapshot.chunked.is_empty()
         && checkpoint.snapshot.newest_copy_after(resume).is_none()
     {
         batch.records.push(Record::Commit(Commit {

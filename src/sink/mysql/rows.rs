@@ -16,7 +16,7 @@ use crate::event::Value;
 use crate::event::batch::{KeylessRow, RowOp, TableBatch};
 use crate::event::hash::{encode_values, row_hash};
 use crate::event::value::format_epoch;
-use crate::mysql_codec::{Origin, convert};
+use crate::mysql_codec::{Origin, convert, param};
 use crate::schema::TableSchema;
 use crate::sink::ApplyCounts;
 
@@ -373,34 +373,4 @@ fn key_hash(encoded_key: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.as_bytes()[..16]);
     out
-}
-
-/// The binary-protocol parameter for `v`. Temporal values and decimals travel as their
-/// exact text, which the server parses without rounding; text travels as utf8mb4 and is
-/// converted by the server to the column's character set.
-fn param(v: &Value) -> MyValue {
-    match v {
-        Value::Null => MyValue::NULL,
-        Value::Int(i) => MyValue::Int(*i),
-        Value::UInt(u) | Value::Bit(u) => MyValue::UInt(*u),
-        Value::Year(y) => MyValue::UInt(*y as u64),
-        Value::Float(f) => MyValue::Float(*f),
-        Value::Double(d) => MyValue::Double(*d),
-        Value::Decimal(s) | Value::Date(s) | Value::DateTime(s) | Value::Time(s) | Value::Text(s) | Value::Json(s) => {
-            MyValue::Bytes(s.as_bytes().to_vec())
-        }
-        Value::Bytes(b) => MyValue::Bytes(b.clone()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn floats_travel_bit_exact() {
-        assert_eq!(param(&Value::Double(0.14231597459159417)), MyValue::Double(0.14231597459159417));
-        assert_eq!(param(&Value::Float(-0.0)), MyValue::Float(-0.0));
-        assert_eq!(param(&Value::Text("é".into())), MyValue::Bytes("é".as_bytes().to_vec()));
-    }
 }

@@ -1,0 +1,524 @@
+//! Copying tables in primary-key chunks while the binlog streams: the initial snapshot of
+//! every table with a primary key, and `binferry resync`.
+//!
+//! # The technique, and why this variant
+//!
+//! DBLog and Flink CDC copy a table in key chunks next to the binlog stream and reconcile
+//! each chunk with the binlog events that overlap it. DBLog writes low and high watermark
+//! rows into a source table and drops, from the chunk held in memory, every key the stream
+//! changes between them; Flink CDC reads the binlog between the two watermarks again for
+//! each chunk and replays it onto the chunk. Both exist because their sinks cannot tell an
+//! older row from a newer one.
+//!
+//! binferry's sinks can: every target row carries the source position that wrote it, and a
+//! change applies only when it is newer (DESIGN.md, guarantee 1; hard deletes leave
+//! tombstones). So a chunk needs one exact fact, not a reconciliation pass: **the binlog
+//! position its read view corresponds to**. Each chunk is read in its own short
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT`, for which MariaDB reports exactly that
+//! position (`binlog_snapshot_file` / `binlog_snapshot_position`, lock-free), and its rows
+//! enter the buffer *at* that position `P`:
+//!
+//! - a change committed before `P` is in the chunk, and if the stream delivers it after the
+//!   chunk, its older position makes it stale — or it is an identical image re-applied;
+//! - a change committed after `P` is not in the chunk and has a newer position: whether the
+//!   stream delivers it before the chunk (the chunk row is then stale and skipped) or after,
+//!   the target ends with it.
+//!
+//! Every key's last applied state is therefore its newest source state, whichever order
+//! chunk rows and binlog events reach the buffer in. Nothing is written to the source, no
+//! lock is taken, and no transaction lives longer than one chunk's `SELECT`.
+//!
+//! Two rules keep this exact:
+//!
+//! - The stream takes a chunk only between transactions and once it has read up to `P`, and
+//!   refuses it (the chunk is read again) when a statement naming the table arrived after
+//!   the table's columns were read: the chunk could hold an older shape.
+//! - A table's copy ends with a sweep: a TRUNCATE record at the position of its first chunk.
+//!   Every row the copy wrote got a position at least that new (an upsert of an unchanged row
+//!   still moves its position), so the sweep removes exactly the target rows the source no
+//!   longer has, and the table is never emptied on the way (a resync keeps it readable).
+//!
+//! On MySQL, which has no `binlog_snapshot_position`, `P` is the binlog end read just before
+//! the chunk's transaction starts. A transaction already in the binlog but whose engine
+//! commit lands after the read view starts would then be older than `P` and missing from
+//! the chunk: a window of the length of one group commit. `binferry verify` finds such a
+//! row; MariaDB has no such window.
+//!
+//! # Order, parallelism and resuming
+//!
+//! Boundaries come from the primary key index (`... ORDER BY key LIMIT 1 OFFSET n-1`), one
+//! after the other; up to `snapshot.parallel` chunks are read at once, each on its own
+//! connection, and offered to the stream in key order. The checkpoint, written in the same
+//! buffer append as a chunk's rows, records the chunk's upper bound, so a restart resumes
+//! after the last chunk the buffer holds.
+//!
+//! Tables without a primary key, or whose key has a type whose SQL order differs from its
+//! value order (ENUM, SET) or that cannot be compared (JSON, spatial), are not chunked: the
+//! initial snapshot copies them whole in one consistent read before streaming starts.
+
+use std::sync::Arc;
+
+use futures_util::{TryStreamExt, stream};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Pool, Row};
+use tokio::sync::{mpsc, oneshot};
+use tracing::info;
+
+use super::catalog::{load_schema, quote};
+use super::{ServerInfo, SourceSettings};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Value;
+use crate::mysql_codec::{Origin, convert, param};
+use crate::position::Position;
+use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
+use crate::shutdown::Shutdown;
+
+/// A table to copy, from the key after `after`.
+#[derive(Clone, Debug)]
+pub(super) struct CopyJob {
+    pub table: TableRef,
+    pub after: Option<Vec<Value>>,
+}
+
+/// What the copier hands the stream.
+pub(super) enum Offer {
+    /// A chunk read from the source; the stream answers on `reply`.
+    Chunk(Chunk, oneshot::Sender<Verdict>),
+    /// The table cannot be copied (its schema or a value binferry cannot read, or the table
+    /// is gone): the stream stops it with `reason`.
+    Failed { table: TableRef, reason: String },
+}
+
+/// One chunk of a table's rows, read at one exact binlog position.
+pub(super) struct Chunk {
+    pub table: TableRef,
+    pub schema: Arc<TableSchema>,
+    /// Binlog end before the table's columns were read: a statement naming the table after it
+    /// may have changed them.
+    pub schema_at: Position,
+    /// The binlog position the chunk's read view corresponds to.
+    pub at: Position,
+    /// Rows, in key order, as the writer's values.
+    pub rows: Vec<Vec<Value>>,
+    /// The chunk's upper key bound (inclusive), where the next chunk starts; `None` for the
+    /// table's last chunk.
+    pub upper: Option<Vec<Value>>,
+}
+
+/// The stream's answer to a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// In the buffer (with the checkpoint that records it).
+    Taken,
+    /// The table's columns may have changed since they were read: read its schema and this
+    /// chunk again.
+    Again,
+    /// The table is no longer being copied (dropped, renamed, stopped): drop the copy.
+    Abandon,
+}
+
+/// Whether the stream takes a chunk now, given what it knows. Pure, so that the rules are
+/// tested apart from the stream.
+///
+/// `stream_at` is where the stream is, between transactions; `last_ddl` the position of the
+/// newest statement that named the table.
+pub(super) fn judge(
+    copying: bool,
+    stopped: bool,
+    chunk_at: &Position,
+    schema_at: &Position,
+    stream_at: Option<&Position>,
+    last_ddl: Option<&Position>,
+) -> Result<Option<Verdict>> {
+    use std::cmp::Ordering::*;
+    if !copying || stopped {
+        return Ok(Some(Verdict::Abandon));
+    }
+    let Some(stream_at) = stream_at else { return Ok(None) };
+    match stream_at.partial_cmp(chunk_at) {
+        Some(Less) => return Ok(None),
+        Some(_) => {}
+        None => {
+            return Err(Error::new(
+                ErrorKind::SourceSetting,
+                format!("the binlog stream is at {stream_at} and a snapshot chunk at {chunk_at}: not one binlog sequence"),
+            )
+            .with_hint("the source's log_bin base name changed while binferry ran; restart binferry"));
+        }
+    }
+    if last_ddl.is_some_and(|d| !matches!(d.partial_cmp(schema_at), Some(Less | Equal))) {
+        return Ok(Some(Verdict::Again));
+    }
+    Ok(Some(Verdict::Taken))
+}
+
+/// Whether `ty` can be part of a chunked key: SQL compares it with a bound parameter in the
+/// same order as `ORDER BY` sorts it.
+fn chunkable(ty: &ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        ty,
+        Int { .. }
+            | Decimal { .. }
+            | Year
+            | Date
+            | DateTime { .. }
+            | Timestamp { .. }
+            | Time { .. }
+            | Char { .. }
+            | VarChar { .. }
+            | Binary { .. }
+            | VarBinary { .. }
+            | Uuid
+            | Inet4
+            | Inet6
+            | Bit { .. }
+    )
+}
+
+/// Whether `schema` is copied in chunks (else whole, before streaming).
+pub(super) fn is_chunkable(schema: &TableSchema) -> bool {
+    schema.has_primary_key() && schema.primary_key.iter().all(|&i| chunkable(&schema.columns[i].ty))
+}
+
+/// The queries of one table's chunked copy. Pure SQL text, tested below.
+struct ChunkSql {
+    table: String,
+    columns: String,
+    keys: Vec<String>,
+    /// The key's columns, to read bounds with.
+    key_columns: Vec<ColumnSchema>,
+}
+
+impl ChunkSql {
+    fn new(schema: &TableSchema) -> Self {
+        ChunkSql {
+            table: format!("{}.{}", quote(&schema.table.db), quote(&schema.table.name)),
+            columns: schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
+            keys: schema.primary_key.iter().map(|&i| quote(&schema.columns[i].name)).collect(),
+            key_columns: schema.primary_key.iter().map(|&i| schema.columns[i].clone()).collect(),
+        }
+    }
+
+    /// `key > bound` (`strict`) or `key <= bound`, lexicographic over the key's columns,
+    /// written as ORs of column comparisons that the range optimizer reads (MariaDB does not
+    /// use indexes for row-constructor comparisons in every version). The parameters are the
+    /// bound's values in the order [`Self::expand`] gives.
+    fn compare(&self, strict: bool) -> String {
+        let n = self.keys.len();
+        let terms: Vec<String> = (0..n)
+            .map(|i| {
+                let mut parts: Vec<String> = self.keys[..i].iter().map(|k| format!("{k} = ?")).collect();
+                let op = match (strict, i + 1 == n) {
+                    (true, _) => ">",
+                    (false, true) => "<=",
+                    (false, false) => "<",
+                };
+                parts.push(format!("{} {op} ?", self.keys[i]));
+                parts.join(" AND ")
+            })
+            .collect();
+        if n == 1 { terms.concat() } else { format!("({})", terms.iter().map(|t| format!("({t})")).collect::<Vec<_>>().join(" OR ")) }
+    }
+
+    /// The parameters of [`Self::compare`] for `bound`.
+    fn expand(bound: &[Value]) -> Vec<mysql_async::Value> {
+        (0..bound.len()).flat_map(|i| bound[..=i].iter().map(param)).collect()
+    }
+
+    /// The key `rows` rows after `after` (the upper bound of the chunk that starts there).
+    fn boundary(&self, after: bool, rows: usize) -> String {
+        format!(
+            "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET {}",
+            self.keys.join(", "),
+            self.table,
+            if after { format!(" WHERE {}", self.compare(true)) } else { String::new() },
+            self.keys.join(", "),
+            rows.saturating_sub(1)
+        )
+    }
+
+    /// The rows of the chunk `(lower, upper]`.
+    fn rows(&self, lower: bool, upper: bool) -> String {
+        let mut cond = vec![];
+        if lower {
+            cond.push(self.compare(true));
+        }
+        if upper {
+            cond.push(self.compare(false));
+        }
+        let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
+        format!("SELECT {} FROM {}{filter} ORDER BY {}", self.columns, self.table, self.keys.join(", "))
+    }
+}
+
+/// A key range `(lower, upper]` of one table; `None` bounds are open.
+struct Range {
+    lower: Option<Vec<Value>>,
+    upper: Option<Vec<Value>>,
+}
+
+/// Copies the tables the stream asks for, one table at a time, several chunks at once.
+pub(super) struct Copier {
+    pub settings: SourceSettings,
+    pub server: ServerInfo,
+    pub offers: mpsc::Sender<Offer>,
+}
+
+impl Copier {
+    /// Copy each job the stream sends until the stream ends (`jobs` closes) or shutdown.
+    /// Errors that retrying fixes (the source unreachable) end the copier, and the source
+    /// restarts from its checkpoint; a table that cannot be copied is offered as failed.
+    pub(super) async fn run(self, mut jobs: mpsc::Receiver<CopyJob>, shutdown: Shutdown) -> Result<()> {
+        let pool = self.settings.endpoint().pool().await?;
+        let result = async {
+            loop {
+                let job = tokio::select! {
+                    job = jobs.recv() => job,
+                    _ = shutdown.triggered() => None,
+                };
+                let Some(job) = job else { return Ok(()) };
+                let table = job.table.clone();
+                match self.copy(&pool, job, &shutdown).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        let reason = format!("copying {table}: {e}");
+                        if self.offers.send(Offer::Failed { table, reason }).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        pool.disconnect().await.ok();
+        result
+    }
+
+    /// Copy one table from `job.after` to its end, or until the stream abandons it.
+    async fn copy(&self, pool: &Pool, job: CopyJob, shutdown: &Shutdown) -> Result<()> {
+        let mut after = job.after;
+        let table = job.table;
+        info!(%table, resumed = after.is_some(), "copying table in chunks");
+        'schema: loop {
+            let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
+            let schema_at = binlog_end(&mut conn).await?;
+            let (schema, _) = self.settings.shape(load_schema(&mut conn, &table, self.server.mariadb).await?)?;
+            if !is_chunkable(&schema) {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{table} has no primary key, or one of a type that cannot be read in key order"),
+                )
+                .with_hint("stop binferry, delete the table's target rows, and start it again with a fresh buffer to copy it whole; or add a primary key"));
+            }
+            let schema = Arc::new(schema);
+            let sql = Arc::new(ChunkSql::new(&schema));
+            let rows = self.settings.chunk_rows;
+            let ranges = stream::try_unfold((conn, after.clone(), false), {
+                let sql = Arc::clone(&sql);
+                move |(mut conn, lower, done)| {
+                    let sql = Arc::clone(&sql);
+                    async move {
+                        if done {
+                            return Ok(None);
+                        }
+                        let upper = next_boundary(&mut conn, &sql, lower.as_deref(), rows).await?;
+                        let last = upper.is_none();
+                        let range = Range { lower, upper: upper.clone() };
+                        Ok(Some((range, (conn, upper, last))))
+                    }
+                }
+            });
+            let chunks = ranges
+                .map_ok(|range| self.read(pool, Arc::clone(&schema), Arc::clone(&sql), schema_at.clone(), range))
+                .try_buffered(self.settings.snapshot_parallel);
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.try_next().await? {
+                if shutdown.is_triggered() {
+                    return Ok(());
+                }
+                let upper = chunk.upper.clone();
+                let (tx, rx) = oneshot::channel();
+                if self.offers.send(Offer::Chunk(chunk, tx)).await.is_err() {
+                    return Ok(());
+                }
+                match rx.await {
+                    Ok(Verdict::Taken) => {}
+                    Ok(Verdict::Again) => {
+                        info!(%table, "the table changed shape during its copy: reading its columns and the chunk again");
+                        continue 'schema;
+                    }
+                    Ok(Verdict::Abandon) | Err(_) => return Ok(()),
+                }
+                match upper {
+                    Some(u) => after = Some(u),
+                    None => return Ok(()),
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Read one chunk in its own consistent-read transaction, with the position it is at.
+    async fn read(
+        &self,
+        pool: &Pool,
+        schema: Arc<TableSchema>,
+        sql: Arc<ChunkSql>,
+        schema_at: Position,
+        range: Range,
+    ) -> Result<Chunk> {
+        let table = schema.table.clone();
+        let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
+        let at = begin_chunk(&mut conn, self.server.mariadb).await?;
+        let mut params = range.lower.as_deref().map(ChunkSql::expand).unwrap_or_default();
+        params.extend(range.upper.as_deref().map(ChunkSql::expand).unwrap_or_default());
+        let query = sql.rows(range.lower.is_some(), range.upper.is_some());
+        let raw: Vec<Row> =
+            conn.exec(query, params).await.map_err(|e| Error::source_mysql(e, format!("reading a chunk of {table}")))?;
+        conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a chunk's read"))?;
+        let rows = raw
+            .into_iter()
+            .map(|row| {
+                row.unwrap()
+                    .into_iter()
+                    .zip(&schema.columns)
+                    .map(|(v, c)| convert(v, c, Origin::Snapshot))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.context(format!("a chunk of {table}")))?;
+        Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper })
+    }
+}
+
+/// The upper bound of the chunk after `lower`: the key `rows` rows further, or `None` when
+/// fewer rows remain (the last chunk is open-ended).
+async fn next_boundary(
+    conn: &mut Conn,
+    sql: &ChunkSql,
+    lower: Option<&[Value]>,
+    rows: usize,
+) -> Result<Option<Vec<Value>>> {
+    let params = lower.map(ChunkSql::expand).unwrap_or_default();
+    let row: Option<Row> = conn
+        .exec_first(sql.boundary(lower.is_some(), rows), params)
+        .await
+        .map_err(|e| Error::source_mysql(e, format!("finding a chunk boundary in {}", sql.table)))?;
+    row.map(|row| {
+        row.unwrap()
+            .into_iter()
+            .zip(&sql.key_columns)
+            .map(|(v, c)| convert(v, c, Origin::Snapshot))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.context(format!("a chunk boundary of {}", sql.table)))
+    })
+    .transpose()
+}
+
+/// Start the read-only transaction of one chunk and return the binlog position its read view
+/// corresponds to (see the module docs for MySQL).
+async fn begin_chunk(conn: &mut Conn, mariadb: bool) -> Result<Position> {
+    let err = |e| Error::source_mysql(e, "starting a chunk's read");
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ").await.map_err(err)?;
+    if mariadb {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.map_err(err)?;
+        let rows: Vec<(String, String)> = conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await.map_err(err)?;
+        let get = |name: &str| rows.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+        match (get("binlog_snapshot_file").filter(|f| !f.is_empty()), get("binlog_snapshot_position")) {
+            (Some(f), Some(p)) => match p.parse::<u64>() {
+                Ok(p) => Ok(Position::new(f, p)),
+                Err(_) => Err(Error::new(ErrorKind::SourceSetting, format!("binlog_snapshot_position: expected a number, found {p:?}"))),
+            },
+            _ => Err(Error::new(
+                ErrorKind::SourceSetting,
+                "binlog_snapshot_file: expected a binlog file, found none (is log_bin enabled?)",
+            )),
+        }
+    } else {
+        let at = binlog_end(conn).await?;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await.map_err(err)?;
+        Ok(at)
+    }
+}
+
+/// The binlog end now.
+async fn binlog_end(conn: &mut Conn) -> Result<Position> {
+    let (file, pos) = super::preflight::current_binlog_position(conn).await?;
+    Ok(Position::new(file, pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnSchema;
+
+    fn p(offset: u64) -> Position {
+        Position::new("binlog.000002", offset)
+    }
+
+    #[test]
+    fn the_stream_takes_a_chunk_once_past_it_and_only_with_current_columns() {
+        use Verdict::*;
+        let other = Position::new("other.000001", 5);
+        // (what, copying, stopped, chunk at, schema at, stream at, last ddl, expected)
+        let cases: Vec<(&str, bool, bool, u64, u64, Option<Position>, Option<Position>, Option<Verdict>)> = vec![
+            ("not copied any more", false, false, 100, 90, Some(p(200)), None, Some(Abandon)),
+            ("table stopped", true, true, 100, 90, Some(p(200)), None, Some(Abandon)),
+            ("stream not started", true, false, 100, 90, None, None, None),
+            ("stream before the chunk: wait", true, false, 100, 90, Some(p(99)), None, None),
+            ("stream at the chunk", true, false, 100, 90, Some(p(100)), None, Some(Taken)),
+            ("stream past the chunk", true, false, 100, 90, Some(p(300)), None, Some(Taken)),
+            ("DDL before the columns were read", true, false, 100, 90, Some(p(300)), Some(p(80)), Some(Taken)),
+            ("DDL at the columns' read", true, false, 100, 90, Some(p(300)), Some(p(90)), Some(Taken)),
+            ("DDL after the columns were read", true, false, 100, 90, Some(p(300)), Some(p(95)), Some(Again)),
+            ("DDL after the chunk", true, false, 100, 90, Some(p(300)), Some(p(250)), Some(Again)),
+            ("DDL of another binlog sequence", true, false, 100, 90, Some(p(300)), Some(other.clone()), Some(Again)),
+        ];
+        for (what, copying, stopped, at, schema_at, stream, ddl, want) in cases {
+            let got = judge(copying, stopped, &p(at), &p(schema_at), stream.as_ref(), ddl.as_ref()).unwrap();
+            assert_eq!(got, want, "{what}");
+        }
+        let err = judge(true, false, &p(100), &p(90), Some(&other), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::SourceSetting);
+    }
+
+    fn col(name: &str, ty: ColumnType) -> ColumnSchema {
+        ColumnSchema { name: name.into(), ty, nullable: false, default: None, source_type: None }
+    }
+
+    fn schema(key: Vec<usize>) -> TableSchema {
+        let int = ColumnType::Int { bytes: 4, unsigned: false };
+        let text = ColumnType::VarChar { chars: 10, charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() } };
+        TableSchema {
+            table: TableRef::new("d", "t"),
+            columns: vec![col("a", int.clone()), col("b", text), col("c", int)],
+            primary_key: key,
+        }
+    }
+
+    #[test]
+    fn chunk_queries_compare_keys_lexicographically() {
+        let one = ChunkSql::new(&schema(vec![0]));
+        assert_eq!(one.boundary(false, 100), "SELECT `a` FROM `d`.`t` ORDER BY `a` LIMIT 1 OFFSET 99");
+        assert_eq!(one.boundary(true, 100), "SELECT `a` FROM `d`.`t` WHERE `a` > ? ORDER BY `a` LIMIT 1 OFFSET 99");
+        assert_eq!(one.rows(true, true), "SELECT `a`, `b`, `c` FROM `d`.`t` WHERE `a` > ? AND `a` <= ? ORDER BY `a`");
+        assert_eq!(one.rows(false, false), "SELECT `a`, `b`, `c` FROM `d`.`t` ORDER BY `a`");
+        let two = ChunkSql::new(&schema(vec![1, 0]));
+        assert_eq!(two.compare(true), "((`b` > ?) OR (`b` = ? AND `a` > ?))");
+        assert_eq!(two.compare(false), "((`b` < ?) OR (`b` = ? AND `a` <= ?))");
+        let bound = [Value::Text("x".into()), Value::Int(7)];
+        let params = ChunkSql::expand(&bound);
+        assert_eq!(params, vec![param(&bound[0]), param(&bound[0]), param(&bound[1])]);
+    }
+
+    #[test]
+    fn only_keys_sql_orders_like_their_values_are_chunked() {
+        assert!(is_chunkable(&schema(vec![0, 1])));
+        assert!(!is_chunkable(&schema(vec![])), "no key");
+        let mut with_enum = schema(vec![0]);
+        with_enum.columns[0].ty = ColumnType::Enum { variants: vec!["x".into()], charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() } };
+        assert!(!is_chunkable(&with_enum), "ENUM sorts by index but compares as text");
+    }
+}
