@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::workload::{Workload, create_schema};
 use common::{Binferry, Env};
 use mysql_async::prelude::Queryable;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 const CONVERGE: Duration = Duration::from_secs(120);
 
@@ -129,6 +129,90 @@ async fn interrupted_snapshot_does_not_copy_finished_tables_again() {
     let second_run = env.log()[before..].to_string();
     assert!(!second_run.contains(&format!("table copied table={}.ingredients", env.src)), "{second_run}");
     assert!(second_run.contains(&format!("table copied table={}.recipes", env.src)), "{second_run}");
+    assert!(bf.interrupt(Duration::from_secs(30)).success());
+}
+
+/// The chunked snapshot of a 1M-row table, with writes to it throughout and SIGKILLs at
+/// random moments of the copy: the target ends equal to the source, and every restart
+/// resumes after the last chunk the buffer holds (never from the first row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_snapshot_resumes_after_the_last_chunk_through_sigkills() {
+    const ROWS: u64 = 1_000_000;
+    const CHUNK: u64 = 4_000;
+    let mut env = Env::new("chunkkill").await;
+    env.set(&["snapshot", "chunk_rows"], CHUNK as i64);
+    env.set(&["snapshot", "parallel"], 3);
+    let mut c = env.conn().await;
+    let big = format!("`{}`.big", env.src);
+    c.query_drop(format!("CREATE TABLE {big} (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO {big} SELECT seq, MD5(seq), seq FROM seq_1_to_{ROWS}")).await.unwrap();
+    // Updates, deletes and inserts across the key range while the copy runs.
+    let pool = env.pool.clone();
+    let writes = tokio::spawn({
+        let big = big.clone();
+        async move {
+            let mut c = pool.get_conn().await.unwrap();
+            let mut n = 0u64;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+            for i in 0..4_000u64 {
+                let id = rng.random_range(1..=ROWS);
+                let sql = match i % 3 {
+                    0 => format!("UPDATE {big} SET v = 'changed {i}', n = n + 1 WHERE id = {id}"),
+                    1 => format!("DELETE FROM {big} WHERE id = {id}"),
+                    _ => format!("INSERT INTO {big} VALUES ({}, 'new {i}', {i})", ROWS + i + 1),
+                };
+                c.query_drop(sql).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+            n
+        }
+    });
+    let mut bf = env.start();
+    let mut kills = 0;
+    let mut resumed_at: Vec<u64> = Vec::new();
+    let start = std::time::Instant::now();
+    loop {
+        let wait = rand::rng().random_range(400..1500);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let log = env.log();
+        if log.contains("snapshot complete") || kills >= 8 {
+            break;
+        }
+        bf.kill9();
+        kills += 1;
+        let before = env.log().len();
+        bf = env.start();
+        // The restart says where it resumes.
+        let line = loop {
+            let log = env.log();
+            if let Some(l) = log[before..].lines().find(|l| l.contains("chunked copy resumes after its last chunk")) {
+                break l.to_string();
+            }
+            if log[before..].contains("snapshot complete") {
+                break String::new();
+            }
+            assert!(start.elapsed() < Duration::from_secs(300), "{}", env.log_tails());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(n) = line.split("chunks=").nth(1).and_then(|r| r.split_whitespace().next()) {
+            resumed_at.push(n.parse().unwrap());
+        }
+    }
+    assert!(kills >= 5, "only {kills} kills during the copy: make the table larger\n{}", env.log_tails());
+    assert!(resumed_at.len() >= 4, "restarts did not resume a copy in progress: {resumed_at:?}");
+    assert!(resumed_at.windows(2).all(|w| w[0] <= w[1]), "a restart went back: {resumed_at:?}");
+    assert!(resumed_at.last().is_some_and(|&n| n > 0), "no restart found a chunk to resume after: {resumed_at:?}");
+    writes.await.unwrap();
+    env.wait_equal(Duration::from_secs(300)).await;
+    // Every chunk was read about once: a copy that restarted from the first row would read
+    // at least a chunk per key range per run.
+    let log = env.log();
+    let done = log.lines().find(|l| l.contains("table copied") && l.contains(".big")).expect("table copied line");
+    let chunks: u64 = done.split("chunks=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap();
+    let ranges = (ROWS + 4_000) / CHUNK + 1;
+    eprintln!("{kills} kills, restarts resumed after chunks {resumed_at:?}, {chunks} chunks in all");
+    assert!(chunks <= ranges + kills as u64, "{chunks} chunks for {ranges} key ranges and {kills} kills");
     assert!(bf.interrupt(Duration::from_secs(30)).success());
 }
 

@@ -191,6 +191,9 @@ pub(super) async fn stream<B: Journal>(
         copy,
     };
     st.record_copy_progress();
+    for c in st.checkpoint.snapshot.chunked.values().filter(|c| c.chunks > 0) {
+        info!(table = %c.table, chunks = c.chunks, rows = c.rows, "chunked copy resumes after its last chunk");
+    }
     st.consistent_from = st.checkpoint.snapshot.newest_copy_after(&resume);
     if let Some(p) = &st.consistent_from {
         info!(
@@ -599,7 +602,8 @@ impl Streamer<'_> {
     fn on_commit(&mut self, log_pos: u64, ts: u32) {
         let position = Position::new(self.current_file.clone(), log_pos);
         let reaches = self.reaches_consistency(&position);
-        let consistent = Some((self.consistent_from.is_none() || reaches) && self.checkpoint.snapshot.chunked.is_empty());
+        let consistent =
+            Some((self.consistent_from.is_none() || reaches) && self.checkpoint.snapshot.chunked.is_empty());
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
@@ -787,13 +791,24 @@ impl Streamer<'_> {
         );
         // Every row this copy wrote has a position at or after `start`: older rows are the ones
         // the source does not have (a TRUNCATE at `start` removes exactly those).
-        self.push(Record::Ddl(SchemaChange { table, change: TableChange::Truncate, position: start.clone(), timestamp: ts }));
+        self.push(Record::Ddl(SchemaChange {
+            table,
+            change: TableChange::Truncate,
+            position: start.clone(),
+            timestamp: ts,
+        }));
         self.push(Record::Commit(snapshot_commit(&start, ts)));
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
         if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {
             info!("snapshot complete: every chunked copy is in the buffer");
-            self.push(Record::Commit(Commit { position: at, gtid: None, timestamp: ts, snapshot: false, consistent: Some(true) }));
+            self.push(Record::Commit(Commit {
+                position: at,
+                gtid: None,
+                timestamp: ts,
+                snapshot: false,
+                consistent: Some(true),
+            }));
         }
     }
 

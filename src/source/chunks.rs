@@ -141,7 +141,9 @@ pub(super) fn judge(
         None => {
             return Err(Error::new(
                 ErrorKind::SourceSetting,
-                format!("the binlog stream is at {stream_at} and a snapshot chunk at {chunk_at}: not one binlog sequence"),
+                format!(
+                    "the binlog stream is at {stream_at} and a snapshot chunk at {chunk_at}: not one binlog sequence"
+                ),
             )
             .with_hint("the source's log_bin base name changed while binferry ran; restart binferry"));
         }
@@ -218,7 +220,11 @@ impl ChunkSql {
                 parts.join(" AND ")
             })
             .collect();
-        if n == 1 { terms.concat() } else { format!("({})", terms.iter().map(|t| format!("({t})")).collect::<Vec<_>>().join(" OR ")) }
+        if n == 1 {
+            terms.concat()
+        } else {
+            format!("({})", terms.iter().map(|t| format!("({t})")).collect::<Vec<_>>().join(" OR "))
+        }
     }
 
     /// The parameters of [`Self::compare`] for `bound`.
@@ -375,8 +381,10 @@ impl Copier {
         let mut params = range.lower.as_deref().map(ChunkSql::expand).unwrap_or_default();
         params.extend(range.upper.as_deref().map(ChunkSql::expand).unwrap_or_default());
         let query = sql.rows(range.lower.is_some(), range.upper.is_some());
-        let raw: Vec<Row> =
-            conn.exec(query, params).await.map_err(|e| Error::source_mysql(e, format!("reading a chunk of {table}")))?;
+        let raw: Vec<Row> = conn
+            .exec(query, params)
+            .await
+            .map_err(|e| Error::source_mysql(e, format!("reading a chunk of {table}")))?;
         conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a chunk's read"))?;
         let rows = raw
             .into_iter()
@@ -429,7 +437,10 @@ async fn begin_chunk(conn: &mut Conn, mariadb: bool) -> Result<Position> {
         match (get("binlog_snapshot_file").filter(|f| !f.is_empty()), get("binlog_snapshot_position")) {
             (Some(f), Some(p)) => match p.parse::<u64>() {
                 Ok(p) => Ok(Position::new(f, p)),
-                Err(_) => Err(Error::new(ErrorKind::SourceSetting, format!("binlog_snapshot_position: expected a number, found {p:?}"))),
+                Err(_) => Err(Error::new(
+                    ErrorKind::SourceSetting,
+                    format!("binlog_snapshot_position: expected a number, found {p:?}"),
+                )),
             },
             _ => Err(Error::new(
                 ErrorKind::SourceSetting,
@@ -490,7 +501,10 @@ mod tests {
 
     fn schema(key: Vec<usize>) -> TableSchema {
         let int = ColumnType::Int { bytes: 4, unsigned: false };
-        let text = ColumnType::VarChar { chars: 10, charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() } };
+        let text = ColumnType::VarChar {
+            chars: 10,
+            charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() },
+        };
         TableSchema {
             table: TableRef::new("d", "t"),
             columns: vec![col("a", int.clone()), col("b", text), col("c", int)],
@@ -518,7 +532,10 @@ mod tests {
         assert!(is_chunkable(&schema(vec![0, 1])));
         assert!(!is_chunkable(&schema(vec![])), "no key");
         let mut with_enum = schema(vec![0]);
-        with_enum.columns[0].ty = ColumnType::Enum { variants: vec!["x".into()], charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() } };
+        with_enum.columns[0].ty = ColumnType::Enum {
+            variants: vec!["x".into()],
+            charset: crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() },
+        };
         assert!(!is_chunkable(&with_enum), "ENUM sorts by index but compares as text");
     }
 }

@@ -265,7 +265,8 @@ async fn run_once<B: Journal>(
     let copier = chunks::Copier { settings: settings.clone(), server: server.clone(), offers: offers_tx };
     let copying = copier.run(jobs_rx, shutdown.clone());
     let link = binlog::CopyLink::new(jobs_tx, offers);
-    let streaming = binlog::stream(settings, &server, collations, buffer.as_ref(), checkpoint, stats, shutdown, backoff, link);
+    let streaming =
+        binlog::stream(settings, &server, collations, buffer.as_ref(), checkpoint, stats, shutdown, backoff, link);
     tokio::pin!(streaming);
     tokio::select! {
         r = &mut streaming => r,
