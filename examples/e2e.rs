@@ -559,7 +559,13 @@ impl Bench {
         let stats = Arc::new(Stats::default());
         let stop = binferry::shutdown::Shutdown::new();
         let t0 = Instant::now();
-        let task = tokio::spawn(binferry::source::run(settings, journal, Arc::clone(&stats), stop.clone()));
+        let task = tokio::spawn(binferry::source::run(
+            settings,
+            journal,
+            Arc::clone(&stats),
+            stop.clone(),
+            binferry::source::control().1,
+        ));
         let end = Position::new(end_file, end_pos);
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -80,6 +80,24 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
     },
+    /// Copy tables again while `run` runs: the other tables keep streaming, and the target
+    /// table stays readable (corrected in place; rows the source no longer has are removed
+    /// at the end). Asks the running process through its operations endpoint (a fixed
+    /// `http.listen`), then follows the copy until it is applied.
+    Resync {
+        /// Config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Tables to copy again (`db.table`, globs allowed); repeat for more.
+        #[arg(long, required = true)]
+        table: Vec<String>,
+        /// Return once the request is recorded, without following the copy.
+        #[arg(long)]
+        no_wait: bool,
+        /// JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-apply the buffer to the target from a stored offset (while `run` is stopped).
     /// Safe to repeat: rows already up to date are left alone.
     Replay {
@@ -106,6 +124,7 @@ fn main() -> ExitCode {
         | Command::Run { config, .. }
         | Command::Status { config, .. }
         | Command::Verify { config, .. }
+        | Command::Resync { config, .. }
         | Command::Replay { config, .. } => config.clone(),
     };
     let config = match Config::load(&config_path) {
@@ -131,6 +150,7 @@ fn main() -> ExitCode {
             Command::Run { skip_checks, role, .. } => run(&config, skip_checks, role).await,
             Command::Status { json, .. } => status(&config, json).await,
             Command::Verify { table, json, wait_secs, .. } => verify(&config, table.as_deref(), json, wait_secs).await,
+            Command::Resync { table, no_wait, json, .. } => resync(&config, &table, !no_wait, json).await,
             Command::Replay { from_offset, from_time, table, .. } => {
                 replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
             }
@@ -164,6 +184,30 @@ async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `binferry resync`.
+async fn resync(config: &Config, tables: &[String], wait: bool, json: bool) -> Result<ExitCode> {
+    let summary = binferry::pipeline::resync(config, tables, wait).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&summary)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("the resync summary does not serialise: {e}")))?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names = |ts: &[binferry::schema::TableRef]| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+    if !summary.requested.started.is_empty() {
+        println!("resync started: {}", names(&summary.requested.started));
+    }
+    if !summary.requested.already.is_empty() {
+        println!("already being copied: {}", names(&summary.requested.already));
+    }
+    if summary.waited {
+        println!("resync complete: {} rows copied and applied", summary.rows);
+    } else {
+        println!("follow it with `binferry status`");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `binferry status`: text for people, JSON for scripts; exit 0 whenever it could report.

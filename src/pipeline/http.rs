@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -47,6 +47,8 @@ pub(super) struct Endpoint {
     pub token: Option<Secret>,
     /// Whether this process reads the source (`/readyz` then waits for it to stream).
     pub reads: bool,
+    /// Requests to the source, when this process reads it (`POST /resync`).
+    pub control: Option<crate::source::Control>,
 }
 
 /// The process's Prometheus recorder, installed on first use. The `metrics` facade has one
@@ -70,12 +72,13 @@ pub(super) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 /// Serve until `shutdown`; serving errors end the task and are logged.
 pub(super) fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    info!(addr = %bound, "operations endpoint listening: /metrics /healthz /readyz /status");
+    info!(addr = %bound, "operations endpoint listening: /metrics /healthz /readyz /status /resync");
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/resync", post(resync))
         .with_state(Arc::new(endpoint));
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.triggered().await }).await;
@@ -104,14 +107,46 @@ async fn readyz(State(e): State<Arc<Endpoint>>) -> Response {
 }
 
 async fn status(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
-    if let Some(token) = &e.token {
-        let given =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes())) {
-            return (StatusCode::UNAUTHORIZED, "a bearer token is required (http.token_env)\n").into_response();
-        }
+    if let Some(refused) = e.refuse(&headers) {
+        return refused;
     }
     axum::Json(e.status()).into_response()
+}
+
+/// What `POST /resync` takes.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct ResyncRequest {
+    /// `db.table` patterns (globs allowed).
+    pub tables: Vec<String>,
+}
+
+/// `POST /resync`: copy tables again in chunks while the others stream. Answers once the
+/// request is durable in the reader's checkpoint: `{"started": [...], "already": [...]}`.
+async fn resync(State(e): State<Arc<Endpoint>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = e.refuse(&headers) {
+        return refused;
+    }
+    let Some(control) = &e.control else {
+        return (StatusCode::CONFLICT, "this process does not read the source (--role worker): ask the reader\n")
+            .into_response();
+    };
+    let request: ResyncRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(err) => {
+            return (StatusCode::BAD_REQUEST, format!("expected {{\"tables\": [\"db.table\", ...]}}: {err}\n"))
+                .into_response();
+        }
+    };
+    match control.resync(&request.tables).await {
+        Ok(started) => axum::Json(started).into_response(),
+        Err(err) => {
+            let code = match err.kind() {
+                ErrorKind::Config | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (code, format!("{err}\n")).into_response()
+        }
+    }
 }
 
 /// Compare without an early exit, so the time taken says nothing about the token.
@@ -143,6 +178,8 @@ pub(super) struct Status {
     buffer_pending: Option<u64>,
     /// Every table a writer of this process has had changes of, with its lag.
     tables: Vec<TableLag>,
+    /// Tables being copied in chunks (initial snapshot, resyncs).
+    copies: Vec<crate::telemetry::CopyProgress>,
 }
 
 /// One table's lag in [`Status`].
@@ -153,6 +190,17 @@ struct TableLag {
 }
 
 impl Endpoint {
+    /// The refusal of a request without the bearer token, when one is configured.
+    fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = self.token.as_ref()?;
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.expose().as_bytes())) {
+            return None;
+        }
+        Some((StatusCode::UNAUTHORIZED, "a bearer token is required (http.token_env)\n").into_response())
+    }
+
     fn lag(&self) -> f64 {
         self.stats.lag((self.backlog)())
     }
@@ -216,6 +264,7 @@ impl Endpoint {
             writer_retrying: retrying,
             buffer_pending: s.pending(end),
             tables: s.table_lags().into_iter().map(|(table, lag_seconds)| TableLag { table, lag_seconds }).collect(),
+            copies: s.copies(),
         }
     }
 }

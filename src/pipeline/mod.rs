@@ -7,6 +7,7 @@
 
 mod http;
 mod replay;
+mod resync;
 mod retention;
 mod runs;
 mod status;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use tracing::{error, info, warn};
 
 pub use replay::{ReplayFrom, ReplaySummary, replay};
+pub use resync::{ResyncSummary, resync};
 pub use status::status;
 pub use verify::{TableVerdict, VerifyReport, verify};
 
@@ -111,6 +113,8 @@ async fn run_pipeline(
         Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    // `POST /resync` reaches the source through this; without an endpoint nobody can ask.
+    let (control, inbox) = crate::source::control();
     // What differs per buffer: the two tasks, what retention runs on, and the backlog offset.
     let (source, writer, retention_of, backlog): (Option<Task>, Option<Task>, _, Backlog) = match config.buffer.kind {
         BufferKind::Embedded => {
@@ -129,8 +133,13 @@ async fn run_pipeline(
                 next_offset = buffer.next_offset(),
                 "pipeline starting"
             );
-            let source_task =
-                tokio::spawn(crate::source::run(source, Arc::clone(&buffer), Arc::clone(&stats), source_shutdown));
+            let source_task = tokio::spawn(crate::source::run(
+                source,
+                Arc::clone(&buffer),
+                Arc::clone(&stats),
+                source_shutdown,
+                inbox,
+            ));
             let writer_task = tokio::spawn(writer::run(
                 writer_settings(config)?,
                 Arc::clone(&buffer),
@@ -149,7 +158,7 @@ async fn run_pipeline(
                 true => {
                     let journal = Arc::new(KafkaJournal::new(kafka.clone())?.with_stats(Arc::clone(&stats)));
                     let source = SourceSettings::from_config(config)?;
-                    Some(tokio::spawn(crate::source::run(source, journal, Arc::clone(&stats), source_shutdown)))
+                    Some(tokio::spawn(crate::source::run(source, journal, Arc::clone(&stats), source_shutdown, inbox)))
                 }
                 false => None,
             };
@@ -176,6 +185,7 @@ async fn run_pipeline(
                 backlog: Arc::clone(&backlog),
                 token: config.http.token()?,
                 reads: role.reads(),
+                control: role.reads().then_some(control),
             };
             Some(http::serve(listener, endpoint, http_stop.clone()))
         }

@@ -179,7 +179,7 @@ async fn compare_all(
 
 /// Wait until the running process says it has applied everything it has read; false when
 /// none answers (nothing is in flight then) or it does not catch up within `wait`.
-async fn caught_up(config: &Config, wait: Duration) -> bool {
+pub(super) async fn caught_up(config: &Config, wait: Duration) -> bool {
     let start = Instant::now();
     // Past anything already read when the comparison started.
     tokio::time::sleep(POLL).await;

@@ -22,8 +22,10 @@ use mysql_async::prelude::Queryable;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+use super::catalog::list_tables;
 use super::catalog::{apply_facts, column_facts};
 use super::chunks::{Chunk, CopyJob, Offer, Verdict, judge};
+use super::control::{Inbox, Request, Resynced};
 use super::ddl::{Ddl, classify};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings};
@@ -32,10 +34,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
 use crate::mysql_codec::charset::Charsets;
 use crate::mysql_codec::{Origin, convert};
-use crate::position::{Gtid, MARIADB_GTID_FL_STANDALONE, Position, SourceCheckpoint};
+use crate::position::{ChunkedCopy, Gtid, MARIADB_GTID_FL_STANDALONE, Position, SourceCheckpoint};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
-use crate::telemetry::Stats;
+use crate::table_filter::TableFilter;
+use crate::telemetry::{CopyProgress, Stats};
 
 /// Append after this many pending records.
 const FLUSH_MAX_RECORDS: usize = 4096;
@@ -63,7 +66,11 @@ struct CachedTable {
 
 /// The stream's side of the chunked copies ([`super::chunks`]): where jobs go, where chunks
 /// come from, and what the stream knows that decides whether it takes one.
-pub(super) struct CopyLink {
+pub(super) struct CopyLink<'a> {
+    /// Resync requests.
+    inbox: &'a mut Inbox,
+    /// Whether anyone can still send requests (an endpoint holds the [`super::Control`]).
+    inbox_open: bool,
     jobs: mpsc::Sender<CopyJob>,
     offers: mpsc::Receiver<Offer>,
     /// The chunk offered and not yet taken (the copier waits for the verdict).
@@ -78,9 +85,11 @@ pub(super) struct CopyLink {
     logged_at: Instant,
 }
 
-impl CopyLink {
-    pub(super) fn new(jobs: mpsc::Sender<CopyJob>, offers: mpsc::Receiver<Offer>) -> Self {
+impl<'a> CopyLink<'a> {
+    pub(super) fn new(jobs: mpsc::Sender<CopyJob>, offers: mpsc::Receiver<Offer>, inbox: &'a mut Inbox) -> Self {
         CopyLink {
+            inbox,
+            inbox_open: true,
             jobs,
             offers,
             held: None,
@@ -140,7 +149,7 @@ struct Streamer<'a> {
     consistent_from: Option<Position>,
     /// The end of the last event read: where the stream is.
     at: Option<Position>,
-    copy: CopyLink,
+    copy: CopyLink<'a>,
 }
 
 /// Long because it is the event loop: one `select!` arm per event source (shutdown, flush
@@ -155,7 +164,7 @@ pub(super) async fn stream<B: Journal>(
     stats: &Stats,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
-    copy: CopyLink,
+    copy: CopyLink<'_>,
 ) -> Result<()> {
     let resume = checkpoint.resume.clone().ok_or_else(|| Error::internal("stream without resume position"))?;
     let (mut binlog, checksums) = open_binlog(settings, server, &resume).await?;
@@ -260,6 +269,13 @@ pub(super) async fn stream<B: Journal>(
                 }
             }
             _ = chunk_tick.tick(), if st.copy.held.is_some() => st.take_held_chunk(buffer).await?,
+            request = st.copy.inbox.rx.recv(), if st.copy.inbox_open => match request {
+                Some(Request::Resync { tables, reply }) => {
+                    let answer = st.start_resync(&tables, buffer).await?;
+                    let _ = reply.send(answer);
+                }
+                None => st.copy.inbox_open = false,
+            },
             _ = idle_tick.tick() => {
                 if st.checkpoint_dirty && st.pending.is_empty() {
                     st.flush(buffer).await?;
@@ -779,6 +795,7 @@ impl Streamer<'_> {
         copy.rows += n;
         if upper.is_some() {
             self.log_copy_progress();
+            self.record_copy_progress();
             return;
         }
         let done = self.checkpoint.snapshot.chunked.remove(&key);
@@ -812,11 +829,66 @@ impl Streamer<'_> {
         }
     }
 
+    /// Start copying again, in chunks, the replicated tables `tables` matches; durable before
+    /// it answers. The outer result is the stream's own failure (the buffer), the inner one
+    /// the request's answer.
+    async fn start_resync<B: Journal>(&mut self, tables: &TableFilter, buffer: &B) -> Result<Result<Resynced>> {
+        if self.meta.is_none() {
+            match self.settings.connect().await {
+                Ok(c) => self.meta = Some(c),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let Some(conn) = self.meta.as_mut() else { return Err(Error::internal("no metadata connection")) };
+        let listed = match list_tables(conn, &self.settings.filter).await {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut out = Resynced::default();
+        for table in listed.into_iter().filter(|t| tables.matches(t)) {
+            if self.stopped.contains(&table) {
+                return Ok(Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{table} was stopped by the source in this run: it cannot read the table"),
+                )
+                .with_hint(
+                    "see the table's stop reason (binferry status); fix what it names, restart binferry, then resync",
+                )));
+            }
+            if self.checkpoint.snapshot.chunked.contains_key(&table.key()) {
+                out.already.push(table);
+                continue;
+            }
+            out.started.push(table);
+        }
+        if out.started.is_empty() && out.already.is_empty() {
+            return Ok(Err(Error::new(ErrorKind::Config, "no replicated table matches the resync's --table patterns")
+                .with_hint("name tables as db.table (globs allowed) among source.include")));
+        }
+        for table in &out.started {
+            let copy = ChunkedCopy { table: table.clone(), start: None, after: None, chunks: 0, rows: 0, resync: true };
+            self.checkpoint.snapshot.chunked.insert(table.key(), copy);
+            info!(%table, "resync requested: copying the table again in chunks while streaming");
+        }
+        self.checkpoint_dirty = true;
+        self.flush(buffer).await?;
+        for table in &out.started {
+            if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None }).is_err() {
+                warn!(%table, "the copy queue is full: the resync starts at the next restart");
+            }
+        }
+        self.record_copy_progress();
+        Ok(Ok(out))
+    }
+
     /// Export what is left to copy.
     fn record_copy_progress(&self) {
-        let chunked = &self.checkpoint.snapshot.chunked;
-        self.stats.record_snapshot_remaining(chunked.len());
-        self.stats.snapshot_running.store(!chunked.is_empty(), Ordering::Relaxed);
+        let copies = self.checkpoint.snapshot.chunked.values();
+        self.stats.set_copies(
+            copies
+                .map(|c| CopyProgress { table: c.table.key(), rows: c.rows, chunks: c.chunks, resync: c.resync })
+                .collect(),
+        );
     }
 
     /// Every [`COPY_PROGRESS_INTERVAL`], one line per table being copied.

@@ -474,7 +474,8 @@ mod tests {
         use Verdict::*;
         let other = Position::new("other.000001", 5);
         // (what, copying, stopped, chunk at, schema at, stream at, last ddl, expected)
-        let cases: Vec<(&str, bool, bool, u64, u64, Option<Position>, Option<Position>, Option<Verdict>)> = vec![
+        type Case = (&'static str, bool, bool, u64, u64, Option<Position>, Option<Position>, Option<Verdict>);
+        let cases: Vec<Case> = vec![
             ("not copied any more", false, false, 100, 90, Some(p(200)), None, Some(Abandon)),
             ("table stopped", true, true, 100, 90, Some(p(200)), None, Some(Abandon)),
             ("stream not started", true, false, 100, 90, None, None, None),

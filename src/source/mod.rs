@@ -28,6 +28,7 @@
 mod binlog;
 mod catalog;
 mod chunks;
+mod control;
 
 mod ddl;
 
@@ -51,6 +52,7 @@ use tracing::{info, warn};
 use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
 pub use binlog_status::source_state;
+pub use control::{Control, Inbox, Resynced, control};
 pub use hashes::{table_hashes, verified_tables};
 
 use crate::buffer::Journal;
@@ -188,10 +190,11 @@ pub async fn run<B: Journal>(
     buffer: Arc<B>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
+    mut inbox: Inbox,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        let result = run_once(&settings, &buffer, &stats, &shutdown, &mut backoff).await;
+        let result = run_once(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await;
         match result {
             Ok(()) => return Ok(()),
             Err(e) => match backoff.next_delay(&e) {
@@ -215,6 +218,7 @@ async fn run_once<B: Journal>(
     stats: &Arc<Stats>,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
+    inbox: &mut Inbox,
 ) -> Result<()> {
     let mut checkpoint = buffer.checkpoint().await?;
     let mut conn = settings.connect().await?;
@@ -264,7 +268,7 @@ async fn run_once<B: Journal>(
     }
     let copier = chunks::Copier { settings: settings.clone(), server: server.clone(), offers: offers_tx };
     let copying = copier.run(jobs_rx, shutdown.clone());
-    let link = binlog::CopyLink::new(jobs_tx, offers);
+    let link = binlog::CopyLink::new(jobs_tx, offers, inbox);
     let streaming =
         binlog::stream(settings, &server, collations, buffer.as_ref(), checkpoint, stats, shutdown, backoff, link);
     tokio::pin!(streaming);

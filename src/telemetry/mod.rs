@@ -90,6 +90,21 @@ pub struct Stats {
     /// One more than the seconds until the oldest binlog the reader needs may be purged
     /// (0: unlimited or not known yet).
     retention_headroom: AtomicU64,
+    /// Tables being copied in chunks (snapshot and resyncs), as the reader last recorded them.
+    copies: Mutex<Vec<CopyProgress>>,
+}
+
+/// How far one table's chunked copy has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CopyProgress {
+    /// `db.table`.
+    pub table: String,
+    /// Rows in the buffer so far.
+    pub rows: u64,
+    /// Chunks in the buffer so far.
+    pub chunks: u64,
+    /// Asked for by `binferry resync` (else the initial snapshot).
+    pub resync: bool,
 }
 
 /// What one target commit's rows came to, as the writer records it.
@@ -120,6 +135,20 @@ impl Stats {
     /// Tables the snapshot still has to copy.
     pub(crate) fn record_snapshot_remaining(&self, tables: usize) {
         ::metrics::gauge!(names::SNAPSHOT_TABLES_REMAINING).set(tables as f64);
+    }
+
+    /// The chunked copies in progress. The snapshot counts as running while one of them is
+    /// the initial snapshot's (a resync leaves the pipeline ready: its other tables stream).
+    pub(crate) fn set_copies(&self, copies: Vec<CopyProgress>) {
+        self.record_snapshot_remaining(copies.len());
+        ::metrics::gauge!(names::RESYNC_TABLES_RUNNING).set(copies.iter().filter(|c| c.resync).count() as f64);
+        self.snapshot_running.store(copies.iter().any(|c| !c.resync), Ordering::Relaxed);
+        *self.copies.lock().unwrap_or_else(|p| p.into_inner()) = copies;
+    }
+
+    /// The chunked copies in progress.
+    pub fn copies(&self) -> Vec<CopyProgress> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// What one batch did to `table`: rows written, unchanged, stale (compaction is counted

@@ -67,6 +67,8 @@ pub const TABLE_ROWS_UNCHANGED: &str = "binferry_table_rows_unchanged_total";
 pub const TABLE_ROWS_STALE: &str = "binferry_table_rows_stale_total";
 /// Tables the initial snapshot still has to copy (gauge).
 pub const SNAPSHOT_TABLES_REMAINING: &str = "binferry_snapshot_tables_remaining";
+/// Gauge: tables `binferry resync` is copying again.
+pub const RESYNC_TABLES_RUNNING: &str = "binferry_resync_tables_running";
 /// Seconds until the oldest binlog the reader still needs may be purged by the source's
 /// retention, a lower bound (gauge; absent with unlimited retention).
 pub const BINLOG_RETENTION_HEADROOM_SECONDS: &str = "binferry_binlog_retention_headroom_seconds";
@@ -103,6 +105,7 @@ pub const ALL: &[&str] = &[
     TABLE_ROWS_UNCHANGED,
     TABLE_ROWS_STALE,
     SNAPSHOT_TABLES_REMAINING,
+    RESYNC_TABLES_RUNNING,
     BINLOG_RETENTION_HEADROOM_SECONDS,
 ];
 

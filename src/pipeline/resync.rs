@@ -1,0 +1,193 @@
+//! `binferry resync`: ask the running pipeline to copy tables again, online, and follow the
+//! copy until it is in the buffer.
+//!
+//! The request goes to the running process's operations endpoint (`POST /resync`), because
+//! the reader owns the checkpoint the copy is recorded in (see `source::control`); the
+//! answer comes once the request is durable, so a crash after it still resyncs. The other
+//! tables keep streaming, and the target table stays readable throughout: rows are
+//! corrected in place, and rows the source no longer has are removed when its last chunk is
+//! in (see `source::chunks`).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mysql_async::prelude::Queryable;
+use serde::Deserialize;
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::TargetSettings;
+use crate::source::{Resynced, SourceSettings};
+use crate::telemetry::CopyProgress;
+
+/// How often the copy's progress is read.
+const POLL: Duration = Duration::from_millis(500);
+/// How often a line is logged when the output is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long to wait for the writer to apply the copy once it is in the buffer.
+const APPLY_WAIT: Duration = Duration::from_secs(600);
+/// How long to wait for the running process's answer to the request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `resync` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ResyncSummary {
+    /// Tables whose copy started, and those that were already being copied.
+    pub requested: Resynced,
+    /// Rows copied (when it waited).
+    pub rows: u64,
+    /// Whether it waited for the copies to reach the buffer.
+    pub waited: bool,
+}
+
+/// Ask the running pipeline to resync the tables `patterns` match; with `wait`, follow the
+/// copies until their last chunk is in the buffer.
+pub async fn resync(config: &Config, patterns: &[String], wait: bool) -> Result<ResyncSummary> {
+    let target = TargetSettings::from_config(config)?;
+    let requested = request(config, patterns).await?;
+    let record = super::runs::RunRecord::start(&target, "resync").await;
+    for t in &requested.started {
+        info!(table = %t, "resync started");
+    }
+    for t in &requested.already {
+        info!(table = %t, "already being copied; its copy goes on");
+    }
+    let mut summary = ResyncSummary { requested, rows: 0, waited: wait };
+    if wait {
+        let tables: Vec<String> =
+            summary.requested.started.iter().chain(&summary.requested.already).map(|t| t.key()).collect();
+        match follow(config, &tables).await {
+            Ok(rows) => summary.rows = rows,
+            Err(e) => {
+                record.finish(Some(&e), 0).await;
+                return Err(e);
+            }
+        }
+    }
+    record.finish(None, summary.rows).await;
+    Ok(summary)
+}
+
+/// `POST /resync` to the running process.
+async fn request(config: &Config, patterns: &[String]) -> Result<Resynced> {
+    let addr = match config.http.address()? {
+        Some(a) if a.port() != 0 => a,
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "resync asks the running `binferry run` through its operations endpoint, and http.listen names no fixed port",
+            )
+            .with_hint("set [http] listen = \"127.0.0.1:PORT\" and restart `binferry run`"));
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("HTTP client: {e}")))?;
+    let mut req = client.post(format!("http://{addr}/resync")).json(&serde_json::json!({ "tables": patterns }));
+    if let Some(token) = config.http.token()? {
+        req = req.bearer_auth(token.expose());
+    }
+    let resp = req.send().await.map_err(|e| {
+        Error::new(ErrorKind::SourceUnavailable, format!("no running binferry answers at {addr}: {e}"))
+            .with_hint("resync runs online: start `binferry run` with this config first")
+    })?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let kind = if status.is_client_error() { ErrorKind::Config } else { ErrorKind::SourceUnavailable };
+        return Err(Error::new(kind, format!("the running binferry refused the resync ({status}): {}", text.trim())));
+    }
+    serde_json::from_str(&text)
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("the running binferry answered unreadably: {e}: {text}")))
+}
+
+/// What `/status` says about copies.
+#[derive(Deserialize)]
+struct Copies {
+    #[serde(default)]
+    copies: Vec<CopyProgress>,
+}
+
+/// Follow the copies of `tables` until none is left; returns the rows copied.
+async fn follow(config: &Config, tables: &[String]) -> Result<u64> {
+    let estimate = estimate_rows(config, tables).await.unwrap_or(0);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(estimate.max(1));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("resync {}", tables.join(", ")));
+        bar
+    });
+    let started = Instant::now();
+    let mut logged = Instant::now();
+    let mut rows = 0u64;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let status =
+            super::status::process_status(config).await.map_err(|e| Error::new(ErrorKind::SourceUnavailable, e))?;
+        let Some(status) = status else {
+            return Err(Error::new(
+                ErrorKind::SourceUnavailable,
+                "the running binferry stopped answering during the resync",
+            )
+            .with_hint("the copy resumes where it was when `binferry run` starts again; `binferry status` shows it"));
+        };
+        let copies: Copies = serde_json::from_value(status).map_err(|e| {
+            Error::new(ErrorKind::Internal, format!("the running binferry's /status is unreadable: {e}"))
+        })?;
+        let mine: Vec<&CopyProgress> = copies.copies.iter().filter(|c| tables.contains(&c.table)).collect();
+        if mine.is_empty() {
+            break;
+        }
+        rows = rows.max(mine.iter().map(|c| c.rows).sum());
+        match &bar {
+            Some(bar) => {
+                bar.set_length(estimate.max(rows));
+                bar.set_position(rows);
+            }
+            None if logged.elapsed() >= LOG_EVERY => {
+                logged = Instant::now();
+                let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+                info!(rows, estimate, rows_per_s = format!("{rate:.0}"), "resync copying");
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    // The last chunk is in the buffer; the resync is done once the writer has applied it.
+    if !super::verify::caught_up(config, APPLY_WAIT).await {
+        return Err(Error::new(
+            ErrorKind::TargetUnavailable,
+            format!("the copy is in the buffer, but the writer did not apply it within {APPLY_WAIT:?}"),
+        )
+        .with_hint("`binferry status` shows what the writer is doing; the resync completes on its own"));
+    }
+    Ok(rows)
+}
+
+/// The source's estimate of the tables' rows (`information_schema.TABLES.TABLE_ROWS`), for
+/// the ETA.
+async fn estimate_rows(config: &Config, tables: &[String]) -> Result<u64> {
+    let source = SourceSettings::from_config(config)?;
+    let mut conn = source.connect().await?;
+    let mut total = 0;
+    for t in tables {
+        let Some((db, name)) = t.split_once('.') else { continue };
+        let n: Option<Option<u64>> = conn
+            .exec_first(
+                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (db, name),
+            )
+            .await
+            .map_err(|e| Error::source_mysql(e, "estimating table sizes"))?;
+        total += n.flatten().unwrap_or(0);
+    }
+    Ok(total)
+}
