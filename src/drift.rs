@@ -35,6 +35,9 @@ pub struct Drift {
     pub different: Vec<String>,
     /// Keyless tables: rows (by hash) whose count differs, as `hash: source n, target m`.
     pub keyless: Vec<String>,
+    /// The values of every drifted key (missing, extra or different), for `--repair`.
+    #[serde(skip)]
+    pub keys: Vec<Vec<Value>>,
 }
 
 impl Drift {
@@ -57,12 +60,14 @@ pub fn diff(source: &TableHashes, target: &TableHashes) -> Drift {
         match target.keyed.get(k) {
             None => d.missing.push(show(values)),
             Some((t, _)) if t != hash => d.different.push(show(values)),
-            Some(_) => {}
+            Some(_) => continue,
         }
+        d.keys.push(values.clone());
     }
     for (k, (_, values)) in &target.keyed {
         if !source.keyed.contains_key(k) {
             d.extra.push(show(values));
+            d.keys.push(values.clone());
         }
     }
     let mut hashes: Vec<&[u8; 16]> = source.keyless.keys().chain(target.keyless.keys()).collect();

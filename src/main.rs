@@ -64,8 +64,8 @@ enum Command {
     },
     /// Compare the replicated tables of the source and the target by row hash and list the
     /// keys that differ. Runs beside `run` (changes in flight are read again once applied).
-    /// Exit code: 0 no drift, 3 drift found, 1 the comparison (or that of a table) could not
-    /// run, 2 bad config.
+    /// Exit code: 0 no drift (or all of it repaired), 3 drift found (and not repaired), 1 the
+    /// comparison (or that of a table) could not run, 2 bad config.
     Verify {
         /// Config file.
         #[arg(long, short)]
@@ -79,6 +79,11 @@ enum Command {
         /// How long to wait, per table, for the running pipeline to apply changes in flight.
         #[arg(long, default_value_t = 60)]
         wait_secs: u64,
+        /// Rewrite the drifted keys as the source has them now, through the running
+        /// pipeline's position-guarded path, then compare those tables again. Exit 0 when
+        /// no drift remains.
+        #[arg(long)]
+        repair: bool,
     },
     /// Copy tables again while `run` runs: the other tables keep streaming, and the target
     /// table stays readable (corrected in place; rows the source no longer has are removed
@@ -149,7 +154,9 @@ fn main() -> ExitCode {
             }
             Command::Run { skip_checks, role, .. } => run(&config, skip_checks, role).await,
             Command::Status { json, .. } => status(&config, json).await,
-            Command::Verify { table, json, wait_secs, .. } => verify(&config, table.as_deref(), json, wait_secs).await,
+            Command::Verify { table, json, wait_secs, repair, .. } => {
+                verify(&config, table.as_deref(), json, wait_secs, repair).await
+            }
             Command::Resync { table, no_wait, json, .. } => resync(&config, &table, !no_wait, json).await,
             Command::Replay { from_offset, from_time, table, .. } => {
                 replay(&config, from_offset, from_time.as_deref(), table.as_deref()).await
@@ -167,9 +174,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// `binferry verify`: exit 3 when drift is found.
-async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64) -> Result<ExitCode> {
-    let report = binferry::pipeline::verify(config, table, std::time::Duration::from_secs(wait_secs)).await?;
+/// `binferry verify`: exit 3 when drift is found (with `--repair`: when drift remains).
+async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64, repair: bool) -> Result<ExitCode> {
+    let report = binferry::pipeline::verify(config, table, std::time::Duration::from_secs(wait_secs), repair).await?;
     if json {
         let text = serde_json::to_string_pretty(&report)
             .map_err(|e| Error::new(ErrorKind::Internal, format!("the verify report does not serialise: {e}")))?;
@@ -177,7 +184,7 @@ async fn verify(config: &Config, table: Option<&str>, json: bool, wait_secs: u64
     } else {
         print!("{}", report.render_text(20));
     }
-    Ok(if report.drifted() {
+    Ok(if report.drift_remains() {
         ExitCode::from(3)
     } else if report.incomplete() {
         ExitCode::FAILURE

@@ -507,6 +507,35 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     let run = &status["target"]["runs"][0];
     assert_eq!((run["kind"].as_str(), run["outcome"].as_str()), (Some("verify"), Some("drift")), "{status}");
     assert!(run["error"].as_str().is_some_and(|e| e.contains(&format!("{src}.recipes"))), "{status}");
+
+    // `--repair` beside the running pipeline under load rewrites just the drifted keys through
+    // the position-guarded path; a second verify finds nothing.
+    c.query_drop(format!("DROP TABLE `{src}`.nokey")).await.unwrap();
+    let bf = env.start_streaming().await;
+    let load = tokio::spawn({
+        let (src, pool) = (env.src.clone(), env.pool.clone());
+        async move {
+            let mut c = pool.get_conn().await.unwrap();
+            let mut w = Workload::new(&src, 53);
+            w.next_ingredient_from(3_000_000); // past the first load's
+            w.run_paced(&mut c, 1_500, Duration::from_millis(4)).await
+        }
+    });
+    let (code, out) = verify_cmd(&env, &["--repair"]);
+    assert_eq!(code, Some(0), "{out}\n{}", env.log_tails());
+    assert!(out.contains("after the repair: equal"), "{out}");
+    assert!(!out.contains("still DRIFT"), "{out}");
+    assert!(out.contains("deleted"), "{out}");
+    assert!(env.log().contains("repair in the buffer"), "{}", env.log_tails());
+    let extra: u64 =
+        t.query_first(format!("SELECT COUNT(*) FROM `{dst}`.ingredients WHERE id = 999999999")).await.unwrap().unwrap();
+    assert_eq!(extra, 0, "the key only the target had is deleted");
+    load.await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    let (code, out) = verify_cmd(&env, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("no drift in 3 tables"), "{out}");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
 
 /// `binferry resync` of one table while a mixed workload runs on all three, after rows were

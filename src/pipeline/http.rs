@@ -72,13 +72,14 @@ pub(super) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 /// Serve until `shutdown`; serving errors end the task and are logged.
 pub(super) fn serve(listener: TcpListener, endpoint: Endpoint, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    info!(addr = %bound, "operations endpoint listening: /metrics /healthz /readyz /status /resync");
+    info!(addr = %bound, "operations endpoint listening: /metrics /healthz /readyz /status /resync /repair");
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/resync", post(resync))
+        .route("/repair", post(repair))
         .with_state(Arc::new(endpoint));
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.triggered().await }).await;
@@ -111,6 +112,47 @@ async fn status(State(e): State<Arc<Endpoint>>, headers: HeaderMap) -> Response 
         return refused;
     }
     axum::Json(e.status()).into_response()
+}
+
+/// What `POST /repair` takes.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct RepairRequest {
+    /// `db.table`.
+    pub db: String,
+    pub table: String,
+    /// The keys to rewrite, each its primary key's values in key order.
+    pub keys: Vec<Vec<crate::event::Value>>,
+}
+
+/// `POST /repair`: rewrite keys of one table as the source has them now, through the
+/// position-guarded path (what `binferry verify --repair` sends). Answers once the rows are
+/// in the buffer: `{"rewritten": n, "deleted": n, "kept": n}`.
+async fn repair(State(e): State<Arc<Endpoint>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = e.refuse(&headers) {
+        return refused;
+    }
+    let Some(control) = &e.control else {
+        return (StatusCode::CONFLICT, "this process does not read the source (--role worker): ask the reader\n")
+            .into_response();
+    };
+    let request: RepairRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(err) => {
+            return (StatusCode::BAD_REQUEST, format!("expected {{\"db\", \"table\", \"keys\"}}: {err}\n"))
+                .into_response();
+        }
+    };
+    let table = crate::schema::TableRef::new(request.db, request.table);
+    match control.repair(table, request.keys).await {
+        Ok(done) => axum::Json(done).into_response(),
+        Err(err) => {
+            let code = match err.kind() {
+                ErrorKind::Config | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (code, format!("{err}\n")).into_response()
+        }
+    }
 }
 
 /// What `POST /resync` takes.

@@ -72,12 +72,22 @@ pub async fn resync(config: &Config, patterns: &[String], wait: bool) -> Result<
 
 /// `POST /resync` to the running process.
 async fn request(config: &Config, patterns: &[String]) -> Result<Resynced> {
+    post(config, "/resync", &serde_json::json!({ "tables": patterns })).await
+}
+
+/// `POST` `body` to `path` of the running process's operations endpoint, and read its JSON
+/// answer; what `resync` and `verify --repair` ask.
+pub(super) async fn post<T: serde::de::DeserializeOwned>(
+    config: &Config,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<T> {
     let addr = match config.http.address()? {
         Some(a) if a.port() != 0 => a,
         _ => {
             return Err(Error::new(
                 ErrorKind::Config,
-                "resync asks the running `binferry run` through its operations endpoint, and http.listen names no fixed port",
+                "this asks the running `binferry run` through its operations endpoint, and http.listen names no fixed port",
             )
             .with_hint("set [http] listen = \"127.0.0.1:PORT\" and restart `binferry run`"));
         }
@@ -86,19 +96,19 @@ async fn request(config: &Config, patterns: &[String]) -> Result<Resynced> {
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("HTTP client: {e}")))?;
-    let mut req = client.post(format!("http://{addr}/resync")).json(&serde_json::json!({ "tables": patterns }));
+    let mut req = client.post(format!("http://{addr}{path}")).json(body);
     if let Some(token) = config.http.token()? {
         req = req.bearer_auth(token.expose());
     }
     let resp = req.send().await.map_err(|e| {
         Error::new(ErrorKind::SourceUnavailable, format!("no running binferry answers at {addr}: {e}"))
-            .with_hint("resync runs online: start `binferry run` with this config first")
+            .with_hint("this runs online: start `binferry run` with this config first")
     })?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
         let kind = if status.is_client_error() { ErrorKind::Config } else { ErrorKind::SourceUnavailable };
-        return Err(Error::new(kind, format!("the running binferry refused the resync ({status}): {}", text.trim())));
+        return Err(Error::new(kind, format!("the running binferry refused {path} ({status}): {}", text.trim())));
     }
     serde_json::from_str(&text)
         .map_err(|e| Error::new(ErrorKind::Internal, format!("the running binferry answered unreadably: {e}: {text}")))

@@ -18,8 +18,9 @@ use tracing::info;
 use crate::config::Config;
 use crate::drift::{Drift, diff};
 use crate::error::{Error, ErrorKind, Result};
+use crate::schema::TableRef;
 use crate::sink::TargetSettings;
-use crate::source::{SourceSettings, table_hashes, verified_tables};
+use crate::source::{Repaired, SourceSettings, table_hashes, verified_tables};
 use crate::status::RunOutcome;
 use crate::table_filter::TableFilter;
 
@@ -51,12 +52,27 @@ pub struct TableVerdict {
     /// Why the table could not be compared (a value or shape the source cannot read, a table
     /// its rule refuses); the other tables are compared all the same.
     pub not_compared: Option<String>,
+    /// With `--repair`: what the repair wrote.
+    pub repaired: Option<Repaired>,
+    /// With `--repair`: what still differs when compared again after the repair was applied.
+    pub after_repair: Option<Drift>,
+    /// The table, for the repair request.
+    #[serde(skip)]
+    table_ref: Option<TableRef>,
 }
 
 impl VerifyReport {
     /// Whether any table drifted.
     pub fn drifted(&self) -> bool {
         self.tables.iter().any(|t| !t.drift.is_empty())
+    }
+
+    /// Whether drift remains: found and not repaired (or found again after the repair).
+    pub fn drift_remains(&self) -> bool {
+        self.tables.iter().any(|t| match &t.after_repair {
+            Some(after) => !after.is_empty(),
+            None => !t.drift.is_empty(),
+        })
     }
 
     /// Whether some table could not be compared.
@@ -92,6 +108,18 @@ impl VerifyReport {
                 let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
                 out.push_str(&format!("  {what}: {list}{more}\n"));
             }
+            if let Some(r) = &t.repaired {
+                out.push_str(&format!("  repaired: {} rewritten, {} deleted", r.rewritten, r.deleted));
+                if r.kept > 0 {
+                    out.push_str(&format!(", {} left in the soft-delete table (delete them by hand)", r.kept));
+                }
+                out.push('\n');
+            }
+            match &t.after_repair {
+                Some(after) if after.is_empty() => out.push_str("  after the repair: equal\n"),
+                Some(after) => out.push_str(&format!("  after the repair: still DRIFT: {} keys\n", after.len())),
+                None => {}
+            }
         }
         let drifted = self.tables.iter().filter(|t| !t.drift.is_empty()).count();
         let skipped = self.tables.iter().filter(|t| t.not_compared.is_some()).count();
@@ -100,10 +128,12 @@ impl VerifyReport {
         }
         if drifted == 0 {
             out.push_str(&format!("no drift in {} tables\n", self.tables.len()));
+        } else if self.tables.iter().any(|t| t.after_repair.is_some()) && !self.drift_remains() {
+            out.push_str(&format!("drift in {drifted} of {} tables, repaired\n", self.tables.len()));
         } else {
             out.push_str(&format!(
-                "drift in {drifted} of {} tables; to repair a table: `binferry replay --from-offset 0 --table DB.TABLE` \
-                 (while run is stopped), or resync it\n",
+                "drift in {drifted} of {} tables; to repair: `binferry verify --repair` (just the drifted keys) or \
+                 `binferry resync --table DB.TABLE`, both while run runs\n",
                 self.tables.len()
             ));
         }
@@ -113,7 +143,7 @@ impl VerifyReport {
 
 /// Compare the tables `pattern` selects (all replicated tables without one); `wait` bounds
 /// each wait for the running process to catch up.
-pub async fn verify(config: &Config, pattern: Option<&str>, wait: Duration) -> Result<VerifyReport> {
+pub async fn verify(config: &Config, pattern: Option<&str>, wait: Duration, repair: bool) -> Result<VerifyReport> {
     let target = TargetSettings::from_config(config)?;
     let TargetSettings::Mysql(mysql) = &target else {
         return Err(Error::new(ErrorKind::Config, "verify compares MySQL targets so far; this one is BigQuery")
@@ -123,7 +153,12 @@ pub async fn verify(config: &Config, pattern: Option<&str>, wait: Duration) -> R
     let only =
         pattern.map(|p| TableFilter::new(&[p.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
     let record = super::runs::RunRecord::start(&target, "verify").await;
-    let result = compare_all(config, &source, mysql, only.as_ref(), wait).await;
+    let mut result = compare_all(config, &source, mysql, only.as_ref(), wait).await;
+    if repair && let Ok(report) = &mut result {
+        if let Err(e) = repair_all(config, &source, mysql, report, wait).await {
+            result = Err(e);
+        }
+    }
     match &result {
         Ok(r) if r.drifted() => {
             let drifted: Vec<&str> =
@@ -146,7 +181,8 @@ async fn compare_all(
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     for table in verified_tables(source, only).await? {
-        let mut verdict = TableVerdict { table: table.to_string(), ..Default::default() };
+        let mut verdict =
+            TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), ..Default::default() };
         for round in 1..=ROUNDS {
             let (schema, s) = match table_hashes(source, &table).await {
                 Ok(read) => read,
@@ -175,6 +211,43 @@ async fn compare_all(
         report.tables.push(verdict);
     }
     Ok(report)
+}
+
+/// Rewrite every drifted key through the running process (`POST /repair`), wait until it is
+/// applied, and compare each repaired table again.
+async fn repair_all(
+    config: &Config,
+    source: &SourceSettings,
+    target: &crate::sink::mysql::MysqlSinkSettings,
+    report: &mut VerifyReport,
+    wait: Duration,
+) -> Result<()> {
+    let mut repaired_any = false;
+    for verdict in report.tables.iter_mut().filter(|t| !t.drift.keys.is_empty()) {
+        let Some(table) = verdict.table_ref.clone() else { continue };
+        let body = serde_json::json!({ "db": table.db, "table": table.name, "keys": verdict.drift.keys });
+        let done: Repaired = super::resync::post(config, "/repair", &body).await?;
+        info!(%table, rewritten = done.rewritten, deleted = done.deleted, kept = done.kept, "repair sent");
+        verdict.repaired = Some(done);
+        repaired_any = true;
+    }
+    if !repaired_any {
+        return Ok(());
+    }
+    if !caught_up(config, wait).await {
+        return Err(Error::new(
+            ErrorKind::TargetUnavailable,
+            "the repair is in the buffer but was not applied in time",
+        )
+        .with_hint("raise --wait-secs, or verify again once `binferry status` shows the lag at 0"));
+    }
+    for verdict in report.tables.iter_mut().filter(|t| t.repaired.is_some()) {
+        let Some(table) = verdict.table_ref.clone() else { continue };
+        let (schema, s) = table_hashes(source, &table).await?;
+        let t = crate::sink::mysql::table_hashes(target, &schema).await?;
+        verdict.after_repair = Some(diff(&s, &t));
+    }
+    Ok(())
 }
 
 /// Wait until the running process says it has applied everything it has read; false when

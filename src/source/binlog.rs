@@ -25,12 +25,13 @@ use tracing::{debug, error, info, warn};
 use super::catalog::list_tables;
 use super::catalog::{apply_facts, column_facts};
 use super::chunks::{Chunk, CopyJob, Offer, Verdict, judge};
-use super::control::{Inbox, Request, Resynced};
+use super::control::{Inbox, Repaired, Request, Resynced};
 use super::ddl::{Ddl, classify};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::hash::encode_values;
 use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange, Value};
 use crate::mysql_codec::charset::Charsets;
 use crate::mysql_codec::{Origin, convert};
@@ -38,6 +39,7 @@ use crate::position::{ChunkedCopy, Gtid, MARIADB_GTID_FL_STANDALONE, Position, S
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::table_filter::TableFilter;
+use crate::table_options::DeleteMode;
 use crate::telemetry::{CopyProgress, Stats};
 
 /// Append after this many pending records.
@@ -79,6 +81,8 @@ pub(super) struct CopyLink<'a> {
     last_ddl: HashMap<String, Position>,
     /// Schema versions already handed to the buffer with a chunk.
     schemas_sent: HashSet<u64>,
+    /// Repairs under way, by table: who waits for the answer.
+    repairs: HashMap<String, oneshot::Sender<Result<Repaired>>>,
     /// The copier still runs (its channel is open).
     open: bool,
     /// Progress log: the last time a line was written.
@@ -95,6 +99,7 @@ impl<'a> CopyLink<'a> {
             held: None,
             last_ddl: HashMap::new(),
             schemas_sent: HashSet::new(),
+            repairs: HashMap::new(),
             open: true,
             logged_at: Instant::now(),
         }
@@ -263,7 +268,12 @@ pub(super) async fn stream<B: Journal>(
                         st.copy.held = Some((chunk, reply));
                         st.take_held_chunk(buffer).await?;
                     }
-                    Some(Offer::Failed { table, reason }) => st.copy_failed(table, reason),
+                    Some(Offer::Failed { table, reason, repair: false }) => st.copy_failed(table, reason),
+                    Some(Offer::Failed { table, reason, repair: true }) => {
+                        if let Some(reply) = st.copy.repairs.remove(&table.key()) {
+                            let _ = reply.send(Err(Error::new(ErrorKind::SourceSetting, reason)));
+                        }
+                    }
                     // The copier ended (shutdown, or an error the source restart handles).
                     None => st.copy.open = false,
                 }
@@ -274,6 +284,7 @@ pub(super) async fn stream<B: Journal>(
                     let answer = st.start_resync(&tables, buffer).await?;
                     let _ = reply.send(answer);
                 }
+                Some(Request::Repair { table, keys, reply }) => st.start_repair(table, keys, reply),
                 None => st.copy.inbox_open = false,
             },
             _ = idle_tick.tick() => {
@@ -698,7 +709,7 @@ impl Streamer<'_> {
             TableChange::RenameTo(to) => {
                 info!(from = %table, %to, "table renamed during its chunked copy: the copy goes on under the new name");
                 copy.table = to.clone();
-                let job = CopyJob { table: to.clone(), after: copy.after.clone() };
+                let job = CopyJob { table: to.clone(), after: copy.after.clone(), keys: None };
                 chunked.insert(to.key(), copy);
                 if self.copy.jobs.try_send(job).is_err() {
                     warn!(%to, "the copy queue is full: the renamed table's copy resumes at the next restart");
@@ -734,8 +745,12 @@ impl Streamer<'_> {
         }
         let Some((chunk, _)) = &self.copy.held else { return Ok(()) };
         let key = chunk.table.key();
+        let copying = match chunk.repair {
+            Some(_) => self.copy.repairs.contains_key(&key),
+            None => self.checkpoint.snapshot.chunked.contains_key(&key),
+        };
         let verdict = judge(
-            self.checkpoint.snapshot.chunked.contains_key(&key),
+            copying,
             self.stopped.contains(&chunk.table),
             &chunk.at,
             &chunk.schema_at,
@@ -750,9 +765,30 @@ impl Streamer<'_> {
             }
         }
         let Some((chunk, reply)) = self.copy.held.take() else { return Ok(()) };
-        if verdict == Verdict::Taken {
-            self.push_chunk(chunk);
-            self.flush(buffer).await?;
+        match (verdict, chunk.repair.is_some()) {
+            (Verdict::Taken, false) => {
+                self.push_chunk(chunk);
+                self.flush(buffer).await?;
+            }
+            (Verdict::Taken, true) => {
+                let waiting = self.copy.repairs.remove(&key);
+                let repaired = self.push_repair(chunk);
+                self.flush(buffer).await?;
+                info!(table = %key, rewritten = repaired.rewritten, deleted = repaired.deleted, "repair in the buffer");
+                if let Some(w) = waiting {
+                    let _ = w.send(Ok(repaired));
+                }
+            }
+            (Verdict::Abandon, true) => {
+                if let Some(w) = self.copy.repairs.remove(&key) {
+                    let _ = w.send(Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("{key} is stopped: it cannot be repaired"),
+                    )
+                    .with_hint("see the table's stop reason (binferry status)")));
+                }
+            }
+            _ => {}
         }
         // The copier may have ended meanwhile; nothing then waits for the answer.
         let _ = reply.send(verdict);
@@ -873,12 +909,95 @@ impl Streamer<'_> {
         self.checkpoint_dirty = true;
         self.flush(buffer).await?;
         for table in &out.started {
-            if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None }).is_err() {
+            if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None, keys: None }).is_err() {
                 warn!(%table, "the copy queue is full: the resync starts at the next restart");
             }
         }
         self.record_copy_progress();
         Ok(Ok(out))
+    }
+
+    /// Start a repair of `keys` of `table`: the copier reads them in one consistent read and
+    /// the stream answers `reply` once they are in the buffer.
+    fn start_repair(&mut self, table: TableRef, keys: Vec<Vec<Value>>, reply: oneshot::Sender<Result<Repaired>>) {
+        let refuse = |why: String, hint: &str| Err(Error::new(ErrorKind::Config, why).with_hint(hint.to_string()));
+        let key = table.key();
+        let answer = if !self.settings.filter.matches(&table) {
+            refuse(format!("{table} is not replicated"), "name a table of source.include")
+        } else if self.checkpoint.snapshot.chunked.contains_key(&key) {
+            refuse(format!("{table} is being copied (snapshot or resync)"), "repair once its copy is complete")
+        } else if self.copy.repairs.contains_key(&key) {
+            refuse(format!("a repair of {table} is under way"), "wait for it, then verify again")
+        } else if keys.is_empty() {
+            Ok(Repaired::default())
+        } else if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None, keys: Some(keys) }).is_err() {
+            Err(Error::new(ErrorKind::SourceUnavailable, "the copy queue is full; try again in a moment"))
+        } else {
+            self.copy.repairs.insert(key, reply);
+            return;
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Queue a repair chunk: the rows the source has for the keys as snapshot rows at the
+    /// chunk's position, and a delete at that position for each key it does not have. The
+    /// position guard keeps whatever the stream has applied since.
+    fn push_repair(&mut self, chunk: Chunk) -> Repaired {
+        let Chunk { table, schema, at, rows, repair, .. } = chunk;
+        let ts = now_secs();
+        let version = schema.version();
+        if self.copy.schemas_sent.insert(version) {
+            self.new_schemas.push(Arc::clone(&schema));
+        }
+        let encode = |key: &[Value]| {
+            let mut out = Vec::new();
+            encode_values(key, &mut out);
+            out
+        };
+        let present: HashSet<Vec<u8>> = rows
+            .iter()
+            .map(|r| encode(&schema.primary_key.iter().map(|&i| r[i].clone()).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Repaired { rewritten: rows.len() as u64, deleted: 0, kept: 0 };
+        let mut next = 1u32;
+        let mut change = |op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>| {
+            let position = Position { row: next, ..at.clone() };
+            next += 1;
+            Record::Change(ChangeEvent {
+                table: table.clone(),
+                schema_version: version,
+                op,
+                before,
+                after,
+                position,
+                timestamp: ts,
+                gtid: None,
+                index: None,
+            })
+        };
+        let mut records: Vec<Record> = rows.into_iter().map(|r| change(Op::Snapshot, None, Some(r))).collect();
+        let soft = self.settings.rules.options(&table).deletes == DeleteMode::Soft;
+        for key in repair.unwrap_or_default().into_iter().filter(|k| !present.contains(&encode(k))) {
+            if soft {
+                // A soft delete keeps the row's last image, which the source no longer has:
+                // the target row stays as it is, reported.
+                warn!(%table, key = ?key, "a row the source does not have stays in a soft-delete table; delete it by hand");
+                out.kept += 1;
+                continue;
+            }
+            // Only the key identifies the row to delete; the other columns are unknown.
+            let mut before = vec![Value::Null; schema.columns.len()];
+            for (&i, v) in schema.primary_key.iter().zip(key) {
+                before[i] = v;
+            }
+            records.push(change(Op::Delete, Some(before), None));
+            out.deleted += 1;
+        }
+        for r in records {
+            self.push(r);
+        }
+        self.push(Record::Commit(snapshot_commit(&at, ts)));
+        out
     }
 
     /// Export what is left to copy.

@@ -78,6 +78,8 @@ use crate::shutdown::Shutdown;
 pub(super) struct CopyJob {
     pub table: TableRef,
     pub after: Option<Vec<Value>>,
+    /// A repair: only these keys, in one read.
+    pub keys: Option<Vec<Vec<Value>>>,
 }
 
 /// What the copier hands the stream.
@@ -86,7 +88,7 @@ pub(super) enum Offer {
     Chunk(Chunk, oneshot::Sender<Verdict>),
     /// The table cannot be copied (its schema or a value binferry cannot read, or the table
     /// is gone): the stream stops it with `reason`.
-    Failed { table: TableRef, reason: String },
+    Failed { table: TableRef, reason: String, repair: bool },
 }
 
 /// One chunk of a table's rows, read at one exact binlog position.
@@ -103,6 +105,8 @@ pub(super) struct Chunk {
     /// The chunk's upper key bound (inclusive), where the next chunk starts; `None` for the
     /// table's last chunk.
     pub upper: Option<Vec<Value>>,
+    /// A repair's keys (the rows read are those of them the source has).
+    pub repair: Option<Vec<Vec<Value>>>,
 }
 
 /// The stream's answer to a chunk.
@@ -244,6 +248,13 @@ impl ChunkSql {
         )
     }
 
+    /// The rows whose key is one of `n` keys: `(k1 = ? AND k2 = ?) OR ...`, parameters key by key.
+    fn by_keys(&self, n: usize) -> String {
+        let one = self.keys.iter().map(|k| format!("{k} = ?")).collect::<Vec<_>>().join(" AND ");
+        let any = vec![format!("({one})"); n].join(" OR ");
+        format!("SELECT {} FROM {} WHERE {any}", self.columns, self.table)
+    }
+
     /// The rows of the chunk `(lower, upper]`.
     fn rows(&self, lower: bool, upper: bool) -> String {
         let mut cond = vec![];
@@ -285,12 +296,17 @@ impl Copier {
                 };
                 let Some(job) = job else { return Ok(()) };
                 let table = job.table.clone();
-                match self.copy(&pool, job, &shutdown).await {
+                let repair = job.keys.is_some();
+                let done = match job.keys {
+                    Some(keys) => self.repair(&pool, table.clone(), keys).await,
+                    None => self.copy(&pool, job, &shutdown).await,
+                };
+                match done {
                     Ok(()) => {}
-                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) if e.is_transient() && !repair => return Err(e),
                     Err(e) => {
-                        let reason = format!("copying {table}: {e}");
-                        if self.offers.send(Offer::Failed { table, reason }).await.is_err() {
+                        let reason = format!("{} {table}: {e}", if repair { "repairing" } else { "copying" });
+                        if self.offers.send(Offer::Failed { table, reason, repair }).await.is_err() {
                             return Ok(());
                         }
                     }
@@ -397,9 +413,66 @@ impl Copier {
             })
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.context(format!("a chunk of {table}")))?;
-        Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper })
+        Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper, repair: None })
+    }
+
+    /// Read `keys` of `table` in one consistent read and offer them as a repair chunk.
+    async fn repair(&self, pool: &Pool, table: TableRef, keys: Vec<Vec<Value>>) -> Result<()> {
+        loop {
+            let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "repair connection"))?;
+            let schema_at = binlog_end(&mut conn).await?;
+            let (schema, _) = self.settings.shape(load_schema(&mut conn, &table, self.server.mariadb).await?)?;
+            if !schema.has_primary_key() {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("{table} has no primary key: its rows have no key to repair by"),
+                )
+                .with_hint(format!("resync the table instead: binferry resync --table {}", table.key())));
+            }
+            let sql = ChunkSql::new(&schema);
+            let at = begin_chunk(&mut conn, self.server.mariadb).await?;
+            let mut rows = Vec::with_capacity(keys.len());
+            for group in keys.chunks(KEYS_PER_QUERY) {
+                let params: Vec<mysql_async::Value> = group.iter().flat_map(|k| k.iter().map(param)).collect();
+                let raw: Vec<Row> = conn
+                    .exec(sql.by_keys(group.len()), params)
+                    .await
+                    .map_err(|e| Error::source_mysql(e, format!("reading keys of {table} to repair")))?;
+                for row in raw {
+                    let values = row
+                        .unwrap()
+                        .into_iter()
+                        .zip(&schema.columns)
+                        .map(|(v, c)| convert(v, c, Origin::Snapshot))
+                        .collect::<Result<Vec<_>>>()
+                        .map_err(|e| e.context(format!("repairing {table}")))?;
+                    rows.push(values);
+                }
+            }
+            conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a repair's read"))?;
+            let chunk = Chunk {
+                table: table.clone(),
+                schema: Arc::new(schema),
+                schema_at,
+                at,
+                rows,
+                upper: None,
+                repair: Some(keys.clone()),
+            };
+            let (tx, rx) = oneshot::channel();
+            if self.offers.send(Offer::Chunk(chunk, tx)).await.is_err() {
+                return Ok(());
+            }
+            match rx.await {
+                Ok(Verdict::Again) => continue,
+                Ok(_) | Err(_) => return Ok(()),
+            }
+        }
     }
 }
+
+/// Keys per query of a repair.
+const KEYS_PER_QUERY: usize = 500;
 
 /// The upper bound of the chunk after `lower`: the key `rows` rows further, or `None` when
 /// fewer rows remain (the last chunk is open-ended).

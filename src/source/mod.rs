@@ -52,7 +52,7 @@ use tracing::{info, warn};
 use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
 pub use binlog_status::source_state;
-pub use control::{Control, Inbox, Resynced, control};
+pub use control::{Control, Inbox, Repaired, Resynced, control};
 pub use hashes::{table_hashes, verified_tables};
 
 use crate::buffer::Journal;
@@ -259,7 +259,7 @@ async fn run_once<B: Journal>(
         .snapshot
         .chunked
         .values()
-        .map(|c| chunks::CopyJob { table: c.table.clone(), after: c.after.clone() })
+        .map(|c| chunks::CopyJob { table: c.table.clone(), after: c.after.clone(), keys: None })
         .collect();
     let (offers_tx, offers) = mpsc::channel(1);
     let (jobs_tx, jobs_rx) = mpsc::channel(COPY_JOB_QUEUE.max(jobs.len()));

@@ -11,7 +11,7 @@
 //!
 //! - changes of one transaction share its GTID (when the server has GTIDs), count their
 //!   [`ChangeEvent::index`] up from 0, and have strictly increasing positions;
-//! - snapshot rows and binlog rows never share a transaction;
+//! - snapshot rows (and a repair's deletes) and binlog rows never share a transaction;
 //! - a DDL record is a transaction of its own: nothing but its commit follows it;
 //! - a commit ends the transaction if it has the same GTID and kind, and a position not
 //!   before its last change.
@@ -72,7 +72,7 @@ impl SourceTxn {
     /// Whether `ev` can belong to the transaction in progress (true when none is).
     pub(super) fn continued_by(&self, ev: &ChangeEvent) -> bool {
         let Some(kind) = self.kind else { return true };
-        let ev_kind = if ev.op == Op::Snapshot { Kind::Snapshot } else { Kind::Binlog };
+        let ev_kind = kind_of(ev);
         kind == ev_kind
             && same_if_known(&self.gtid, &ev.gtid)
             && match (self.last_index, ev.index) {
@@ -102,7 +102,7 @@ impl SourceTxn {
     /// none is). Call only when [`continued_by`](Self::continued_by) holds.
     pub(super) fn push_change(&mut self, ev: &ChangeEvent, offset: u64) {
         if self.kind.is_none() {
-            self.kind = Some(if ev.op == Op::Snapshot { Kind::Snapshot } else { Kind::Binlog });
+            self.kind = Some(kind_of(ev));
             self.first_offset = offset;
         }
         if ev.gtid.is_some() {
@@ -130,6 +130,13 @@ impl SourceTxn {
     pub(super) fn clear(&mut self) {
         *self = SourceTxn::default();
     }
+}
+
+/// Snapshot rows, and the deletes a repair writes beside them (no GTID, no index in a source
+/// transaction), come from a read of the source; everything else from the binlog.
+fn kind_of(ev: &ChangeEvent) -> Kind {
+    let repair_delete = ev.op == Op::Delete && ev.index.is_none() && ev.gtid.is_none();
+    if ev.op == Op::Snapshot || repair_delete { Kind::Snapshot } else { Kind::Binlog }
 }
 
 fn same_if_known(a: &Option<Gtid>, b: &Option<Gtid>) -> bool {
