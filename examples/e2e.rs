@@ -723,9 +723,24 @@ impl Bench {
         self.drop_databases(&[&src, &dst, &src2, &dst2]).await
     }
 
+    /// `paced_run` without the item rows (the snapshot benchmark's table is `items`).
+    async fn paced_markers(&self, src: &str, dst: &str, scale: Scale) -> AnyResult<(HashMap<u64, u64>, HashMap<u64, u64>)> {
+        self.paced(src, dst, scale, false).await
+    }
+
     /// Commit marker rows at `rate_per_s` for `latency_secs` (plus item inserts and deletes),
     /// polling `dst` for them. Returns commit and first-seen times (µs) per marker.
     async fn paced_run(&self, src: &str, dst: &str, scale: Scale) -> AnyResult<(HashMap<u64, u64>, HashMap<u64, u64>)> {
+        self.paced(src, dst, scale, true).await
+    }
+
+    async fn paced(
+        &self,
+        src: &str,
+        dst: &str,
+        scale: Scale,
+        items: bool,
+    ) -> AnyResult<(HashMap<u64, u64>, HashMap<u64, u64>)> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let watcher = tokio::spawn(watch_markers(self.pool.clone(), dst.to_string(), stop_rx));
         let mut c = self.conn().await?;
@@ -737,7 +752,7 @@ impl Bench {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         for id in 1..=total {
             tick.tick().await;
-            if id % 10 == 0 {
+            if items && id % 10 == 0 {
                 // Some real rows too, half of them deleted again about two seconds later
                 // (long enough for a poller to have copied them).
                 c.query_drop(format!("INSERT INTO items SELECT {ITEM_VALUES} FROM seq_{id}_to_{id}")).await?;
@@ -828,10 +843,23 @@ impl Bench {
             c.query_drop(format!("INSERT INTO items SELECT {ITEM_VALUES} FROM seq_{next}_to_{end}")).await?;
             next = end + 1;
         }
+        c.query_drop(MARKER).await?;
         let name = format!("bsnap{}", std::process::id());
         let cfg = self.config(&name, &src, &dst, false);
         let t0 = Instant::now();
         let bf = self.start(&name, &cfg)?;
+        // Another table's changes at 200 tx/s while the copy runs (the first part of it).
+        self.wait_log(&name, "streaming binlog", Duration::from_secs(60)).await?;
+        let during = Scale { rate_per_s: 200, latency_secs: (scale.snapshot_rows / 250_000).clamp(2, 30), ..scale };
+        let (committed, seen) = self.paced_markers(&src, &dst, during).await?;
+        let copying = !std::fs::read_to_string(self.log_path(&name)).unwrap_or_default().contains("snapshot complete");
+        report_latency(
+            self,
+            &format!("another table during the snapshot{}", if copying { "" } else { " (it ended first)" }),
+            &committed,
+            &seen,
+            during,
+        );
         self.wait_log(&name, "snapshot complete", Duration::from_secs(3600)).await?;
         // The snapshot's last chunk commits in the target right after; wait for all rows.
         loop {
@@ -842,6 +870,13 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let secs = t0.elapsed().as_secs_f64();
+        // `verify` of the copied table (no drift expected), next to the running pipeline.
+        let t1 = Instant::now();
+        let verified = Command::new(&self.bin)
+            .args(["verify", "--table", &format!("{src}.items"), "--config"])
+            .arg(self.work.path().join(format!("{name}.toml")))
+            .output()?;
+        let verify_secs = t1.elapsed().as_secs_f64();
         let rss = self.stop(bf)?;
         let ours = scale.snapshot_rows as f64 / secs;
 
@@ -866,6 +901,15 @@ impl Bench {
             ),
         );
         self.push("snapshot: mariadb-dump | mariadb (baseline)", dump_rate, "rows/s", format!("{dump_secs:.1} s"));
+        self.push(
+            format!("verify of the {}-row table", scale.snapshot_rows),
+            verify_secs,
+            "s",
+            format!(
+                "exit {:?}; the dump baseline copies it in {dump_secs:.1} s",
+                verified.status.code()
+            ),
+        );
         self.push("peak RSS, snapshot", rss, "MB", "");
         self.drop_databases(&[&src, &dst, &dump_db]).await
     }

@@ -635,3 +635,57 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
     assert_eq!(runs, vec![("resync".to_string(), "ok".to_string())]);
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
+
+/// A table stopped by an incompatible schema change (a column narrowed in the source) is
+/// brought back by `binferry resync`: the stale copy is moved aside, the table is rebuilt
+/// with the new shape while the other tables stream, and its stop is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_brings_back_a_stopped_table() {
+    let mut env = Env::new("rebuild").await;
+    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.set(&["snapshot", "chunk_rows"], 40);
+    let (src, dst) = (env.src.clone(), env.dst.clone());
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{src}`.s (id INT PRIMARY KEY, v BIGINT NOT NULL)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{src}`.other (id INT PRIMARY KEY, n INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.s SELECT seq, seq * 1000 FROM seq_1_to_200")).await.unwrap();
+    let bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+    // Narrowing a column can lose values in the target: the table stops, the others go on.
+    c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v INT NOT NULL")).await.unwrap();
+    c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id <= 50")).await.unwrap();
+    c.query_drop(format!("DELETE FROM `{src}`.s WHERE id > 190")).await.unwrap();
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let stopped = format!("SELECT COUNT(*) FROM `{dst}`._binferry_stopped WHERE source_table = 's'");
+    let start = Instant::now();
+    while t.query_first::<u64, _>(&stopped).await.unwrap() != Some(1) {
+        assert!(start.elapsed() < CONVERGE, "the table did not stop:\n{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.query_drop(format!("INSERT INTO `{src}`.other VALUES (1, 1)")).await.unwrap();
+
+    let cfg = env.config_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.s")])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}\n{}", env.log_tails());
+    c.query_drop(format!("UPDATE `{src}`.s SET v = 7 WHERE id = 100")).await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    assert_eq!(t.query_first::<u64, _>(&stopped).await.unwrap(), Some(0), "the stop is cleared");
+    let ty: Option<String> = t
+        .exec_first(
+            "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 's' AND COLUMN_NAME = 'v'",
+            (&dst,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ty.as_deref(), Some("int"), "rebuilt with the source's new shape");
+    let aside: Vec<String> = t
+        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE 's\\_\\_stopped\\_%'", (&dst,))
+        .await
+        .unwrap();
+    assert_eq!(aside.len(), 1, "the stale copy is kept aside");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}

@@ -115,6 +115,10 @@ pub enum TableChange {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// `binferry resync` copies the table again from the records that follow. A consumer that
+    /// stopped the table (an incompatible schema change, a value it refused) starts it again,
+    /// rebuilt with the shape of those records; one that did not ignores this.
+    Rebuild,
 }
 
 impl TableChange {
@@ -129,6 +133,7 @@ impl TableChange {
                 format!("column renames {}", list.join(", "))
             }
             TableChange::Stop { reason } => format!("stop: {reason}"),
+            TableChange::Rebuild => "rebuild (resync)".into(),
         }
     }
 }

@@ -22,9 +22,9 @@ use mysql_async::prelude::Queryable;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::catalog::list_tables;
+use super::catalog::{list_tables, load_schema};
 use super::catalog::{apply_facts, column_facts};
-use super::chunks::{Chunk, CopyJob, Offer, Verdict, judge};
+use super::chunks::{Chunk, CopyJob, Offer, Verdict, is_chunkable, judge};
 use super::control::{Inbox, Repaired, Request, Resynced};
 use super::ddl::{Ddl, classify};
 use super::table_map::{Collations, schema_from_table_map};
@@ -154,6 +154,8 @@ struct Streamer<'a> {
     consistent_from: Option<Position>,
     /// The end of the last event read: where the stream is.
     at: Option<Position>,
+    /// Resynced tables whose `rebuild` record waits for the end of the transaction in progress.
+    rebuilds: Vec<TableRef>,
     copy: CopyLink<'a>,
 }
 
@@ -202,8 +204,12 @@ pub(super) async fn stream<B: Journal>(
         rotate_has_crc: checksums,
         consistent_from: None,
         at: None,
+        rebuilds: Vec::new(),
         copy,
     };
+    // A resync that had not read its first chunk may not have its `rebuild` in the buffer.
+    st.rebuilds =
+        st.checkpoint.snapshot.chunked.values().filter(|c| c.resync && c.start.is_none()).map(|c| c.table.clone()).collect();
     st.record_copy_progress();
     for c in st.checkpoint.snapshot.chunked.values().filter(|c| c.chunks > 0) {
         info!(table = %c.table, chunks = c.chunks, rows = c.rows, "chunked copy resumes after its last chunk");
@@ -649,6 +655,7 @@ impl Streamer<'_> {
         }
         // Tables stopped during the transaction: each stop is a transaction of its own after it.
         self.push_stops(&position, ts, consistent);
+        self.push_rebuilds(&position, ts);
         self.stats.source_event_ts.store(ts as u64, Ordering::Relaxed);
         self.stats.source_caught_up.store(false, Ordering::Relaxed);
         self.checkpoint.resume = Some(position);
@@ -765,6 +772,12 @@ impl Streamer<'_> {
             }
         }
         let Some((chunk, reply)) = self.copy.held.take() else { return Ok(()) };
+        if !self.rebuilds.is_empty()
+            && let Some(at) = self.at.clone()
+        {
+            // After a restart on a quiet source: the rebuilds go before the first chunk.
+            self.push_rebuilds(&at, now_secs());
+        }
         match (verdict, chunk.repair.is_some()) {
             (Verdict::Taken, false) => {
                 self.push_chunk(chunk);
@@ -895,7 +908,19 @@ impl Streamer<'_> {
                 out.already.push(table);
                 continue;
             }
-            out.started.push(table);
+            // Refused here rather than by the copier, which would stop the table.
+            let shaped = load_schema(conn, &table, self.mariadb).await.and_then(|s| self.settings.shape(s));
+            match shaped {
+                Ok((schema, _)) if is_chunkable(&schema) => out.started.push(table),
+                Ok(_) => {
+                    return Ok(Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("{table} has no primary key, or one of a type that cannot be read in key order: resync copies tables in key chunks"),
+                    )
+                    .with_hint("add a primary key to the table; or stop binferry, delete the table's target rows, and start it again with a fresh buffer")));
+                }
+                Err(e) => return Ok(Err(e)),
+            }
         }
         if out.started.is_empty() && out.already.is_empty() {
             return Ok(Err(Error::new(ErrorKind::Config, "no replicated table matches the resync's --table patterns")
@@ -904,7 +929,13 @@ impl Streamer<'_> {
         for table in &out.started {
             let copy = ChunkedCopy { table: table.clone(), start: None, after: None, chunks: 0, rows: 0, resync: true };
             self.checkpoint.snapshot.chunked.insert(table.key(), copy);
+            self.rebuilds.push(table.clone());
             info!(%table, "resync requested: copying the table again in chunks while streaming");
+        }
+        if !self.in_txn
+            && let Some(at) = self.at.clone().or_else(|| self.checkpoint.resume.clone())
+        {
+            self.push_rebuilds(&at, now_secs());
         }
         self.checkpoint_dirty = true;
         self.flush(buffer).await?;
@@ -1028,6 +1059,22 @@ impl Streamer<'_> {
             self.push(Record::Ddl(SchemaChange { table, change, position: at.clone(), timestamp: ts }));
             let commit = Commit { position: at.clone(), gtid: None, timestamp: ts, snapshot: false, consistent };
             self.push(Record::Commit(commit));
+        }
+    }
+
+    /// Queue a `rebuild` record for each resynced table waiting for one, each a transaction
+    /// of its own at `at`, before the table's first chunk: a target that stopped the table
+    /// starts it again with the shape the chunks bring.
+    fn push_rebuilds(&mut self, at: &Position, ts: u32) {
+        for table in std::mem::take(&mut self.rebuilds) {
+            self.push(Record::Ddl(SchemaChange { table, change: TableChange::Rebuild, position: at.clone(), timestamp: ts }));
+            self.push(Record::Commit(Commit {
+                position: at.clone(),
+                gtid: None,
+                timestamp: ts,
+                snapshot: false,
+                consistent: Some(false),
+            }));
         }
     }
 

@@ -421,7 +421,8 @@ impl<'a, B: Log> Writer<'a, B> {
         if !self.settings.selects(&ddl.table) {
             return Ok(Step::Next);
         }
-        if self.stopped.contains(&ddl.table) {
+        // A resync's rebuild is the one statement a stopped table still takes: it starts it again.
+        if self.stopped.contains(&ddl.table) && ddl.change != TableChange::Rebuild {
             // Not applied here, but streams with a copy of it may be waiting for this one
             // (they may not know of the stop yet).
             self.pass_barrier(sink, &ddl).await?;
@@ -447,8 +448,14 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(Step::Drained);
         }
         match sink.apply_schema_change(&ddl).await {
-            // A TRUNCATE (also how each snapshot copy of a table begins) changes rows, not shape.
+            // A TRUNCATE (also how each snapshot copy of a table begins or ends) changes rows,
+            // not shape.
             Ok(()) if ddl.change == TableChange::Truncate => {}
+            Ok(()) if ddl.change == TableChange::Rebuild => {
+                if self.stopped.remove(&ddl.table) {
+                    info!(table = %ddl.table, "stopped table replicates again: the resync rebuilds it with the source's shape");
+                }
+            }
             Ok(()) => self.stats.record_schema_applied(&ddl.table, &ddl.change.describe()),
             // A change the target cannot follow stops that table only.
             Err(e) if e.kind().scope() == Scope::Table => {

@@ -259,6 +259,19 @@ mod tests {
 
     /// (description, commit, ends the open binlog transaction?)
     #[test]
+    fn a_repair_deletes_inside_its_snapshot_transaction_but_a_binlog_delete_does_not() {
+        let t = open_with(&[change(500, 1, None, None)]);
+        let repair_delete = ChangeEvent { op: Op::Delete, before: Some(vec![]), after: None, ..change(500, 2, None, None) };
+        assert!(t.continued_by(&repair_delete));
+        let binlog_delete = ChangeEvent { op: Op::Delete, ..change(600, 0, Some(8), Some(0)) };
+        assert!(!t.continued_by(&binlog_delete));
+        let mut t = t;
+        t.push_change(&repair_delete, 2);
+        assert!(t.ended_by(&commit(500, None, true)));
+        assert!(!t.ended_by(&commit(600, None, false)));
+    }
+
+    #[test]
     fn which_commits_end_the_transaction_in_progress() {
         let t = open_with(&[change(100, 0, Some(7), Some(0)), change(150, 0, Some(7), Some(1))]);
         let cases = [

@@ -492,7 +492,8 @@ impl Env {
     }
 
     /// Tables of the target database that no source table explains: not a source table, not
-    /// binferry's own (`_binferry_*`), not one kept after a source DROP (`*__dropped_*`).
+    /// binferry's own (`_binferry_*`), not one kept after a source DROP (`*__dropped_*`) or
+    /// moved aside when a resync rebuilt a stopped table (`*__stopped_*`).
     pub async fn target_only_tables(&self) -> Vec<String> {
         let mut c = self.target_pool.get_conn().await.unwrap();
         let target: Vec<String> = c
@@ -506,7 +507,7 @@ impl Env {
             .unwrap();
         target
             .into_iter()
-            .filter(|t| !t.starts_with("_binferry") && !t.contains("__dropped_"))
+            .filter(|t| !t.starts_with("_binferry") && !t.contains("__dropped_") && !t.contains("__stopped_"))
             .filter(|t| !source.contains(t) && !self.diff_skip.contains(t))
             .collect()
     }

@@ -72,7 +72,7 @@ pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink};
+use super::{ApplyCounts, BatchCounts, Sink, TableState};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::batch::{Batch, RowOp};
@@ -471,6 +471,10 @@ impl Sink for BigQuerySink {
         // carry a copy): decide from the recorded shapes, not from this sink's memory.
         let api = self.api().await?;
         self.load_tables(&api).await?;
+        let rebuild_stopped = match change.change {
+            TableChange::Rebuild => self.stopped_tables().await?.into_iter().any(|(t, _)| t == change.table),
+            _ => false,
+        };
         let n = self.settings.names();
         let name = self.settings.target_table(&change.table);
         let pos = bytes(&change.position.sort_key()?);
@@ -484,8 +488,8 @@ impl Sink for BigQuerySink {
         match (&change.change, managed) {
             (TableChange::Truncate, m) => {
                 statements.push(tombstone);
-                if m.is_some() {
-                    statements.push(format!("DELETE FROM {} WHERE {POS} < {pos}", n.table(&name)));
+                if let Some(m) = m {
+                    statements.push(n.sweep(&name, &m.shape, &pos));
                 }
             }
             (TableChange::Drop, Some(_)) => {
@@ -525,6 +529,29 @@ impl Sink for BigQuerySink {
                 statements.push(n.set_shape(&new, &to.db, &to.name, &m.shape));
                 self.tables.remove(&name);
                 self.tables.insert(new, Managed { source: to.clone(), shape: m.shape });
+            }
+            (TableChange::Rebuild, m) => {
+                // As the MySQL sink: only a stopped table, and the stop row goes last.
+                if rebuild_stopped {
+                    if m.is_some() {
+                        let stamp: String = now_text().chars().filter(char::is_ascii_digit).take(14).collect();
+                        statements.push(format!(
+                            "ALTER TABLE IF EXISTS {} RENAME TO {}",
+                            n.table(&name),
+                            sql::ident(&format!("{name}__stopped_{stamp}"))
+                        ));
+                        statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(&name)));
+                        statements.push(format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(&name)));
+                        self.tables.remove(&name);
+                    }
+                    statements.push(format!(
+                        "DELETE FROM {} WHERE pipeline = {} AND source_db = {} AND source_table = {}",
+                        n.table(STOPPED),
+                        string(&self.settings.pipeline),
+                        string(&change.table.db),
+                        string(&change.table.name)
+                    ));
+                }
             }
             // The writer records stops itself (`TableState::stop_table`).
             (TableChange::RenameTo(_), None)

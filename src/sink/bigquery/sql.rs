@@ -219,6 +219,29 @@ impl Names<'_> {
         format!("{fin};\n{log}")
     }
 
+    /// The rows a TRUNCATE at `pos` removes from table `name`: those older than it, but not
+    /// a key the changelog has an upsert of at or after it. A MERGE writes nothing for an
+    /// upsert whose hash equals the row's, so such a row keeps its older position although
+    /// the source still had it after `pos`: that is how a chunked copy's closing sweep (a
+    /// TRUNCATE at the copy's first position, see `source::chunks`) keeps the rows the copy
+    /// found unchanged, and a real TRUNCATE keeps an equal row inserted again after it.
+    pub fn sweep(&self, name: &str, shape: &TableShape, pos: &str) -> String {
+        let on = shape
+            .primary_key
+            .iter()
+            .map(|k| format!("C.{k} = T.{k}", k = ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        if on.is_empty() {
+            return format!("DELETE FROM {} WHERE {POS} < {pos}", self.table(name));
+        }
+        format!(
+            "DELETE FROM {table} T WHERE T.{POS} < {pos} AND NOT EXISTS (SELECT 1 FROM {log} C WHERE {on} AND C.{POS} >= {pos} AND C.{OP} = 'U')",
+            table = self.table(name),
+            log = self.changelog(name),
+        )
+    }
+
     /// The MERGE that applies to table `name` the changelog rows of each range: a stream's
     /// rows with batch labels in `(after, upto]`.
     ///
@@ -392,6 +415,15 @@ mod tests {
 
     fn range(stream: &str, after: i64, upto: i64) -> [LabelRange<'_>; 1] {
         [LabelRange { stream, after, upto }]
+    }
+
+    #[test]
+    fn a_sweep_keeps_keys_upserted_since() {
+        let n = Names { project: "p", dataset: "d" };
+        let sql = n.sweep("t", &shape(false), "b'AB'");
+        assert!(sql.starts_with("DELETE FROM"), "{sql}");
+        assert!(sql.contains("T._binferry_pos < b'AB' AND NOT EXISTS (SELECT 1 FROM"), "{sql}");
+        assert!(sql.contains("C.`id` = T.`id` AND C._binferry_pos >= b'AB' AND C._binferry_op = 'U'"), "{sql}");
     }
 
     #[test]

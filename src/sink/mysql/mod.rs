@@ -59,7 +59,7 @@ pub use statements::{
     TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink};
+use super::{ApplyCounts, BatchCounts, Sink, TableState};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
@@ -455,6 +455,34 @@ impl Sink for MysqlSink {
             }
             // The writer records stops itself (`TableState::stop_table`).
             TableChange::Stop { .. } => {}
+            TableChange::Rebuild => {
+                // Only a stopped table is rebuilt; the stop row says whether this is still to
+                // do (another stream of the pipeline, or this one before a crash, may have
+                // done it), and it goes last and durably, so a retry finds the rest undone.
+                let stopped = self.stopped_tables().await?.into_iter().any(|(t, _)| t == change.table);
+                if stopped {
+                    let conn = self.ddl_conn().await?;
+                    if table_exists(conn, &db, &name).await? {
+                        let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
+                        let kept = format!("{name}__stopped_{stamp}");
+                        self.ddl(&format!("RENAME TABLE {full} TO {}.{}", q(&db), q(&kept))).await?;
+                        info!(table = %name, kept_as = %kept, "stopped table moved aside; it is rebuilt by the resync");
+                    }
+                    let sql = format!(
+                        "DELETE FROM {}.{} WHERE pipeline = ? AND source_db = ? AND source_table = ?",
+                        q(&db),
+                        q(STOPPED_TABLE)
+                    );
+                    let params = (self.settings.pipeline.clone(), change.table.db.clone(), change.table.name.clone());
+                    self.ddl_conn()
+                        .await?
+                        .exec_drop(sql, params)
+                        .await
+                        .map_err(|e| Error::target_mysql(e, "clearing a stopped table"))?;
+                    self.tables.remove(&name);
+                    self.owners.remove(&name);
+                }
+            }
             TableChange::RenameColumns(renames) => {
                 let cols: Vec<String> = self
                     .ddl_conn()
