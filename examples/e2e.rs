@@ -724,7 +724,12 @@ impl Bench {
     }
 
     /// `paced_run` without the item rows (the snapshot benchmark's table is `items`).
-    async fn paced_markers(&self, src: &str, dst: &str, scale: Scale) -> AnyResult<(HashMap<u64, u64>, HashMap<u64, u64>)> {
+    async fn paced_markers(
+        &self,
+        src: &str,
+        dst: &str,
+        scale: Scale,
+    ) -> AnyResult<(HashMap<u64, u64>, HashMap<u64, u64>)> {
         self.paced(src, dst, scale, false).await
     }
 
@@ -905,10 +910,7 @@ impl Bench {
             format!("verify of the {}-row table", scale.snapshot_rows),
             verify_secs,
             "s",
-            format!(
-                "exit {:?}; the dump baseline copies it in {dump_secs:.1} s",
-                verified.status.code()
-            ),
+            format!("exit {:?}; the dump baseline copies it in {dump_secs:.1} s", verified.status.code()),
         );
         self.push("peak RSS, snapshot", rss, "MB", "");
         self.drop_databases(&[&src, &dst, &dump_db]).await

@@ -686,9 +686,11 @@ async fn resync_corrects_a_bigquery_table_and_keeps_unchanged_rows() {
     env.wait_bq_equal(CONVERGE).await;
     let table = format!("`binferry-test.{}.{}_recipes`", env.dst, env.src);
     env.bq(&format!("UPDATE {table} SET name = 'edited by hand', _binferry_hash = b'' WHERE id <= 5")).await.unwrap();
-    env.bq(&format!("INSERT INTO {table} SELECT * REPLACE (id + 5000000 AS id) FROM {table} WHERE id BETWEEN 10 AND 12"))
-        .await
-        .unwrap();
+    env.bq(&format!(
+        "INSERT INTO {table} SELECT * REPLACE (id + 5000000 AS id) FROM {table} WHERE id BETWEEN 10 AND 12"
+    ))
+    .await
+    .unwrap();
     let cfg = env.config_path();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
         .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.recipes", env.src)])
@@ -697,10 +699,8 @@ async fn resync_corrects_a_bigquery_table_and_keeps_unchanged_rows() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}\n{}", env.log_tails());
     env.wait_bq_equal(CONVERGE).await;
-    let left = env
-        .bq(&format!("SELECT COUNT(*) FROM {table} WHERE name = 'edited by hand' OR id >= 5000000"))
-        .await
-        .unwrap();
+    let left =
+        env.bq(&format!("SELECT COUNT(*) FROM {table} WHERE name = 'edited by hand' OR id >= 5000000")).await.unwrap();
     assert_eq!(left[0][0].as_deref(), Some("0"));
     bf.interrupt(Duration::from_secs(60));
 }

@@ -22,8 +22,8 @@ use mysql_async::prelude::Queryable;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::catalog::{list_tables, load_schema};
 use super::catalog::{apply_facts, column_facts};
+use super::catalog::{list_tables, load_schema};
 use super::chunks::{Chunk, CopyJob, Offer, Verdict, is_chunkable, judge};
 use super::control::{Inbox, Repaired, Request, Resynced};
 use super::ddl::{Ddl, classify};
@@ -208,8 +208,14 @@ pub(super) async fn stream<B: Journal>(
         copy,
     };
     // A resync that had not read its first chunk may not have its `rebuild` in the buffer.
-    st.rebuilds =
-        st.checkpoint.snapshot.chunked.values().filter(|c| c.resync && c.start.is_none()).map(|c| c.table.clone()).collect();
+    st.rebuilds = st
+        .checkpoint
+        .snapshot
+        .chunked
+        .values()
+        .filter(|c| c.resync && c.start.is_none())
+        .map(|c| c.table.clone())
+        .collect();
     st.record_copy_progress();
     for c in st.checkpoint.snapshot.chunked.values().filter(|c| c.chunks > 0) {
         info!(table = %c.table, chunks = c.chunks, rows = c.rows, "chunked copy resumes after its last chunk");
@@ -1067,7 +1073,12 @@ impl Streamer<'_> {
     /// starts it again with the shape the chunks bring.
     fn push_rebuilds(&mut self, at: &Position, ts: u32) {
         for table in std::mem::take(&mut self.rebuilds) {
-            self.push(Record::Ddl(SchemaChange { table, change: TableChange::Rebuild, position: at.clone(), timestamp: ts }));
+            self.push(Record::Ddl(SchemaChange {
+                table,
+                change: TableChange::Rebuild,
+                position: at.clone(),
+                timestamp: ts,
+            }));
             self.push(Record::Commit(Commit {
                 position: at.clone(),
                 gtid: None,

@@ -261,7 +261,8 @@ mod tests {
     #[test]
     fn a_repair_deletes_inside_its_snapshot_transaction_but_a_binlog_delete_does_not() {
         let t = open_with(&[change(500, 1, None, None)]);
-        let repair_delete = ChangeEvent { op: Op::Delete, before: Some(vec![]), after: None, ..change(500, 2, None, None) };
+        let repair_delete =
+            ChangeEvent { op: Op::Delete, before: Some(vec![]), after: None, ..change(500, 2, None, None) };
         assert!(t.continued_by(&repair_delete));
         let binlog_delete = ChangeEvent { op: Op::Delete, ..change(600, 0, Some(8), Some(0)) };
         assert!(!t.continued_by(&binlog_delete));

@@ -541,7 +541,11 @@ impl Sink for BigQuerySink {
                             sql::ident(&format!("{name}__stopped_{stamp}"))
                         ));
                         statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(&name)));
-                        statements.push(format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(&name)));
+                        statements.push(format!(
+                            "DELETE FROM {} WHERE table_name = {}",
+                            n.table(TABLES),
+                            string(&name)
+                        ));
                         self.tables.remove(&name);
                     }
                     statements.push(format!(

@@ -226,12 +226,8 @@ impl Names<'_> {
     /// TRUNCATE at the copy's first position, see `source::chunks`) keeps the rows the copy
     /// found unchanged, and a real TRUNCATE keeps an equal row inserted again after it.
     pub fn sweep(&self, name: &str, shape: &TableShape, pos: &str) -> String {
-        let on = shape
-            .primary_key
-            .iter()
-            .map(|k| format!("C.{k} = T.{k}", k = ident(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on =
+            shape.primary_key.iter().map(|k| format!("C.{k} = T.{k}", k = ident(k))).collect::<Vec<_>>().join(" AND ");
         if on.is_empty() {
             return format!("DELETE FROM {} WHERE {POS} < {pos}", self.table(name));
         }
