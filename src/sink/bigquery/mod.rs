@@ -55,6 +55,7 @@
 
 mod check;
 mod client;
+mod hashes;
 mod registry;
 mod rows;
 mod schedule;
@@ -68,6 +69,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+pub use hashes::table_hashes;
 pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };

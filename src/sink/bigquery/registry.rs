@@ -21,7 +21,7 @@ async fn api(s: &BigQuerySinkSettings) -> Result<Api> {
 }
 
 /// Whether the dataset has `table` (bookkeeping tables appear with the first run).
-async fn has_table(api: &Api, s: &BigQuerySinkSettings, table: &str) -> Result<bool> {
+pub(super) async fn has_table(api: &Api, s: &BigQuerySinkSettings, table: &str) -> Result<bool> {
     let rows = api
         .query(&format!(
             "SELECT COUNT(*) FROM `{}`.`{}`.INFORMATION_SCHEMA.TABLES WHERE table_name = {}",
