@@ -139,9 +139,9 @@ async fn a_reader_killed_after_publishing_part_of_a_transaction_splits_none() {
     assert!(reader.interrupt(Duration::from_secs(60)).success());
 }
 
-/// Issue #12, case 3. A snapshot interrupted after the first table leaves the tables copied
-/// at different positions, and streaming resumes from the oldest. The target becomes
-/// consistent only when the stream passes the newest copy, and binferry says so then, not
+/// Issue #12, case 3, with the chunked snapshot of issue #17. A snapshot interrupted after the
+/// first table resumes its chunked copies after the restart while transfers stream. The
+/// target becomes consistent only once the last chunk is in, and binferry says so then, not
 /// before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_interrupted_snapshot_the_target_is_consistent_from_when_binferry_says_so() {
@@ -190,8 +190,9 @@ async fn after_an_interrupted_snapshot_the_target_is_consistent_from_when_binfer
     let second = &env.log()[restart..];
     let streaming = second.find("streaming binlog").expect("streaming");
     let consistent = second.find("target consistent:").expect("consistent");
-    assert!(second.contains("an interrupted snapshot copied tables at different positions"), "{second}");
+    let complete = second.find("snapshot complete").expect("the chunked copies complete");
     assert!(streaming < consistent, "binferry said consistent before streaming:\n{second}");
+    assert!(complete < consistent, "binferry said consistent before the last chunk:\n{second}");
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
 
