@@ -15,7 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::Value;
+use crate::event::value::Value;
 use crate::schema::TableRef;
 
 /// A row change's place in the source binlog.

@@ -138,6 +138,19 @@ impl TableChange {
     }
 }
 
+impl Commit {
+    /// The commit that closes a chunk of copied rows (or a copy's sweep) at `position`: the
+    /// target is not consistent yet.
+    pub fn copy_chunk(position: Position, timestamp: u32) -> Self {
+        Commit { position, gtid: None, timestamp, snapshot: true, consistent: Some(false) }
+    }
+
+    /// A commit without changes saying that the target is consistent from `position` on.
+    pub fn consistency_marker(position: Position, timestamp: u32) -> Self {
+        Commit { position, gtid: None, timestamp, snapshot: false, consistent: Some(true) }
+    }
+}
+
 /// An entry of the buffer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,6 +164,28 @@ pub enum Record {
 }
 
 impl ChangeEvent {
+    /// A row read from the source by a snapshot, resync or repair query, at `position`
+    /// (no GTID, no index: it belongs to no source transaction).
+    pub fn snapshot(
+        table: TableRef,
+        schema_version: u64,
+        values: Vec<Value>,
+        position: Position,
+        timestamp: u32,
+    ) -> Self {
+        ChangeEvent {
+            table,
+            schema_version,
+            op: Op::Snapshot,
+            before: None,
+            after: Some(values),
+            position,
+            timestamp,
+            gtid: None,
+            index: None,
+        }
+    }
+
     /// Approximate in-memory size, used by batch limits.
     pub fn approx_bytes(&self) -> usize {
         let row = |r: &Option<Vec<Value>>| r.as_ref().map_or(0, |v| v.iter().map(Value::approx_bytes).sum());

@@ -40,6 +40,11 @@ pub(crate) fn param(v: &Value) -> My {
     }
 }
 
+/// The values of a row a snapshot query read (binary protocol, `columns` in order).
+pub(crate) fn snapshot_row(row: mysql_async::Row, columns: &[ColumnSchema]) -> Result<Vec<Value>> {
+    row.unwrap().into_iter().zip(columns).map(|(v, c)| convert(v, c, Origin::Snapshot)).collect()
+}
+
 /// Where a value was read.
 #[derive(Clone, Copy)]
 pub(crate) enum Origin<'a> {

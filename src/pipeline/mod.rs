@@ -6,6 +6,7 @@
 //! the buffer holds up to the last complete transaction, commits, and stops.
 
 mod http;
+mod process;
 mod replay;
 mod resync;
 mod retention;

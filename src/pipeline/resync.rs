@@ -28,8 +28,6 @@ const POLL: Duration = Duration::from_millis(500);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long to wait for the writer to apply the copy once it is in the buffer.
 const APPLY_WAIT: Duration = Duration::from_secs(600);
-/// How long to wait for the running process's answer to the request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What `resync` did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -72,46 +70,7 @@ pub async fn resync(config: &Config, patterns: &[String], wait: bool) -> Result<
 
 /// `POST /resync` to the running process.
 async fn request(config: &Config, patterns: &[String]) -> Result<Resynced> {
-    post(config, "/resync", &serde_json::json!({ "tables": patterns })).await
-}
-
-/// `POST` `body` to `path` of the running process's operations endpoint, and read its JSON
-/// answer; what `resync` and `verify --repair` ask.
-pub(super) async fn post<T: serde::de::DeserializeOwned>(
-    config: &Config,
-    path: &str,
-    body: &serde_json::Value,
-) -> Result<T> {
-    let addr = match config.http.address()? {
-        Some(a) if a.port() != 0 => a,
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Config,
-                "this asks the running `binferry run` through its operations endpoint, and http.listen names no fixed port",
-            )
-            .with_hint("set [http] listen = \"127.0.0.1:PORT\" and restart `binferry run`"));
-        }
-    };
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("HTTP client: {e}")))?;
-    let mut req = client.post(format!("http://{addr}{path}")).json(body);
-    if let Some(token) = config.http.token()? {
-        req = req.bearer_auth(token.expose());
-    }
-    let resp = req.send().await.map_err(|e| {
-        Error::new(ErrorKind::SourceUnavailable, format!("no running binferry answers at {addr}: {e}"))
-            .with_hint("this runs online: start `binferry run` with this config first")
-    })?;
-    let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
-    if !status.is_success() {
-        let kind = if status.is_client_error() { ErrorKind::Config } else { ErrorKind::SourceUnavailable };
-        return Err(Error::new(kind, format!("the running binferry refused {path} ({status}): {}", text.trim())));
-    }
-    serde_json::from_str(&text)
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("the running binferry answered unreadably: {e}: {text}")))
+    super::process::post(config, "/resync", &serde_json::json!({ "tables": patterns })).await
 }
 
 /// What `/status` says about copies.
@@ -172,7 +131,7 @@ async fn follow(config: &Config, tables: &[String]) -> Result<u64> {
         bar.finish_and_clear();
     }
     // The last chunk is in the buffer; the resync is done once the writer has applied it.
-    if !super::verify::caught_up(config, APPLY_WAIT).await {
+    if !super::process::caught_up(config, APPLY_WAIT).await {
         return Err(Error::new(
             ErrorKind::TargetUnavailable,
             format!("the copy is in the buffer, but the writer did not apply it within {APPLY_WAIT:?}"),

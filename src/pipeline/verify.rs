@@ -12,7 +12,7 @@
 //! `--repair` it sends the drifted keys to the running process (`POST /repair`), waits until
 //! they are applied, and compares those tables again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tracing::info;
@@ -28,8 +28,6 @@ use crate::table_filter::TableFilter;
 
 /// Reads of a differing table before its differences count as drift.
 const ROUNDS: usize = 3;
-/// How often the running process is asked whether it has caught up.
-const POLL: Duration = Duration::from_millis(500);
 
 /// What `verify` found.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -210,7 +208,7 @@ async fn compare_all(
             }
             let keys = verdict.drift.len();
             info!(%table, keys, round, "keys differ; reading again once the running pipeline has caught up");
-            if !caught_up(config, wait).await {
+            if !super::process::caught_up(config, wait).await {
                 break;
             }
             settle(config).await;
@@ -233,7 +231,7 @@ async fn repair_all(
     for verdict in report.tables.iter_mut().filter(|t| !t.drift.keys.is_empty()) {
         let Some(table) = verdict.table_ref.clone() else { continue };
         let body = serde_json::json!({ "db": table.db, "table": table.name, "keys": verdict.drift.keys });
-        let done: Repaired = super::resync::post(config, "/repair", &body).await?;
+        let done: Repaired = super::process::post(config, "/repair", &body).await?;
         info!(%table, rewritten = done.rewritten, deleted = done.deleted, kept = done.kept, "repair sent");
         verdict.repaired = Some(done);
         repaired_any = true;
@@ -241,7 +239,7 @@ async fn repair_all(
     if !repaired_any {
         return Ok(());
     }
-    if !caught_up(config, wait).await {
+    if !super::process::caught_up(config, wait).await {
         return Err(Error::new(
             ErrorKind::TargetUnavailable,
             "the repair is in the buffer but was not applied in time",
@@ -273,26 +271,6 @@ async fn settle(config: &Config) {
         && config.sink.kind == crate::config::SinkKind::BigQuery
     {
         tokio::time::sleep(Duration::from_secs(bq.merge_interval_secs + 1)).await;
-    }
-}
-
-/// Wait until the running process says it has applied everything it has read; false when
-/// none answers (nothing is in flight then) or it does not catch up within `wait`.
-pub(super) async fn caught_up(config: &Config, wait: Duration) -> bool {
-    let start = Instant::now();
-    // Past anything already read when the comparison started.
-    tokio::time::sleep(POLL).await;
-    loop {
-        let Ok(Some(status)) = super::status::process_status(config).await else { return false };
-        let lag = status.get("lag_seconds").and_then(|v| v.as_f64()).unwrap_or(f64::MAX);
-        let pending = status.get("buffer_pending").and_then(|v| v.as_u64()).unwrap_or(0);
-        if lag == 0.0 && pending == 0 {
-            return true;
-        }
-        if start.elapsed() > wait {
-            return false;
-        }
-        tokio::time::sleep(POLL).await;
     }
 }
 

@@ -28,7 +28,7 @@ use super::chunks::{Chunk, CopyJob, Offer, Verdict, is_chunkable, judge};
 use super::control::{Inbox, Repaired, Request, Resynced};
 use super::ddl::{Ddl, classify};
 use super::table_map::{Collations, schema_from_table_map};
-use super::{ServerInfo, SourceSettings};
+use super::{ServerInfo, SourceSettings, now_secs};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::hash::encode_values;
@@ -687,13 +687,7 @@ impl Streamer<'_> {
         if !self.checkpoint.snapshot.chunked.is_empty() {
             return; // the last chunk says it
         }
-        self.push(Record::Commit(Commit {
-            position: at,
-            gtid: None,
-            timestamp: ts,
-            snapshot: false,
-            consistent: Some(true),
-        }));
+        self.push(Record::Commit(Commit::consistency_marker(at, ts)));
     }
 
     /// Remember, for every table being copied in chunks, the newest statement that names it
@@ -827,19 +821,9 @@ impl Streamer<'_> {
         for (i, values) in rows.into_iter().enumerate() {
             // Row 0 is the chunk's commit (and, for the first chunk, the sweep's position).
             let position = Position { row: i as u32 + 1, ..at.clone() };
-            self.push(Record::Change(ChangeEvent {
-                table: table.clone(),
-                schema_version: version,
-                op: Op::Snapshot,
-                before: None,
-                after: Some(values),
-                position,
-                timestamp: ts,
-                gtid: None,
-                index: None,
-            }));
+            self.push(Record::Change(ChangeEvent::snapshot(table.clone(), version, values, position, ts)));
         }
-        self.push(Record::Commit(snapshot_commit(&at, ts)));
+        self.push(Record::Commit(Commit::copy_chunk(at.clone(), ts)));
         self.stats.record_snapshot_rows(n);
         self.checkpoint_dirty = true;
         let key = table.key();
@@ -869,18 +853,12 @@ impl Streamer<'_> {
             position: start.clone(),
             timestamp: ts,
         }));
-        self.push(Record::Commit(snapshot_commit(&start, ts)));
+        self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
         if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {
             info!("snapshot complete: every chunked copy is in the buffer");
-            self.push(Record::Commit(Commit {
-                position: at,
-                gtid: None,
-                timestamp: ts,
-                snapshot: false,
-                consistent: Some(true),
-            }));
+            self.push(Record::Commit(Commit::consistency_marker(at, ts)));
         }
     }
 
@@ -997,22 +975,14 @@ impl Streamer<'_> {
             .collect();
         let mut out = Repaired { rewritten: rows.len() as u64, deleted: 0, kept: 0 };
         let mut next = 1u32;
-        let mut change = |op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>| {
-            let position = Position { row: next, ..at.clone() };
+        let mut next_position = || {
             next += 1;
-            Record::Change(ChangeEvent {
-                table: table.clone(),
-                schema_version: version,
-                op,
-                before,
-                after,
-                position,
-                timestamp: ts,
-                gtid: None,
-                index: None,
-            })
+            Position { row: next - 1, ..at.clone() }
         };
-        let mut records: Vec<Record> = rows.into_iter().map(|r| change(Op::Snapshot, None, Some(r))).collect();
+        let mut records: Vec<Record> = rows
+            .into_iter()
+            .map(|r| Record::Change(ChangeEvent::snapshot(table.clone(), version, r, next_position(), ts)))
+            .collect();
         let soft = self.settings.rules.options(&table).deletes == DeleteMode::Soft;
         for key in repair.unwrap_or_default().into_iter().filter(|k| !present.contains(&encode(k))) {
             if soft {
@@ -1027,13 +997,19 @@ impl Streamer<'_> {
             for (&i, v) in schema.primary_key.iter().zip(key) {
                 before[i] = v;
             }
-            records.push(change(Op::Delete, Some(before), None));
+            let delete = ChangeEvent {
+                op: Op::Delete,
+                before: Some(before),
+                after: None,
+                ..ChangeEvent::snapshot(table.clone(), version, vec![], next_position(), ts)
+            };
+            records.push(Record::Change(delete));
             out.deleted += 1;
         }
         for r in records {
             self.push(r);
         }
-        self.push(Record::Commit(snapshot_commit(&at, ts)));
+        self.push(Record::Commit(Commit::copy_chunk(at.clone(), ts)));
         out
     }
 
@@ -1180,13 +1156,4 @@ fn values(
             .with_hint("SET GLOBAL binlog_row_value_options = ''")),
         })
         .collect()
-}
-
-/// The commit that closes a chunk (or a sweep) at `at`: the target is not consistent yet.
-fn snapshot_commit(at: &Position, ts: u32) -> Commit {
-    Commit { position: at.clone(), gtid: None, timestamp: ts, snapshot: true, consistent: Some(false) }
-}
-
-fn now_secs() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }

@@ -68,7 +68,7 @@ use super::catalog::{load_schema, quote};
 use super::{ServerInfo, SourceSettings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
-use crate::mysql_codec::{Origin, convert, param};
+use crate::mysql_codec::{param, snapshot_row};
 use crate::position::Position;
 use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
 use crate::shutdown::Shutdown;
@@ -404,13 +404,7 @@ impl Copier {
         conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a chunk's read"))?;
         let rows = raw
             .into_iter()
-            .map(|row| {
-                row.unwrap()
-                    .into_iter()
-                    .zip(&schema.columns)
-                    .map(|(v, c)| convert(v, c, Origin::Snapshot))
-                    .collect::<Result<Vec<_>>>()
-            })
+            .map(|row| snapshot_row(row, &schema.columns))
             .collect::<Result<Vec<_>>>()
             .map_err(|e| e.context(format!("a chunk of {table}")))?;
         Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper, repair: None })
@@ -439,14 +433,7 @@ impl Copier {
                     .await
                     .map_err(|e| Error::source_mysql(e, format!("reading keys of {table} to repair")))?;
                 for row in raw {
-                    let values = row
-                        .unwrap()
-                        .into_iter()
-                        .zip(&schema.columns)
-                        .map(|(v, c)| convert(v, c, Origin::Snapshot))
-                        .collect::<Result<Vec<_>>>()
-                        .map_err(|e| e.context(format!("repairing {table}")))?;
-                    rows.push(values);
+                    rows.push(snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("repairing {table}")))?);
                 }
             }
             conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a repair's read"))?;
@@ -488,12 +475,7 @@ async fn next_boundary(
         .await
         .map_err(|e| Error::source_mysql(e, format!("finding a chunk boundary in {}", sql.table)))?;
     row.map(|row| {
-        row.unwrap()
-            .into_iter()
-            .zip(&sql.key_columns)
-            .map(|(v, c)| convert(v, c, Origin::Snapshot))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| e.context(format!("a chunk boundary of {}", sql.table)))
+        snapshot_row(row, &sql.key_columns).map_err(|e| e.context(format!("a chunk boundary of {}", sql.table)))
     })
     .transpose()
 }

@@ -10,7 +10,7 @@ use super::{ServerInfo, SourceSettings};
 use crate::drift::TableHashes;
 use crate::error::{Error, Result};
 use crate::event::hash::{encode_values, row_hash};
-use crate::mysql_codec::{Origin, convert};
+use crate::mysql_codec::snapshot_row;
 use crate::schema::{TableRef, TableSchema};
 use crate::table_filter::TableFilter;
 
@@ -32,13 +32,7 @@ pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result
     let rows: Vec<Row> = conn.exec(sql, ()).await.map_err(|e| Error::source_mysql(e, format!("reading {table}")))?;
     let mut out = TableHashes::default();
     for row in rows {
-        let values = row
-            .unwrap()
-            .into_iter()
-            .zip(&schema.columns)
-            .map(|(v, c)| convert(v, c, Origin::Snapshot))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| e.context(format!("reading {table}")))?;
+        let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
         let hash = row_hash(&values);
         if schema.has_primary_key() {
             let key: Vec<_> = schema.primary_key.iter().map(|&i| values[i].clone()).collect();

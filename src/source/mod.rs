@@ -281,5 +281,10 @@ async fn run_once<B: Journal>(
     }
 }
 
+/// Now, in Unix seconds, for the timestamps of records the source makes itself.
+fn now_secs() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
+}
+
 /// Tables waiting to be copied in chunks, beyond those a restart resumes.
 const COPY_JOB_QUEUE: usize = 1024;

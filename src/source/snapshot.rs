@@ -11,10 +11,10 @@ use mysql_async::{Conn, Pool, Row};
 use tracing::{error, info};
 
 use super::catalog::{list_tables, load_schema, quote};
-use super::{ServerInfo, SourceSettings};
+use super::{ServerInfo, SourceSettings, now_secs};
 use crate::buffer::{AppendBatch, Journal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
+use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
 use crate::mysql_codec::{Origin, convert};
 use crate::position::{ChunkedCopy, Position, SourceCheckpoint};
 use crate::schema::TableRef;
@@ -199,17 +199,7 @@ impl TableCopy<'_> {
                 // before the first binlog event after the snapshot (a larger offset).
                 let position = Position { row: next_row, ..at.clone() };
                 next_row = next_row.saturating_add(1);
-                chunk.push(Record::Change(ChangeEvent {
-                    table: table.clone(),
-                    schema_version: version,
-                    op: Op::Snapshot,
-                    before: None,
-                    after: Some(values),
-                    position,
-                    timestamp: now_secs(),
-                    gtid: None,
-                    index: None,
-                }));
+                chunk.push(Record::Change(ChangeEvent::snapshot(table.clone(), version, values, position, now_secs())));
             }
             if chunk.len() >= self.settings.chunk_rows || done {
                 let rows = chunk.iter().filter(|r| matches!(r, Record::Change(_))).count() as u64;
@@ -263,13 +253,7 @@ fn completion(checkpoint: &SourceCheckpoint) -> AppendBatch {
 
 /// The commit that closes a chunk of a table copy (the target is not consistent yet).
 fn chunk_commit(at: &Position) -> Record {
-    Record::Commit(Commit {
-        position: at.clone(),
-        gtid: None,
-        timestamp: now_secs(),
-        snapshot: true,
-        consistent: Some(false),
-    })
+    Record::Commit(Commit::copy_chunk(at.clone(), now_secs()))
 }
 
 /// Start a consistent-read transaction and return the binlog position it corresponds to.
@@ -306,8 +290,4 @@ async fn begin_consistent_snapshot(conn: &mut Conn, server: &ServerInfo) -> Resu
         let (f, p) = started?;
         Ok(Position::new(f, p))
     }
-}
-
-fn now_secs() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0)
 }
