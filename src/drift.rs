@@ -24,6 +24,16 @@ impl TableHashes {
     }
 }
 
+/// A range of primary keys `(lower, upper]`; `None` ends are open. `verify` compares a
+/// table one such chunk at a time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KeyBounds {
+    /// Exclusive lower bound.
+    pub lower: Option<Vec<Value>>,
+    /// Inclusive upper bound.
+    pub upper: Option<Vec<Value>>,
+}
+
 /// How the target differs from the source for one table.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Drift {
@@ -49,6 +59,15 @@ impl Drift {
     /// How many keys or rows differ.
     pub fn len(&self) -> usize {
         self.missing.len() + self.extra.len() + self.different.len() + self.keyless.len()
+    }
+
+    /// Add the differences of another chunk of the same table.
+    pub fn extend(&mut self, other: Drift) {
+        self.missing.extend(other.missing);
+        self.extra.extend(other.extra);
+        self.different.extend(other.different);
+        self.keyless.extend(other.keyless);
+        self.keys.extend(other.keys);
     }
 }
 

@@ -677,7 +677,9 @@ async fn resync_corrects_a_bigquery_table_and_keeps_unchanged_rows() {
     env.use_bigquery();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
-    env.set(&["snapshot", "chunk_rows"], 50);
+    // Chunks of 120 rows: a few per table, without slowing the initial copy down much (each
+    // chunk waits for the emulator's commits of the one before).
+    env.set(&["snapshot", "chunk_rows"], 120);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 27);

@@ -13,6 +13,7 @@
 //! module sits below both the source and the sinks.
 
 pub(crate) mod charset;
+pub(crate) mod key_range;
 
 use mysql_async::Value as My;
 

@@ -7,8 +7,11 @@
 //! (lag 0 and nothing in its buffer); a key is drift only when it differs every time. With
 //! no running process nothing is in flight and one round decides.
 //!
-//! It reads each table whole on each side (MySQL: one query; BigQuery: pages in key order);
-//! chunked, resumable comparison with per-chunk narrowing is issue #17's rest. With
+//! With a MySQL target, a table keyed in order is compared one key range at a time (the
+//! chunk boundaries of the snapshot, read from the source's key index; the target's key
+//! columns have the source's types and collations, so the same range selects the same keys):
+//! memory stays at one chunk, and only a chunk that differs is read again. Other tables, and
+//! every table on BigQuery (which orders strings by bytes), are read whole. With
 //! `--repair` it sends the drifted keys to the running process (`POST /repair`), waits until
 //! they are applied, and compares those tables again.
 
@@ -18,15 +21,15 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::config::Config;
-use crate::drift::{Drift, TableHashes, diff};
+use crate::drift::{Drift, KeyBounds, TableHashes, diff};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::TargetSettings;
-use crate::source::{Repaired, SourceSettings, table_hashes, verified_tables};
+use crate::source::{HashChunks, Repaired, SourceSettings, hash_chunks, table_hashes, verified_tables};
 use crate::status::RunOutcome;
 use crate::table_filter::TableFilter;
 
-/// Reads of a differing table before its differences count as drift.
+/// Reads of a differing table (or chunk) before its differences count as drift.
 const ROUNDS: usize = 3;
 
 /// What `verify` found.
@@ -45,8 +48,11 @@ pub struct TableVerdict {
     pub source_rows: u64,
     /// Rows in the target (not soft-deleted).
     pub target_rows: u64,
-    /// How many times it was read (more than once when it differed at first).
+    /// How many times it was read (more than once when it differed at first); for a table
+    /// compared in chunks, the most any chunk was read.
     pub rounds: usize,
+    /// Key ranges it was compared in (1: whole).
+    pub chunks: u64,
     /// The keys that still differ.
     pub drift: Drift,
     /// Why the table could not be compared (a value or shape the source cannot read, a table
@@ -90,8 +96,9 @@ impl VerifyReport {
             }
             let verdict =
                 if t.drift.is_empty() { "equal".to_string() } else { format!("DRIFT: {} keys", t.drift.len()) };
+            let chunks = if t.chunks > 1 { format!(" (in {} key ranges)", t.chunks) } else { String::new() };
             out.push_str(&format!(
-                "{}: {} source rows, {} target rows: {verdict}\n",
+                "{}: {} source rows, {} target rows{chunks}: {verdict}\n",
                 t.table, t.source_rows, t.target_rows
             ));
             for (what, keys) in [
@@ -179,43 +186,109 @@ async fn compare_all(
     for table in verified_tables(source, only).await? {
         let mut verdict =
             TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), ..Default::default() };
-        for round in 1..=ROUNDS {
-            let (schema, s) = match table_hashes(source, &table).await {
-                Ok(read) => read,
-                // One table the source cannot read (as the snapshot would stop it) stops only
-                // its own comparison.
+        let chunks = match target {
+            // The snapshot's chunk size: one chunk's rows, twice (a side each), in memory.
+            TargetSettings::Mysql(_) => match hash_chunks(source, &table, config.snapshot.chunk_rows).await {
+                Ok(c) => c,
                 Err(e) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported | ErrorKind::ValueRejected) => {
                     verdict.not_compared = Some(e.to_string());
-                    break;
+                    report.tables.push(verdict);
+                    continue;
                 }
                 Err(e) => return Err(e),
-            };
-            let t = match target_hashes(target, &schema).await {
-                Ok(t) => t,
-                // A key type the target's text cannot give back exactly (BigQuery).
-                Err(e) if e.kind() == ErrorKind::Unsupported => {
-                    verdict.not_compared = Some(e.to_string());
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            verdict.rounds = round;
-            verdict.source_rows = s.rows();
-            verdict.target_rows = t.rows();
-            verdict.drift = diff(&s, &t);
-            if verdict.drift.is_empty() || round == ROUNDS {
-                break;
-            }
-            let keys = verdict.drift.len();
-            info!(%table, keys, round, "keys differ; reading again once the running pipeline has caught up");
-            if !super::process::caught_up(config, wait).await {
-                break;
-            }
-            settle(config).await;
+            },
+            TargetSettings::BigQuery(_) => None,
+        };
+        match chunks {
+            Some(chunks) => compare_chunks(config, target, chunks, &mut verdict, wait).await?,
+            None => compare_whole(config, source, target, &table, &mut verdict, wait).await?,
         }
         report.tables.push(verdict);
     }
     Ok(report)
+}
+
+/// Compare one table chunk by chunk (MySQL targets, tables keyed in order): memory stays at
+/// one chunk, and a chunk that differs is read again alone, on both sides, once the running
+/// pipeline has caught up, up to [`ROUNDS`] times.
+async fn compare_chunks(
+    config: &Config,
+    target: &TargetSettings,
+    mut chunks: HashChunks,
+    verdict: &mut TableVerdict,
+    wait: Duration,
+) -> Result<()> {
+    let schema = chunks.schema().clone();
+    verdict.rounds = 1;
+    while let Some((bounds, mut s)) = chunks.next().await? {
+        verdict.chunks += 1;
+        let mut t = target_hashes(target, &schema, Some(&bounds)).await?;
+        let mut drift = diff(&s, &t);
+        let mut round = 1;
+        while !drift.is_empty() && round < ROUNDS {
+            info!(table = %schema.table, keys = drift.len(), round, "keys of a chunk differ; reading it again once the running pipeline has caught up");
+            if !super::process::caught_up(config, wait).await {
+                break;
+            }
+            round += 1;
+            s = chunks.read(&bounds).await?;
+            t = target_hashes(target, &schema, Some(&bounds)).await?;
+            drift = diff(&s, &t);
+        }
+        verdict.rounds = verdict.rounds.max(round);
+        verdict.source_rows += s.rows();
+        verdict.target_rows += t.rows();
+        verdict.drift.extend(drift);
+    }
+    Ok(())
+}
+
+/// Compare one table whole (keyless tables, keys that cannot be read in order, BigQuery),
+/// reading it again after the running pipeline has caught up while it differs.
+async fn compare_whole(
+    config: &Config,
+    source: &SourceSettings,
+    target: &TargetSettings,
+    table: &TableRef,
+    verdict: &mut TableVerdict,
+    wait: Duration,
+) -> Result<()> {
+    for round in 1..=ROUNDS {
+        let (schema, s) = match table_hashes(source, table).await {
+            Ok(read) => read,
+            // One table the source cannot read (as the snapshot would stop it) stops only
+            // its own comparison.
+            Err(e) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported | ErrorKind::ValueRejected) => {
+                verdict.not_compared = Some(e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let t = match target_hashes(target, &schema, None).await {
+            Ok(t) => t,
+            // A key type the target's text cannot give back exactly (BigQuery).
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                verdict.not_compared = Some(e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        verdict.rounds = round;
+        verdict.chunks = 1;
+        verdict.source_rows = s.rows();
+        verdict.target_rows = t.rows();
+        verdict.drift = diff(&s, &t);
+        if verdict.drift.is_empty() || round == ROUNDS {
+            break;
+        }
+        let keys = verdict.drift.len();
+        info!(%table, keys, round, "keys differ; reading again once the running pipeline has caught up");
+        if !super::process::caught_up(config, wait).await {
+            break;
+        }
+        settle(config).await;
+    }
+    Ok(())
 }
 
 /// Rewrite every drifted key through the running process (`POST /repair`), wait until it is
@@ -250,16 +323,21 @@ async fn repair_all(
     for verdict in report.tables.iter_mut().filter(|t| t.repaired.is_some()) {
         let Some(table) = verdict.table_ref.clone() else { continue };
         let (schema, s) = table_hashes(source, &table).await?;
-        let t = target_hashes(target, &schema).await?;
+        let t = target_hashes(target, &schema, None).await?;
         verdict.after_repair = Some(diff(&s, &t));
     }
     Ok(())
 }
 
 /// The target's stored hashes of the table of `schema`.
-async fn target_hashes(target: &TargetSettings, schema: &TableSchema) -> Result<TableHashes> {
+async fn target_hashes(
+    target: &TargetSettings,
+    schema: &TableSchema,
+    bounds: Option<&KeyBounds>,
+) -> Result<TableHashes> {
     match target {
-        TargetSettings::Mysql(m) => crate::sink::mysql::table_hashes(m, schema).await,
+        TargetSettings::Mysql(m) => crate::sink::mysql::table_hashes(m, schema, bounds).await,
+        // BigQuery orders strings by bytes, not by the source's collation: whole tables only.
         TargetSettings::BigQuery(b) => crate::sink::bigquery::table_hashes(b, schema).await,
     }
 }

@@ -68,7 +68,7 @@ use super::catalog::{load_schema, quote};
 use super::{ServerInfo, SourceSettings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
-use crate::mysql_codec::{param, snapshot_row};
+use crate::mysql_codec::{key_range, param, snapshot_row};
 use crate::position::Position;
 use crate::schema::{ColumnSchema, ColumnType, TableRef, TableSchema};
 use crate::shutdown::Shutdown;
@@ -188,7 +188,7 @@ pub(super) fn is_chunkable(schema: &TableSchema) -> bool {
 }
 
 /// The queries of one table's chunked copy. Pure SQL text, tested below.
-struct ChunkSql {
+pub(super) struct ChunkSql {
     table: String,
     columns: String,
     keys: Vec<String>,
@@ -197,7 +197,7 @@ struct ChunkSql {
 }
 
 impl ChunkSql {
-    fn new(schema: &TableSchema) -> Self {
+    pub(super) fn new(schema: &TableSchema) -> Self {
         ChunkSql {
             table: format!("{}.{}", quote(&schema.table.db), quote(&schema.table.name)),
             columns: schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", "),
@@ -206,43 +206,13 @@ impl ChunkSql {
         }
     }
 
-    /// `key > bound` (`strict`) or `key <= bound`, lexicographic over the key's columns,
-    /// written as ORs of column comparisons that the range optimizer reads (MariaDB does not
-    /// use indexes for row-constructor comparisons in every version). The parameters are the
-    /// bound's values in the order [`Self::expand`] gives.
-    fn compare(&self, strict: bool) -> String {
-        let n = self.keys.len();
-        let terms: Vec<String> = (0..n)
-            .map(|i| {
-                let mut parts: Vec<String> = self.keys[..i].iter().map(|k| format!("{k} = ?")).collect();
-                let op = match (strict, i + 1 == n) {
-                    (true, _) => ">",
-                    (false, true) => "<=",
-                    (false, false) => "<",
-                };
-                parts.push(format!("{} {op} ?", self.keys[i]));
-                parts.join(" AND ")
-            })
-            .collect();
-        if n == 1 {
-            terms.concat()
-        } else {
-            format!("({})", terms.iter().map(|t| format!("({t})")).collect::<Vec<_>>().join(" OR "))
-        }
-    }
-
-    /// The parameters of [`Self::compare`] for `bound`.
-    fn expand(bound: &[Value]) -> Vec<mysql_async::Value> {
-        (0..bound.len()).flat_map(|i| bound[..=i].iter().map(param)).collect()
-    }
-
     /// The key `rows` rows after `after` (the upper bound of the chunk that starts there).
     fn boundary(&self, after: bool, rows: usize) -> String {
         format!(
             "SELECT {} FROM {}{} ORDER BY {} LIMIT 1 OFFSET {}",
             self.keys.join(", "),
             self.table,
-            if after { format!(" WHERE {}", self.compare(true)) } else { String::new() },
+            if after { format!(" WHERE {}", key_range::compare(&self.keys, true)) } else { String::new() },
             self.keys.join(", "),
             rows.saturating_sub(1)
         )
@@ -255,17 +225,11 @@ impl ChunkSql {
         format!("SELECT {} FROM {} WHERE {any}", self.columns, self.table)
     }
 
-    /// The rows of the chunk `(lower, upper]`.
-    fn rows(&self, lower: bool, upper: bool) -> String {
-        let mut cond = vec![];
-        if lower {
-            cond.push(self.compare(true));
-        }
-        if upper {
-            cond.push(self.compare(false));
-        }
+    /// The rows of the chunk `(lower, upper]` (`None`: open), and the query's parameters.
+    pub(super) fn rows(&self, lower: Option<&[Value]>, upper: Option<&[Value]>) -> (String, Vec<mysql_async::Value>) {
+        let (cond, params) = key_range::filter(&self.keys, lower, upper);
         let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
-        format!("SELECT {} FROM {}{filter} ORDER BY {}", self.columns, self.table, self.keys.join(", "))
+        (format!("SELECT {} FROM {}{filter} ORDER BY {}", self.columns, self.table, self.keys.join(", ")), params)
     }
 }
 
@@ -394,9 +358,7 @@ impl Copier {
         let table = schema.table.clone();
         let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
         let at = begin_chunk(&mut conn, self.server.mariadb).await?;
-        let mut params = range.lower.as_deref().map(ChunkSql::expand).unwrap_or_default();
-        params.extend(range.upper.as_deref().map(ChunkSql::expand).unwrap_or_default());
-        let query = sql.rows(range.lower.is_some(), range.upper.is_some());
+        let (query, params) = sql.rows(range.lower.as_deref(), range.upper.as_deref());
         let raw: Vec<Row> = conn
             .exec(query, params)
             .await
@@ -463,13 +425,13 @@ const KEYS_PER_QUERY: usize = 500;
 
 /// The upper bound of the chunk after `lower`: the key `rows` rows further, or `None` when
 /// fewer rows remain (the last chunk is open-ended).
-async fn next_boundary(
+pub(super) async fn next_boundary(
     conn: &mut Conn,
     sql: &ChunkSql,
     lower: Option<&[Value]>,
     rows: usize,
 ) -> Result<Option<Vec<Value>>> {
-    let params = lower.map(ChunkSql::expand).unwrap_or_default();
+    let params = lower.map(key_range::expand).unwrap_or_default();
     let row: Option<Row> = conn
         .exec_first(sql.boundary(lower.is_some(), rows), params)
         .await
@@ -573,14 +535,17 @@ mod tests {
         let one = ChunkSql::new(&schema(vec![0]));
         assert_eq!(one.boundary(false, 100), "SELECT `a` FROM `d`.`t` ORDER BY `a` LIMIT 1 OFFSET 99");
         assert_eq!(one.boundary(true, 100), "SELECT `a` FROM `d`.`t` WHERE `a` > ? ORDER BY `a` LIMIT 1 OFFSET 99");
-        assert_eq!(one.rows(true, true), "SELECT `a`, `b`, `c` FROM `d`.`t` WHERE `a` > ? AND `a` <= ? ORDER BY `a`");
-        assert_eq!(one.rows(false, false), "SELECT `a`, `b`, `c` FROM `d`.`t` ORDER BY `a`");
+        let (lo, hi) = ([Value::Int(1)], [Value::Int(9)]);
+        assert_eq!(
+            one.rows(Some(&lo), Some(&hi)).0,
+            "SELECT `a`, `b`, `c` FROM `d`.`t` WHERE `a` > ? AND `a` <= ? ORDER BY `a`"
+        );
+        assert_eq!(one.rows(None, None).0, "SELECT `a`, `b`, `c` FROM `d`.`t` ORDER BY `a`");
         let two = ChunkSql::new(&schema(vec![1, 0]));
-        assert_eq!(two.compare(true), "((`b` > ?) OR (`b` = ? AND `a` > ?))");
-        assert_eq!(two.compare(false), "((`b` < ?) OR (`b` = ? AND `a` <= ?))");
-        let bound = [Value::Text("x".into()), Value::Int(7)];
-        let params = ChunkSql::expand(&bound);
-        assert_eq!(params, vec![param(&bound[0]), param(&bound[0]), param(&bound[1])]);
+        assert_eq!(
+            two.by_keys(2),
+            "SELECT `a`, `b`, `c` FROM `d`.`t` WHERE (`b` = ? AND `a` = ?) OR (`b` = ? AND `a` = ?)"
+        );
     }
 
     #[test]

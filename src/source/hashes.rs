@@ -2,13 +2,15 @@
 //! exactly as the writer computes the hash it stores with every target row (the table's
 //! rules applied, values decoded with the snapshot's codec).
 
-use mysql_async::Row;
 use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
 
 use super::catalog::{list_tables, load_schema, quote};
+use super::chunks::{ChunkSql, is_chunkable, next_boundary};
 use super::{ServerInfo, SourceSettings};
-use crate::drift::TableHashes;
+use crate::drift::{KeyBounds, TableHashes};
 use crate::error::{Error, Result};
+use crate::event::Value;
 use crate::event::hash::{encode_values, row_hash};
 use crate::mysql_codec::snapshot_row;
 use crate::schema::{TableRef, TableSchema};
@@ -33,15 +35,79 @@ pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result
     let mut out = TableHashes::default();
     for row in rows {
         let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
-        let hash = row_hash(&values);
-        if schema.has_primary_key() {
-            let key: Vec<_> = schema.primary_key.iter().map(|&i| values[i].clone()).collect();
-            let mut encoded = Vec::new();
-            encode_values(&key, &mut encoded);
-            out.keyed.insert(encoded, (hash, key));
-        } else {
-            *out.keyless.entry(hash).or_insert(0) += 1;
-        }
+        add(&mut out, &schema, &values);
     }
     Ok((schema, out))
+}
+
+/// Count one row into `out`.
+fn add(out: &mut TableHashes, schema: &TableSchema, values: &[Value]) {
+    let hash = row_hash(values);
+    if schema.has_primary_key() {
+        let key: Vec<_> = schema.primary_key.iter().map(|&i| values[i].clone()).collect();
+        let mut encoded = Vec::new();
+        encode_values(&key, &mut encoded);
+        out.keyed.insert(encoded, (hash, key));
+    } else {
+        *out.keyless.entry(hash).or_insert(0) += 1;
+    }
+}
+
+/// A table's rows as hashes, one key range at a time: `verify`'s source side for tables whose
+/// key can be read in order (memory stays at one chunk, and a differing chunk is read again
+/// alone).
+pub struct HashChunks {
+    conn: Conn,
+    schema: TableSchema,
+    sql: ChunkSql,
+    rows: usize,
+    lower: Option<Vec<Value>>,
+    done: bool,
+}
+
+/// The chunks of `table` of about `rows` rows each, or `None` when the table has no key that
+/// can be read in order (then it is compared whole).
+pub async fn hash_chunks(settings: &SourceSettings, table: &TableRef, rows: usize) -> Result<Option<HashChunks>> {
+    let mut conn = settings.connect().await?;
+    let server = ServerInfo::query(&mut conn).await?;
+    let (schema, _) = settings.shape(load_schema(&mut conn, table, server.mariadb).await?)?;
+    if !is_chunkable(&schema) {
+        return Ok(None);
+    }
+    let sql = ChunkSql::new(&schema);
+    Ok(Some(HashChunks { conn, schema, sql, rows, lower: None, done: false }))
+}
+
+impl HashChunks {
+    /// The shape the target has for the table.
+    pub fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    /// The next chunk's bounds and the source's hashes of its rows; `None` after the last.
+    pub async fn next(&mut self) -> Result<Option<(KeyBounds, TableHashes)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let upper = next_boundary(&mut self.conn, &self.sql, self.lower.as_deref(), self.rows).await?;
+        let bounds = KeyBounds { lower: self.lower.take(), upper: upper.clone() };
+        let hashes = self.read(&bounds).await?;
+        self.done = upper.is_none();
+        self.lower = upper;
+        Ok(Some((bounds, hashes)))
+    }
+
+    /// The source's hashes of the rows in `bounds`, as they are now.
+    pub async fn read(&mut self, bounds: &KeyBounds) -> Result<TableHashes> {
+        let (sql, params) = self.sql.rows(bounds.lower.as_deref(), bounds.upper.as_deref());
+        let table = &self.schema.table;
+        let rows: Vec<Row> =
+            self.conn.exec(sql, params).await.map_err(|e| Error::source_mysql(e, format!("reading {table}")))?;
+        let mut out = TableHashes::default();
+        for row in rows {
+            let values = snapshot_row(row, &self.schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
+            add(&mut out, &self.schema, &values);
+        }
+        Ok(out)
+    }
 }

@@ -53,7 +53,7 @@ use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
 pub use binlog_status::source_state;
 pub use control::{Control, Inbox, Repaired, Resynced, control};
-pub use hashes::{table_hashes, verified_tables};
+pub use hashes::{HashChunks, hash_chunks, table_hashes, verified_tables};
 
 use crate::buffer::Journal;
 use crate::config::{Config, DEFAULT_SOURCE_PASSWORD_ENV, SnapshotMode, resolve_password};
