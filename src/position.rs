@@ -164,8 +164,9 @@ pub struct SnapshotProgress {
 pub struct ChunkedCopy {
     /// The table.
     pub table: TableRef,
-    /// Position of the copy's first chunk. When the last chunk is in, target rows older than
-    /// it are the ones the source no longer has, and they are removed.
+    /// A position no chunk of the copy is older than (where streaming was when the copy was
+    /// registered). When the last chunk is in, target rows older than it are the ones the
+    /// source no longer has, and they are removed.
     pub start: Option<Position>,
     /// Primary key of the last row copied, in key order (`None`: no chunk yet).
     pub after: Option<Vec<Value>>,

@@ -10,6 +10,7 @@ mod process;
 mod replay;
 mod resync;
 mod retention;
+mod row_progress;
 mod runs;
 mod status;
 mod verify;

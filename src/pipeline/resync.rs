@@ -8,24 +8,20 @@
 //! corrected in place, and rows the source no longer has are removed when its last chunk is
 //! in (see `source::chunks`).
 
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
-use mysql_async::prelude::Queryable;
 use serde::Deserialize;
 use tracing::info;
 
+use super::row_progress::RowProgress;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::TargetSettings;
-use crate::source::{Resynced, SourceSettings};
+use crate::source::Resynced;
 use crate::telemetry::CopyProgress;
 
 /// How often the copy's progress is read.
 const POLL: Duration = Duration::from_millis(500);
-/// How often a line is logged when the output is not a terminal.
-const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long to wait for the writer to apply the copy once it is in the buffer.
 const APPLY_WAIT: Duration = Duration::from_secs(600);
 
@@ -82,19 +78,8 @@ struct Copies {
 
 /// Follow the copies of `tables` until none is left; returns the rows copied.
 async fn follow(config: &Config, tables: &[String]) -> Result<u64> {
-    let estimate = estimate_rows(config, tables).await.unwrap_or(0);
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(estimate.max(1));
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("resync {}", tables.join(", ")));
-        bar
-    });
-    let started = Instant::now();
-    let mut logged = Instant::now();
-    let mut rows = 0u64;
+    let estimate = super::row_progress::estimate_rows(config, tables).await.unwrap_or(0);
+    let mut progress = RowProgress::new(format!("resync {}", tables.join(", ")), estimate);
     loop {
         tokio::time::sleep(POLL).await;
         let status =
@@ -113,23 +98,10 @@ async fn follow(config: &Config, tables: &[String]) -> Result<u64> {
         if mine.is_empty() {
             break;
         }
-        rows = rows.max(mine.iter().map(|c| c.rows).sum());
-        match &bar {
-            Some(bar) => {
-                bar.set_length(estimate.max(rows));
-                bar.set_position(rows);
-            }
-            None if logged.elapsed() >= LOG_EVERY => {
-                logged = Instant::now();
-                let rate = rows as f64 / started.elapsed().as_secs_f64().max(0.001);
-                info!(rows, estimate, rows_per_s = format!("{rate:.0}"), "resync copying");
-            }
-            None => {}
-        }
+        progress.set(progress.rows().max(mine.iter().map(|c| c.rows).sum()));
     }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let rows = progress.rows();
+    progress.finish();
     // The last chunk is in the buffer; the resync is done once the writer has applied it.
     if !super::process::caught_up(config, APPLY_WAIT).await {
         return Err(Error::new(
@@ -139,24 +111,4 @@ async fn follow(config: &Config, tables: &[String]) -> Result<u64> {
         .with_hint("`binferry status` shows what the writer is doing; the resync completes on its own"));
     }
     Ok(rows)
-}
-
-/// The source's estimate of the tables' rows (`information_schema.TABLES.TABLE_ROWS`), for
-/// the ETA.
-async fn estimate_rows(config: &Config, tables: &[String]) -> Result<u64> {
-    let source = SourceSettings::from_config(config)?;
-    let mut conn = source.connect().await?;
-    let mut total = 0;
-    for t in tables {
-        let Some((db, name)) = t.split_once('.') else { continue };
-        let n: Option<Option<u64>> = conn
-            .exec_first(
-                "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db, name),
-            )
-            .await
-            .map_err(|e| Error::source_mysql(e, "estimating table sizes"))?;
-        total += n.flatten().unwrap_or(0);
-    }
-    Ok(total)
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::info;
 
+use super::row_progress::RowProgress;
 use crate::config::Config;
 use crate::drift::{Drift, KeyBounds, TableHashes, diff};
 use crate::error::{Error, ErrorKind, Result};
@@ -183,7 +184,11 @@ async fn compare_all(
     wait: Duration,
 ) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    for table in verified_tables(source, only).await? {
+    let tables = verified_tables(source, only).await?;
+    let keys: Vec<String> = tables.iter().map(|t| t.key()).collect();
+    let estimate = super::row_progress::estimate_rows(config, &keys).await.unwrap_or(0);
+    let mut progress = RowProgress::new(format!("verify {} tables", tables.len()), estimate);
+    for table in tables {
         let mut verdict =
             TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), ..Default::default() };
         let chunks = match target {
@@ -200,11 +205,15 @@ async fn compare_all(
             TargetSettings::BigQuery(_) => None,
         };
         match chunks {
-            Some(chunks) => compare_chunks(config, target, chunks, &mut verdict, wait).await?,
-            None => compare_whole(config, source, target, &table, &mut verdict, wait).await?,
+            Some(chunks) => compare_chunks(config, target, chunks, &mut verdict, wait, &mut progress).await?,
+            None => {
+                compare_whole(config, source, target, &table, &mut verdict, wait).await?;
+                progress.add(verdict.source_rows);
+            }
         }
         report.tables.push(verdict);
     }
+    progress.finish();
     Ok(report)
 }
 
@@ -217,6 +226,7 @@ async fn compare_chunks(
     mut chunks: HashChunks,
     verdict: &mut TableVerdict,
     wait: Duration,
+    progress: &mut RowProgress,
 ) -> Result<()> {
     let schema = chunks.schema().clone();
     verdict.rounds = 1;
@@ -239,6 +249,7 @@ async fn compare_chunks(
         verdict.source_rows += s.rows();
         verdict.target_rows += t.rows();
         verdict.drift.extend(drift);
+        progress.add(s.rows());
     }
     Ok(())
 }

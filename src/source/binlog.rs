@@ -112,6 +112,11 @@ impl<'a> CopyLink<'a> {
 const CHUNK_BACKLOG_CHUNKS: u64 = 2;
 /// How often a held chunk is looked at again while the binlog is quiet.
 const CHUNK_RECHECK: Duration = Duration::from_millis(20);
+/// Row numbers of the rows a resync or a repair writes start here. Positions count from the
+/// binlog: on a source whose binlog has not moved since an earlier copy of the table, both
+/// copies read at the same position, and the later one must still sort after the earlier
+/// (whose rows are numbered from 1) for the position guard and the closing sweep to prefer it.
+const RECOPY_ROW_BASE: u32 = 1 << 31;
 /// How often a chunked copy in progress is logged.
 const COPY_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -699,7 +704,7 @@ impl Streamer<'_> {
         }
         let lower = sql.to_ascii_lowercase();
         for (key, copy) in &self.checkpoint.snapshot.chunked {
-            if lower.contains(&copy.table.name.to_ascii_lowercase()) {
+            if names(&lower, &copy.table.name.to_ascii_lowercase()) {
                 self.copy.last_ddl.insert(key.clone(), at.clone());
             }
         }
@@ -818,16 +823,22 @@ impl Streamer<'_> {
         if self.copy.schemas_sent.insert(version) {
             self.new_schemas.push(Arc::clone(&schema));
         }
+        let key = table.key();
+        let base = match self.checkpoint.snapshot.chunked.get(&key) {
+            Some(c) if c.resync => RECOPY_ROW_BASE,
+            _ => 0,
+        };
         for (i, values) in rows.into_iter().enumerate() {
-            // Row 0 is the chunk's commit (and, for the first chunk, the sweep's position).
-            let position = Position { row: i as u32 + 1, ..at.clone() };
+            // Row 0 is the chunk's commit.
+            let position = Position { row: base + i as u32 + 1, ..at.clone() };
             self.push(Record::Change(ChangeEvent::snapshot(table.clone(), version, values, position, ts)));
         }
         self.push(Record::Commit(Commit::copy_chunk(at.clone(), ts)));
         self.stats.record_snapshot_rows(n);
         self.checkpoint_dirty = true;
-        let key = table.key();
         let Some(copy) = self.checkpoint.snapshot.chunked.get_mut(&key) else { return };
+        // Set when the copy was registered, before any chunk was read (a checkpoint of an
+        // older binferry may lack it: the first chunk's position then).
         let start = copy.start.get_or_insert_with(|| at.clone()).clone();
         copy.after = upper.clone();
         copy.chunks += 1;
@@ -910,8 +921,19 @@ impl Streamer<'_> {
             return Ok(Err(Error::new(ErrorKind::Config, "no replicated table matches the resync's --table patterns")
                 .with_hint("name tables as db.table (globs allowed) among source.include")));
         }
+        // Every chunk is read after this, so its position is at least this one; rows of an
+        // earlier copy at this very position (an idle source) have smaller row numbers.
+        let start =
+            self.at.clone().or_else(|| self.checkpoint.resume.clone()).map(|p| Position { row: RECOPY_ROW_BASE, ..p });
         for table in &out.started {
-            let copy = ChunkedCopy { table: table.clone(), start: None, after: None, chunks: 0, rows: 0, resync: true };
+            let copy = ChunkedCopy {
+                table: table.clone(),
+                start: start.clone(),
+                after: None,
+                chunks: 0,
+                rows: 0,
+                resync: true,
+            };
             self.checkpoint.snapshot.chunked.insert(table.key(), copy);
             self.rebuilds.push(table.clone());
             info!(%table, "resync requested: copying the table again in chunks while streaming");
@@ -974,7 +996,8 @@ impl Streamer<'_> {
             .map(|r| encode(&schema.primary_key.iter().map(|&i| r[i].clone()).collect::<Vec<_>>()))
             .collect();
         let mut out = Repaired { rewritten: rows.len() as u64, deleted: 0, kept: 0 };
-        let mut next = 1u32;
+        // After an earlier copy's rows at this very position (see [`RECOPY_ROW_BASE`]).
+        let mut next = RECOPY_ROW_BASE + 1;
         let mut next_position = || {
             next += 1;
             Position { row: next - 1, ..at.clone() }
@@ -1096,6 +1119,17 @@ impl Streamer<'_> {
     }
 }
 
+/// Whether `sql` (lowercase) contains `name` (lowercase) as a whole identifier, not as part
+/// of a longer one (`big` in `BIGINT`).
+fn names(sql: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '$';
+    sql.match_indices(name).any(|(i, _)| {
+        let before = sql[..i].chars().next_back();
+        let after = sql[i + name.len()..].chars().next();
+        !before.is_some_and(ident) && !after.is_some_and(ident)
+    })
+}
+
 /// The before and after images of one row of a ROWS event.
 pub type RowImages = (Option<Vec<Value>>, Option<Vec<Value>>);
 
@@ -1156,4 +1190,18 @@ fn values(
             .with_hint("SET GLOBAL binlog_row_value_options = ''")),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn a_statement_names_a_table_only_as_a_whole_identifier() {
+        assert!(names("alter table `shop`.`big` add c int", "big"));
+        assert!(names("alter table big modify v int", "big"));
+        assert!(!names("create table other (id bigint)", "big"));
+        assert!(!names("alter table big_old add c int", "big"));
+        assert!(names("rename table big to big2", "big"));
+    }
 }

@@ -44,6 +44,7 @@ pub(super) async fn run<B: Journal>(
     if whole.is_empty() {
         let (file, pos) = super::preflight::current_binlog_position(&mut conn).await?;
         checkpoint.resume.get_or_insert(Position::new(file, pos));
+        start_copies_at_resume(checkpoint);
         checkpoint.snapshot.complete = true;
         buffer.append(completion(checkpoint)).await?;
         info!(chunked = checkpoint.snapshot.chunked.len(), "snapshot: every table is copied in chunks while streaming");
@@ -53,6 +54,7 @@ pub(super) async fn run<B: Journal>(
     if checkpoint.resume.is_none() {
         checkpoint.resume = Some(at.clone());
     }
+    start_copies_at_resume(checkpoint);
     info!(
         whole = whole.len(),
         chunked = checkpoint.snapshot.chunked.len(),
@@ -90,6 +92,17 @@ pub(super) async fn run<B: Journal>(
     stats.record_snapshot_remaining(checkpoint.snapshot.chunked.len());
     info!(position = %at, "whole-table copies complete");
     Ok(true)
+}
+
+/// The chunked copies start where streaming does: every chunk is read later, so its position
+/// is at least that (with parallel readers, the first chunk in key order is not always the
+/// first read), and the closing sweep at it removes only rows older than the whole copy.
+fn start_copies_at_resume(checkpoint: &mut SourceCheckpoint) {
+    if let Some(resume) = checkpoint.resume.clone() {
+        for copy in checkpoint.snapshot.chunked.values_mut() {
+            copy.start.get_or_insert_with(|| resume.clone());
+        }
+    }
 }
 
 /// Split the tables not copied yet into those copied whole now (no primary key, or one that

@@ -430,6 +430,8 @@ impl Env {
 
     /// Start binferry and wait until it streams the binlog (the snapshot is done), so that
     /// the changes a test makes next arrive through the binlog. Asks the process's `/status`.
+    /// Generous: a chunked snapshot into the BigQuery emulator waits for each chunk's commit,
+    /// and the emulator serves several tests at once.
     pub async fn start_streaming(&self) -> Binferry {
         let start = Instant::now();
         let (bf, base) = self.start_with_endpoint().await;
@@ -439,7 +441,7 @@ impl Env {
                 return bf;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
+                start.elapsed() < Duration::from_secs(240),
                 "binferry did not start streaming ({status:?}):\n{}",
                 self.log()
             );
