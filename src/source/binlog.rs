@@ -837,9 +837,16 @@ impl Streamer<'_> {
         self.stats.record_snapshot_rows(n);
         self.checkpoint_dirty = true;
         let Some(copy) = self.checkpoint.snapshot.chunked.get_mut(&key) else { return };
-        // Set when the copy was registered, before any chunk was read (a checkpoint of an
-        // older binferry may lack it: the first chunk's position then).
-        let start = copy.start.get_or_insert_with(|| at.clone()).clone();
+        // Set where streaming was when the copy was registered, and lowered to any chunk
+        // read at an older position: the binlog end read then may include a transaction
+        // whose commit a chunk's read view did not see yet (group commit), and the sweep
+        // must not remove that chunk's rows.
+        let floor = Position { row: base, ..at.clone() };
+        let start = match copy.start.take() {
+            Some(s) if matches!(s.partial_cmp(&floor), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)) => s,
+            _ => floor,
+        };
+        copy.start = Some(start.clone());
         copy.after = upper.clone();
         copy.chunks += 1;
         copy.rows += n;

@@ -33,10 +33,14 @@
 //! - The stream takes a chunk only between transactions and once it has read up to `P`, and
 //!   refuses it (the chunk is read again) when a statement naming the table arrived after
 //!   the table's columns were read: the chunk could hold an older shape.
-//! - A table's copy ends with a sweep: a TRUNCATE record at the position of its first chunk.
-//!   Every row the copy wrote got a position at least that new (an upsert of an unchanged row
-//!   still moves its position), so the sweep removes exactly the target rows the source no
-//!   longer has, and the table is never emptied on the way (a resync keeps it readable).
+//! - A table's copy ends with a sweep: a TRUNCATE record at the position where streaming was
+//!   when the copy was registered (not the first chunk's: parallel readers do not always read
+//!   the first chunk first). Every chunk is read after it, and every row the copy wrote got a
+//!   position at least that new (an upsert of an unchanged row still moves its position), so
+//!   the sweep removes exactly the target rows the source no longer has, and the table is
+//!   never emptied on the way (a resync keeps it readable). A resync's rows are numbered from
+//!   2^31 within their position, so that on a source whose binlog has not moved since an
+//!   earlier copy they still sort after that copy's rows.
 //!
 //! On MySQL, which has no `binlog_snapshot_position`, `P` is the binlog end read just before
 //! the chunk's transaction starts. A transaction already in the binlog but whose engine
