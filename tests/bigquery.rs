@@ -263,8 +263,10 @@ async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
         while crashing.is_running() {
             w.run(&mut c, 50).await;
             rounds += 1;
+            // Generous: under the whole suite's load the emulator's first commits (table
+            // creation, the chunked snapshot's) can take minutes.
             assert!(
-                rounds < 400,
+                rounds < 1_500,
                 "failpoint {failpoint} was never reached:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
