@@ -128,31 +128,13 @@ pub(super) struct RepairRequest {
 /// position-guarded path (what `binferry verify --repair` sends). Answers once the rows are
 /// in the buffer: `{"rewritten": n, "deleted": n, "kept": n}`.
 async fn repair(State(e): State<Arc<Endpoint>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(refused) = e.refuse(&headers) {
-        return refused;
-    }
-    let Some(control) = &e.control else {
-        return (StatusCode::CONFLICT, "this process does not read the source (--role worker): ask the reader\n")
-            .into_response();
-    };
-    let request: RepairRequest = match serde_json::from_slice(&body) {
+    let (control, request) = match e.control_request::<RepairRequest>(&headers, &body, "{\"db\", \"table\", \"keys\"}")
+    {
         Ok(r) => r,
-        Err(err) => {
-            return (StatusCode::BAD_REQUEST, format!("expected {{\"db\", \"table\", \"keys\"}}: {err}\n"))
-                .into_response();
-        }
+        Err(refused) => return *refused,
     };
     let table = crate::schema::TableRef::new(request.db, request.table);
-    match control.repair(table, request.keys).await {
-        Ok(done) => axum::Json(done).into_response(),
-        Err(err) => {
-            let code = match err.kind() {
-                ErrorKind::Config | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (code, format!("{err}\n")).into_response()
-        }
-    }
+    answer(control.repair(table, request.keys).await)
 }
 
 /// What `POST /resync` takes.
@@ -165,22 +147,19 @@ pub(super) struct ResyncRequest {
 /// `POST /resync`: copy tables again in chunks while the others stream. Answers once the
 /// request is durable in the reader's checkpoint: `{"started": [...], "already": [...]}`.
 async fn resync(State(e): State<Arc<Endpoint>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(refused) = e.refuse(&headers) {
-        return refused;
-    }
-    let Some(control) = &e.control else {
-        return (StatusCode::CONFLICT, "this process does not read the source (--role worker): ask the reader\n")
-            .into_response();
-    };
-    let request: ResyncRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(err) => {
-            return (StatusCode::BAD_REQUEST, format!("expected {{\"tables\": [\"db.table\", ...]}}: {err}\n"))
-                .into_response();
-        }
-    };
-    match control.resync(&request.tables).await {
-        Ok(started) => axum::Json(started).into_response(),
+    let (control, request) =
+        match e.control_request::<ResyncRequest>(&headers, &body, "{\"tables\": [\"db.table\", ...]}") {
+            Ok(r) => r,
+            Err(refused) => return *refused,
+        };
+    answer(control.resync(&request.tables).await)
+}
+
+/// A request to the source's answer: JSON, or the error with 400 when the request is at fault
+/// and 503 when the source could not take it now.
+fn answer<T: Serialize>(result: Result<T>) -> Response {
+    match result {
+        Ok(done) => axum::Json(done).into_response(),
         Err(err) => {
             let code = match err.kind() {
                 ErrorKind::Config | ErrorKind::Unsupported => StatusCode::BAD_REQUEST,
@@ -232,6 +211,27 @@ struct TableLag {
 }
 
 impl Endpoint {
+    /// The source's control handle and the parsed body of a request to it, or the refusal:
+    /// no token, a process that does not read the source, a body that is not `expected`.
+    fn control_request<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        expected: &str,
+    ) -> std::result::Result<(&crate::source::Control, T), Box<Response>> {
+        if let Some(refused) = self.refuse(headers) {
+            return Err(Box::new(refused));
+        }
+        let Some(control) = &self.control else {
+            let text = "this process does not read the source (--role worker): ask the reader\n";
+            return Err(Box::new((StatusCode::CONFLICT, text).into_response()));
+        };
+        let request = serde_json::from_slice(body).map_err(|err| {
+            Box::new((StatusCode::BAD_REQUEST, format!("expected {expected}: {err}\n")).into_response())
+        })?;
+        Ok((control, request))
+    }
+
     /// The refusal of a request without the bearer token, when one is configured.
     fn refuse(&self, headers: &HeaderMap) -> Option<Response> {
         let token = self.token.as_ref()?;
