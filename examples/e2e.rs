@@ -957,7 +957,12 @@ async fn main() -> AnyResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only: Option<String> = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1).cloned());
-    let scale = if quick { QUICK } else { FULL };
+    let mut scale = if quick { QUICK } else { FULL };
+    // A smaller snapshot for a quicker look (profiling, trying a change); BENCHMARKS.md
+    // numbers use the default.
+    if let Some(rows) = std::env::var("BINFERRY_BENCH_SNAPSHOT_ROWS").ok().and_then(|r| r.parse().ok()) {
+        scale.snapshot_rows = rows;
+    }
     let port: u16 = std::env::var("BINFERRY_MARIADB_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3407);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bin = std::env::var("BINFERRY_BIN").map(PathBuf::from).unwrap_or_else(|_| {
