@@ -255,9 +255,10 @@ async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
     load.await.unwrap();
     bf.kill9();
     // Crashes at the protocol's seams: after the commit marker (appended, not merged), and
-    // right before the MERGE job. Changes are made only for the first rounds: under the
-    // whole suite's load the emulator's first commits can take minutes, and changes made
-    // all that time would only lengthen the final catch-up.
+    // right before the MERGE job. Changes come fast only in the first rounds, then trickle
+    // (so that commits and MERGEs keep coming): under the whole suite's load the emulator's
+    // first commits can take minutes, and changes made fast all that time would only
+    // lengthen the final catch-up.
     for (n, failpoint) in ["bigquery-after-commit", "bigquery-before-merge"].into_iter().enumerate() {
         env.write_config();
         let log = env.dir.path().join(format!("failpoint-{n}.log"));
@@ -272,16 +273,15 @@ async fn sigkill_and_crashes_between_append_and_merge_lose_nothing() {
         let waiting = std::time::Instant::now();
         let mut rounds = 0;
         while crashing.is_running() {
-            if rounds < 40 {
-                w.run(&mut c, 50).await;
-                rounds += 1;
-            }
+            let fast = rounds < 40;
+            w.run(&mut c, if fast { 50 } else { 5 }).await;
+            rounds += 1;
             assert!(
                 waiting.elapsed() < Duration::from_secs(600),
                 "failpoint {failpoint} was never reached:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(if fast { 100 } else { 1_000 })).await;
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         assert!(text.contains(&format!("failpoint {failpoint}: aborting")), "{text}");
