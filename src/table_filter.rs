@@ -21,6 +21,12 @@ impl TableFilter {
         Ok(TableFilter { include: build("source.include", include)?, exclude: build("source.exclude", exclude)? })
     }
 
+    /// The tables `patterns` match, as given in `field` (a command's `--table`): an error
+    /// names that field, not the configuration's `source.include`.
+    pub fn only(field: &str, patterns: &[String]) -> Result<Self> {
+        Ok(TableFilter { include: build(field, patterns)?, exclude: GlobSet::empty() })
+    }
+
     /// Whether `table` is replicated.
     pub fn matches(&self, table: &TableRef) -> bool {
         if SYSTEM_DATABASES.contains(&table.db.as_str()) {
@@ -72,5 +78,10 @@ mod tests {
         assert!(e.to_string().contains("source.include"), "{e}");
         let e = TableFilter::new(&["a.*".into()], &["x.[".into()]).unwrap_err();
         assert!(e.to_string().contains("source.exclude"), "{e}");
+        let e = TableFilter::only("--table", &["shop".into()]).unwrap_err();
+        assert!(e.to_string().contains("--table: pattern \"shop\" must have the form"), "{e}");
+        assert!(!e.to_string().contains("source.include"), "{e}");
+        let only = TableFilter::only("--table", &["shop.o*".into()]).unwrap();
+        assert!(only.matches(&TableRef::new("shop", "orders")) && !only.matches(&TableRef::new("shop", "items")));
     }
 }

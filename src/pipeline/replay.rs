@@ -74,7 +74,7 @@ pub async fn replay(config: &Config, from: ReplayFrom, table: Option<&str>) -> R
 async fn replay_kafka(config: &Config, from: ReplayFrom, table: Option<&str>) -> Result<ReplaySummary> {
     let kafka = KafkaSettings::from_config(config)?;
     let admin = Admin::new(&kafka)?;
-    let only = table.map(|t| TableFilter::new(&[t.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
+    let only = table.map(|t| TableFilter::only("--table", &[t.to_string()])).transpose()?;
     let sink_settings = TargetSettings::from_config(config)?;
     let stats = Arc::new(Stats::default());
     let mut summary = ReplaySummary { from: u64::MAX, ..Default::default() };
@@ -129,7 +129,7 @@ async fn replay_embedded(config: &Config, from: ReplayFrom, table: Option<&str>)
         .with_hint(format!("replay from offset {first} or later, or raise buffer.embedded.retention_*")));
     }
     let end = buffer.next_offset();
-    let only = table.map(|t| TableFilter::new(&[t.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
+    let only = table.map(|t| TableFilter::only("--table", &[t.to_string()])).transpose()?;
     let mut settings = super::writer_settings(config)?;
     settings.start_at = Some(start);
     settings.only = only;

@@ -154,8 +154,7 @@ impl VerifyReport {
 pub async fn verify(config: &Config, pattern: Option<&str>, wait: Duration, repair: bool) -> Result<VerifyReport> {
     let target = TargetSettings::from_config(config)?;
     let source = SourceSettings::from_config(config)?;
-    let only =
-        pattern.map(|p| TableFilter::new(&[p.to_string()], &[])).transpose().map_err(|e| e.context("--table"))?;
+    let only = pattern.map(|p| TableFilter::only("--table", &[p.to_string()])).transpose()?;
     let record = super::runs::RunRecord::start(&target, "verify").await;
     let mut result = compare_all(config, &source, &target, only.as_ref(), wait).await;
     if repair && let Ok(report) = &mut result {
