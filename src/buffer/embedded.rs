@@ -172,13 +172,18 @@ impl EmbeddedBuffer {
     /// Apply retention: drop acknowledged records that are too old or beyond the size limit.
     /// Returns how many records were dropped.
     pub async fn enforce_retention(&self) -> Result<u64> {
+        self.enforce_retention_at(now_ms()).await
+    }
+
+    /// [`Self::enforce_retention`] as of `now` (unix ms): tests pass the clock so
+    /// that a slow machine cannot age a record past the limit between two asserts.
+    async fn enforce_retention_at(&self, now: u64) -> Result<u64> {
         let Some(acked) = self.acked.load(Ordering::Acquire).checked_sub(1) else {
             return Ok(0);
         };
         let retention = self.retention;
         self.blocking(move |db, path| {
             let err = storage(path);
-            let now = now_ms();
             let max_age_ms = retention.max_age.as_millis() as u64;
             let txn = db.begin_write().map_err(|e| err(e.into()))?;
             let mut dropped = 0;
@@ -509,18 +514,26 @@ mod tests {
             Retention { max_bytes: u64::MAX, max_age: Duration::from_millis(50) },
         )
         .unwrap();
+        let first_appended = now_ms();
         b.append(AppendBatch { records: (0..6).map(commit).collect(), ..Default::default() }).await.unwrap();
         b.acknowledge(3);
-        assert_eq!(b.enforce_retention().await.unwrap(), 0, "young records stay, acknowledged or not");
+        assert_eq!(b.enforce_retention_at(first_appended).await.unwrap(), 0, "young records stay, acknowledged or not");
         tokio::time::sleep(Duration::from_millis(120)).await;
+        let second_appended = now_ms();
         b.append(AppendBatch { records: (6..8).map(commit).collect(), ..Default::default() }).await.unwrap();
+        // The clock is passed, not read, so that 6 and 7 stay young however slow
+        // the machine: 0..=5 are older than 50 ms at `later`, 6 and 7 are not.
+        let later = second_appended + 10;
         // 0..=5 are old, but only 0..=3 are acknowledged (applied to the target).
-        assert_eq!(b.enforce_retention().await.unwrap(), 4);
+        assert_eq!(b.enforce_retention_at(later).await.unwrap(), 4);
         b.acknowledge(7);
         // 4 and 5 go now; 6 and 7 are acknowledged but young.
-        assert_eq!(b.enforce_retention().await.unwrap(), 2);
+        assert_eq!(b.enforce_retention_at(later).await.unwrap(), 2);
         assert_eq!(b.first_offset().await.unwrap(), Some(6));
         assert_eq!(b.read(6, 100).await.unwrap().len(), 2);
+        // Once old, they go too: the public entry point reads the real clock.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(b.enforce_retention().await.unwrap(), 2);
     }
 
     #[tokio::test]
