@@ -66,6 +66,7 @@ use futures_util::{TryStreamExt, stream};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::info;
 
 use super::catalog::{load_schema, quote};
@@ -320,8 +321,25 @@ impl Copier {
                     }
                 }
             });
+            // Each read is its own task. A future inside `try_buffered` is polled only while
+            // this loop polls the stream, and the loop spends most of its time waiting for the
+            // stream's verdict on the chunk before: the reads ahead would stall with it (their
+            // rows filling the socket), and the parallel readers would take turns instead.
+            // Dropping a handle (the copy abandoned or shut down) aborts its read.
+            let mariadb = self.server.mariadb;
             let chunks = ranges
-                .map_ok(|range| self.read(pool, Arc::clone(&schema), Arc::clone(&sql), schema_at.clone(), range))
+                .map_ok(|range| {
+                    let read = read_chunk(
+                        pool.clone(),
+                        mariadb,
+                        Arc::clone(&schema),
+                        Arc::clone(&sql),
+                        schema_at.clone(),
+                        range,
+                    );
+                    let handle = AbortOnDropHandle::new(tokio::spawn(read));
+                    async move { handle.await.map_err(|e| Error::internal(format!("a chunk reader failed: {e}")))? }
+                })
                 .try_buffered(self.settings.snapshot_parallel);
             let mut chunks = std::pin::pin!(chunks);
             while let Some(chunk) = chunks.try_next().await? {
@@ -348,32 +366,6 @@ impl Copier {
             }
             return Ok(());
         }
-    }
-
-    /// Read one chunk in its own consistent-read transaction, with the position it is at.
-    async fn read(
-        &self,
-        pool: &Pool,
-        schema: Arc<TableSchema>,
-        sql: Arc<ChunkSql>,
-        schema_at: Position,
-        range: Range,
-    ) -> Result<Chunk> {
-        let table = schema.table.clone();
-        let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
-        let at = begin_chunk(&mut conn, self.server.mariadb).await?;
-        let (query, params) = sql.rows(range.lower.as_deref(), range.upper.as_deref());
-        let raw: Vec<Row> = conn
-            .exec(query, params)
-            .await
-            .map_err(|e| Error::source_mysql(e, format!("reading a chunk of {table}")))?;
-        conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a chunk's read"))?;
-        let rows = raw
-            .into_iter()
-            .map(|row| snapshot_row(row, &schema.columns))
-            .collect::<Result<Vec<_>>>()
-            .map_err(|e| e.context(format!("a chunk of {table}")))?;
-        Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper, repair: None })
     }
 
     /// Read `keys` of `table` in one consistent read and offer them as a repair chunk.
@@ -422,6 +414,31 @@ impl Copier {
             }
         }
     }
+}
+
+/// Read one chunk in its own consistent-read transaction, with the position it is at. Owns
+/// what it uses, so that it runs as a task of its own.
+async fn read_chunk(
+    pool: Pool,
+    mariadb: bool,
+    schema: Arc<TableSchema>,
+    sql: Arc<ChunkSql>,
+    schema_at: Position,
+    range: Range,
+) -> Result<Chunk> {
+    let table = schema.table.clone();
+    let mut conn = pool.get_conn().await.map_err(|e| Error::source_mysql(e, "snapshot connection"))?;
+    let at = begin_chunk(&mut conn, mariadb).await?;
+    let (query, params) = sql.rows(range.lower.as_deref(), range.upper.as_deref());
+    let raw: Vec<Row> =
+        conn.exec(query, params).await.map_err(|e| Error::source_mysql(e, format!("reading a chunk of {table}")))?;
+    conn.query_drop("COMMIT").await.map_err(|e| Error::source_mysql(e, "ending a chunk's read"))?;
+    let rows = raw
+        .into_iter()
+        .map(|row| snapshot_row(row, &schema.columns))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| e.context(format!("a chunk of {table}")))?;
+    Ok(Chunk { table, schema, schema_at, at, rows, upper: range.upper, repair: None })
 }
 
 /// Keys per query of a repair.
