@@ -79,7 +79,7 @@ async fn snapshot_with_concurrent_writes_loses_and_doubles_nothing() {
     let bf = env.start();
     load.await.unwrap();
     env.wait_equal(CONVERGE).await;
-    assert!(env.log().contains("snapshot complete"), "{}", env.log());
+    env.wait_log("snapshot complete", Duration::from_secs(60)).await;
     assert!(bf.interrupt(Duration::from_secs(30)).success());
 }
 

@@ -35,6 +35,10 @@ pub enum RowOp {
         position: Position,
         /// [`row_hash`] of `row`.
         hash: [u8; 16],
+        /// Read by a table copy (snapshot, resync, repair), not from a source transaction:
+        /// the sink may write it apart from the transaction that records the offset, since
+        /// its position alone decides whether it applies.
+        copied: bool,
     },
     /// Delete the row.
     Delete {
@@ -93,11 +97,18 @@ pub struct TableBatch {
 pub struct Batch {
     tables: BTreeMap<TableRef, TableBatch>,
     changes: usize,
+    /// Of `changes`, rows read by a table copy.
+    copied: usize,
     bytes: usize,
     compacted: u64,
 }
 
 impl Batch {
+    /// Whether rows read by a table copy were merged (see [`RowOp::Upsert`]'s `copied`).
+    pub fn holds_copies(&self) -> bool {
+        self.copied > 0
+    }
+
     /// Row changes merged so far (before compaction).
     pub fn changes(&self) -> usize {
         self.changes
@@ -140,6 +151,7 @@ impl Batch {
     /// rules are a single table, read top to bottom.
     pub fn push(&mut self, ev: ChangeEvent, schema: &Arc<TableSchema>) -> Result<()> {
         self.changes += 1;
+        self.copied += usize::from(ev.op == Op::Snapshot);
         self.bytes += ev.approx_bytes();
         let missing = |what: &str| {
             Error::new(
@@ -195,11 +207,12 @@ impl Batch {
             (key, values)
         };
         let mut fold = 0;
+        let copied = ev.op == Op::Snapshot;
         match (before, after) {
             (None, Some(row)) => {
                 let (key, _) = key_of(&row);
                 let hash = row_hash(&row);
-                fold += merge(&mut entry.ops, key, RowOp::Upsert { row, position: ev.position, hash });
+                fold += merge(&mut entry.ops, key, RowOp::Upsert { row, position: ev.position, hash, copied });
             }
             (Some(before), Some(row)) => {
                 let (old_key, old_values) = key_of(&before);
@@ -214,7 +227,7 @@ impl Batch {
                     fold += merge(&mut entry.ops, old_key, del);
                 }
                 let hash = row_hash(&row);
-                fold += merge(&mut entry.ops, new_key, RowOp::Upsert { row, position: ev.position, hash });
+                fold += merge(&mut entry.ops, new_key, RowOp::Upsert { row, position: ev.position, hash, copied });
             }
             (Some(before), None) => {
                 let (key, values) = key_of(&before);

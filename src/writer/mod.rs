@@ -60,7 +60,7 @@ pub use crate::event::batch::{Batch, KeylessRow, RowOp, TableBatch};
 use crate::buffer::{Item, Log, Poison};
 use crate::config::WriterConfig;
 use crate::error::{Error, ErrorKind, Result, Scope};
-use crate::event::{ChangeEvent, Commit, Record, SchemaChange, TableChange};
+use crate::event::{ChangeEvent, Commit, Op, Record, SchemaChange, TableChange};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::{BarrierPhase, Sink, TableState};
@@ -484,6 +484,15 @@ impl<'a, B: Log> Writer<'a, B> {
             return Ok(Step::Rewind);
         }
         self.txn.clear();
+        // Rows of a table copy and source transactions never share a batch: a sink may write
+        // copied rows apart from the transaction that records the offset (the MySQL sink, on
+        // connections of their own, committed first), and a source transaction in the same
+        // batch would then become visible after rows copied from a source state that already
+        // includes it.
+        let copies = self.held.iter().any(|ev| ev.op == Op::Snapshot);
+        if !self.held.is_empty() && !self.batch.is_empty() && self.batch.holds_copies() != copies {
+            self.flush_commit(sink, backoff).await?;
+        }
         self.merge_held(sink).await?;
         self.last_commit = Some((offset, c));
         // A commit without changes (the consistency marker) is due on time too.

@@ -356,6 +356,13 @@ impl Sink for ModelSink {
     async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.with(|t| {
             let mut out = BatchCounts::default();
+            // A sink may write copied rows apart (committed first): a batch must not hold
+            // them together with a source transaction's changes.
+            let copied = |op: &RowOp| matches!(op, RowOp::Upsert { copied: true, .. });
+            let ops = || batch.tables().flat_map(|tb| tb.ops.values());
+            if ops().any(copied) && !ops().all(copied) {
+                t.violations.push("a batch holds copied rows together with a source transaction's changes".into());
+            }
             let mut open = t.open.take().unwrap_or_else(|| t.durable.clone());
             for tb in batch.tables() {
                 let mut counts = ApplyCounts::default();

@@ -648,6 +648,17 @@ impl Env {
         std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default()
     }
 
+    /// Wait until the log holds `line`, or panic with the log after `timeout`. For lines that
+    /// can follow what a test waited for: the target may equal the source a moment before
+    /// the last chunk, whose rows the stream had already delivered, is logged.
+    pub async fn wait_log(&self, line: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(line) {
+            assert!(start.elapsed() < timeout, "no {line:?} in the log after {timeout:?}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `http://host:port` of the operations endpoint of the running binferry (the last one
     /// started), from the line it logs once it listens.
     pub async fn http_base(&self) -> String {

@@ -63,7 +63,7 @@ use super::{ApplyCounts, BatchCounts, Sink, TableState};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::batch::Batch;
+use crate::event::batch::{Batch, RowOp};
 use crate::event::value::format_epoch;
 use crate::event::{SchemaChange, TableChange};
 use crate::position::Position;
@@ -75,6 +75,9 @@ use statements::{Statements, q};
 /// Rows per multi-row statement (a power of two; smaller chunks halve down to 1). 1,024 was
 /// measured too: no faster catch-up, 30 MB more peak memory (BENCHMARKS.md).
 const ROWS_PER_STATEMENT: usize = 256;
+/// Connections that write the rows of a table copy at once (`rows::write_copied`), besides
+/// the data connection, which reads the stored state and records the offset.
+const COPY_CONNECTIONS: usize = 4;
 /// The protocol's limit of placeholders per statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
 /// Prepared statements kept per connection.
@@ -165,6 +168,8 @@ pub struct MysqlSink {
     settings: MysqlSinkSettings,
     data: Option<Conn>,
     ddl: Option<Conn>,
+    /// Connections for copied rows, opened on first use.
+    copy_conns: Vec<Conn>,
     in_txn: bool,
     /// Target table → the schema version it was last checked against.
     tables: HashMap<String, u64>,
@@ -186,6 +191,7 @@ impl MysqlSink {
             settings,
             data: None,
             ddl: None,
+            copy_conns: Vec::new(),
             in_txn: false,
             tables: HashMap::new(),
             owners: HashMap::new(),
@@ -375,11 +381,16 @@ impl Sink for MysqlSink {
     async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.begin().await?;
         let mut out = BatchCounts::default();
+        // Only a batch of nothing but copied rows is written apart (`rows::write_copied`): a
+        // source transaction in it must not become visible after them.
+        let apart = batch.tables().all(|t| {
+            t.keyless.is_empty() && t.ops.values().all(|op| matches!(op, RowOp::Upsert { copied: true, .. }))
+        });
         for t in batch.tables() {
             let name = self.settings.target_table(&t.schema.table);
             let mut counts = ApplyCounts::default();
             if t.schema.has_primary_key() {
-                self.apply_keyed(t, &name, &mut counts).await?;
+                self.apply_keyed(t, &name, apart, &mut counts).await?;
             } else {
                 self.apply_keyless(t, &name, &mut counts).await?;
             }
@@ -543,6 +554,7 @@ impl Sink for MysqlSink {
         self.in_txn = false;
         self.data = None;
         self.ddl = None;
+        self.copy_conns.clear();
         self.tables.clear();
         self.state_ready = false;
     }

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Row, Value as MyValue};
+use mysql_async::{Conn, Row, Value as MyValue};
 use tracing::warn;
 
 use super::plan::{KeyAction, Stored, Tombstones, decide};
 use super::statements::Statements;
-use super::{MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, STOPPED_TABLE, TABLE_TOMBSTONE};
+use super::{COPY_CONNECTIONS, MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, STOPPED_TABLE, TABLE_TOMBSTONE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::event::batch::{KeylessRow, RowOp, TableBatch};
@@ -20,9 +20,58 @@ use crate::mysql_codec::{Origin, convert, param};
 use crate::schema::TableSchema;
 use crate::sink::ApplyCounts;
 
+/// Execute `sql(n)` over `rows` on `conn` in power-of-two chunks; each row is `per_row`
+/// parameters. Returns the rows of SELECTs.
+async fn run_chunked(
+    conn: &mut Conn,
+    rows: Vec<Vec<MyValue>>,
+    per_row: usize,
+    prefix: &[MyValue],
+    sql: &impl Fn(usize) -> String,
+    what: &str,
+) -> Result<Vec<Row>> {
+    let mut max = ROWS_PER_STATEMENT;
+    while max > 1 && max * per_row + prefix.len() > MAX_PLACEHOLDERS {
+        max /= 2;
+    }
+    let mut out = Vec::new();
+    let mut remaining = rows.len();
+    // Values move into the statement parameters: no copy of row data per chunk.
+    let mut rows = rows.into_iter();
+    while remaining > 0 {
+        let mut n = max;
+        while n > remaining {
+            n /= 2;
+        }
+        let mut params = Vec::with_capacity(prefix.len() + n * per_row);
+        params.extend_from_slice(prefix);
+        params.extend(rows.by_ref().take(n).flatten());
+        let result: Vec<Row> = conn.exec(sql(n), params).await.map_err(|e| Error::target_mysql(e, what))?;
+        out.extend(result);
+        remaining -= n;
+    }
+    Ok(out)
+}
+
+/// How many of `rows` copied rows each copy connection writes: whole statements of
+/// `per_statement` rows, spread evenly over at most `connections`, in order. One part when
+/// the rows fill no more than one statement (a second connection would only add a commit).
+fn copy_parts(rows: usize, connections: usize, per_statement: usize) -> Vec<usize> {
+    let statements = rows.div_ceil(per_statement.max(1));
+    let parts = statements.min(connections.max(1)).max(1);
+    let per_part = statements.div_ceil(parts) * per_statement.max(1);
+    let mut out = Vec::with_capacity(parts);
+    let mut left = rows;
+    while left > 0 {
+        let n = per_part.min(left);
+        out.push(n);
+        left -= n;
+    }
+    out
+}
+
 impl MysqlSink {
-    /// Execute `sql(n)` over `rows` in power-of-two chunks; each row is `per_row` parameters.
-    /// Returns the rows of SELECTs.
+    /// Execute `sql(n)` over `rows` on the data connection (see [`run_chunked`]).
     async fn chunked(
         &mut self,
         rows: Vec<Vec<MyValue>>,
@@ -31,28 +80,61 @@ impl MysqlSink {
         sql: impl Fn(usize) -> String,
         what: &str,
     ) -> Result<Vec<Row>> {
-        let mut max = ROWS_PER_STATEMENT;
-        while max > 1 && max * per_row + prefix.len() > MAX_PLACEHOLDERS {
-            max /= 2;
-        }
-        let mut out = Vec::new();
-        let mut remaining = rows.len();
-        // Values move into the statement parameters: no copy of row data per chunk.
-        let mut rows = rows.into_iter();
-        while remaining > 0 {
-            let mut n = max;
-            while n > remaining {
-                n /= 2;
-            }
-            let mut params = Vec::with_capacity(prefix.len() + n * per_row);
-            params.extend_from_slice(prefix);
-            params.extend(rows.by_ref().take(n).flatten());
+        let conn = self.data().await?;
+        run_chunked(conn, rows, per_row, prefix, &sql, what).await
+    }
+
+    /// Write rows a table copy read (in key order) on up to [`COPY_CONNECTIONS`] connections
+    /// at once, each part in a transaction of its own, all committed before this returns.
+    ///
+    /// Why: one connection runs one statement at a time, so a copy written on the data
+    /// connection alone keeps the target server on one core, waiting between statements.
+    /// Why it is safe apart from the transaction that records the offset: a copied row
+    /// belongs to no source transaction, and its position alone decides whether it applies
+    /// (every statement carries the guard). The parts commit before the offset that passes
+    /// them does; a crash in between writes them again on restart, as stale or equal rows.
+    /// Their connections read committed, so that parts on neighbouring keys take no gap
+    /// locks against each other (a deadlock would still be retried with the batch).
+    async fn write_copied(
+        &mut self,
+        rows: Vec<Vec<MyValue>>,
+        per_row: usize,
+        sql: &(impl Fn(usize) -> String + Sync),
+        what: &str,
+    ) -> Result<()> {
+        let parts = copy_parts(rows.len(), COPY_CONNECTIONS, ROWS_PER_STATEMENT);
+        if parts.len() <= 1 {
             let conn = self.data().await?;
-            let result: Vec<Row> = conn.exec(sql(n), params).await.map_err(|e| Error::target_mysql(e, what))?;
-            out.extend(result);
-            remaining -= n;
+            run_chunked(conn, rows, per_row, &[], sql, what).await?;
+            return Ok(());
         }
-        Ok(out)
+        while self.copy_conns.len() < parts.len() {
+            let mut conn = self.settings.connect().await?;
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(|e| Error::target_mysql(e, "setting up a copy connection"))?;
+            self.copy_conns.push(conn);
+        }
+        let mut rows = rows.into_iter();
+        let work: Vec<_> = self
+            .copy_conns
+            .iter_mut()
+            .zip(parts)
+            .map(|(conn, n)| {
+                let part: Vec<Vec<MyValue>> = rows.by_ref().take(n).collect();
+                async move {
+                    conn.query_drop("START TRANSACTION").await.map_err(|e| Error::target_mysql(e, "BEGIN"))?;
+                    run_chunked(conn, part, per_row, &[], sql, what).await?;
+                    conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing copied rows"))
+                }
+            })
+            .collect();
+        let done = futures_util::future::try_join_all(work).await;
+        if done.is_err() {
+            // A part may be mid-transaction: closing its connection rolls it back.
+            self.copy_conns.clear();
+        }
+        done.map(|_| ())
     }
 
     async fn tombstones(
@@ -96,7 +178,15 @@ impl MysqlSink {
         Ok(())
     }
 
-    pub(super) async fn apply_keyed(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
+    /// `apart`: the batch holds only copied rows, which may then be written on the copy
+    /// connections ([`Self::write_copied`]).
+    pub(super) async fn apply_keyed(
+        &mut self,
+        t: &TableBatch,
+        name: &str,
+        apart: bool,
+        counts: &mut ApplyCounts,
+    ) -> Result<()> {
         let schema = &t.schema;
         let soft = self.settings.soft(&schema.table);
         let st = Statements::new(&self.settings.database, name, schema, soft);
@@ -117,6 +207,8 @@ impl MysqlSink {
         let table_tomb = tombs.get(&TABLE_TOMBSTONE).copied();
         // 2. Decide per key.
         let mut upserts: Vec<Vec<MyValue>> = Vec::new();
+        // Rows of a table copy, with their keys: written in key order apart (`write_copied`).
+        let mut copied: Vec<(&Vec<u8>, Vec<MyValue>)> = Vec::new();
         let mut deletes: Vec<Vec<MyValue>> = Vec::new();
         let mut stones: Vec<([u8; 16], [u8; 16])> = Vec::new();
         for (key, op) in ops {
@@ -128,7 +220,7 @@ impl MysqlSink {
             };
             match (decide(op, pos, stored.get(key), known, self.overwrite_equal, soft), op) {
                 (KeyAction::Stale, _) => counts.stale += 1,
-                (KeyAction::Upsert { changed }, RowOp::Upsert { row, hash, .. }) => {
+                (KeyAction::Upsert { changed }, RowOp::Upsert { row, hash, copied: from_copy, .. }) => {
                     count(changed, counts);
                     let mut p: Vec<MyValue> = row.iter().map(param).collect();
                     p.push(MyValue::Bytes(pos.to_vec()));
@@ -136,7 +228,10 @@ impl MysqlSink {
                     if soft {
                         p.push(MyValue::NULL);
                     }
-                    upserts.push(p);
+                    match apart && *from_copy {
+                        true => copied.push((key, p)),
+                        false => upserts.push(p),
+                    }
                 }
                 (KeyAction::SoftDelete { changed }, RowOp::Delete { before, timestamp, .. }) => {
                     count(changed, counts);
@@ -168,6 +263,14 @@ impl MysqlSink {
             .await;
         if let Err(e) = written {
             return Err(self.locate_rejected(e, t, name).await);
+        }
+        if !copied.is_empty() {
+            copied.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let rows = copied.into_iter().map(|(_, p)| p).collect();
+            let sql = |n| st.upsert(n, overwrite);
+            if let Err(e) = self.write_copied(rows, upsert_width, &sql, &format!("writing to `{name}`")).await {
+                return Err(self.locate_rejected(e, t, name).await);
+            }
         }
         self.write_tombstones(&st, name, stones).await?;
         Ok(())
@@ -373,4 +476,29 @@ fn key_hash(encoded_key: &[u8]) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&h.as_bytes()[..16]);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copy_parts;
+
+    #[test]
+    fn copied_rows_are_split_into_whole_statements_over_the_connections() {
+        // (rows, connections, rows per statement, parts)
+        let cases: Vec<(usize, usize, usize, Vec<usize>)> = vec![
+            (0, 4, 256, vec![]),
+            (1, 4, 256, vec![1]),
+            (256, 4, 256, vec![256]),
+            (257, 4, 256, vec![256, 1]),
+            (5_000, 4, 256, vec![1_280, 1_280, 1_280, 1_160]),
+            (10_000, 4, 256, vec![2_560, 2_560, 2_560, 2_320]),
+            (1_000, 1, 256, vec![1_000]),
+            (600, 8, 256, vec![256, 256, 88]),
+        ];
+        for (rows, connections, per_statement, want) in cases {
+            let got = copy_parts(rows, connections, per_statement);
+            assert_eq!(got, want, "{rows} rows on {connections} connections");
+            assert_eq!(got.iter().sum::<usize>(), rows);
+        }
+    }
 }
