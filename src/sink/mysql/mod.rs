@@ -383,9 +383,9 @@ impl Sink for MysqlSink {
         let mut out = BatchCounts::default();
         // Only a batch of nothing but copied rows is written apart (`rows::write_copied`): a
         // source transaction in it must not become visible after them.
-        let apart = batch.tables().all(|t| {
-            t.keyless.is_empty() && t.ops.values().all(|op| matches!(op, RowOp::Upsert { copied: true, .. }))
-        });
+        let apart = batch
+            .tables()
+            .all(|t| t.keyless.is_empty() && t.ops.values().all(|op| matches!(op, RowOp::Upsert { copied: true, .. })));
         for t in batch.tables() {
             let name = self.settings.target_table(&t.schema.table);
             let mut counts = ApplyCounts::default();

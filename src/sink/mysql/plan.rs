@@ -314,7 +314,8 @@ mod tests {
             p
         };
         let position = Position::new("binlog.000001", 4);
-        let upsert = RowOp::Upsert { row: vec![Value::Int(1)], position: position.clone(), hash: [7; 16], copied: false };
+        let upsert =
+            RowOp::Upsert { row: vec![Value::Int(1)], position: position.clone(), hash: [7; 16], copied: false };
         let delete = RowOp::Delete { key: vec![Value::Int(1)], before: vec![Value::Int(1)], position, timestamp: 0 };
         let row = |pos: u8, hash: u8, deleted: bool| Some(Stored { pos: at(pos), hash: [hash; 16], deleted });
         let none = Tombstones::default();
