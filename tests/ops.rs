@@ -618,6 +618,13 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
     assert!(text.contains(&format!("resync started: {src}.recipes")), "{text}");
     assert!(text.contains("resync complete"), "{text}");
     assert!(env.log().contains("resync requested"), "{}", env.log_tails());
+    // A bad pattern is refused before anything is asked, under the option's name.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", "recipes"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && said.contains("--table: pattern \"recipes\" must have the form"), "{said}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (polls, max_lag) = reader.await.unwrap();
     assert!(polls >= 20, "the reader polled only {polls} times during the resync");

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::TargetSettings;
 use crate::source::Resynced;
+use crate::table_filter::TableFilter;
 use crate::telemetry::CopyProgress;
 
 /// How often the copy's progress is read.
@@ -39,6 +40,8 @@ pub struct ResyncSummary {
 /// Ask the running pipeline to resync the tables `patterns` match; with `wait`, follow the
 /// copies until their last chunk is in the buffer.
 pub async fn resync(config: &Config, patterns: &[String], wait: bool) -> Result<ResyncSummary> {
+    // Checked here, so that a bad pattern is reported as the option the user typed.
+    TableFilter::only("--table", patterns)?;
     let target = TargetSettings::from_config(config)?;
     let requested = request(config, patterns).await?;
     let record = super::runs::RunRecord::start(&target, "resync").await;

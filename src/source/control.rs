@@ -66,7 +66,9 @@ pub fn control() -> (Control, Inbox) {
 impl Control {
     /// Ask the source to resync the tables `patterns` (`db.table` globs) match.
     pub async fn resync(&self, patterns: &[String]) -> Result<Resynced> {
-        let tables = TableFilter::only("--table", patterns)?;
+        // `tables` is the field of `POST /resync` that carries them; the CLI checks its
+        // `--table` patterns itself before it sends them.
+        let tables = TableFilter::only("tables", patterns)?;
         let (reply, answer) = oneshot::channel();
         self.tx.try_send(Request::Resync { tables, reply }).map_err(|_| {
             Error::new(ErrorKind::SourceUnavailable, "the source is busy or not running; try again in a moment")
