@@ -59,6 +59,8 @@ async fn survives_sigkill_at_random_moments() {
 async fn snapshot_with_concurrent_writes_loses_and_doubles_nothing() {
     let mut env = Env::new("snapshot").await;
     env.set(&["snapshot", "chunk_rows"], 500);
+    // Copy batches split over 2 connections here (4, the default, in the SIGKILL test).
+    env.set(&["sink", "mysql", "copy_connections"], 2);
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 4);

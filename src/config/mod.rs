@@ -66,6 +66,8 @@ pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
 /// Chunks of one table read at the same time, each on its own source connection.
 pub const DEFAULT_SNAPSHOT_PARALLEL: usize = 4;
+/// Target connections that write a table copy's rows at once (MySQL target).
+pub const DEFAULT_COPY_CONNECTIONS: usize = 4;
 /// Interval of the progress log line.
 pub const DEFAULT_PROGRESS_INTERVAL_SECS: u64 = 10;
 /// Target table name template.
@@ -242,6 +244,9 @@ fn default_port() -> u16 {
 }
 fn default_connect_timeout() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_SECS
+}
+fn default_copy_connections() -> usize {
+    DEFAULT_COPY_CONNECTIONS
 }
 fn default_buffer_path() -> PathBuf {
     DEFAULT_BUFFER_PATH.into()
@@ -547,6 +552,18 @@ mod tests {
         }
         let e = Config::from_toml(&ok.replace("shop_replica", "shop-replica")).unwrap_err();
         assert!(e.to_string().contains("sink.bigquery.dataset"), "{e}");
+    }
+
+    #[test]
+    fn copy_connections_default_to_4_and_are_bounded() {
+        let base = include_str!("../../config/binferry.example.toml");
+        let c = Config::from_toml(&base.replace("copy_connections = 4\n", "")).unwrap();
+        assert_eq!(c.sink.mysql.as_ref().map(|m| m.copy_connections), Some(DEFAULT_COPY_CONNECTIONS));
+        for bad in ["0", "65"] {
+            let e = Config::from_toml(&base.replace("copy_connections = 4", &format!("copy_connections = {bad}")))
+                .unwrap_err();
+            assert!(e.to_string().contains("sink.mysql.copy_connections: must be between 1 and 64"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -96,6 +96,11 @@ pub struct MysqlSinkConfig {
     /// `<name>__dropped_<YYYYmmddHHMMSS>` (the data stays, marked); `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
+    /// Connections that write the rows of a table copy (snapshot, resync, repair) at once,
+    /// each part in its own transaction, besides the data and DDL connections. 1 writes them
+    /// on the data connection.
+    #[serde(default = "super::default_copy_connections")]
+    pub copy_connections: usize,
     /// `[sink.mysql.tls]`: encryption of the connections to the target.
     #[serde(default)]
     pub tls: TlsConfig,
@@ -146,6 +151,9 @@ impl MysqlSinkConfig {
         }
         if self.user.is_empty() {
             return Err(invalid("sink.mysql.user", "must not be empty"));
+        }
+        if !(1..=64).contains(&self.copy_connections) {
+            return Err(invalid("sink.mysql.copy_connections", "must be between 1 and 64"));
         }
         Ok(())
     }

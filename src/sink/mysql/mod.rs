@@ -75,9 +75,6 @@ use statements::{Statements, q};
 /// Rows per multi-row statement (a power of two; smaller chunks halve down to 1). 1,024 was
 /// measured too: no faster catch-up, 30 MB more peak memory (BENCHMARKS.md).
 const ROWS_PER_STATEMENT: usize = 256;
-/// Connections that write the rows of a table copy at once (`rows::write_copied`), besides
-/// the data connection, which reads the stored state and records the offset.
-const COPY_CONNECTIONS: usize = 4;
 /// The protocol's limit of placeholders per statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
 /// Prepared statements kept per connection.
@@ -104,6 +101,8 @@ pub struct MysqlSinkSettings {
     on_drop: DropMode,
     /// Which buffer stream this sink applies: its row in `_binferry_state`.
     stream: String,
+    /// Connections that write a table copy's rows at once (`rows::write_copied`).
+    copy_connections: usize,
 }
 
 impl MysqlSinkSettings {
@@ -140,6 +139,7 @@ impl MysqlSinkSettings {
             }),
             on_drop: m.on_source_drop,
             stream: EMBEDDED_STREAM.into(),
+            copy_connections: m.copy_connections,
         })
     }
 

@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::plan::{KeyAction, Stored, Tombstones, decide};
 use super::statements::Statements;
-use super::{COPY_CONNECTIONS, MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, STOPPED_TABLE, TABLE_TOMBSTONE};
+use super::{MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, STOPPED_TABLE, TABLE_TOMBSTONE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::event::batch::{KeylessRow, RowOp, TableBatch};
@@ -84,8 +84,9 @@ impl MysqlSink {
         run_chunked(conn, rows, per_row, prefix, &sql, what).await
     }
 
-    /// Write rows a table copy read (in key order) on up to [`COPY_CONNECTIONS`] connections
-    /// at once, each part in a transaction of its own, all committed before this returns.
+    /// Write rows a table copy read (in key order) on up to `sink.mysql.copy_connections`
+    /// connections at once, each part in a transaction of its own, all committed before this
+    /// returns.
     ///
     /// Why: one connection runs one statement at a time, so a copy written on the data
     /// connection alone keeps the target server on one core, waiting between statements.
@@ -102,7 +103,7 @@ impl MysqlSink {
         sql: &(impl Fn(usize) -> String + Sync),
         what: &str,
     ) -> Result<()> {
-        let parts = copy_parts(rows.len(), COPY_CONNECTIONS, ROWS_PER_STATEMENT);
+        let parts = copy_parts(rows.len(), self.settings.copy_connections, ROWS_PER_STATEMENT);
         if parts.len() <= 1 {
             let conn = self.data().await?;
             run_chunked(conn, rows, per_row, &[], sql, what).await?;
