@@ -67,6 +67,14 @@ pub struct ApplyCounts {
     pub stale: u64,
 }
 
+impl std::ops::AddAssign for ApplyCounts {
+    fn add_assign(&mut self, other: ApplyCounts) {
+        self.written += other.written;
+        self.unchanged += other.unchanged;
+        self.stale += other.stale;
+    }
+}
+
 /// The data path of a target. See the module docs for the contract.
 pub trait Sink: Send {
     /// Offset of the last committed buffer record, `None` when nothing was ever applied.

@@ -53,6 +53,110 @@ async fn run_chunked(
     Ok(out)
 }
 
+/// The tombstones of `hashes` (key hashes, or [`TABLE_TOMBSTONE`]) of target table `table`.
+async fn read_tombstones(
+    conn: &mut Conn,
+    st: &Statements<'_>,
+    table: &str,
+    hashes: Vec<[u8; 16]>,
+) -> Result<HashMap<[u8; 16], [u8; 16]>> {
+    if hashes.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = hashes.into_iter().map(|h| vec![MyValue::Bytes(h.to_vec())]).collect();
+    let prefix = [MyValue::Bytes(table.as_bytes().to_vec())];
+    let found = run_chunked(conn, rows, 1, &prefix, &|n| st.select_tombstones(n), "reading tombstones").await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|mut r| Some((bytes16(r.take::<Vec<u8>, _>(0)?)?, bytes16(r.take::<Vec<u8>, _>(1)?)?)))
+        .collect())
+}
+
+/// What a table's changes do to the keys they touch, given what the target holds.
+#[derive(Default)]
+struct Decided {
+    upserts: Vec<Vec<MyValue>>,
+    deletes: Vec<Vec<MyValue>>,
+    stones: Vec<([u8; 16], [u8; 16])>,
+    counts: ApplyCounts,
+}
+
+/// Read on `conn` what target table `table` holds for the keys of `ops` (stored position
+/// and hash, tombstones), and decide per key ([`decide`]).
+async fn read_and_decide(
+    conn: &mut Conn,
+    st: &Statements<'_>,
+    schema: &TableSchema,
+    table: &str,
+    ops: &[(&Vec<u8>, &RowOp)],
+    soft: bool,
+    overwrite_equal: bool,
+) -> Result<Decided> {
+    let key_rows = ops.iter().map(|(_, op)| op.key(schema).into_iter().map(param).collect()).collect();
+    let found =
+        run_chunked(conn, key_rows, schema.primary_key.len(), &[], &|n| st.select_state(n), "reading target rows")
+            .await?;
+    let mut stored: HashMap<Vec<u8>, Stored> = HashMap::with_capacity(found.len());
+    for row in found {
+        let (key, s) = stored_row(row, schema)?;
+        stored.insert(key, s);
+    }
+    let mut lookup: Vec<[u8; 16]> = if soft { Vec::new() } else { ops.iter().map(|(k, _)| key_hash(k)).collect() };
+    lookup.push(TABLE_TOMBSTONE);
+    let tombs = read_tombstones(conn, st, table, lookup).await?;
+    let table_tomb = tombs.get(&TABLE_TOMBSTONE).copied();
+    let mut out = Decided::default();
+    let counts = &mut out.counts;
+    for &(key, op) in ops {
+        let pos = op.position().sort_key()?;
+        let known = Tombstones { key: tombs.get(&key_hash(key)).copied(), table: table_tomb };
+        let count = |changed: bool, counts: &mut ApplyCounts| match changed {
+            true => counts.written += 1,
+            false => counts.unchanged += 1,
+        };
+        match (decide(op, pos, stored.get(key), known, overwrite_equal, soft), op) {
+            (KeyAction::Stale, _) => counts.stale += 1,
+            (KeyAction::Upsert { changed }, RowOp::Upsert { row, hash, .. }) => {
+                count(changed, counts);
+                let mut p: Vec<MyValue> = row.iter().map(param).collect();
+                p.push(MyValue::Bytes(pos.to_vec()));
+                p.push(MyValue::Bytes(hash.to_vec()));
+                if soft {
+                    p.push(MyValue::NULL);
+                }
+                out.upserts.push(p);
+            }
+            (KeyAction::SoftDelete { changed }, RowOp::Delete { before, timestamp, .. }) => {
+                count(changed, counts);
+                let mut p: Vec<MyValue> = before.iter().map(param).collect();
+                p.push(MyValue::Bytes(pos.to_vec()));
+                p.push(MyValue::Bytes(row_hash(before).to_vec()));
+                p.push(MyValue::Bytes(format_epoch(*timestamp as i64, 0, 6).into_bytes()));
+                out.upserts.push(p);
+            }
+            (KeyAction::Delete { present }, RowOp::Delete { key: key_values, .. }) => {
+                count(present, counts);
+                if present {
+                    let mut p: Vec<MyValue> = key_values.iter().map(param).collect();
+                    p.push(MyValue::Bytes(pos.to_vec()));
+                    out.deletes.push(p);
+                }
+                out.stones.push((key_hash(key), pos));
+            }
+            (action, _) => return Err(Error::internal(format!("{action:?} decided for another kind of change"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `d`, which a batch of copied rows decided: upserts only (a copy deletes nothing).
+fn only_upserts(d: Decided) -> Result<Decided> {
+    match d.deletes.is_empty() && d.stones.is_empty() {
+        true => Ok(d),
+        false => Err(Error::internal("a batch of copied rows decided deletes")),
+    }
+}
+
 /// How many of `rows` copied rows each copy connection writes: whole statements of
 /// `per_statement` rows, spread evenly over at most `connections`, in order. One part when
 /// the rows fill no more than one statement (a second connection would only add a commit).
@@ -84,30 +188,36 @@ impl MysqlSink {
         run_chunked(conn, rows, per_row, prefix, &sql, what).await
     }
 
-    /// Write rows a table copy read (in key order) on up to `sink.mysql.copy_connections`
-    /// connections at once, each part in a transaction of its own, all committed before this
-    /// returns.
+    /// Apply a batch's rows of one table that a table copy read (`ops`, in key order): on up
+    /// to `sink.mysql.copy_connections` connections at once, each part read, decided and
+    /// written in a transaction of its own, all committed before this returns.
     ///
-    /// Why: one connection runs one statement at a time, so a copy written on the data
+    /// Why: one connection runs one statement at a time, so a copy applied on the data
     /// connection alone keeps the target server on one core, waiting between statements.
     /// Why it is safe apart from the transaction that records the offset: a copied row
     /// belongs to no source transaction, and its position alone decides whether it applies
     /// (every statement carries the guard). The parts commit before the offset that passes
-    /// them does; a crash in between writes them again on restart, as stale or equal rows.
+    /// them does; a crash in between applies them again on restart, as stale or equal rows.
     /// Their connections read committed, so that parts on neighbouring keys take no gap
     /// locks against each other (a deadlock would still be retried with the batch).
-    async fn write_copied(
+    async fn apply_copied(
         &mut self,
-        rows: Vec<Vec<MyValue>>,
-        per_row: usize,
-        sql: &(impl Fn(usize) -> String + Sync),
-        what: &str,
-    ) -> Result<()> {
-        let parts = copy_parts(rows.len(), self.settings.copy_connections, ROWS_PER_STATEMENT);
+        st: &Statements<'_>,
+        schema: &TableSchema,
+        name: &str,
+        ops: &[(&Vec<u8>, &RowOp)],
+        soft: bool,
+    ) -> Result<ApplyCounts> {
+        let overwrite = self.overwrite_equal;
+        let width = schema.columns.len() + 2 + usize::from(soft);
+        let what = format!("writing to `{name}`");
+        let parts = copy_parts(ops.len(), self.settings.copy_connections, ROWS_PER_STATEMENT);
         if parts.len() <= 1 {
+            // One statement's worth: on the data connection, in the batch's transaction.
             let conn = self.data().await?;
-            run_chunked(conn, rows, per_row, &[], sql, what).await?;
-            return Ok(());
+            let d = only_upserts(read_and_decide(conn, st, schema, name, ops, soft, overwrite).await?)?;
+            run_chunked(conn, d.upserts, width, &[], &|n| st.upsert(n, overwrite), &what).await?;
+            return Ok(d.counts);
         }
         while self.copy_conns.len() < parts.len() {
             let mut conn = self.settings.connect().await?;
@@ -116,26 +226,31 @@ impl MysqlSink {
                 .map_err(|e| Error::target_mysql(e, "setting up a copy connection"))?;
             self.copy_conns.push(conn);
         }
-        let mut rows = rows.into_iter();
-        let work: Vec<_> = self
-            .copy_conns
-            .iter_mut()
-            .zip(parts)
-            .map(|(conn, n)| {
-                let part: Vec<Vec<MyValue>> = rows.by_ref().take(n).collect();
-                async move {
-                    conn.query_drop("START TRANSACTION").await.map_err(|e| Error::target_mysql(e, "BEGIN"))?;
-                    run_chunked(conn, part, per_row, &[], sql, what).await?;
-                    conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing copied rows"))
-                }
-            })
-            .collect();
-        let done = futures_util::future::try_join_all(work).await;
-        if done.is_err() {
-            // A part may be mid-transaction: closing its connection rolls it back.
-            self.copy_conns.clear();
+        let mut rest = ops;
+        let mut work = Vec::with_capacity(parts.len());
+        for (conn, n) in self.copy_conns.iter_mut().zip(parts) {
+            let (part, tail) = rest.split_at(n);
+            rest = tail;
+            let what = &what;
+            work.push(async move {
+                conn.query_drop("START TRANSACTION").await.map_err(|e| Error::target_mysql(e, "BEGIN"))?;
+                let d = only_upserts(read_and_decide(conn, st, schema, name, part, soft, overwrite).await?)?;
+                run_chunked(conn, d.upserts, width, &[], &|n| st.upsert(n, overwrite), what).await?;
+                conn.query_drop("COMMIT").await.map_err(|e| Error::target_mysql(e, "committing copied rows"))?;
+                Ok::<_, Error>(d.counts)
+            });
         }
-        done.map(|_| ())
+        match futures_util::future::try_join_all(work).await {
+            Ok(all) => Ok(all.into_iter().fold(ApplyCounts::default(), |mut sum, c| {
+                sum += c;
+                sum
+            })),
+            Err(e) => {
+                // A part may be mid-transaction: closing its connection rolls it back.
+                self.copy_conns.clear();
+                Err(e)
+            }
+        }
     }
 
     async fn tombstones(
@@ -144,23 +259,8 @@ impl MysqlSink {
         table: &str,
         hashes: Vec<[u8; 16]>,
     ) -> Result<HashMap<[u8; 16], [u8; 16]>> {
-        if hashes.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = hashes.into_iter().map(|h| vec![MyValue::Bytes(h.to_vec())]).collect();
-        let found = self
-            .chunked(
-                rows,
-                1,
-                &[MyValue::Bytes(table.as_bytes().to_vec())],
-                |n| st.select_tombstones(n),
-                "reading tombstones",
-            )
-            .await?;
-        Ok(found
-            .into_iter()
-            .filter_map(|mut r| Some((bytes16(r.take::<Vec<u8>, _>(0)?)?, bytes16(r.take::<Vec<u8>, _>(1)?)?)))
-            .collect())
+        let conn = self.data().await?;
+        read_tombstones(conn, st, table, hashes).await
     }
 
     pub(super) async fn write_tombstones(
@@ -179,8 +279,8 @@ impl MysqlSink {
         Ok(())
     }
 
-    /// `apart`: the batch holds only copied rows, which may then be written on the copy
-    /// connections ([`Self::write_copied`]).
+    /// `apart`: the batch holds only copied rows, which are then read, decided and written
+    /// in parts on the copy connections ([`Self::apply_copied`]).
     pub(super) async fn apply_keyed(
         &mut self,
         t: &TableBatch,
@@ -191,89 +291,41 @@ impl MysqlSink {
         let schema = &t.schema;
         let soft = self.settings.soft(&schema.table);
         let st = Statements::new(&self.settings.database, name, schema, soft);
-        // 1. What the target holds for these keys.
-        let ops: Vec<(&Vec<u8>, &RowOp)> = t.ops.iter().collect();
-        let key_rows = ops.iter().map(|(_, op)| op.key(schema).into_iter().map(param).collect()).collect();
-        let found = self
-            .chunked(key_rows, schema.primary_key.len(), &[], |n| st.select_state(n), "reading target rows")
-            .await?;
-        let mut stored: HashMap<Vec<u8>, Stored> = HashMap::with_capacity(found.len());
-        for row in found {
-            let (key, s) = stored_row(row, schema)?;
-            stored.insert(key, s);
-        }
-        let mut lookup: Vec<[u8; 16]> = if soft { Vec::new() } else { ops.iter().map(|(k, _)| key_hash(k)).collect() };
-        lookup.push(TABLE_TOMBSTONE);
-        let tombs = self.tombstones(&st, name, lookup).await?;
-        let table_tomb = tombs.get(&TABLE_TOMBSTONE).copied();
-        // 2. Decide per key.
-        let mut upserts: Vec<Vec<MyValue>> = Vec::new();
-        // Rows of a table copy, with their keys: written in key order apart (`write_copied`).
-        let mut copied: Vec<(&Vec<u8>, Vec<MyValue>)> = Vec::new();
-        let mut deletes: Vec<Vec<MyValue>> = Vec::new();
-        let mut stones: Vec<([u8; 16], [u8; 16])> = Vec::new();
-        for (key, op) in ops {
-            let pos = op.position().sort_key()?;
-            let known = Tombstones { key: tombs.get(&key_hash(key)).copied(), table: table_tomb };
-            let count = |changed: bool, counts: &mut ApplyCounts| match changed {
-                true => counts.written += 1,
-                false => counts.unchanged += 1,
-            };
-            match (decide(op, pos, stored.get(key), known, self.overwrite_equal, soft), op) {
-                (KeyAction::Stale, _) => counts.stale += 1,
-                (KeyAction::Upsert { changed }, RowOp::Upsert { row, hash, copied: from_copy, .. }) => {
-                    count(changed, counts);
-                    let mut p: Vec<MyValue> = row.iter().map(param).collect();
-                    p.push(MyValue::Bytes(pos.to_vec()));
-                    p.push(MyValue::Bytes(hash.to_vec()));
-                    if soft {
-                        p.push(MyValue::NULL);
-                    }
-                    match apart && *from_copy {
-                        true => copied.push((key, p)),
-                        false => upserts.push(p),
-                    }
-                }
-                (KeyAction::SoftDelete { changed }, RowOp::Delete { before, timestamp, .. }) => {
-                    count(changed, counts);
-                    let mut p: Vec<MyValue> = before.iter().map(param).collect();
-                    p.push(MyValue::Bytes(pos.to_vec()));
-                    p.push(MyValue::Bytes(row_hash(before).to_vec()));
-                    p.push(MyValue::Bytes(format_epoch(*timestamp as i64, 0, 6).into_bytes()));
-                    upserts.push(p);
-                }
-                (KeyAction::Delete { present }, RowOp::Delete { key: key_values, .. }) => {
-                    count(present, counts);
-                    if present {
-                        let mut p: Vec<MyValue> = key_values.iter().map(param).collect();
-                        p.push(MyValue::Bytes(pos.to_vec()));
-                        deletes.push(p);
-                    }
-                    stones.push((key_hash(key), pos));
-                }
-                (action, _) => return Err(Error::internal(format!("{action:?} decided for another kind of change"))),
-            }
-        }
-        // 3. Write.
-        let upsert_width = schema.columns.len() + 2 + usize::from(soft);
+        let mut ops: Vec<(&Vec<u8>, &RowOp)> = t.ops.iter().collect();
         let overwrite = self.overwrite_equal;
-        self.chunked(deletes, schema.primary_key.len() + 1, &[], |n| st.delete(n), &format!("deleting from `{name}`"))
-            .await?;
+        if apart {
+            // In key order, so that each copy connection gets a range of its own.
+            ops.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let done = self.apply_copied(&st, schema, name, &ops, soft).await;
+            return match done {
+                Ok(c) => {
+                    *counts += c;
+                    Ok(())
+                }
+                Err(e) => Err(self.locate_rejected(e, t, name).await),
+            };
+        }
+        let conn = self.data().await?;
+        let d = read_and_decide(conn, &st, schema, name, &ops, soft, overwrite).await?;
+        *counts += d.counts;
+        // Copied rows in a batch with other changes go with them, in one transaction.
+        let upserts = d.upserts;
+        let upsert_width = schema.columns.len() + 2 + usize::from(soft);
+        self.chunked(
+            d.deletes,
+            schema.primary_key.len() + 1,
+            &[],
+            |n| st.delete(n),
+            &format!("deleting from `{name}`"),
+        )
+        .await?;
         let written = self
             .chunked(upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`"))
             .await;
         if let Err(e) = written {
             return Err(self.locate_rejected(e, t, name).await);
         }
-        if !copied.is_empty() {
-            copied.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let rows = copied.into_iter().map(|(_, p)| p).collect();
-            let sql = |n| st.upsert(n, overwrite);
-            if let Err(e) = self.write_copied(rows, upsert_width, &sql, &format!("writing to `{name}`")).await {
-                return Err(self.locate_rejected(e, t, name).await);
-            }
-        }
-        self.write_tombstones(&st, name, stones).await?;
+        self.write_tombstones(&st, name, d.stones).await?;
         Ok(())
     }
 
