@@ -7,6 +7,12 @@
 //!   batches cover. Everything applied since the previous commit and the
 //!   offset must become durable **atomically**: after a crash the target holds
 //!   either all of it or none of it.
+//! - The one exception: a batch that holds nothing but rows a table copy read
+//!   (`RowOp::Upsert { copied: true, .. }`; the writer never batches them with
+//!   source transactions) may become durable before its commit, in parts. Such
+//!   rows belong to no source transaction and their positions alone decide
+//!   whether they apply, so after a crash they are applied again as stale or
+//!   equal rows.
 //! - [`Sink::applied_offset`] returns the offset of the last commit. The writer
 //!   resumes right after it; a sink must never report an offset whose changes
 //!   are not durable, and the stored offset never moves backward.

@@ -31,7 +31,9 @@
 //! as long as the buffer keeps events that could be replayed.
 //!
 //! The applied offset is written to `_binferry_state` in the same transaction
-//! as the rows ([`Sink`] contract). Tables are created on a separate
+//! as the rows ([`Sink`] contract), except for a batch of rows a table copy read:
+//! those are applied in parts on `copy_connections` connections of their own,
+//! each part committed before the offset (the contract's exception). Tables are created on a separate
 //! connection, because DDL would implicitly commit the open data transaction.
 //! Values travel as binary-protocol parameters: floats keep their exact bits
 //! and nothing needs escaping.
@@ -101,7 +103,7 @@ pub struct MysqlSinkSettings {
     on_drop: DropMode,
     /// Which buffer stream this sink applies: its row in `_binferry_state`.
     stream: String,
-    /// Connections that write a table copy's rows at once (`rows::write_copied`).
+    /// Connections that apply a table copy's rows at once (`MysqlSink::apply_copied`).
     copy_connections: usize,
 }
 
@@ -381,7 +383,7 @@ impl Sink for MysqlSink {
     async fn apply(&mut self, batch: &Batch) -> Result<BatchCounts> {
         self.begin().await?;
         let mut out = BatchCounts::default();
-        // Only a batch of nothing but copied rows is written apart (`rows::write_copied`): a
+        // Only a batch of nothing but copied rows is applied apart (`apply_copied`): a
         // source transaction in it must not become visible after them.
         let apart = batch
             .tables()

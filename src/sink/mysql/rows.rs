@@ -308,8 +308,7 @@ impl MysqlSink {
         let conn = self.data().await?;
         let d = read_and_decide(conn, &st, schema, name, &ops, soft, overwrite).await?;
         *counts += d.counts;
-        // Copied rows in a batch with other changes go with them, in one transaction.
-        let upserts = d.upserts;
+        // Copied rows in a batch with other changes go with them, in its transaction.
         let upsert_width = schema.columns.len() + 2 + usize::from(soft);
         self.chunked(
             d.deletes,
@@ -320,7 +319,7 @@ impl MysqlSink {
         )
         .await?;
         let written = self
-            .chunked(upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`"))
+            .chunked(d.upserts, upsert_width, &[], |n| st.upsert(n, overwrite), &format!("writing to `{name}`"))
             .await;
         if let Err(e) = written {
             return Err(self.locate_rejected(e, t, name).await);
