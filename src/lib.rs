@@ -65,6 +65,7 @@
 //! The `binferry` binary (`main.rs`) is the command line on top.
 
 pub mod alerts;
+pub(crate) mod bigquery_api;
 pub mod buffer;
 pub mod check;
 pub mod config;

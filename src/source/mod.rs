@@ -36,6 +36,8 @@ mod binlog_status;
 mod hashes;
 pub mod preflight;
 
+#[allow(dead_code)] // wired into `run` by the BigQuery source driver (#18, next step)
+pub(crate) mod bigquery;
 mod snapshot;
 mod table_map;
 

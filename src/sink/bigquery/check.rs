@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use super::BigQuerySinkSettings;
-use super::client::{Api, Auth};
+use crate::bigquery_api::{Api, Auth, Side};
 use crate::error::{Error, Result};
 
 /// Preflight of a BigQuery target: credentials work, the dataset exists or can be created,
 /// and query jobs run. An `Err` means the check could not run at all.
 pub async fn check(settings: &BigQuerySinkSettings) -> Result<crate::check::Report> {
     let s = settings;
-    let api = Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await?;
+    let api =
+        Api::connect(Side::Target, &s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await?;
     let endpoint = match &s.auth {
         Auth::Emulator(url) => format!(" at {url}"),
         _ => String::new(),

@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use super::client::Api;
 use super::sql::{DELETED_AT, HASH, column_name, ident};
 use super::state::cells;
 use super::{BigQuerySinkSettings, registry};
+use crate::bigquery_api::{Api, Side};
 use crate::drift::TableHashes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
@@ -52,6 +52,7 @@ pub async fn table_hashes(settings: &BigQuerySinkSettings, schema: &TableSchema)
         .with_hint("compare this table by count and sums for now, or resync it"));
     }
     let api = Api::connect(
+        Side::Target,
         &settings.auth,
         &settings.project,
         settings.location.as_deref(),

@@ -54,7 +54,6 @@
 //! Raise `merge_interval_secs` to trade latency for fewer jobs.
 
 mod check;
-mod client;
 mod hashes;
 mod registry;
 mod rows;
@@ -75,6 +74,7 @@ pub use sql::{
 };
 
 use super::{ApplyCounts, BatchCounts, Sink, TableState};
+use crate::bigquery_api::{Api, Auth, Side};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::batch::{Batch, RowOp};
@@ -84,7 +84,6 @@ use crate::schema::{TableRef, TableSchema};
 use crate::table_options::{DeleteMode, TableRules};
 use crate::telemetry::Stats;
 pub use check::check;
-use client::{Api, Auth};
 pub use registry::{read_status, run_ended, run_started};
 use rows::{RowContext, changelog_row, now_text};
 use schedule::{MergeSchedule, When};
@@ -254,8 +253,10 @@ impl BigQuerySink {
     async fn api(&mut self) -> Result<Api> {
         if self.api.is_none() {
             let s = &self.settings;
-            self.api =
-                Some(Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await?);
+            self.api = Some(
+                Api::connect(Side::Target, &s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats))
+                    .await?,
+            );
         }
         self.api.clone().ok_or_else(|| Error::internal("no BigQuery client"))
     }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use super::BigQuerySinkSettings;
-use super::client::Api;
 use super::sql::{COMMITS, RUNS, STOPPED, string};
 use super::state::cells;
+use crate::bigquery_api::{Api, Side};
 use crate::error::Result;
 use crate::status::{RunOutcome, RunRecord, StoppedTable, StreamState, TargetState};
 
@@ -17,7 +17,7 @@ const RUNS_SHOWN: usize = 5;
 const TIME: &str = "'%Y-%m-%d %H:%M:%S'";
 
 async fn api(s: &BigQuerySinkSettings) -> Result<Api> {
-    Api::connect(&s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await
+    Api::connect(Side::Target, &s.auth, &s.project, s.location.as_deref(), s.timeout, Arc::clone(&s.stats)).await
 }
 
 /// Whether the dataset has `table` (bookkeeping tables appear with the first run).

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
-use super::client::Api;
 use super::sql::{LabelRange, Names, TableShape};
+use crate::bigquery_api::Api;
 use crate::error::Result;
 
 /// How often expired changelog rows are removed (one job for the whole dataset).

@@ -6,11 +6,11 @@ use std::collections::BTreeSet;
 
 use tracing::{debug, warn};
 
-use super::client::Api;
 use super::rows::now_text;
 use super::sql::{self, BARRIERS, COMMITS, STATE, STOPPED, TABLES};
 use super::sql::{TableShape, string};
 use super::{BigQuerySink, Managed};
+use crate::bigquery_api::Api;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableRef;
 use crate::sink::{BarrierPhase, TableState};

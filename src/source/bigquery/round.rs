@@ -1,0 +1,302 @@
+//! One table's part of a round: its summary at the round's timestamp, then the rows to
+//! apply, a page at a time (I/O around the pure parts in `sql`, `summary` and `values`).
+
+use gcp_bigquery_client::model::table_row::TableRow;
+
+use super::sql::{TableSql, bucket_digits};
+use super::summary::{Changed, Summary, SummaryRow};
+use super::table::BqTable;
+use super::values::decode;
+use crate::bigquery_api::{Api, Pages, Param};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Value;
+
+/// Rows per page of a round's result: small enough that a page of wide rows stays a few
+/// megabytes in memory, large enough that paging costs little next to the query.
+const PAGE_ROWS: i32 = 5_000;
+
+/// A row a round found changed: its values at the round's timestamp in table column order,
+/// or, for a row deleted since the previous round, its key (other columns `Null`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct RowChange {
+    pub(crate) deleted: bool,
+    pub(crate) values: Vec<Value>,
+}
+
+/// What one round reads of one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Nothing changed.
+    Nothing,
+    /// The rows that differ from the previous round, at timestamp `prev` (µs).
+    Changes { prev: i64, buckets: Option<Vec<String>> },
+    /// Every row: the table's first round, or its previous state is out of reach.
+    Everything,
+}
+
+/// One table's part of a round at timestamp `now` (µs since the epoch).
+pub(crate) struct TableRound<'a> {
+    api: &'a Api,
+    table: &'a BqTable,
+    now: i64,
+}
+
+impl<'a> TableRound<'a> {
+    pub(crate) fn new(api: &'a Api, table: &'a BqTable, now: i64) -> Self {
+        TableRound { api, table, now }
+    }
+
+    /// The table's summary at `now`, with as many bucket digits as `prev` used, unless the
+    /// table's size now suits another layout (re-bucketing renames every bucket, so that
+    /// round reads all the differences: correct, and rare, since the layouts are 16-fold apart).
+    pub(crate) async fn summary(&self, prev: Option<&Summary>) -> Result<Summary> {
+        let digits = prev.map(|p| p.digits).unwrap_or(1);
+        let summary = self.summary_with(digits).await?;
+        let fits = bucket_digits(summary.rows());
+        if fits == digits { Ok(summary) } else { self.summary_with(fits).await }
+    }
+
+    async fn summary_with(&self, digits: u32) -> Result<Summary> {
+        let sql = TableSql::new(self.table).summary(digits);
+        let mut pages = self.api.query_pages(&sql, &[Param::Int64("now", self.now)], PAGE_ROWS).await?;
+        let mut rows: Vec<SummaryRow> = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            for row in page {
+                let cells = cells(&row);
+                let text = |i: usize| cells.get(i).and_then(|c| c.as_str()).unwrap_or_default();
+                let int = |i: usize| -> Result<i64> {
+                    text(i).parse().map_err(|_| {
+                        Error::new(
+                            ErrorKind::Decode,
+                            format!("summary of {}: cell {i} is {:?}", self.table.name, text(i)),
+                        )
+                    })
+                };
+                rows.push((text(0).to_string(), int(1)? as u64, int(2)? as u64, int(3)?));
+            }
+        }
+        Summary::from_rows(&self.table.table_ref(), digits, rows)
+    }
+
+    /// What this round must read of the table, given the previous round's timestamp and
+    /// summary (none on the table's first round) and this round's summary.
+    pub(crate) fn plan(prev: Option<(i64, &Summary)>, now: &Summary) -> Read {
+        match prev {
+            None => Read::Everything,
+            Some((at, before)) => match now.changed_since(before) {
+                Changed::Nothing => Read::Nothing,
+                Changed::Buckets(b) => Read::Changes { prev: at, buckets: Some(b) },
+                Changed::All => Read::Changes { prev: at, buckets: None },
+            },
+        }
+    }
+
+    /// Start reading what `read` names; the rows come a page at a time from [`Changes`].
+    pub(crate) async fn read(&self, read: &Read, digits: u32) -> Result<Option<Changes<'a>>> {
+        let sql = TableSql::new(self.table);
+        let mut params = vec![Param::Int64("now", self.now)];
+        let text = match read {
+            Read::Nothing => return Ok(None),
+            Read::Everything => sql.rows(digits, false),
+            Read::Changes { prev, buckets } => {
+                params.push(Param::Int64("prev", *prev));
+                if let Some(b) = buckets {
+                    params.push(Param::Strings("buckets", b.clone()));
+                }
+                sql.changes(digits, buckets.is_some())
+            }
+        };
+        let pages = self.api.query_pages(&text, &params, PAGE_ROWS).await?;
+        Ok(Some(Changes { table: self.table, pages }))
+    }
+}
+
+/// The changed rows of one table, a page at a time.
+pub(crate) struct Changes<'a> {
+    table: &'a BqTable,
+    pages: Pages<'a>,
+}
+
+impl Changes<'_> {
+    /// The next page of changes, `None` after the last.
+    pub(crate) async fn next_page(&mut self) -> Result<Option<Vec<RowChange>>> {
+        let Some(page) = self.pages.next_page().await? else { return Ok(None) };
+        page.iter().map(|row| self.decode_row(row)).collect::<Result<Vec<_>>>().map(Some)
+    }
+
+    /// Bytes BigQuery scanned for the query (what real BigQuery bills), when it says.
+    pub(crate) fn bytes_processed(&self) -> Option<u64> {
+        self.pages.bytes_processed
+    }
+
+    fn decode_row(&self, row: &TableRow) -> Result<RowChange> {
+        let cells = cells(row);
+        let columns = &self.table.columns;
+        if cells.len() != columns.len() + 1 {
+            return Err(Error::new(
+                ErrorKind::Decode,
+                format!(
+                    "BigQuery table {}.{}: a result row has {} cells, expected {}",
+                    self.table.dataset,
+                    self.table.name,
+                    cells.len(),
+                    columns.len() + 1
+                ),
+            ));
+        }
+        let deleted = cells[0].as_str() == Some("true");
+        let values = columns
+            .iter()
+            .zip(&cells[1..])
+            .map(|(c, cell)| decode(&c.ty, cell, &c.name))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|e| e.with_table(self.table.table_ref()))?;
+        Ok(RowChange { deleted, values })
+    }
+}
+
+fn cells(row: &TableRow) -> Vec<serde_json::Value> {
+    row.columns
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.value.clone().unwrap_or(serde_json::Value::Null))
+        .collect()
+}
+
+/// Against the BigQuery emulator that scripts/test.sh starts (`BINFERRY_BQ_PORT`, default
+/// 19050): each test makes its own dataset and drops it.
+#[cfg(test)]
+mod emulator_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bigquery_api::{Auth, Side};
+
+    struct Dataset {
+        api: Api,
+        name: String,
+    }
+
+    impl Dataset {
+        async fn new(prefix: &str) -> Dataset {
+            let port: u16 = std::env::var("BINFERRY_BQ_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19050);
+            let auth = Auth::Emulator(format!("http://127.0.0.1:{port}/bigquery/v2"));
+            let api = Api::connect(Side::Source, &auth, "binferry-test", None, Duration::from_secs(60), Arc::default())
+                .await
+                .expect("the BigQuery emulator answers (scripts/bigquery.sh start)");
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+            let name = format!("{prefix}_{}_{nanos}", std::process::id());
+            api.query(&format!("CREATE SCHEMA `{name}`")).await.unwrap();
+            Dataset { api, name }
+        }
+
+        async fn run(&self, sql: &str) {
+            self.api.query(&sql.replace("DS", &self.name)).await.unwrap();
+        }
+
+        async fn now(&self) -> i64 {
+            let rows = self.api.query(crate::source::bigquery::sql::NOW).await.unwrap();
+            cells(&rows[0])[0].as_str().unwrap().parse().unwrap()
+        }
+
+        async fn table(&self, name: &str) -> BqTable {
+            let resource = self.api.table_resource(&self.name, name).await.unwrap();
+            BqTable::from_resource(&resource, None).unwrap()
+        }
+
+        async fn drop(self) {
+            self.api.query(&format!("DROP SCHEMA `{}` CASCADE", self.name)).await.unwrap();
+        }
+    }
+
+    async fn read_all(round: &TableRound<'_>, read: &Read, digits: u32) -> Vec<RowChange> {
+        let mut out = Vec::new();
+        if let Some(mut changes) = round.read(read, digits).await.unwrap() {
+            while let Some(page) = changes.next_page().await.unwrap() {
+                out.extend(page);
+            }
+        }
+        out.sort_by_key(|c| match c.values[0] {
+            Value::Int(i) => i,
+            _ => i64::MAX,
+        });
+        out
+    }
+
+    fn row(deleted: bool, id: i64, name: Option<&str>, price: Option<&str>) -> RowChange {
+        let text = |v: Option<&str>, f: fn(String) -> Value| v.map(|s| f(s.to_string())).unwrap_or(Value::Null);
+        RowChange { deleted, values: vec![Value::Int(id), text(name, Value::Text), text(price, Value::Decimal)] }
+    }
+
+    #[tokio::test]
+    async fn rounds_find_exactly_the_rows_that_changed() {
+        let ds = Dataset::new("round").await;
+        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
+            .await;
+        ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5), (2, 'stew', 2.25), (3, 'pie', NULL)").await;
+        let table = ds.table("recipes").await;
+
+        // First round: everything.
+        let t1 = ds.now().await;
+        let round = TableRound::new(&ds.api, &table, t1);
+        let s1 = round.summary(None).await.unwrap();
+        assert_eq!((s1.digits, s1.rows()), (1, 3));
+        let read = TableRound::plan(None, &s1);
+        assert_eq!(read, Read::Everything);
+        assert_eq!(
+            read_all(&round, &read, s1.digits).await,
+            vec![
+                row(false, 1, Some("soup"), Some("1.50")),
+                row(false, 2, Some("stew"), Some("2.25")),
+                row(false, 3, Some("pie"), None)
+            ]
+        );
+
+        // An UPDATE, a DELETE, an INSERT and an UPDATE that changes nothing.
+        ds.run("UPDATE DS.recipes SET price = 2.5 WHERE id = 2").await;
+        ds.run("DELETE FROM DS.recipes WHERE id = 3").await;
+        ds.run("INSERT INTO DS.recipes VALUES (4, 'tart', 4)").await;
+        ds.run("UPDATE DS.recipes SET name = 'soup' WHERE id = 1").await;
+        let t2 = ds.now().await;
+        let round = TableRound::new(&ds.api, &table, t2);
+        let s2 = round.summary(Some(&s1)).await.unwrap();
+        let read = TableRound::plan(Some((t1, &s1)), &s2);
+        assert!(matches!(read, Read::Changes { .. }), "{read:?}");
+        assert_eq!(
+            read_all(&round, &read, s2.digits).await,
+            vec![
+                row(false, 2, Some("stew"), Some("2.50")),
+                row(true, 3, None, None),
+                row(false, 4, Some("tart"), Some("4.00"))
+            ]
+        );
+        // Unfiltered, the same rows.
+        let all = Read::Changes { prev: t1, buckets: None };
+        assert_eq!(read_all(&round, &all, s2.digits).await.len(), 3);
+
+        // Nothing since: the summary says so, and nothing is read.
+        let t3 = ds.now().await;
+        let round = TableRound::new(&ds.api, &table, t3);
+        let s3 = round.summary(Some(&s2)).await.unwrap();
+        assert_eq!(TableRound::plan(Some((t2, &s2)), &s3), Read::Nothing);
+        // A round is one moment: reading at t1 still shows the first state.
+        let back = TableRound::new(&ds.api, &table, t1);
+        assert_eq!(read_all(&back, &Read::Everything, 1).await.len(), 3);
+        ds.drop().await;
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_key_is_reported_with_the_table() {
+        let ds = Dataset::new("dupkey").await;
+        ds.run("CREATE TABLE DS.t (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED)").await;
+        ds.run("INSERT INTO DS.t VALUES (1, 'a'), (1, 'b')").await;
+        let table = ds.table("t").await;
+        let now = ds.now().await;
+        let e = TableRound::new(&ds.api, &table, now).summary(None).await.unwrap_err();
+        assert!(e.to_string().contains("share a key"), "{e}");
+        assert_eq!(e.table().map(|t| t.name.as_str()), Some("t"));
+        ds.drop().await;
+    }
+}

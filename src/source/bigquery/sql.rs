@@ -1,0 +1,236 @@
+//! The SQL of a round, as text: pure, so each statement is pinned by a test and the same text
+//! runs on real BigQuery and on the emulator (../shared/INFRA.md lists what the emulator
+//! accepts; everything here is standard GoogleSQL).
+//!
+//! Three statements read a table at the round's timestamp (`FOR SYSTEM_TIME AS OF`, so every
+//! table of a round shows one moment):
+//! - [`TableSql::summary`]: per bucket of keys, the row count, the count of distinct keys (a
+//!   duplicate key is an error, BigQuery does not enforce keys) and the XOR of the rows'
+//!   hashes. Compared with the previous round's, it names the buckets that changed.
+//! - [`TableSql::changes`]: the rows whose hash differs between the previous round's timestamp
+//!   and this one's, in the changed buckets: new and changed rows with all their values,
+//!   deleted rows with their key. BigQuery's time travel supplies the previous round's
+//!   hashes, so binferry keeps no per-row state, and only BigQuery hashes are ever compared.
+//! - [`TableSql::rows`]: every row, for a table's first round.
+//!
+//! Output layout, shared by `changes` and `rows`: `_deleted` (BOOL), then one value per
+//! column in table order (`_c0`, `_c1`, ...), each in the form [`super::values::decode`]
+//! reads. Positional aliases keep a converted value (`UNIX_MICROS(ts) AS _c3`) from ever
+//! shadowing the column that the row hash reads.
+//!
+//! Parameters are named (`@now`, `@prev` in microseconds since the epoch, `@buckets`): the
+//! emulator binds positional ones in the wrong order.
+
+use super::table::{BqTable, BqType};
+
+/// Buckets are the first `digits` hex digits of the MD5 of a row's key, so 16^digits of them.
+pub(crate) const MAX_BUCKET_DIGITS: u32 = 3;
+
+/// How many hex digits name a bucket for a table of `rows` rows: about 256 rows per bucket,
+/// at most 4,096 buckets. More buckets find fewer changed rows per changed bucket, but the
+/// summary of every round returns one row per bucket and the checkpoint keeps them all.
+pub(crate) fn bucket_digits(rows: u64) -> u32 {
+    match rows {
+        0..=4_096 => 1,
+        4_097..=65_536 => 2,
+        _ => MAX_BUCKET_DIGITS,
+    }
+}
+
+/// A GoogleSQL quoted identifier.
+pub(crate) fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+/// The statements of one table.
+pub(crate) struct TableSql<'a> {
+    table: &'a BqTable,
+}
+
+impl<'a> TableSql<'a> {
+    pub(crate) fn new(table: &'a BqTable) -> Self {
+        TableSql { table }
+    }
+
+    fn path(&self) -> String {
+        let t = self.table;
+        format!("{}.{}.{}", ident(&t.project), ident(&t.dataset), ident(&t.name))
+    }
+
+    fn as_of(&self, param: &str) -> String {
+        format!("{} FOR SYSTEM_TIME AS OF TIMESTAMP_MICROS(@{param})", self.path())
+    }
+
+    /// `STRUCT(a AS a, ...)` of some columns, as JSON text. The aliases matter: without them
+    /// the emulator writes empty field names.
+    fn json_of(&self, columns: impl Iterator<Item = usize>) -> String {
+        let fields: Vec<String> = columns
+            .map(|i| {
+                let c = ident(&self.table.columns[i].name);
+                format!("{c} AS {c}")
+            })
+            .collect();
+        format!("TO_JSON_STRING(STRUCT({}))", fields.join(", "))
+    }
+
+    /// The row's key as JSON text: what buckets and the diff's join use (it handles composite
+    /// keys and NULLs alike).
+    fn key_json(&self) -> String {
+        self.json_of(self.table.key.iter().copied())
+    }
+
+    /// The row hash: MD5 of the whole row as JSON text, in hex.
+    fn row_hash(&self) -> String {
+        format!("TO_HEX(MD5({}))", self.json_of(0..self.table.columns.len()))
+    }
+
+    fn bucket(&self, digits: u32) -> String {
+        format!("SUBSTR(TO_HEX(MD5({})), 1, {digits})", self.key_json())
+    }
+
+    /// Column `i` in the form that travels exactly over REST (see [`super::values`]).
+    fn value(&self, i: usize) -> String {
+        let c = ident(&self.table.columns[i].name);
+        match self.table.columns[i].ty {
+            BqType::Timestamp => format!("UNIX_MICROS({c})"),
+            BqType::Json | BqType::Nested => format!("TO_JSON_STRING({c})"),
+            BqType::Geography => format!("ST_ASTEXT({c})"),
+            _ => c,
+        }
+    }
+
+    fn values(&self, columns: impl Iterator<Item = usize>) -> Vec<String> {
+        columns.map(|i| format!("{} AS _c{i}", self.value(i))).collect()
+    }
+
+    fn bucket_filter(&self, digits: u32, buckets: bool) -> String {
+        if buckets { format!(" WHERE {} IN UNNEST(@buckets)", self.bucket(digits)) } else { String::new() }
+    }
+
+    /// Per bucket: `_b` (hex text), `_n` rows, `_k` distinct keys, `_x` XOR of the first 60
+    /// bits of the row hashes. Parameter `@now`.
+    pub(crate) fn summary(&self, digits: u32) -> String {
+        format!(
+            "SELECT SUBSTR(TO_HEX(MD5(_kj)), 1, {digits}) AS _b, COUNT(*) AS _n, COUNT(DISTINCT _kj) AS _k, \
+             BIT_XOR(CAST(CONCAT('0x', SUBSTR(_h, 1, 15)) AS INT64)) AS _x \
+             FROM (SELECT {} AS _kj, {} AS _h FROM {}) GROUP BY _b",
+            self.key_json(),
+            self.row_hash(),
+            self.as_of("now")
+        )
+    }
+
+    /// The rows that differ between `@prev` and `@now`, in the layout of the module docs.
+    /// With `buckets`, only keys in the buckets of parameter `@buckets`.
+    pub(crate) fn changes(&self, digits: u32, buckets: bool) -> String {
+        let n = self.table.columns.len();
+        let filter = self.bucket_filter(digits, buckets);
+        let out: Vec<String> =
+            (0..n)
+                .map(|i| {
+                    if self.table.is_key(i) {
+                        format!("COALESCE(n._c{i}, o._c{i}) AS _c{i}")
+                    } else {
+                        format!("n._c{i}")
+                    }
+                })
+                .collect();
+        format!(
+            "SELECT n._kj IS NULL AS _deleted, {} \
+             FROM (SELECT {}, {} AS _kj, {} AS _h FROM {}{filter}) AS n \
+             FULL OUTER JOIN (SELECT {}, {} AS _kj, {} AS _h FROM {}{filter}) AS o \
+             ON n._kj = o._kj WHERE n._h IS DISTINCT FROM o._h",
+            out.join(", "),
+            self.values(0..n).join(", "),
+            self.key_json(),
+            self.row_hash(),
+            self.as_of("now"),
+            self.values(self.table.key.iter().copied()).join(", "),
+            self.key_json(),
+            self.row_hash(),
+            self.as_of("prev"),
+        )
+    }
+
+    /// Every row at `@now` (with `buckets`, of the buckets in `@buckets`), in the layout of
+    /// the module docs.
+    pub(crate) fn rows(&self, digits: u32, buckets: bool) -> String {
+        format!(
+            "SELECT FALSE AS _deleted, {} FROM {}{}",
+            self.values(0..self.table.columns.len()).join(", "),
+            self.as_of("now"),
+            self.bucket_filter(digits, buckets)
+        )
+    }
+}
+
+/// The round's timestamp, from BigQuery's own clock, in microseconds.
+pub(crate) const NOW: &str = "SELECT UNIX_MICROS(CURRENT_TIMESTAMP()) AS now";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::bigquery::table::BqColumn;
+
+    fn table() -> BqTable {
+        let col = |name: &str, ty: BqType| BqColumn { name: name.into(), ty, required: false };
+        BqTable {
+            project: "p".into(),
+            dataset: "shop".into(),
+            name: "recipe`s".into(),
+            columns: vec![
+                col("id", BqType::Int64),
+                col("at", BqType::Timestamp),
+                col("tags", BqType::Nested),
+                col("g", BqType::Geography),
+            ],
+            key: vec![0],
+        }
+    }
+
+    #[test]
+    fn identifiers_are_quoted_and_escaped() {
+        assert_eq!(ident("a"), "`a`");
+        assert_eq!(ident("we`ird\\"), "`we\\`ird\\\\`");
+    }
+
+    #[test]
+    fn the_statements_are_pinned() {
+        let t = table();
+        let sql = TableSql::new(&t);
+        let kj = "TO_JSON_STRING(STRUCT(`id` AS `id`))";
+        let h = "TO_HEX(MD5(TO_JSON_STRING(STRUCT(`id` AS `id`, `at` AS `at`, `tags` AS `tags`, `g` AS `g`))))";
+        let from = |p: &str| format!("`p`.`shop`.`recipe\\`s` FOR SYSTEM_TIME AS OF TIMESTAMP_MICROS(@{p})");
+        assert_eq!(
+            sql.summary(2),
+            format!(
+                "SELECT SUBSTR(TO_HEX(MD5(_kj)), 1, 2) AS _b, COUNT(*) AS _n, COUNT(DISTINCT _kj) AS _k, \
+                 BIT_XOR(CAST(CONCAT('0x', SUBSTR(_h, 1, 15)) AS INT64)) AS _x \
+                 FROM (SELECT {kj} AS _kj, {h} AS _h FROM {}) GROUP BY _b",
+                from("now")
+            )
+        );
+        let values = "`id` AS _c0, UNIX_MICROS(`at`) AS _c1, TO_JSON_STRING(`tags`) AS _c2, ST_ASTEXT(`g`) AS _c3";
+        let filter = format!(" WHERE SUBSTR(TO_HEX(MD5({kj})), 1, 2) IN UNNEST(@buckets)");
+        assert_eq!(
+            sql.changes(2, true),
+            format!(
+                "SELECT n._kj IS NULL AS _deleted, COALESCE(n._c0, o._c0) AS _c0, n._c1, n._c2, n._c3 \
+                 FROM (SELECT {values}, {kj} AS _kj, {h} AS _h FROM {}{filter}) AS n \
+                 FULL OUTER JOIN (SELECT `id` AS _c0, {kj} AS _kj, {h} AS _h FROM {}{filter}) AS o \
+                 ON n._kj = o._kj WHERE n._h IS DISTINCT FROM o._h",
+                from("now"),
+                from("prev")
+            )
+        );
+        assert_eq!(sql.rows(1, false), format!("SELECT FALSE AS _deleted, {values} FROM {}", from("now")));
+        assert!(sql.changes(1, false).matches("WHERE").count() == 1);
+    }
+
+    #[test]
+    fn buckets_grow_with_the_table_up_to_4096() {
+        for (rows, digits) in [(0, 1), (4_096, 1), (4_097, 2), (65_536, 2), (65_537, 3), (u64::MAX, 3)] {
+            assert_eq!(bucket_digits(rows), digits, "{rows} rows");
+        }
+    }
+}
