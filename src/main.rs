@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use binferry::buffer::kafka::KafkaSettings;
 use binferry::buffer::kafka::check as kafka_check;
-use binferry::config::{BufferKind, Config, LogFormat};
+use binferry::config::{BufferKind, Config, LogFormat, SourceKind};
 
 /// mimalloc instead of glibc malloc: the pipeline allocates and frees many small values on
 /// several threads, and glibc's allocator took about 30 % of catch-up CPU (BENCHMARKS.md).
@@ -20,6 +20,7 @@ use binferry::retry::Backoff;
 use binferry::shutdown::Shutdown;
 use binferry::sink::TargetSettings;
 use binferry::sink::mysql::MysqlSink;
+use binferry::source::bigquery::BigQuerySourceSettings;
 use binferry::source::{SourceSettings, preflight};
 
 /// Streaming CDC replicator: MySQL/MariaDB binlog → durable buffer → target, exactly-once effect.
@@ -247,10 +248,15 @@ fn init_logging(format: LogFormat) {
 /// The preflight report of every server the pipeline uses; an `Err` is a check that could
 /// not run (a server that does not answer, a login refused).
 async fn preflight(config: &Config) -> Result<Vec<Result<preflight::Report>>> {
-    let source = SourceSettings::from_config(config)?;
     let target = TargetSettings::from_config(config)?;
-    let caps = preflight::TargetCaps { keyless_tables: matches!(target, TargetSettings::Mysql(_)) };
-    let mut reports = vec![preflight::check_source(&source, caps).await];
+    let mut reports = vec![match config.source.kind {
+        SourceKind::Mysql => {
+            let source = SourceSettings::from_config(config)?;
+            let caps = preflight::TargetCaps { keyless_tables: matches!(target, TargetSettings::Mysql(_)) };
+            preflight::check_source(&source, caps).await
+        }
+        SourceKind::Bigquery => binferry::source::bigquery::check(&BigQuerySourceSettings::from_config(config)?).await,
+    }];
     if config.buffer.kind == BufferKind::Kafka {
         reports.push(kafka_check::check(&KafkaSettings::from_config(config)?).await);
     }

@@ -62,6 +62,19 @@ impl Position {
     }
 }
 
+impl Position {
+    /// The position of the `row`th record of round `round` of the BigQuery source, whose
+    /// timestamp is `at` (µs since the epoch). Rounds count up from 1 and their timestamps
+    /// increase, so positions order by round, then by place in the round. The file base
+    /// `bigquery-round` never compares with a binlog's.
+    pub fn of_round(round: u32, at: i64, row: u32) -> Position {
+        Position { file: format!("{ROUND_FILE_BASE}.{round:06}"), offset: at.max(0) as u64, row }
+    }
+}
+
+/// The file base of [`Position::of_round`].
+pub const ROUND_FILE_BASE: &str = "bigquery-round";
+
 impl PartialOrd for Position {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         let (base_a, seq_a) = self.file_parts()?;
@@ -137,6 +150,36 @@ pub struct SourceCheckpoint {
     pub gtid: Option<Gtid>,
     /// Progress of the initial snapshot.
     pub snapshot: SnapshotProgress,
+    /// The BigQuery source's last complete round (`source.kind = "bigquery"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<RoundCheckpoint>,
+}
+
+/// Where the BigQuery source is: its last round whose changes are all in the buffer, and what
+/// each table looked like then. A round reads what changed since this one's timestamp.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundCheckpoint {
+    /// The round's number (from 1).
+    pub round: u32,
+    /// Its timestamp, µs since the epoch: every table was read as of this moment.
+    pub at: i64,
+    /// Each table's summary at that round, by `dataset.table`.
+    pub tables: BTreeMap<String, TableSummary>,
+    /// Tables the source stopped (a type MySQL cannot hold, no key), by `dataset.table`,
+    /// with the reason: the stop is sent once, not every round.
+    #[serde(default)]
+    pub stopped: BTreeMap<String, String>,
+}
+
+/// A warehouse table at one round: the version of its schema and its bucket summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSummary {
+    /// [`crate::schema::TableSchema::version`] of the shape it was read with: another shape is read whole.
+    pub schema_version: u64,
+    /// Hex digits of a bucket's name (16^digits buckets of keys).
+    pub digits: u32,
+    /// Non-empty buckets by name: (rows, XOR of the first 60 bits of their row hashes).
+    pub buckets: BTreeMap<String, (u64, i64)>,
 }
 
 /// Which tables the initial snapshot has copied, and at which binlog position.

@@ -22,7 +22,7 @@ pub use buffer::{BufferConfig, BufferKind, EmbeddedBufferConfig, KafkaBufferConf
 pub use secret::Secret;
 pub(crate) use secret::{resolve_password, warn_if_readable_by_others};
 pub use sink::{BigQuerySinkConfig, DropMode, MysqlSinkConfig, SinkConfig, SinkKind};
-pub use source::{SourceConfig, TlsConfig, TlsMode};
+pub use source::{BigQuerySourceConfig, SourceConfig, SourceKind, TlsConfig, TlsMode};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ pub const DEFAULT_KAFKA_REPLICATION_FACTOR: i32 = -1;
 pub const DEFAULT_BIGQUERY_TABLE_TEMPLATE: &str = "{db}_{table}";
 /// Seconds between two MERGE runs of a BigQuery sink stream (each run is one query job).
 pub const DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS: u64 = 5;
+/// Default seconds between the rounds of the BigQuery source.
+pub const DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS: u64 = 5;
 /// Seconds a BigQuery request may take before it counts as failed (and is retried).
 pub const DEFAULT_BIGQUERY_REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -275,6 +277,9 @@ fn default_bigquery_table_template() -> String {
 fn default_bigquery_merge_interval() -> u64 {
     DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS
 }
+fn default_bigquery_source_interval() -> u64 {
+    DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS
+}
 fn default_bigquery_request_timeout() -> u64 {
     DEFAULT_BIGQUERY_REQUEST_TIMEOUT_SECS
 }
@@ -347,6 +352,12 @@ impl Config {
         }
         if self.log.progress_interval_secs == 0 {
             return Err(invalid("log.progress_interval_secs", "must be at least 1"));
+        }
+        if self.source.kind == SourceKind::Bigquery && self.sink.kind != SinkKind::Mysql {
+            return Err(invalid(
+                "sink.kind",
+                "the BigQuery source mirrors tables into a MySQL/MariaDB target: set sink.kind = \"mysql\"",
+            ));
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! `[source]`: the MySQL/MariaDB server binferry reads, and TLS settings shared by every
-//! MySQL connection.
+//! `[source]`: the MySQL/MariaDB server binferry reads (or, with `kind = "bigquery"`, the
+//! BigQuery project), and TLS settings shared by every MySQL connection.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -13,6 +14,10 @@ use crate::table_filter::TableFilter;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// What binferry reads: `mysql` (a MySQL/MariaDB binlog, the default) or `bigquery`
+    /// (tables of a BigQuery project, diffed in rounds; `[source.bigquery]`).
+    #[serde(default)]
+    pub kind: SourceKind,
     /// Host name or IP address.
     #[serde(default = "super::default_host")]
     pub host: String,
@@ -20,6 +25,8 @@ pub struct SourceConfig {
     #[serde(default = "super::default_port")]
     pub port: u16,
     /// Replication user (needs REPLICATION SLAVE, BINLOG MONITOR / REPLICATION CLIENT, SELECT).
+    /// Required for `kind = "mysql"`.
+    #[serde(default)]
     pub user: String,
     /// Name of the environment variable holding the password.
     #[serde(default)]
@@ -31,7 +38,8 @@ pub struct SourceConfig {
     /// Default: derived from the pipeline name.
     #[serde(default)]
     pub server_id: Option<u32>,
-    /// Tables to replicate, as `database.table` glob patterns.
+    /// Tables to replicate, as `database.table` glob patterns (BigQuery: `dataset.table`,
+    /// with the dataset named, not a pattern).
     pub include: Vec<String>,
     /// Tables to leave out, as `database.table` glob patterns.
     #[serde(default)]
@@ -42,6 +50,87 @@ pub struct SourceConfig {
     /// `[source.tls]`: encryption of every connection to the source.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `[source.bigquery]`, for `kind = "bigquery"`.
+    #[serde(default)]
+    pub bigquery: Option<BigQuerySourceConfig>,
+}
+
+/// What binferry reads.
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// The row binlog of a MySQL or MariaDB server.
+    #[default]
+    Mysql,
+    /// Tables of a BigQuery project, diffed by row hash in rounds (docs/bigquery-source.md).
+    Bigquery,
+}
+
+/// `[source.bigquery]`: the warehouse binferry mirrors into a MySQL target.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigQuerySourceConfig {
+    /// Google Cloud project that holds the datasets and runs the query jobs.
+    pub project: String,
+    /// Location of the datasets and of the jobs, e.g. `US`, `EU`.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Service-account key file (JSON). Without it and without `endpoint`, application
+    /// default credentials are used (`GOOGLE_APPLICATION_CREDENTIALS`, metadata server).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// REST base URL of an emulator, e.g. `http://127.0.0.1:19050/bigquery/v2`. Requests to
+    /// it carry no credentials. Unset for Google's endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds from the start of one round to the start of the next (a round that takes
+    /// longer is followed at once).
+    #[serde(default = "super::default_bigquery_source_interval")]
+    pub interval_secs: u64,
+    /// Seconds a request (query job, page, table read) may take.
+    #[serde(default = "super::default_bigquery_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Key columns by `dataset.table`, for tables that declare no `PRIMARY KEY ... NOT
+    /// ENFORCED` (or to use other columns than the declared key).
+    #[serde(default)]
+    pub keys: BTreeMap<String, Vec<String>>,
+}
+
+impl BigQuerySourceConfig {
+    fn validate(&self) -> Result<()> {
+        let valid_project = !self.project.is_empty()
+            && self.project.len() <= 63
+            && self.project.bytes().all(|c| c.is_ascii_alphanumeric() || b"-:.".contains(&c));
+        if !valid_project {
+            return Err(invalid("source.bigquery.project", format!("{:?} is not a valid project id", self.project)));
+        }
+        if self.interval_secs == 0 {
+            return Err(invalid("source.bigquery.interval_secs", "must be at least 1"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(invalid("source.bigquery.request_timeout_secs", "must be at least 1"));
+        }
+        if let Some(e) = &self.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(invalid("source.bigquery.endpoint", format!("{e:?} must be an http:// or https:// URL")));
+        }
+        if self.endpoint.is_some() && self.credentials_file.is_some() {
+            return Err(invalid(
+                "source.bigquery.credentials_file",
+                "an emulator endpoint takes no credentials: set one of endpoint and credentials_file",
+            ));
+        }
+        for (table, columns) in &self.keys {
+            if table.split_once('.').is_none_or(|(d, t)| d.is_empty() || t.is_empty()) {
+                return Err(invalid("source.bigquery.keys", format!("{table:?} must name a table as `dataset.table`")));
+            }
+            if columns.is_empty() {
+                return Err(invalid("source.bigquery.keys", format!("{table:?} lists no key column")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[source.tls]`, `[sink.mysql.tls]`: how connections to a MySQL/MariaDB server are
@@ -126,11 +215,34 @@ impl SourceConfig {
             ));
         }
         TableFilter::new(&self.include, &self.exclude)?;
+        if self.kind == SourceKind::Bigquery {
+            let Some(bq) = &self.bigquery else {
+                return Err(invalid(
+                    "source.bigquery",
+                    "missing: source.kind = \"bigquery\" needs a [source.bigquery] section with `project`",
+                ));
+            };
+            for pattern in &self.include {
+                let dataset = pattern.split_once('.').map(|(d, _)| d).unwrap_or_default();
+                if dataset.is_empty() || dataset.contains(['*', '?', '[']) {
+                    return Err(invalid(
+                        "source.include",
+                        format!(
+                            "{pattern:?}: the BigQuery source reads named datasets: write `dataset.table` or `dataset.*`"
+                        ),
+                    ));
+                }
+            }
+            return bq.validate();
+        }
+        if self.bigquery.is_some() {
+            return Err(invalid("source.bigquery", "is read only with source.kind = \"bigquery\""));
+        }
         if self.server_id == Some(0) {
             return Err(invalid("source.server_id", "must not be 0 (the server refuses replicas with id 0)"));
         }
         if self.user.is_empty() {
-            return Err(invalid("source.user", "must not be empty"));
+            return Err(invalid("source.user", "missing: the MySQL/MariaDB user binferry replicates as"));
         }
         self.tls.validate("source.tls")
     }

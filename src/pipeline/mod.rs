@@ -27,14 +27,16 @@ pub use resync::{ResyncSummary, resync};
 pub use status::status;
 pub use verify::{TableVerdict, VerifyReport, verify};
 
+use crate::buffer::Journal;
 use crate::buffer::embedded::{EmbeddedBuffer, Retention};
 use crate::buffer::kafka::KafkaSettings;
 use crate::buffer::kafka::journal::KafkaJournal;
-use crate::config::{BufferKind, Config};
+use crate::config::{BufferKind, Config, SourceKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::shutdown::Shutdown;
 use crate::sink::TargetSettings;
 use crate::source::SourceSettings;
+use crate::source::bigquery::BigQuerySourceSettings;
 use crate::table_filter::TableFilter;
 use crate::telemetry::Stats;
 use crate::writer::{self, WriterSettings};
@@ -79,7 +81,7 @@ pub async fn run(config: &Config, role: Role, shutdown: Shutdown) -> Result<()> 
     let record = runs::RunRecord::start(&target, kind).await;
     let observers_stop = Shutdown::new();
     let alerter = crate::alerts::Alerter::start(config, Arc::clone(&stats), observers_stop.clone())?;
-    if role.reads() {
+    if role.reads() && config.source.kind == SourceKind::Mysql {
         tokio::spawn(retention::watch(
             SourceSettings::from_config(config)?,
             Arc::clone(&stats),
@@ -127,7 +129,6 @@ async fn run_pipeline(
                 )
                 .with_hint("run without --role, or set buffer.kind = \"kafka\""));
             }
-            let source = SourceSettings::from_config(config)?;
             let buffer = Arc::new(open_buffer(config)?);
             info!(
                 pipeline = %config.pipeline.name,
@@ -135,13 +136,7 @@ async fn run_pipeline(
                 next_offset = buffer.next_offset(),
                 "pipeline starting"
             );
-            let source_task = tokio::spawn(crate::source::run(
-                source,
-                Arc::clone(&buffer),
-                Arc::clone(&stats),
-                source_shutdown,
-                inbox,
-            ));
+            let source_task = spawn_source(config, Arc::clone(&buffer), Arc::clone(&stats), source_shutdown, inbox)?;
             let writer_task = tokio::spawn(writer::run(
                 writer_settings(config)?,
                 Arc::clone(&buffer),
@@ -159,8 +154,7 @@ async fn run_pipeline(
             let source_task = match role.reads() {
                 true => {
                     let journal = Arc::new(KafkaJournal::new(kafka.clone())?.with_stats(Arc::clone(&stats)));
-                    let source = SourceSettings::from_config(config)?;
-                    Some(tokio::spawn(crate::source::run(source, journal, Arc::clone(&stats), source_shutdown, inbox)))
+                    Some(spawn_source(config, journal, Arc::clone(&stats), source_shutdown, inbox)?)
                 }
                 false => None,
             };
@@ -187,7 +181,9 @@ async fn run_pipeline(
                 backlog: Arc::clone(&backlog),
                 token: config.http.token()?,
                 reads: role.reads(),
-                control: role.reads().then_some(control),
+                // Resync runs through the binlog source; the BigQuery source reads every table
+                // whole again on its own when it must.
+                control: (role.reads() && config.source.kind == SourceKind::Mysql).then_some(control),
             };
             Some(http::serve(listener, endpoint, http_stop.clone()))
         }
@@ -208,6 +204,26 @@ async fn run_pipeline(
     }
     log_progress(backlog.as_ref(), &stats, None);
     result
+}
+
+/// Start the source `source.kind` names, appending to `journal`.
+fn spawn_source<B: Journal>(
+    config: &Config,
+    journal: Arc<B>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+    inbox: crate::source::Inbox,
+) -> Result<Task> {
+    Ok(match config.source.kind {
+        SourceKind::Mysql => {
+            let source = SourceSettings::from_config(config)?;
+            tokio::spawn(crate::source::run(source, journal, stats, shutdown, inbox))
+        }
+        SourceKind::Bigquery => {
+            let source = BigQuerySourceSettings::from_config(config)?;
+            tokio::spawn(crate::source::bigquery::run(source, journal, stats, shutdown))
+        }
+    })
 }
 
 /// The buffer's end offset, when the buffer is one stream (the embedded log).

@@ -36,8 +36,7 @@ mod binlog_status;
 mod hashes;
 pub mod preflight;
 
-#[allow(dead_code)] // wired into `run` by the BigQuery source driver (#18, next step)
-pub(crate) mod bigquery;
+pub mod bigquery;
 mod snapshot;
 mod table_map;
 

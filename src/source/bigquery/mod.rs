@@ -21,11 +21,434 @@
 //! real BigQuery's: they do not, both ends of every comparison come from one engine).
 //!
 //! docs/bigquery-source.md describes the source for users; `table` maps types, `values`
-//! decodes cells, `sql` writes the statements, `summary` compares buckets, and `round` runs a
-//! table's part of a round.
+//! decodes cells, `sql` writes the statements, `summary` compares buckets, `round` runs a
+//! table's part of a round, and `records` orders a round's buffer records (copies, then
+//! sweeps, then one transaction with every change). This file runs rounds.
 
+mod check;
+mod records;
 mod round;
 mod sql;
 mod summary;
 mod table;
 mod values;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::bigquery_api::{Api, Auth, Side};
+use crate::buffer::{AppendBatch, Journal};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result, Scope};
+use crate::event::{Record, TableChange};
+use crate::position::{Position, RoundCheckpoint, SourceCheckpoint};
+use crate::retry::Backoff;
+use crate::schema::{TableRef, TableSchema};
+use crate::shutdown::Shutdown;
+use crate::table_filter::TableFilter;
+use crate::table_options::TableRules;
+use crate::telemetry::Stats;
+use records::RoundRecords;
+use round::{Read, TableRound};
+use table::BqTable;
+
+pub use check::check;
+
+/// Records appended to the buffer at once: about a page of a round's result.
+const APPEND_RECORDS: usize = 5_000;
+
+/// Everything the BigQuery source needs, resolved from the config.
+#[derive(Clone)]
+pub struct BigQuerySourceSettings {
+    auth: Auth,
+    project: String,
+    location: Option<String>,
+    timeout: Duration,
+    /// The datasets the include patterns name.
+    datasets: Vec<String>,
+    filter: TableFilter,
+    keys: BTreeMap<String, Vec<String>>,
+    interval: Duration,
+    rules: TableRules,
+    /// Wait before a round while the buffer holds this many unapplied records (0: never).
+    max_unapplied: u64,
+}
+
+impl BigQuerySourceSettings {
+    /// Resolve the settings from a validated config with `source.kind = "bigquery"`.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let s = &config.source;
+        let bq = s.bigquery.as_ref().ok_or_else(|| {
+            Error::new(ErrorKind::Config, "source.bigquery: missing: source.kind = \"bigquery\" needs it")
+        })?;
+        let auth = match (&bq.endpoint, &bq.credentials_file) {
+            (Some(url), _) => Auth::Emulator(url.clone()),
+            (None, Some(f)) => Auth::KeyFile(f.clone()),
+            (None, None) => Auth::ApplicationDefault,
+        };
+        let datasets: BTreeSet<String> =
+            s.include.iter().filter_map(|p| p.split_once('.').map(|(d, _)| d.to_string())).collect();
+        Ok(BigQuerySourceSettings {
+            auth,
+            project: bq.project.clone(),
+            location: bq.location.clone(),
+            timeout: Duration::from_secs(bq.request_timeout_secs),
+            datasets: datasets.into_iter().collect(),
+            filter: TableFilter::new(&s.include, &s.exclude)?,
+            keys: bq.keys.clone(),
+            interval: Duration::from_secs(bq.interval_secs),
+            rules: config.table_rules()?,
+            max_unapplied: config.buffer.embedded.max_unapplied_records,
+        })
+    }
+
+    async fn api(&self, stats: &Arc<Stats>) -> Result<Api> {
+        Api::connect(Side::Source, &self.auth, &self.project, self.location.as_deref(), self.timeout, Arc::clone(stats))
+            .await
+    }
+}
+
+/// Run rounds until `shutdown` turns true or a definite error occurs; transient errors are
+/// retried with backoff from the last checkpoint (the round is read again, at a new time).
+pub async fn run<B: Journal>(
+    settings: BigQuerySourceSettings,
+    buffer: Arc<B>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        match run_rounds(&settings, &buffer, &stats, &shutdown, &mut backoff).await {
+            Ok(()) => return Ok(()),
+            Err(e) => match backoff.next_delay(&e) {
+                Some(delay) => {
+                    warn!(error = %e, attempt = backoff.attempts(), "BigQuery source failed; retrying in {:.1}s from the last round", delay.as_secs_f64());
+                    stats.record_source_retry(&e.to_string());
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.triggered() => return Ok(()),
+                    }
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+async fn run_rounds<B: Journal>(
+    settings: &BigQuerySourceSettings,
+    buffer: &Arc<B>,
+    stats: &Arc<Stats>,
+    shutdown: &Shutdown,
+    backoff: &mut Backoff,
+) -> Result<()> {
+    let api = settings.api(stats).await?;
+    let mut checkpoint = buffer.checkpoint().await?;
+    loop {
+        // Backpressure: a target that falls behind slows the rounds, not the memory.
+        while settings.max_unapplied > 0 && buffer.unapplied() > settings.max_unapplied {
+            stats.source_paused.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.triggered() => return Ok(()),
+            }
+        }
+        stats.source_paused.store(false, Ordering::Relaxed);
+        let started = Instant::now();
+        let round = tokio::select! {
+            r = run_round(&api, settings, buffer.as_ref(), &mut checkpoint, stats) => r?,
+            // A round cut short is read again after a restart: nothing of it is committed.
+            _ = shutdown.triggered() => return Ok(()),
+        };
+        backoff.reset();
+        stats.record_source_recovered();
+        stats.source_caught_up.store(true, Ordering::Relaxed);
+        info!(
+            round = round.number,
+            changes = round.changes,
+            copied = round.copied,
+            bytes_scanned = round.bytes,
+            secs = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "BigQuery round done"
+        );
+        let next = started + settings.interval;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = shutdown.triggered() => return Ok(()),
+        }
+    }
+}
+
+/// What a round did, for its log line.
+struct RoundDone {
+    number: u32,
+    changes: u64,
+    copied: u64,
+    bytes: u64,
+}
+
+/// Appends a round's records a batch at a time, with the checkpoint of the last complete
+/// round: until the round's end, a restart reads it again.
+struct Outbox<'a, B> {
+    buffer: &'a B,
+    checkpoint: SourceCheckpoint,
+    records: Vec<Record>,
+    schemas: BTreeMap<u64, Arc<TableSchema>>,
+}
+
+impl<B: Journal> Outbox<'_, B> {
+    async fn push(
+        &mut self,
+        records: impl IntoIterator<Item = Record>,
+        schema: Option<&Arc<TableSchema>>,
+    ) -> Result<()> {
+        self.records.extend(records);
+        if let Some(s) = schema {
+            self.schemas.entry(s.version()).or_insert_with(|| Arc::clone(s));
+        }
+        if self.records.len() >= APPEND_RECORDS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let batch = AppendBatch {
+            records: std::mem::take(&mut self.records),
+            schemas: std::mem::take(&mut self.schemas).into_values().collect(),
+            checkpoint: self.checkpoint.clone(),
+        };
+        self.buffer.append(batch).await.map(|_| ())
+    }
+}
+
+/// A table as this round reads it.
+struct Shaped {
+    bq: BqTable,
+    schema: Arc<TableSchema>,
+}
+
+async fn shape(api: &Api, settings: &BigQuerySourceSettings, table: &TableRef) -> Result<Shaped> {
+    let resource = api.table_resource(&table.db, &table.name).await?;
+    let mut bq = BqTable::from_resource(&resource, settings.keys.get(&table.key()).map(Vec::as_slice))?;
+    bq.exclude(&settings.rules.options(table).exclude_columns)?;
+    let schema = Arc::new(bq.schema()?);
+    Ok(Shaped { bq, schema })
+}
+
+/// The selected tables of the configured datasets, in name order.
+async fn discover(api: &Api, settings: &BigQuerySourceSettings) -> Result<Vec<TableRef>> {
+    let mut tables = Vec::new();
+    for dataset in &settings.datasets {
+        for name in api.list_tables(dataset).await? {
+            let t = TableRef::new(dataset.clone(), name);
+            if settings.filter.matches(&t) {
+                tables.push(t);
+            }
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}
+
+/// Microseconds since the epoch on BigQuery's clock.
+async fn bigquery_now(api: &Api) -> Result<i64> {
+    let rows = api.query(sql::NOW).await?;
+    let cell = rows.first().and_then(|r| r.columns.as_ref()).and_then(|c| c.first()).and_then(|c| c.value.as_ref());
+    cell.and_then(|v| v.as_str()).and_then(|s| s.parse().ok()).ok_or_else(|| {
+        Error::new(ErrorKind::SourceUnavailable, format!("BigQuery answered {cell:?} to `{}`", sql::NOW))
+    })
+}
+
+/// One round: every selected table at one timestamp, into the buffer (see `records`).
+async fn run_round<B: Journal>(
+    api: &Api,
+    settings: &BigQuerySourceSettings,
+    buffer: &B,
+    checkpoint: &mut SourceCheckpoint,
+    stats: &Arc<Stats>,
+) -> Result<RoundDone> {
+    let prev = checkpoint.rounds.clone().unwrap_or_default();
+    let number = prev
+        .round
+        .checked_add(1)
+        .ok_or_else(|| Error::internal("the BigQuery source ran out of round numbers (2^32)"))?;
+    let now = bigquery_now(api).await?;
+    if now <= prev.at {
+        return Err(Error::new(
+            ErrorKind::SourceUnavailable,
+            format!("BigQuery's clock reads {now} µs, not after the last round's {} µs", prev.at),
+        ));
+    }
+    let mut records = RoundRecords::new(number, now);
+    let mut out = Outbox { buffer, checkpoint: checkpoint.clone(), records: Vec::new(), schemas: BTreeMap::new() };
+    let mut next = RoundCheckpoint { round: number, at: now, tables: BTreeMap::new(), stopped: prev.stopped.clone() };
+    let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0 };
+    let tables = discover(api, settings).await?;
+
+    // Each table's shape and summary; the tables read whole are copied now, the others'
+    // changes go into the round's transaction below.
+    let mut sweeps = Vec::new();
+    let mut diffs = Vec::new();
+    for table in &tables {
+        let key = table.key();
+        if next.stopped.contains_key(&key) {
+            continue;
+        }
+        let read = async {
+            let shaped = shape(api, settings, table).await?;
+            let version = shaped.schema.version();
+            let summary = TableRound::new(api, &shaped.bq, version, now).summary(prev.tables.get(&key)).await?;
+            Ok::<_, Error>((shaped, summary))
+        };
+        let (shaped, summary) = match read.await {
+            Ok(r) => r,
+            Err(e) if e.kind().scope() == Scope::Table => {
+                stop(&mut records, &mut out, &mut next, table, &e).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let plan = TableRound::plan(prev.tables.get(&key).map(|s| (prev.at, s)), &summary);
+        let digits = summary.digits;
+        next.tables.insert(key.clone(), summary);
+        match plan {
+            Read::Nothing => {}
+            Read::Everything => match copy(api, &shaped, now, digits, &mut records, &mut out, stats).await {
+                Ok((rows, bytes)) => {
+                    done.copied += rows;
+                    done.bytes += bytes;
+                    sweeps.push(table.clone());
+                }
+                Err(e) if e.kind().scope() == Scope::Table => {
+                    next.tables.remove(&key);
+                    stop(&mut records, &mut out, &mut next, table, &e).await?;
+                }
+                Err(e) => return Err(e),
+            },
+            changes @ Read::Changes { .. } => diffs.push((shaped, changes, digits)),
+        }
+    }
+    // Tables gone from BigQuery since the last round.
+    for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
+        if let Some((db, name)) = gone.split_once('.') {
+            let table = TableRef::new(db, name);
+            if !tables.contains(&table) {
+                info!(%table, "table gone from BigQuery: dropped in the target as sink.mysql.on_source_drop says");
+                out.push(records.table_change(&table, TableChange::Drop), None).await?;
+            }
+        }
+    }
+    for table in &sweeps {
+        out.push(records.table_change(table, TableChange::Truncate), None).await?;
+    }
+    // The round's transaction. A table whose rows cannot be read stops after it: the rows
+    // read before are its true state at this round, and it gets no more.
+    let mut late_stops = Vec::new();
+    for (shaped, read, digits) in &diffs {
+        let table = shaped.bq.table_ref();
+        match diff(api, shaped, read, *digits, now, &mut records, &mut out).await {
+            Ok((changes, bytes)) => {
+                done.changes += changes;
+                done.bytes += bytes;
+            }
+            Err(e) if e.kind().scope() == Scope::Table => {
+                next.tables.remove(&table.key());
+                late_stops.push((table, e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let committed = records.round_commit()?;
+    if committed.is_some() {
+        stats.source_txns.fetch_add(1, Ordering::Relaxed);
+        stats.source_changed(u64::from(records.timestamp()));
+    }
+    out.push(committed, None).await?;
+    for (table, e) in late_stops {
+        stop(&mut records, &mut out, &mut next, &table, &e).await?;
+    }
+    checkpoint.rounds = Some(next);
+    out.checkpoint = checkpoint.clone();
+    out.flush().await?;
+    stats.record_source_events(done.changes + done.copied);
+    stats.source_event_ts.store(u64::from(records.timestamp()), Ordering::Relaxed);
+    stats.set_source_position(&Position::of_round(number, now, 0));
+    Ok(done)
+}
+
+/// The changes of one table into the round's transaction. Returns changes and bytes scanned.
+async fn diff<B: Journal>(
+    api: &Api,
+    shaped: &Shaped,
+    read: &Read,
+    digits: u32,
+    now: i64,
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+) -> Result<(u64, u64)> {
+    let version = shaped.schema.version();
+    let table = shaped.bq.table_ref();
+    let round = TableRound::new(api, &shaped.bq, version, now);
+    let Some(mut changes) = round.read(read, digits).await? else { return Ok((0, 0)) };
+    let bytes = changes.bytes_processed().unwrap_or(0);
+    let mut n = 0u64;
+    while let Some(page) = changes.next_page().await? {
+        let mut batch = Vec::with_capacity(page.len());
+        for row in page {
+            batch.push(records.change(&table, version, row.deleted, row.values)?);
+        }
+        n += batch.len() as u64;
+        out.push(batch, Some(&shaped.schema)).await?;
+    }
+    Ok((n, bytes))
+}
+
+/// Copy a table read whole, a page per snapshot commit. Returns rows and bytes scanned.
+async fn copy<B: Journal>(
+    api: &Api,
+    shaped: &Shaped,
+    now: i64,
+    digits: u32,
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+    stats: &Arc<Stats>,
+) -> Result<(u64, u64)> {
+    let table = shaped.bq.table_ref();
+    let version = shaped.schema.version();
+    let round = TableRound::new(api, &shaped.bq, version, now);
+    let Some(mut pages) = round.read(&Read::Everything, digits).await? else { return Ok((0, 0)) };
+    let bytes = pages.bytes_processed().unwrap_or(0);
+    let mut rows = 0u64;
+    while let Some(page) = pages.next_page().await? {
+        let mut batch = Vec::with_capacity(page.len() + 1);
+        for row in page {
+            batch.push(records.copied(&table, version, row.values)?);
+        }
+        rows += batch.len() as u64;
+        stats.record_snapshot_rows(batch.len() as u64);
+        batch.push(records.copy_commit());
+        out.push(batch, Some(&shaped.schema)).await?;
+    }
+    info!(%table, rows, "BigQuery table copied");
+    Ok((rows, bytes))
+}
+
+/// Stop a table the source cannot read, once: the writer records it in the target with the
+/// fix, and the other tables go on.
+async fn stop<B: Journal>(
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+    next: &mut RoundCheckpoint,
+    table: &TableRef,
+    e: &Error,
+) -> Result<()> {
+    let reason = e.to_string();
+    warn!(%table, error = %reason, "BigQuery table stopped; the other tables keep syncing");
+    next.stopped.insert(table.key(), reason.clone());
+    out.push(records.table_change(table, TableChange::Stop { reason }), None).await
+}

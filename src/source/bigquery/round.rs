@@ -4,12 +4,13 @@
 use gcp_bigquery_client::model::table_row::TableRow;
 
 use super::sql::{TableSql, bucket_digits};
-use super::summary::{Changed, Summary, SummaryRow};
+use super::summary::{Changed, SummaryRow, changed, from_rows, rows};
 use super::table::BqTable;
 use super::values::decode;
 use crate::bigquery_api::{Api, Pages, Param};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
+use crate::position::TableSummary;
 
 /// Rows per page of a round's result: small enough that a page of wide rows stays a few
 /// megabytes in memory, large enough that paging costs little next to the query.
@@ -38,28 +39,30 @@ pub(crate) enum Read {
 pub(crate) struct TableRound<'a> {
     api: &'a Api,
     table: &'a BqTable,
+    /// Version of the schema the table is read with.
+    schema_version: u64,
     now: i64,
 }
 
 impl<'a> TableRound<'a> {
-    pub(crate) fn new(api: &'a Api, table: &'a BqTable, now: i64) -> Self {
-        TableRound { api, table, now }
+    pub(crate) fn new(api: &'a Api, table: &'a BqTable, schema_version: u64, now: i64) -> Self {
+        TableRound { api, table, schema_version, now }
     }
 
     /// The table's summary at `now`, with as many bucket digits as `prev` used, unless the
     /// table's size now suits another layout (re-bucketing renames every bucket, so that
     /// round reads all the differences: correct, and rare, since the layouts are 16-fold apart).
-    pub(crate) async fn summary(&self, prev: Option<&Summary>) -> Result<Summary> {
+    pub(crate) async fn summary(&self, prev: Option<&TableSummary>) -> Result<TableSummary> {
         let digits = prev.map(|p| p.digits).unwrap_or(1);
         let summary = self.summary_with(digits).await?;
-        let fits = bucket_digits(summary.rows());
+        let fits = bucket_digits(rows(&summary));
         if fits == digits { Ok(summary) } else { self.summary_with(fits).await }
     }
 
-    async fn summary_with(&self, digits: u32) -> Result<Summary> {
+    async fn summary_with(&self, digits: u32) -> Result<TableSummary> {
         let sql = TableSql::new(self.table).summary(digits);
         let mut pages = self.api.query_pages(&sql, &[Param::Int64("now", self.now)], PAGE_ROWS).await?;
-        let mut rows: Vec<SummaryRow> = Vec::new();
+        let mut buckets: Vec<SummaryRow> = Vec::new();
         while let Some(page) = pages.next_page().await? {
             for row in page {
                 let cells = cells(&row);
@@ -72,18 +75,20 @@ impl<'a> TableRound<'a> {
                         )
                     })
                 };
-                rows.push((text(0).to_string(), int(1)? as u64, int(2)? as u64, int(3)?));
+                buckets.push((text(0).to_string(), int(1)? as u64, int(2)? as u64, int(3)?));
             }
         }
-        Summary::from_rows(&self.table.table_ref(), digits, rows)
+        from_rows(&self.table.table_ref(), self.schema_version, digits, buckets)
     }
 
     /// What this round must read of the table, given the previous round's timestamp and
-    /// summary (none on the table's first round) and this round's summary.
-    pub(crate) fn plan(prev: Option<(i64, &Summary)>, now: &Summary) -> Read {
+    /// summary (none on the table's first round) and this round's summary. A table read
+    /// with another schema than last time is read whole.
+    pub(crate) fn plan(prev: Option<(i64, &TableSummary)>, now: &TableSummary) -> Read {
         match prev {
             None => Read::Everything,
-            Some((at, before)) => match now.changed_since(before) {
+            Some((_, before)) if before.schema_version != now.schema_version => Read::Everything,
+            Some((at, before)) => match changed(before, now) {
                 Changed::Nothing => Read::Nothing,
                 Changed::Buckets(b) => Read::Changes { prev: at, buckets: Some(b) },
                 Changed::All => Read::Changes { prev: at, buckets: None },
@@ -240,9 +245,9 @@ mod emulator_tests {
 
         // First round: everything.
         let t1 = ds.now().await;
-        let round = TableRound::new(&ds.api, &table, t1);
+        let round = TableRound::new(&ds.api, &table, 1, t1);
         let s1 = round.summary(None).await.unwrap();
-        assert_eq!((s1.digits, s1.rows()), (1, 3));
+        assert_eq!((s1.digits, rows(&s1)), (1, 3));
         let read = TableRound::plan(None, &s1);
         assert_eq!(read, Read::Everything);
         assert_eq!(
@@ -260,7 +265,7 @@ mod emulator_tests {
         ds.run("INSERT INTO DS.recipes VALUES (4, 'tart', 4)").await;
         ds.run("UPDATE DS.recipes SET name = 'soup' WHERE id = 1").await;
         let t2 = ds.now().await;
-        let round = TableRound::new(&ds.api, &table, t2);
+        let round = TableRound::new(&ds.api, &table, 1, t2);
         let s2 = round.summary(Some(&s1)).await.unwrap();
         let read = TableRound::plan(Some((t1, &s1)), &s2);
         assert!(matches!(read, Read::Changes { .. }), "{read:?}");
@@ -278,11 +283,11 @@ mod emulator_tests {
 
         // Nothing since: the summary says so, and nothing is read.
         let t3 = ds.now().await;
-        let round = TableRound::new(&ds.api, &table, t3);
+        let round = TableRound::new(&ds.api, &table, 1, t3);
         let s3 = round.summary(Some(&s2)).await.unwrap();
         assert_eq!(TableRound::plan(Some((t2, &s2)), &s3), Read::Nothing);
         // A round is one moment: reading at t1 still shows the first state.
-        let back = TableRound::new(&ds.api, &table, t1);
+        let back = TableRound::new(&ds.api, &table, 1, t1);
         assert_eq!(read_all(&back, &Read::Everything, 1).await.len(), 3);
         ds.drop().await;
     }
@@ -294,7 +299,7 @@ mod emulator_tests {
         ds.run("INSERT INTO DS.t VALUES (1, 'a'), (1, 'b')").await;
         let table = ds.table("t").await;
         let now = ds.now().await;
-        let e = TableRound::new(&ds.api, &table, now).summary(None).await.unwrap_err();
+        let e = TableRound::new(&ds.api, &table, 1, now).summary(None).await.unwrap_err();
         assert!(e.to_string().contains("share a key"), "{e}");
         assert_eq!(e.table().map(|t| t.name.as_str()), Some("t"));
         ds.drop().await;

@@ -6,26 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, ErrorKind, Result};
+use crate::position::TableSummary;
 use crate::schema::TableRef;
-
-/// One bucket: how many rows, and the XOR of their hashes' first 60 bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Bucket {
-    pub(crate) rows: u64,
-    pub(crate) xor: i64,
-}
-
-/// A table's buckets at one round.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Summary {
-    /// Hex digits of a bucket's name ([`super::sql::bucket_digits`]).
-    pub(crate) digits: u32,
-    /// Non-empty buckets by name.
-    pub(crate) buckets: BTreeMap<String, Bucket>,
-}
 
 /// One row of the summary query: bucket, rows, distinct keys, XOR.
 pub(crate) type SummaryRow = (String, u64, u64, i64);
@@ -42,56 +25,55 @@ pub(crate) enum Changed {
     All,
 }
 
-impl Summary {
-    /// Build a summary from the summary query's rows. A bucket with fewer distinct keys than
-    /// rows holds a duplicate key: BigQuery does not enforce keys, and two rows with one key
-    /// cannot be one MySQL row, so that table stops with the fix.
-    pub(crate) fn from_rows(table: &TableRef, digits: u32, rows: Vec<SummaryRow>) -> Result<Summary> {
-        let mut buckets = BTreeMap::new();
-        for (name, n, keys, xor) in rows {
-            if keys != n {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "BigQuery table {table} has rows that share a key ({n} rows, {keys} distinct keys in bucket \
-                         {name})"
-                    ),
-                )
-                .with_table(table.clone())
-                .with_hint(
-                    "BigQuery does not enforce PRIMARY KEY: remove the duplicates, or configure key columns that \
-                     identify one row in source.bigquery.keys; then `binferry resync --table` it",
-                ));
-            }
-            buckets.insert(name, Bucket { rows: n, xor });
+/// Build a summary from the summary query's rows. A bucket with fewer distinct keys than
+/// rows holds a duplicate key: BigQuery does not enforce keys, and two rows with one key
+/// cannot be one MySQL row, so that table stops with the fix.
+pub(crate) fn from_rows(
+    table: &TableRef,
+    schema_version: u64,
+    digits: u32,
+    rows: Vec<SummaryRow>,
+) -> Result<TableSummary> {
+    let mut buckets = BTreeMap::new();
+    for (name, n, keys, xor) in rows {
+        if keys != n {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "BigQuery table {table} has rows that share a key ({n} rows, {keys} distinct keys in bucket \
+                     {name})"
+                ),
+            )
+            .with_table(table.clone())
+            .with_hint(
+                "BigQuery does not enforce PRIMARY KEY: remove the duplicates, or configure key columns that \
+                 identify one row in source.bigquery.keys",
+            ));
         }
-        Ok(Summary { digits, buckets })
+        buckets.insert(name, (n, xor));
     }
+    Ok(TableSummary { schema_version, digits, buckets })
+}
 
-    /// Total rows.
-    pub(crate) fn rows(&self) -> u64 {
-        self.buckets.values().map(|b| b.rows).sum()
+/// Total rows.
+pub(crate) fn rows(s: &TableSummary) -> u64 {
+    s.buckets.values().map(|b| b.0).sum()
+}
+
+/// The buckets of `now` that differ from `prev`.
+pub(crate) fn changed(prev: &TableSummary, now: &TableSummary) -> Changed {
+    if now.digits != prev.digits {
+        return Changed::All;
     }
-
-    /// The buckets that differ from `prev`.
-    pub(crate) fn changed_since(&self, prev: &Summary) -> Changed {
-        if self.digits != prev.digits {
-            return Changed::All;
-        }
-        let mut changed: Vec<String> = Vec::new();
-        for (name, bucket) in &self.buckets {
-            if prev.buckets.get(name) != Some(bucket) {
-                changed.push(name.clone());
-            }
-        }
-        changed.extend(prev.buckets.keys().filter(|name| !self.buckets.contains_key(*name)).cloned());
-        changed.sort();
-        let total = 16usize.saturating_pow(self.digits);
-        match changed.len() {
-            0 => Changed::Nothing,
-            n if n * 2 > total => Changed::All,
-            _ => Changed::Buckets(changed),
-        }
+    let mut names: Vec<String> =
+        now.buckets.iter().filter(|(name, b)| prev.buckets.get(*name) != Some(b)).map(|(n, _)| n.clone()).collect();
+    names.extend(prev.buckets.keys().filter(|name| !now.buckets.contains_key(*name)).cloned());
+    names.sort();
+    let total = 16usize.saturating_pow(now.digits);
+    match names.len() {
+        0 => Changed::Nothing,
+        n if n * 2 > total => Changed::All,
+        _ => Changed::Buckets(names),
     }
 }
 
@@ -99,10 +81,11 @@ impl Summary {
 mod tests {
     use super::*;
 
-    fn summary(digits: u32, buckets: &[(&str, u64, i64)]) -> Summary {
-        Summary {
+    fn summary(digits: u32, buckets: &[(&str, u64, i64)]) -> TableSummary {
+        TableSummary {
+            schema_version: 1,
             digits,
-            buckets: buckets.iter().map(|(n, rows, xor)| (n.to_string(), Bucket { rows: *rows, xor: *xor })).collect(),
+            buckets: buckets.iter().map(|(n, rows, xor)| (n.to_string(), (*rows, *xor))).collect(),
         }
     }
 
@@ -119,20 +102,20 @@ mod tests {
             (summary(2, &[("00", 3, 7)]), Changed::All),
         ];
         for (now, expect) in cases {
-            assert_eq!(now.changed_since(&prev), expect, "{now:?}");
+            assert_eq!(changed(&prev, &now), expect, "{now:?}");
         }
         // More than half of the 16 buckets changed: one unfiltered read.
         let many: Vec<(String, u64, i64)> = (0..9).map(|i| (format!("{i:x}"), 1, i)).collect();
         let many: Vec<(&str, u64, i64)> = many.iter().map(|(n, r, x)| (n.as_str(), *r, *x)).collect();
-        assert_eq!(summary(1, &many).changed_since(&summary(1, &[])), Changed::All);
+        assert_eq!(changed(&summary(1, &[]), &summary(1, &many)), Changed::All);
     }
 
     #[test]
     fn a_duplicate_key_stops_the_table_with_the_fix() {
         let t = TableRef::new("shop", "recipes");
-        let s = Summary::from_rows(&t, 1, vec![("a".into(), 2, 2, 5), ("b".into(), 1, 1, 3)]).unwrap();
-        assert_eq!(s.rows(), 3);
-        let e = Summary::from_rows(&t, 1, vec![("a".into(), 3, 2, 5)]).unwrap_err();
+        let s = from_rows(&t, 7, 1, vec![("a".into(), 2, 2, 5), ("b".into(), 1, 1, 3)]).unwrap();
+        assert_eq!((rows(&s), s.schema_version), (3, 7));
+        let e = from_rows(&t, 7, 1, vec![("a".into(), 3, 2, 5)]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unsupported);
         assert!(e.to_string().contains("shop.recipes") && e.to_string().contains("3 rows, 2 distinct"), "{e}");
         assert!(e.hint().is_some());

@@ -119,9 +119,12 @@ impl BqTable {
         let mut key = Vec::with_capacity(key_names.len());
         for k in &key_names {
             let i = columns.iter().position(|c| &c.name == k).ok_or_else(|| {
-                Error::new(ErrorKind::Config, format!("key column `{k}` of BigQuery table {table_ref} does not exist"))
-                    .with_table(TableRef::new(dataset.clone(), name.clone()))
-                    .with_hint("check source.bigquery.keys against the table's columns")
+                Error::new(
+                    ErrorKind::Unsupported,
+                    format!("key column `{k}` of BigQuery table {table_ref} does not exist"),
+                )
+                .with_table(TableRef::new(dataset.clone(), name.clone()))
+                .with_hint("check source.bigquery.keys against the table's columns")
             })?;
             key.push(i);
         }
@@ -130,6 +133,25 @@ impl BqTable {
             table.check_key_column(&table.columns[k])?;
         }
         Ok(table)
+    }
+
+    /// Leave out the `exclude`d columns (`tables.exclude_columns`): they are neither read nor
+    /// hashed, so a change only to them is no change. Key columns cannot be left out.
+    pub(crate) fn exclude(&mut self, exclude: &[String]) -> Result<()> {
+        if exclude.is_empty() {
+            return Ok(());
+        }
+        if let Some(&k) = self.key.iter().find(|&&k| exclude.contains(&self.columns[k].name)) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("tables.exclude_columns: `{}` is a key column of {}", self.columns[k].name, self.table_ref()),
+            )
+            .with_hint("key columns identify rows in the target and cannot be excluded"));
+        }
+        let key_names: Vec<String> = self.key.iter().map(|&k| self.columns[k].name.clone()).collect();
+        self.columns.retain(|c| !exclude.contains(&c.name));
+        self.key = key_names.iter().filter_map(|n| self.columns.iter().position(|c| &c.name == n)).collect();
+        Ok(())
     }
 
     /// The table's name on the MySQL side: the BigQuery dataset is the database.
@@ -428,6 +450,16 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("has no key"), "{e}");
         assert!(e.hint().unwrap_or_default().contains("NOT ENFORCED"), "{e}");
+    }
+
+    #[test]
+    fn excluded_columns_leave_the_table_and_the_key_follows() {
+        let mut t = BqTable::from_resource(&resource(), Some(&["s".into()])).unwrap();
+        t.exclude(&["id".into(), "n".into()]).unwrap();
+        assert_eq!(t.columns[t.key[0]].name, "s");
+        assert!(!t.columns.iter().any(|c| c.name == "id" || c.name == "n"));
+        let e = t.exclude(&["s".into()]).unwrap_err();
+        assert!(e.to_string().contains("key column"), "{e}");
     }
 
     #[test]

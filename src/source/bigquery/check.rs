@@ -1,0 +1,71 @@
+//! Preflight of a BigQuery source: credentials, the datasets, query jobs, and each selected
+//! table's key and types (a table binferry would stop is a warning with its fix).
+
+use std::sync::Arc;
+
+use super::{BigQuerySourceSettings, discover, shape};
+use crate::bigquery_api::Auth;
+use crate::check::{Problem, Report};
+use crate::error::{Error, Result, Scope};
+use crate::telemetry::Stats;
+
+/// Check what `run` will read. An `Err` means the check could not run at all.
+pub async fn check(settings: &BigQuerySourceSettings) -> Result<Report> {
+    let stats = Arc::new(Stats::default());
+    let api = settings.api(&stats).await?;
+    let endpoint = match &settings.auth {
+        Auth::Emulator(url) => format!(" at {url}"),
+        _ => String::new(),
+    };
+    let mut r = Report {
+        server: format!(
+            "source BigQuery{endpoint}, project {}, datasets {}",
+            settings.project,
+            settings.datasets.join(", ")
+        ),
+        ..Default::default()
+    };
+    let problem = |setting: &str, expected: &str, e: &Error| Problem {
+        setting: setting.into(),
+        expected: expected.into(),
+        found: e.detail().to_string(),
+        fix: e.hint().unwrap_or("check the network, the endpoint and the credentials").to_string(),
+        unreachable: e.is_transient(),
+    };
+    if let Err(e) = super::bigquery_now(&api).await {
+        r.problems.push(problem("source.bigquery.project", "query jobs that run (roles/bigquery.jobUser)", &e));
+        return Ok(r);
+    }
+    let tables = match discover(&api, settings).await {
+        Ok(t) => t,
+        Err(e) => {
+            r.problems.push(problem("source.include", "datasets binferry may list (roles/bigquery.dataViewer)", &e));
+            return Ok(r);
+        }
+    };
+    if tables.is_empty() {
+        r.warnings.push(format!(
+            "no table of datasets {} matches source.include: nothing to mirror yet (new tables are picked up by \
+             the next round)",
+            settings.datasets.join(", ")
+        ));
+    }
+    let mut good = 0;
+    for table in &tables {
+        match shape(&api, settings, table).await {
+            Ok(_) => good += 1,
+            Err(e) if e.kind().scope() == Scope::Table => r.warnings.push(format!(
+                "{table} will be stopped: {}{}",
+                e.detail(),
+                e.hint().map(|h| format!("; fix: {h}")).unwrap_or_default()
+            )),
+            Err(e) => r.problems.push(problem(&format!("table {table}"), "a table binferry can read", &e)),
+        }
+    }
+    r.notes.push(format!(
+        "{good} of {} selected tables can be mirrored, every {} s",
+        tables.len(),
+        settings.interval.as_secs()
+    ));
+    Ok(r)
+}
