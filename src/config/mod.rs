@@ -82,6 +82,8 @@ pub const DEFAULT_BIGQUERY_TABLE_TEMPLATE: &str = "{db}_{table}";
 pub const DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS: u64 = 5;
 /// Default seconds between the rounds of the BigQuery source.
 pub const DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS: u64 = 5;
+/// Default most rows the BigQuery source copies inside one round's transaction.
+pub const DEFAULT_BIGQUERY_ATOMIC_COPY_ROWS: u64 = 1_000_000;
 /// Seconds a BigQuery request may take before it counts as failed (and is retried).
 pub const DEFAULT_BIGQUERY_REQUEST_TIMEOUT_SECS: u64 = 120;
 
@@ -276,6 +278,9 @@ fn default_bigquery_table_template() -> String {
 }
 fn default_bigquery_merge_interval() -> u64 {
     DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS
+}
+fn default_bigquery_atomic_copy_rows() -> u64 {
+    DEFAULT_BIGQUERY_ATOMIC_COPY_ROWS
 }
 fn default_bigquery_source_interval() -> u64 {
     DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS

@@ -90,6 +90,13 @@ pub struct BigQuerySourceConfig {
     /// Seconds a request (query job, page, table read) may take.
     #[serde(default = "super::default_bigquery_request_timeout")]
     pub request_timeout_secs: u64,
+    /// A round that reads tables whole (their first round, new columns) applies their rows in
+    /// its one target transaction while they hold at most this many rows together: a reader
+    /// of the target never sees them half copied. Larger copies are written apart, faster and
+    /// on several target connections, and the target counts as not consistent until the
+    /// round's commit. 0: always apart.
+    #[serde(default = "super::default_bigquery_atomic_copy_rows")]
+    pub max_atomic_copy_rows: u64,
     /// Key columns by `dataset.table`, for tables that declare no `PRIMARY KEY ... NOT
     /// ENFORCED` (or to use other columns than the declared key).
     #[serde(default)]

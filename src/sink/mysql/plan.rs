@@ -74,6 +74,11 @@ pub(super) fn plan_alters(
         if *have_ty == want.ty || have_ty.mysql_ddl() == want.ty.mysql_ddl() || have_ty.mysql_ddl() == want_ddl {
             continue;
         }
+        // MariaDB's JSON is a LONGTEXT with a `json_valid` check: information_schema shows
+        // the column binferry created as `json` as that.
+        if mariadb && want.ty == ColumnType::Json && matches!(have_ty, ColumnType::Text { length_bytes: 4, .. }) {
+            continue;
+        }
         if replay && want.ty.widens_to(have_ty) {
             // Rows of an older, narrower version fit the column widened since.
             continue;
@@ -204,6 +209,17 @@ mod tests {
     }
 
     const SYSTEM: &[(&str, &str)] = &[("_binferry_pos", "binary(16) NOT NULL")];
+
+    #[test]
+    fn a_json_column_on_mariadb_is_its_longtext() {
+        let want = schema(vec![col("id", int(4)), col("j", ColumnType::Json)]);
+        let bin = crate::schema::Charset { name: "utf8mb4".into(), collation: "utf8mb4_bin".into() };
+        let have = have(&[("id", Some(int(4))), ("j", Some(ColumnType::Text { length_bytes: 4, charset: bin }))]);
+        let plan = plan_alters(&have, &want, &[], true, false).unwrap().unwrap();
+        assert_eq!((plan.alters, plan.dropped), (vec![], vec![]));
+        // On MySQL a LONGTEXT is not a JSON column.
+        assert!(plan_alters(&have, &want, &[], false, false).is_err());
+    }
 
     #[test]
     fn alters_follow_the_source_and_never_lose_values() {

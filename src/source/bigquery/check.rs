@@ -33,7 +33,11 @@ pub async fn check(settings: &BigQuerySourceSettings) -> Result<Report> {
         unreachable: e.is_transient(),
     };
     if let Err(e) = super::bigquery_now(&api).await {
-        r.problems.push(problem("source.bigquery.project", "query jobs that run (roles/bigquery.jobUser)", &e));
+        let (setting, expected) = match &settings.auth {
+            Auth::Emulator(url) => ("source.bigquery.endpoint", format!("a BigQuery API answering at {url}")),
+            _ => ("source.bigquery.project", "query jobs that run (roles/bigquery.jobUser)".to_string()),
+        };
+        r.problems.push(problem(setting, &expected, &e));
         return Ok(r);
     }
     let tables = match discover(&api, settings).await {

@@ -58,7 +58,8 @@ use table::BqTable;
 
 pub use check::check;
 
-/// Records appended to the buffer at once: about a page of a round's result.
+/// Records appended to the buffer at once, at most: a page of a round's result is appended
+/// when it is read, and the records between pages (sweeps, stops) when this many gather.
 const APPEND_RECORDS: usize = 5_000;
 
 /// Everything the BigQuery source needs, resolved from the config.
@@ -76,6 +77,8 @@ pub struct BigQuerySourceSettings {
     rules: TableRules,
     /// Wait before a round while the buffer holds this many unapplied records (0: never).
     max_unapplied: u64,
+    /// Tables read whole join the round's transaction up to this many rows together.
+    max_atomic_copy_rows: u64,
 }
 
 impl BigQuerySourceSettings {
@@ -103,6 +106,7 @@ impl BigQuerySourceSettings {
             interval: Duration::from_secs(bq.interval_secs),
             rules: config.table_rules()?,
             max_unapplied: config.buffer.embedded.max_unapplied_records,
+            max_atomic_copy_rows: bq.max_atomic_copy_rows,
         })
     }
 
@@ -216,6 +220,14 @@ impl<B: Journal> Outbox<'_, B> {
         Ok(())
     }
 
+    /// A page of the round is done: append it (a round's records are never all in memory).
+    async fn page_done(&mut self) -> Result<()> {
+        self.flush().await?;
+        // The crash a test needs: part of a round durable, its end not.
+        crate::failpoint::hit("bigquery-source-mid-round");
+        Ok(())
+    }
+
     async fn flush(&mut self) -> Result<()> {
         let batch = AppendBatch {
             records: std::mem::take(&mut self.records),
@@ -264,6 +276,24 @@ async fn bigquery_now(api: &Api) -> Result<i64> {
     })
 }
 
+/// A table this round reads rows of.
+struct Planned {
+    shaped: Shaped,
+    read: Read,
+    digits: u32,
+    /// Rows at the round's timestamp.
+    rows: u64,
+}
+
+/// Where a table's rows go in the round's records (see `records`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Copied rows, apart from the round's transaction, a snapshot commit per page.
+    Apart,
+    /// Changes of the round's transaction.
+    Round,
+}
+
 /// One round: every selected table at one timestamp, into the buffer (see `records`).
 async fn run_round<B: Journal>(
     api: &Api,
@@ -290,10 +320,8 @@ async fn run_round<B: Journal>(
     let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0 };
     let tables = discover(api, settings).await?;
 
-    // Each table's shape and summary; the tables read whole are copied now, the others'
-    // changes go into the round's transaction below.
-    let mut sweeps = Vec::new();
-    let mut diffs = Vec::new();
+    // Each table's shape and summary, and what to read of it.
+    let mut planned = Vec::new();
     for table in &tables {
         let key = table.key();
         if next.stopped.contains_key(&key) {
@@ -313,47 +341,52 @@ async fn run_round<B: Journal>(
             }
             Err(e) => return Err(e),
         };
-        let plan = TableRound::plan(prev.tables.get(&key).map(|s| (prev.at, s)), &summary);
-        let digits = summary.digits;
-        next.tables.insert(key.clone(), summary);
-        match plan {
-            Read::Nothing => {}
-            Read::Everything => match copy(api, &shaped, now, digits, &mut records, &mut out, stats).await {
+        let read = TableRound::plan(prev.tables.get(&key).map(|s| (prev.at, s)), &summary);
+        let (digits, rows) = (summary.digits, summary::rows(&summary));
+        next.tables.insert(key, summary);
+        if read != Read::Nothing {
+            planned.push(Planned { shaped, read, digits, rows });
+        }
+    }
+    // Tables read whole go into the round's transaction while they are small enough for one
+    // target transaction; larger copies are written apart, the target marked not consistent
+    // until the round's commit.
+    let copy_rows: u64 = planned.iter().filter(|p| p.read == Read::Everything).map(|p| p.rows).sum();
+    let atomic = copy_rows <= settings.max_atomic_copy_rows;
+    let mut sweeps = Vec::new();
+    let mut late_stops = Vec::new();
+    let mut into_round = Vec::new();
+    for p in planned {
+        if p.read == Read::Everything && !atomic {
+            let table = p.shaped.bq.table_ref();
+            match read_rows(api, &p, now, Placement::Apart, &mut records, &mut out, stats).await {
                 Ok((rows, bytes)) => {
                     done.copied += rows;
                     done.bytes += bytes;
-                    sweeps.push(table.clone());
+                    out.push(records.table_change(&table, TableChange::Truncate), None).await?;
                 }
                 Err(e) if e.kind().scope() == Scope::Table => {
-                    next.tables.remove(&key);
-                    stop(&mut records, &mut out, &mut next, table, &e).await?;
+                    next.tables.remove(&table.key());
+                    stop(&mut records, &mut out, &mut next, &table, &e).await?;
                 }
                 Err(e) => return Err(e),
-            },
-            changes @ Read::Changes { .. } => diffs.push((shaped, changes, digits)),
-        }
-    }
-    // Tables gone from BigQuery since the last round.
-    for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
-        if let Some((db, name)) = gone.split_once('.') {
-            let table = TableRef::new(db, name);
-            if !tables.contains(&table) {
-                info!(%table, "table gone from BigQuery: dropped in the target as sink.mysql.on_source_drop says");
-                out.push(records.table_change(&table, TableChange::Drop), None).await?;
             }
+        } else {
+            into_round.push(p);
         }
-    }
-    for table in &sweeps {
-        out.push(records.table_change(table, TableChange::Truncate), None).await?;
     }
     // The round's transaction. A table whose rows cannot be read stops after it: the rows
     // read before are its true state at this round, and it gets no more.
-    let mut late_stops = Vec::new();
-    for (shaped, read, digits) in &diffs {
-        let table = shaped.bq.table_ref();
-        match diff(api, shaped, read, *digits, now, &mut records, &mut out).await {
-            Ok((changes, bytes)) => {
-                done.changes += changes;
+    for p in &into_round {
+        let table = p.shaped.bq.table_ref();
+        match read_rows(api, p, now, Placement::Round, &mut records, &mut out, stats).await {
+            Ok((rows, bytes)) => {
+                if p.read == Read::Everything {
+                    done.copied += rows;
+                    sweeps.push(table);
+                } else {
+                    done.changes += rows;
+                }
                 done.bytes += bytes;
             }
             Err(e) if e.kind().scope() == Scope::Table => {
@@ -369,6 +402,20 @@ async fn run_round<B: Journal>(
         stats.source_changed(u64::from(records.timestamp()));
     }
     out.push(committed, None).await?;
+    // After it: the sweeps of the tables it copied (rows the target has and BigQuery no
+    // longer has; none on a first copy), tables gone from BigQuery, and tables stopped.
+    for table in &sweeps {
+        out.push(records.table_change(table, TableChange::Truncate), None).await?;
+    }
+    for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
+        if let Some((db, name)) = gone.split_once('.') {
+            let table = TableRef::new(db, name);
+            if !tables.contains(&table) {
+                info!(%table, "table gone from BigQuery: dropped in the target as sink.mysql.on_source_drop says");
+                out.push(records.table_change(&table, TableChange::Drop), None).await?;
+            }
+        }
+    }
     for (table, e) in late_stops {
         stop(&mut records, &mut out, &mut next, &table, &e).await?;
     }
@@ -381,61 +428,45 @@ async fn run_round<B: Journal>(
     Ok(done)
 }
 
-/// The changes of one table into the round's transaction. Returns changes and bytes scanned.
-async fn diff<B: Journal>(
+/// Read what `p.read` names of one table into the round's records, a page at a time.
+/// Returns rows and bytes scanned.
+async fn read_rows<B: Journal>(
     api: &Api,
-    shaped: &Shaped,
-    read: &Read,
-    digits: u32,
+    p: &Planned,
     now: i64,
-    records: &mut RoundRecords,
-    out: &mut Outbox<'_, B>,
-) -> Result<(u64, u64)> {
-    let version = shaped.schema.version();
-    let table = shaped.bq.table_ref();
-    let round = TableRound::new(api, &shaped.bq, version, now);
-    let Some(mut changes) = round.read(read, digits).await? else { return Ok((0, 0)) };
-    let bytes = changes.bytes_processed().unwrap_or(0);
-    let mut n = 0u64;
-    while let Some(page) = changes.next_page().await? {
-        let mut batch = Vec::with_capacity(page.len());
-        for row in page {
-            batch.push(records.change(&table, version, row.deleted, row.values)?);
-        }
-        n += batch.len() as u64;
-        out.push(batch, Some(&shaped.schema)).await?;
-    }
-    Ok((n, bytes))
-}
-
-/// Copy a table read whole, a page per snapshot commit. Returns rows and bytes scanned.
-async fn copy<B: Journal>(
-    api: &Api,
-    shaped: &Shaped,
-    now: i64,
-    digits: u32,
+    into: Placement,
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
     stats: &Arc<Stats>,
 ) -> Result<(u64, u64)> {
-    let table = shaped.bq.table_ref();
-    let version = shaped.schema.version();
-    let round = TableRound::new(api, &shaped.bq, version, now);
-    let Some(mut pages) = round.read(&Read::Everything, digits).await? else { return Ok((0, 0)) };
+    let version = p.shaped.schema.version();
+    let table = p.shaped.bq.table_ref();
+    let round = TableRound::new(api, &p.shaped.bq, version, now);
+    let Some(mut pages) = round.read(&p.read, p.digits).await? else { return Ok((0, 0)) };
     let bytes = pages.bytes_processed().unwrap_or(0);
-    let mut rows = 0u64;
+    let mut n = 0u64;
     while let Some(page) = pages.next_page().await? {
         let mut batch = Vec::with_capacity(page.len() + 1);
         for row in page {
-            batch.push(records.copied(&table, version, row.values)?);
+            batch.push(match into {
+                Placement::Apart => records.copied(&table, version, row.values)?,
+                Placement::Round => records.change(&table, version, row.deleted, row.values)?,
+            });
         }
-        rows += batch.len() as u64;
-        stats.record_snapshot_rows(batch.len() as u64);
-        batch.push(records.copy_commit());
-        out.push(batch, Some(&shaped.schema)).await?;
+        n += batch.len() as u64;
+        if p.read == Read::Everything {
+            stats.record_snapshot_rows(batch.len() as u64);
+        }
+        if into == Placement::Apart {
+            batch.push(records.copy_commit());
+        }
+        out.push(batch, Some(&p.shaped.schema)).await?;
+        out.page_done().await?;
     }
-    info!(%table, rows, "BigQuery table copied");
-    Ok((rows, bytes))
+    if p.read == Read::Everything {
+        info!(%table, rows = n, "BigQuery table copied");
+    }
+    Ok((n, bytes))
 }
 
 /// Stop a table the source cannot read, once: the writer records it in the target with the

@@ -2,16 +2,19 @@
 //! tables consistent. Pure: the driver feeds it rows and appends what it returns.
 //!
 //! A round's records, in buffer order:
-//! 1. **Copies** of the tables read whole (a table's first round, a new shape): copied rows
+//! 1. **Large copies** of tables read whole (a table's first round, a new shape), when they
+//!    hold more rows than fit one target transaction (`max_atomic_copy_rows`): copied rows
 //!    (`Op::Snapshot`), a page at a time, each page closed by a snapshot commit. They may be
 //!    written apart from any transaction (a MySQL target writes them on several connections);
 //!    the commits say `consistent: false`, since the other tables are not at this round yet.
-//! 2. **Stops, drops and sweeps**, each a DDL record with its own commit. The sweep of a copied
+//!    Each is followed by its sweep.
+//! 2. **The round's transaction**: every change of every other table (`Op::Insert` for a new
+//!    or changed row, `Op::Delete` for a deleted one), and the rows of the smaller copies,
+//!    then one commit, `consistent: true`. The target applies it atomically: a reader never
+//!    sees a recipe without its ingredients, not even on the first round.
+//! 3. **Sweeps, drops and stops**, each a DDL record with its own commit. The sweep of a copied
 //!    table is a TRUNCATE at the round's row 0: it removes exactly the target rows older than
 //!    the copy (rows BigQuery no longer has), and every copied row is newer.
-//! 3. **The round's transaction**: every change of every other table (`Op::Insert` for a new
-//!    or changed row, `Op::Delete` for a deleted one), then one commit, `consistent: true`.
-//!    The target applies it atomically: a reader never sees a recipe without its ingredients.
 //!
 //! Positions are [`Position::of_round`]: the round, its timestamp, and the record's place in
 //! the round, so they only grow. A round cut short by a crash is read again from the last

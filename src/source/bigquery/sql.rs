@@ -93,7 +93,8 @@ impl<'a> TableSql<'a> {
         let c = ident(&self.table.columns[i].name);
         match self.table.columns[i].ty {
             BqType::Timestamp => format!("UNIX_MICROS({c})"),
-            BqType::Json | BqType::Nested => format!("TO_JSON_STRING({c})"),
+            // TO_JSON_STRING(NULL) is the text `null`: a SQL NULL must stay one.
+            BqType::Json | BqType::Nested => format!("IF({c} IS NULL, NULL, TO_JSON_STRING({c}))"),
             BqType::Geography => format!("ST_ASTEXT({c})"),
             _ => c,
         }
@@ -210,7 +211,8 @@ mod tests {
                 from("now")
             )
         );
-        let values = "`id` AS _c0, UNIX_MICROS(`at`) AS _c1, TO_JSON_STRING(`tags`) AS _c2, ST_ASTEXT(`g`) AS _c3";
+        let values = "`id` AS _c0, UNIX_MICROS(`at`) AS _c1, IF(`tags` IS NULL, NULL, TO_JSON_STRING(`tags`)) AS _c2, \
+                      ST_ASTEXT(`g`) AS _c3";
         let filter = format!(" WHERE SUBSTR(TO_HEX(MD5({kj})), 1, 2) IN UNNEST(@buckets)");
         assert_eq!(
             sql.changes(2, true),

@@ -2,7 +2,8 @@
 //!
 //! The queries in [`super::sql`] select each column in the form that travels exactly over
 //! REST: a TIMESTAMP as `UNIX_MICROS` (BigQuery's own REST text for it is a float in
-//! seconds, which has no room for every microsecond), ARRAY and STRUCT as `TO_JSON_STRING`.
+//! seconds, which has no room for every microsecond), JSON, ARRAY and STRUCT as
+//! `TO_JSON_STRING` (NULL kept NULL), GEOGRAPHY as `ST_ASTEXT`.
 //! Everything else is BigQuery's REST text: NUMERIC as decimal text, BYTES as base64,
 //! DATETIME with a `T`, FLOAT64 as a shortest round-trip decimal.
 
