@@ -388,15 +388,11 @@ impl Api {
             .job_reference
             .and_then(|r| r.job_id)
             .ok_or_else(|| Error::new(self.side.unavailable(), format!("{what}: no job id returned")))?;
-        let mut pages = Pages {
-            api: self,
-            what,
-            job_id,
-            page_rows,
-            first: None,
-            token: None,
-            bytes_processed: resp.total_bytes_processed.and_then(|b| b.parse().ok()),
-        };
+        let bytes_processed = resp.total_bytes_processed.and_then(|b| b.parse().ok());
+        if self.side == Side::Source {
+            self.stats.record_bigquery_source_bytes(bytes_processed.unwrap_or(0));
+        }
+        let mut pages = Pages { api: self, what, job_id, page_rows, first: None, token: None, bytes_processed };
         if resp.job_complete.unwrap_or(false) {
             pages.first = Some(resp.rows.unwrap_or_default());
             pages.token = resp.page_token.filter(|t| !t.is_empty());

@@ -169,6 +169,10 @@ pub struct RoundCheckpoint {
     /// with the reason: the stop is sent once, not every round.
     #[serde(default)]
     pub stopped: BTreeMap<String, String>,
+    /// Tables `binferry resync` asked for, by `dataset.table`: the next round rebuilds and
+    /// copies them whole. Recorded before the request is answered.
+    #[serde(default)]
+    pub resync: std::collections::BTreeSet<String>,
 }
 
 /// A warehouse table at one round: the version of its schema and its bucket summary.

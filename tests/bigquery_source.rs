@@ -439,10 +439,14 @@ async fn every_bigquery_type_arrives_exactly() {
 
 /// Acceptance: a table without a key, a column type MySQL cannot hold and a duplicate key
 /// each stop their table with a message naming it and the fix, and the other tables keep
-/// syncing; `check` names them beforehand, and an unreachable endpoint is a problem.
+/// syncing; `check` names them beforehand, and an unreachable endpoint is a problem. Once
+/// fixed, `resync` brings a stopped table back, and it rewrites a table edited by hand.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tables_stop_alone_with_the_fix() {
     let mut wh = Warehouse::new("bqsrc_bad").await;
+    // `binferry resync` finds the running process at a fixed port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    wh.env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
     wh.run(
         "CREATE TABLE DS.good (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);
          CREATE TABLE DS.nokey (id INT64, v STRING);
@@ -488,7 +492,34 @@ async fn bad_tables_stop_alone_with_the_fix() {
     // The good table keeps syncing.
     wh.run("INSERT INTO DS.good VALUES (2, 'b'); UPDATE DS.good SET v = 'c' WHERE id = 1").await;
     wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.good", "SELECT CAST(id AS CHAR), v FROM DST.good").await;
+
+    // `resync` brings a fixed table back, and rewrites a table edited by hand in MySQL.
+    wh.run("DELETE FROM DS.dup WHERE v = 'b'").await;
+    let mut c = wh.env.target_pool.get_conn().await.unwrap();
+    c.query_drop(format!("UPDATE `{0}`.good SET v = 'by hand' WHERE id = 2; INSERT INTO `{0}`.good (id, v, _binferry_pos, _binferry_hash) SELECT 99, 'extra', _binferry_pos, _binferry_hash FROM `{0}`.good WHERE id = 1", wh.env.dst))
+        .await
+        .unwrap();
+    drop(c);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.dup", wh.ds)])
+        .args(["--table", &format!("{}.good", wh.ds)])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("resync complete"), "{text}\n{}", wh.env.log_tails());
+    wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.good", "SELECT CAST(id AS CHAR), v FROM DST.good").await;
+    wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.dup", "SELECT CAST(id AS CHAR), v FROM DST.dup").await;
+    let rows = wh.target_rows(stopped).await;
+    assert_eq!(rows.iter().filter_map(|r| r[0].clone()).collect::<Vec<_>>(), vec!["nokey", "wide"], "{rows:?}");
     binferry.kill9();
+    // `status` reports rounds and the stopped tables; `verify` says it is not for this source.
+    let out = common::binferry_cmd(&["status", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains("bigquery-round.") && text.contains("nokey"), "{text}");
+    assert!(!text.contains("source:"), "no binlog errors for a BigQuery source: {text}");
+    let out = common::binferry_cmd(&["verify", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && text.contains("source.kind = \"bigquery\" has no verify yet"), "{text}");
 
     // Nothing listens on port 1: a problem naming the setting, and exit 1.
     wh.env.set(&["source", "bigquery", "endpoint"], "http://127.0.0.1:1/bigquery/v2");

@@ -181,9 +181,7 @@ async fn run_pipeline(
                 backlog: Arc::clone(&backlog),
                 token: config.http.token()?,
                 reads: role.reads(),
-                // Resync runs through the binlog source; the BigQuery source reads every table
-                // whole again on its own when it must.
-                control: (role.reads() && config.source.kind == SourceKind::Mysql).then_some(control),
+                control: role.reads().then_some(control),
             };
             Some(http::serve(listener, endpoint, http_stop.clone()))
         }
@@ -221,7 +219,7 @@ fn spawn_source<B: Journal>(
         }
         SourceKind::Bigquery => {
             let source = BigQuerySourceSettings::from_config(config)?;
-            tokio::spawn(crate::source::bigquery::run(source, journal, stats, shutdown))
+            tokio::spawn(crate::source::bigquery::run(source, journal, stats, shutdown, inbox))
         }
     })
 }

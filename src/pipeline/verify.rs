@@ -152,6 +152,7 @@ impl VerifyReport {
 /// Compare the tables `pattern` selects (all replicated tables without one); `wait` bounds
 /// each wait for the running process to catch up.
 pub async fn verify(config: &Config, pattern: Option<&str>, wait: Duration, repair: bool) -> Result<VerifyReport> {
+    config.require_mysql_source("verify")?;
     let target = TargetSettings::from_config(config)?;
     let source = SourceSettings::from_config(config)?;
     let only = pattern.map(|p| TableFilter::only("--table", &[p.to_string()])).transpose()?;

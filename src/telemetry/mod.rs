@@ -224,6 +224,17 @@ impl Stats {
         ::metrics::counter!(names::BIGQUERY_JOBS).increment(1);
     }
 
+    /// A round of the BigQuery source completed.
+    pub(crate) fn record_bigquery_round(&self, took: std::time::Duration) {
+        ::metrics::counter!(names::BIGQUERY_SOURCE_ROUNDS).increment(1);
+        ::metrics::gauge!(names::BIGQUERY_SOURCE_ROUND_SECONDS).set(took.as_secs_f64());
+    }
+
+    /// Bytes a query of the BigQuery source scanned.
+    pub(crate) fn record_bigquery_source_bytes(&self, bytes: u64) {
+        ::metrics::counter!(names::BIGQUERY_SOURCE_BYTES_SCANNED).increment(bytes);
+    }
+
     /// A BigQuery MERGE run completed.
     pub(crate) fn record_bigquery_merge(&self) {
         self.bigquery_merges.fetch_add(1, Ordering::Relaxed);

@@ -37,6 +37,13 @@ pub const BIGQUERY_JOBS: &str = "binferry_bigquery_jobs_total";
 pub const BIGQUERY_CHANGELOG_ROWS: &str = "binferry_bigquery_changelog_rows_total";
 /// Counter: MERGE runs that moved changelog rows into the BigQuery tables.
 pub const BIGQUERY_MERGES: &str = "binferry_bigquery_merges_total";
+/// Counter: rounds of the BigQuery source completed (every table read at one timestamp).
+pub const BIGQUERY_SOURCE_ROUNDS: &str = "binferry_bigquery_source_rounds_total";
+/// Counter: bytes the BigQuery source's queries scanned, as BigQuery reports them (what
+/// on-demand pricing bills; the emulator reports 0).
+pub const BIGQUERY_SOURCE_BYTES_SCANNED: &str = "binferry_bigquery_source_bytes_scanned_total";
+/// Gauge: seconds the last BigQuery source round took.
+pub const BIGQUERY_SOURCE_ROUND_SECONDS: &str = "binferry_bigquery_source_round_seconds";
 /// Seconds to apply one batch and commit it in the target (histogram).
 pub const WRITER_COMMIT_SECONDS: &str = "binferry_writer_commit_seconds";
 /// Row changes in one committed batch, after compaction (histogram).
@@ -91,6 +98,9 @@ pub const ALL: &[&str] = &[
     BIGQUERY_JOBS,
     BIGQUERY_CHANGELOG_ROWS,
     BIGQUERY_MERGES,
+    BIGQUERY_SOURCE_ROUNDS,
+    BIGQUERY_SOURCE_BYTES_SCANNED,
+    BIGQUERY_SOURCE_ROUND_SECONDS,
     WRITER_COMMIT_SECONDS,
     WRITER_BATCH_ROWS,
     WRITER_RETRIES,

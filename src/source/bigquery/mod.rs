@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use super::control::{Inbox, Request, Resynced};
 use crate::bigquery_api::{Api, Auth, Side};
 use crate::buffer::{AppendBatch, Journal};
 use crate::config::Config;
@@ -51,7 +52,7 @@ use crate::schema::{TableRef, TableSchema};
 use crate::shutdown::Shutdown;
 use crate::table_filter::TableFilter;
 use crate::table_options::TableRules;
-use crate::telemetry::Stats;
+use crate::telemetry::{CopyProgress, Stats};
 use records::RoundRecords;
 use round::{Read, TableRound};
 use table::BqTable;
@@ -118,15 +119,17 @@ impl BigQuerySourceSettings {
 
 /// Run rounds until `shutdown` turns true or a definite error occurs; transient errors are
 /// retried with backoff from the last checkpoint (the round is read again, at a new time).
+/// `binferry resync` requests arrive through `inbox`, between rounds.
 pub async fn run<B: Journal>(
     settings: BigQuerySourceSettings,
     buffer: Arc<B>,
     stats: Arc<Stats>,
     shutdown: Shutdown,
+    mut inbox: Inbox,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        match run_rounds(&settings, &buffer, &stats, &shutdown, &mut backoff).await {
+        match run_rounds(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await {
             Ok(()) => return Ok(()),
             Err(e) => match backoff.next_delay(&e) {
                 Some(delay) => {
@@ -149,9 +152,11 @@ async fn run_rounds<B: Journal>(
     stats: &Arc<Stats>,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
+    inbox: &mut Inbox,
 ) -> Result<()> {
     let api = settings.api(stats).await?;
     let mut checkpoint = buffer.checkpoint().await?;
+    show_resyncs(&checkpoint, stats);
     loop {
         // Backpressure: a target that falls behind slows the rounds, not the memory.
         while settings.max_unapplied > 0 && buffer.unapplied() > settings.max_unapplied {
@@ -170,6 +175,7 @@ async fn run_rounds<B: Journal>(
         };
         backoff.reset();
         stats.record_source_recovered();
+        stats.record_bigquery_round(started.elapsed());
         stats.source_caught_up.store(true, Ordering::Relaxed);
         info!(
             round = round.number,
@@ -179,12 +185,70 @@ async fn run_rounds<B: Journal>(
             secs = format!("{:.1}", started.elapsed().as_secs_f64()),
             "BigQuery round done"
         );
+        show_resyncs(&checkpoint, stats);
         let next = started + settings.interval;
-        tokio::select! {
-            _ = tokio::time::sleep_until(next.into()) => {}
-            _ = shutdown.triggered() => return Ok(()),
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.into()) => break,
+                _ = shutdown.triggered() => return Ok(()),
+                Some(request) = inbox.rx.recv() => {
+                    answer(request, &api, settings, buffer.as_ref(), &mut checkpoint).await?;
+                    show_resyncs(&checkpoint, stats);
+                }
+            }
         }
     }
+}
+
+/// Answer a request of the operations endpoint. A resync is recorded in the checkpoint,
+/// durably, before it is answered; the next round rebuilds and copies the tables.
+async fn answer<B: Journal>(
+    request: Request,
+    api: &Api,
+    settings: &BigQuerySourceSettings,
+    buffer: &B,
+    checkpoint: &mut SourceCheckpoint,
+) -> Result<()> {
+    match request {
+        Request::Resync { tables, reply } => {
+            let found = match discover(api, settings).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let _ = reply.send(Err(Error::new(e.kind(), e.to_string())));
+                    return if e.is_transient() { Ok(()) } else { Err(e) };
+                }
+            };
+            let rounds = checkpoint.rounds.get_or_insert_with(RoundCheckpoint::default);
+            let mut resynced = Resynced::default();
+            for t in found.into_iter().filter(|t| tables.matches(t)) {
+                if rounds.resync.insert(t.key()) {
+                    resynced.started.push(t);
+                } else {
+                    resynced.already.push(t);
+                }
+            }
+            if !resynced.started.is_empty() {
+                buffer.append(AppendBatch::checkpoint_only(checkpoint.clone())).await?;
+                info!(tables = ?resynced.started, "resync requested: the next round copies the tables again");
+            }
+            let _ = reply.send(Ok(resynced));
+        }
+        Request::Repair { reply, .. } => {
+            let _ = reply.send(Err(Error::new(
+                ErrorKind::Config,
+                "verify --repair reads a MySQL/MariaDB source; the BigQuery source repairs with `binferry resync`",
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Resyncs waiting for the next round, for `/status` (and `binferry resync`, which follows them).
+fn show_resyncs(checkpoint: &SourceCheckpoint, stats: &Stats) {
+    let waiting = checkpoint.rounds.as_ref().map(|r| r.resync.clone()).unwrap_or_default();
+    stats.set_copies(
+        waiting.into_iter().map(|table| CopyProgress { table, rows: 0, chunks: 0, resync: true }).collect(),
+    );
 }
 
 /// What a round did, for its log line.
@@ -316,7 +380,15 @@ async fn run_round<B: Journal>(
     }
     let mut records = RoundRecords::new(number, now);
     let mut out = Outbox { buffer, checkpoint: checkpoint.clone(), records: Vec::new(), schemas: BTreeMap::new() };
-    let mut next = RoundCheckpoint { round: number, at: now, tables: BTreeMap::new(), stopped: prev.stopped.clone() };
+    // Resyncs asked for are done by this round: a rebuild (which also starts a stopped table
+    // again), then a copy of the whole table.
+    let mut next = RoundCheckpoint {
+        round: number,
+        at: now,
+        tables: BTreeMap::new(),
+        stopped: prev.stopped.clone(),
+        resync: Default::default(),
+    };
     let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0 };
     let tables = discover(api, settings).await?;
 
@@ -324,13 +396,18 @@ async fn run_round<B: Journal>(
     let mut planned = Vec::new();
     for table in &tables {
         let key = table.key();
-        if next.stopped.contains_key(&key) {
+        let resync = prev.resync.contains(&key);
+        if resync {
+            next.stopped.remove(&key);
+            out.push(records.table_change(table, TableChange::Rebuild), None).await?;
+        } else if next.stopped.contains_key(&key) {
             continue;
         }
+        let before = if resync { None } else { prev.tables.get(&key) };
         let read = async {
             let shaped = shape(api, settings, table).await?;
             let version = shaped.schema.version();
-            let summary = TableRound::new(api, &shaped.bq, version, now).summary(prev.tables.get(&key)).await?;
+            let summary = TableRound::new(api, &shaped.bq, version, now).summary(before).await?;
             Ok::<_, Error>((shaped, summary))
         };
         let (shaped, summary) = match read.await {
@@ -341,7 +418,7 @@ async fn run_round<B: Journal>(
             }
             Err(e) => return Err(e),
         };
-        let read = TableRound::plan(prev.tables.get(&key).map(|s| (prev.at, s)), &summary);
+        let read = TableRound::plan(before.map(|s| (prev.at, s)), &summary);
         let (digits, rows) = (summary.digits, summary::rows(&summary));
         next.tables.insert(key, summary);
         if read != Read::Nothing {
