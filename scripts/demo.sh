@@ -12,14 +12,20 @@
 #   scripts/demo.sh            embedded buffer (one redb file)
 #   scripts/demo.sh --kafka    through a local Kafka-protocol broker (tansu, scripts/kafka.sh)
 #   scripts/demo.sh --bigquery into the local BigQuery emulator (scripts/bigquery.sh)
+#   scripts/demo.sh --from-bigquery   the other direction: tables in the BigQuery emulator,
+#                              changed by a generator, mirrored into MariaDB
+#                              (scripts/demo_from_bigquery.sh)
 set -euo pipefail
+if [ "${1:-}" = "--from-bigquery" ]; then
+  exec "$(dirname "$0")/demo_from_bigquery.sh"
+fi
 KAFKA=0
 BIGQUERY=0
 for arg in "$@"; do
   case "$arg" in
     --kafka) KAFKA=1 ;;
     --bigquery) BIGQUERY=1 ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
