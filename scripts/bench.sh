@@ -6,6 +6,9 @@
 #   scripts/bench.sh                 full sizes (1M changes, 5M-row snapshot, 60 s at 1,000 tx/s)
 #   scripts/bench.sh --quick         small sizes, a smoke run of every scenario
 #   scripts/bench.sh --only NAME     one scenario: catchup | catchup-bigquery | catchup-tls | latency | snapshot | bigtxn
+#   scripts/bench.sh --only from-bigquery   the BigQuery source: a 1M-row table copied from the
+#                                    emulator into MariaDB, then 1 % of it changed per round
+#                                    (scripts/bench_from_bigquery.sh; BENCH_ROWS, BENCH_ROUNDS)
 #
 # BINFERRY_BENCH_SNAPSHOT_ROWS=N sets the snapshot table's size; BINFERRY_BENCH_PERF=DIR records
 # each binferry run with `perf record` into DIR.
@@ -37,6 +40,11 @@ cleanup() {
 trap cleanup EXIT
 # One build for both: the example's dev-dependencies unify features differently, so building
 # them apart rebuilds binferry each time.
+if [ "${1:-}" = "--only" ] && [ "${2:-}" = "from-bigquery" ]; then
+  cargo build --release --quiet --bin binferry
+  scripts/bench_from_bigquery.sh
+  exit
+fi
 cargo build --release --quiet --bin binferry --example e2e
 export BINFERRY_BENCH_KAFKA="${BINFERRY_BENCH_KAFKA-127.0.0.1:${BINFERRY_KAFKA_PORT:-19092}}"
 export BINFERRY_BENCH_TLS_PORT="$tls_port" BINFERRY_BENCH_TLS_CA="$tls_dir/tls/ca.pem"

@@ -169,6 +169,38 @@ fn cells(row: &TableRow) -> Vec<serde_json::Value> {
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(version: u64, buckets: &[(&str, u64, i64)]) -> TableSummary {
+        TableSummary {
+            schema_version: version,
+            digits: 1,
+            buckets: buckets.iter().map(|(n, r, x)| (n.to_string(), (*r, *x))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_round_reads_what_changed_since_the_last_or_everything() {
+        let before = summary(1, &[("a", 2, 5), ("b", 1, 7)]);
+        let cases = [
+            (None, summary(1, &[("a", 2, 5)]), Read::Everything),
+            (Some((10, &before)), before.clone(), Read::Nothing),
+            (
+                Some((10, &before)),
+                summary(1, &[("a", 2, 6), ("b", 1, 7)]),
+                Read::Changes { prev: 10, buckets: Some(vec!["a".into()]) },
+            ),
+            // Another shape (an added column): read whole, not diffed.
+            (Some((10, &before)), summary(2, &[("a", 2, 5), ("b", 1, 7)]), Read::Everything),
+        ];
+        for (prev, now, expect) in cases {
+            assert_eq!(TableRound::plan(prev, &now), expect, "{prev:?} → {now:?}");
+        }
+    }
+}
+
 /// Against the BigQuery emulator that scripts/test.sh starts (`BINFERRY_BQ_PORT`, default
 /// 19050): each test makes its own dataset and drops it.
 #[cfg(test)]
