@@ -238,8 +238,9 @@ const LINKS_MY: &str = "SELECT CAST(recipe_id AS CHAR), CAST(ingredient_id AS CH
                         FROM DST.recipe_ingredients";
 
 /// Acceptance: three linked tables mutated by INSERT/UPDATE/DELETE/MERGE transactions while
-/// binferry runs and is SIGKILLed at 5 random moments; MySQL ends equal value by value, and a
-/// reader of MySQL never sees a round half applied.
+/// binferry runs and is SIGKILLed at 6 random moments (and aborted twice in the middle of a
+/// round); MySQL ends equal value by value, and a reader of MySQL never sees a round half
+/// applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn linked_tables_stay_consistent_through_mutations_and_sigkills() {
     let mut wh = Warehouse::new("bqsrc_linked").await;
@@ -263,17 +264,16 @@ async fn linked_tables_stay_consistent_through_mutations_and_sigkills() {
         Arc::clone(&stop),
     ));
     let mut binferry = wh.env.start();
-    let mut kills = 0;
-    for step in 6..46 {
+    let mut crashes = 0;
+    for step in 6..54 {
         let sql = mutation(&mut rng, step, &mut model, &mut next_id);
-        eprintln!("step {step}: {sql}");
         wh.run(&sql).await;
-        // Five crashes: SIGKILLs at random moments, and (every other one, since a random
-        // moment rarely lands inside a round of a few hundred ms) an abort right after a page of
-        // a round was appended without the round's end.
-        if step % 8 == 7 {
-            kills += 1;
-            if kills % 2 == 1 {
+        // Eight crashes: six SIGKILLs at random moments, and two aborts right after a page of
+        // a round was appended without the round's end (a random moment lands inside a round
+        // of a few hundred ms only now and then; the failpoint makes that case certain).
+        if step % 6 == 5 {
+            crashes += 1;
+            if crashes % 3 != 0 {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
                 binferry.kill9();
             } else {
@@ -290,7 +290,7 @@ async fn linked_tables_stay_consistent_through_mutations_and_sigkills() {
             binferry = wh.env.start();
         }
     }
-    assert_eq!(kills, 5);
+    assert_eq!(crashes, 8);
     wh.wait_same(RECIPES_BQ, RECIPES_MY).await;
     wh.wait_same(INGREDIENTS_BQ, INGREDIENTS_MY).await;
     wh.wait_same(LINKS_BQ, LINKS_MY).await;
@@ -433,6 +433,16 @@ async fn every_bigquery_type_arrives_exactly() {
         assert!(start.elapsed() < CONVERGE, "after the round:\n got {got:?}\n{}", wh.env.log_tails());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // A column added in BigQuery appears in MySQL, with its values (the table is read whole
+    // once with its new shape).
+    wh.run("ALTER TABLE DS.types ADD COLUMN added STRING").await;
+    wh.run("UPDATE DS.types SET added = CONCAT('v', CAST(id AS STRING)) WHERE id IN (1, 3)").await;
+    wh.wait_same(
+        "SELECT CAST(id AS STRING), added, CAST(i AS STRING) FROM DS.types",
+        "SELECT CAST(id AS CHAR), added, CAST(i AS CHAR) FROM DST.types",
+    )
+    .await;
     binferry.kill9();
     wh.drop().await;
 }
