@@ -63,12 +63,16 @@ impl Position {
 }
 
 impl Position {
-    /// The position of the `row`th record of round `round` of the BigQuery source, whose
-    /// timestamp is `at` (µs since the epoch). Rounds count up from 1 and their timestamps
-    /// increase, so positions order by round, then by place in the round. The file base
-    /// `bigquery-round` never compares with a binlog's.
-    pub fn of_round(round: u32, at: i64, row: u32) -> Position {
-        Position { file: format!("{ROUND_FILE_BASE}.{round:06}"), offset: at.max(0) as u64, row }
+    /// The position of the `row`th record of the BigQuery source's round at timestamp `at`
+    /// (µs since the epoch): positions order by the round's timestamp, then by place in the
+    /// round. The file base `bigquery-round` never compares with a binlog's.
+    pub fn of_round(at: i64, row: u32) -> Position {
+        // The "file" is the round's second, not its number: a restart from an older
+        // checkpoint (Kafka's checkpoint topic may lag its data) numbers rounds again from
+        // there, and a position must still sort after everything applied before it. Round
+        // timestamps only grow (BigQuery's clock), so they order rounds whatever their number.
+        let at = at.max(0);
+        Position { file: format!("{ROUND_FILE_BASE}.{}", at / 1_000_000), offset: at as u64, row }
     }
 }
 

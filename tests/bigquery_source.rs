@@ -72,6 +72,8 @@ impl Warehouse {
                 return;
             }
             if start.elapsed() > CONVERGE {
+                let keep = format!("/tmp/{}.log", self.env.name);
+                std::fs::write(&keep, self.env.log()).ok();
                 let only_bq: Vec<_> = a.iter().filter(|r| !b.contains(r)).take(5).collect();
                 let only_my: Vec<_> = b.iter().filter(|r| !a.contains(r)).take(5).collect();
                 panic!(

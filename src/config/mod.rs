@@ -82,6 +82,8 @@ pub const DEFAULT_BIGQUERY_TABLE_TEMPLATE: &str = "{db}_{table}";
 pub const DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS: u64 = 5;
 /// Default seconds between the rounds of the BigQuery source.
 pub const DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS: u64 = 5;
+/// Default seconds before the last round that the BigQuery source's diffs start.
+pub const DEFAULT_BIGQUERY_SETTLE_SECS: u64 = 30;
 /// Default most rows the BigQuery source copies inside one round's transaction.
 pub const DEFAULT_BIGQUERY_ATOMIC_COPY_ROWS: u64 = 1_000_000;
 /// Seconds a BigQuery request may take before it counts as failed (and is retried).
@@ -279,6 +281,9 @@ fn default_bigquery_table_template() -> String {
 fn default_bigquery_merge_interval() -> u64 {
     DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS
 }
+fn default_bigquery_settle() -> u64 {
+    DEFAULT_BIGQUERY_SETTLE_SECS
+}
 fn default_bigquery_atomic_copy_rows() -> u64 {
     DEFAULT_BIGQUERY_ATOMIC_COPY_ROWS
 }
@@ -357,6 +362,13 @@ impl Config {
         }
         if self.log.progress_interval_secs == 0 {
             return Err(invalid("log.progress_interval_secs", "must be at least 1"));
+        }
+        if self.source.kind == SourceKind::Bigquery && self.buffer.kind == BufferKind::Kafka {
+            return Err(invalid(
+                "buffer.kind",
+                "the BigQuery source runs with the embedded buffer for now: through Kafka a delete was lost after \
+                 a restart in testing, and binferry does not run what it cannot trust; set buffer.kind = \"embedded\"",
+            ));
         }
         if self.source.kind == SourceKind::Bigquery && self.sink.kind != SinkKind::Mysql {
             return Err(invalid(

@@ -80,6 +80,13 @@ pub struct BigQuerySourceSettings {
     max_unapplied: u64,
     /// Tables read whole join the round's transaction up to this many rows together.
     max_atomic_copy_rows: u64,
+    /// How far before the last round's timestamp a diff starts. A commit's timestamp can be
+    /// older than the moment it becomes visible (the emulator stamps a commit with the start
+    /// of its transaction): a round reading `AS OF T` at T misses a commit stamped just
+    /// before T that is still committing, and a later diff from T would miss it too, since
+    /// time travel then shows it before T. Rows changed in this margin are sent again; the
+    /// target finds them unchanged (equal hash).
+    settle: Duration,
 }
 
 impl BigQuerySourceSettings {
@@ -108,6 +115,7 @@ impl BigQuerySourceSettings {
             rules: config.table_rules()?,
             max_unapplied: config.buffer.embedded.max_unapplied_records,
             max_atomic_copy_rows: bq.max_atomic_copy_rows,
+            settle: Duration::from_secs(bq.settle_secs),
         })
     }
 
@@ -371,6 +379,17 @@ async fn run_round<B: Journal>(
         .round
         .checked_add(1)
         .ok_or_else(|| Error::internal("the BigQuery source ran out of round numbers (2^32)"))?;
+    // Shapes first, then the round's timestamp: a column added after its table's shape was
+    // read is simply not read this round (the next one sees the new shape and reads the table
+    // whole); read the other way round, the columns would be newer than the timestamp.
+    let tables = discover(api, settings).await?;
+    let mut shapes = BTreeMap::new();
+    for table in &tables {
+        let key = table.key();
+        if prev.resync.contains(&key) || !prev.stopped.contains_key(&key) {
+            shapes.insert(key, shape(api, settings, table).await);
+        }
+    }
     let now = bigquery_now(api).await?;
     if now <= prev.at {
         return Err(Error::new(
@@ -390,7 +409,6 @@ async fn run_round<B: Journal>(
         resync: Default::default(),
     };
     let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0 };
-    let tables = discover(api, settings).await?;
 
     // Each table's shape and summary, and what to read of it.
     let mut planned = Vec::new();
@@ -403,11 +421,17 @@ async fn run_round<B: Journal>(
         } else if next.stopped.contains_key(&key) {
             continue;
         }
-        let before = if resync { None } else { prev.tables.get(&key) };
+        let shaped = shapes.remove(&key).unwrap_or_else(|| Err(Error::internal(format!("{table} was not shaped"))));
+        // A table created since the last round (dropped and created again) has no past to
+        // diff with: it is read whole.
+        let created = shaped.as_ref().ok().and_then(|s| s.bq.created);
+        let recreated = created.is_some_and(|c| c > prev.at);
+        let before = if resync || recreated { None } else { prev.tables.get(&key) };
         let read = async {
-            let shaped = shape(api, settings, table).await?;
+            let shaped = shaped?;
             let version = shaped.schema.version();
-            let summary = TableRound::new(api, &shaped.bq, version, now).summary(before).await?;
+            let summary =
+                TableRound::new(api, &shaped.bq, version, now).summary(before).await.map_err(changed_meanwhile)?;
             Ok::<_, Error>((shaped, summary))
         };
         let (shaped, summary) = match read.await {
@@ -418,7 +442,14 @@ async fn run_round<B: Journal>(
             }
             Err(e) => return Err(e),
         };
-        let read = TableRound::plan(before.map(|s| (prev.at, s)), &summary);
+        // The diff starts `settle` before the last round: a commit whose timestamp is before a
+        // round's but which became visible only after that round read the table is in no
+        // summary yet, and its timestamp is older than the last round (see `settle`).
+        // Time travel cannot reach before the table's creation (a second after it, for
+        // clocks that disagree by a little).
+        let settled = prev.at.saturating_sub(settings.settle.as_micros().min(i64::MAX as u128) as i64);
+        let since = settled.max(created.map_or(i64::MIN, |c| c.saturating_add(1_000_000).min(prev.at)));
+        let read = TableRound::plan(before.map(|s| (since, s)), &summary);
         let (digits, rows) = (summary.digits, summary::rows(&summary));
         next.tables.insert(key, summary);
         if read != Read::Nothing {
@@ -501,8 +532,18 @@ async fn run_round<B: Journal>(
     out.flush().await?;
     stats.record_source_events(done.changes + done.copied);
     stats.source_event_ts.store(u64::from(records.timestamp()), Ordering::Relaxed);
-    stats.set_source_position(&Position::of_round(number, now, 0));
+    stats.set_source_position(&Position::of_round(now, 0));
     Ok(done)
+}
+
+/// A column the shape names is missing at the round's timestamp: the table was changed
+/// (a column dropped or renamed) between the shape's read and the timestamp. The round is
+/// read again (BigQuery says "Unrecognized name: c").
+fn changed_meanwhile(e: Error) -> Error {
+    if e.kind() == ErrorKind::SourceSetting && e.detail().contains("Unrecognized name") {
+        return Error::new(ErrorKind::SourceUnavailable, format!("a table changed during the round: {}", e.detail()));
+    }
+    e
 }
 
 /// Read what `p.read` names of one table into the round's records, a page at a time.
@@ -519,7 +560,7 @@ async fn read_rows<B: Journal>(
     let version = p.shaped.schema.version();
     let table = p.shaped.bq.table_ref();
     let round = TableRound::new(api, &p.shaped.bq, version, now);
-    let Some(mut pages) = round.read(&p.read, p.digits).await? else { return Ok((0, 0)) };
+    let Some(mut pages) = round.read(&p.read, p.digits).await.map_err(changed_meanwhile)? else { return Ok((0, 0)) };
     let bytes = pages.bytes_processed().unwrap_or(0);
     let mut n = 0u64;
     while let Some(page) = pages.next_page().await? {

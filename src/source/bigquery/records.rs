@@ -54,7 +54,7 @@ impl RoundRecords {
         self.next_row = row
             .checked_add(1)
             .ok_or_else(|| Error::internal(format!("round {} has more than 2^32 records", self.round)))?;
-        Ok(Position::of_round(self.round, self.at, row))
+        Ok(Position::of_round(self.at, row))
     }
 
     /// A row of a table read whole.
@@ -67,7 +67,7 @@ impl RoundRecords {
     /// Closes a page of copied rows.
     pub(crate) fn copy_commit(&self) -> Record {
         Record::Commit(Commit {
-            position: Position::of_round(self.round, self.at, 0),
+            position: Position::of_round(self.at, 0),
             gtid: None,
             timestamp: self.timestamp(),
             snapshot: true,
@@ -108,7 +108,7 @@ impl RoundRecords {
     pub(crate) fn table_change(&mut self, table: &TableRef, change: TableChange) -> [Record; 2] {
         self.wrote = true;
         // The sweep's position is row 0: older than every row this round copied.
-        let position = Position::of_round(self.round, self.at, 0);
+        let position = Position::of_round(self.at, 0);
         [
             Record::Ddl(SchemaChange {
                 table: table.clone(),
@@ -183,9 +183,12 @@ mod tests {
         assert!(pos(&copied) < pos(&ins) && pos(&ins) < pos(&del) && pos(&del) < pos(&commit));
         // A later round's records are newer than all of this one's.
         let mut next = RoundRecords::new(8, at + 1);
+        // A restart from an older checkpoint numbers rounds again from there: still newer.
+        let mut again = RoundRecords::new(2, at + 2);
+        assert!(pos(&commit) < pos(&again.change(&u, 2, false, vec![Value::Int(5)]).unwrap()));
         let later = next.change(&u, 2, false, vec![Value::Int(5)]).unwrap();
         assert!(pos(&commit) < pos(&later));
         assert_eq!(r.timestamp(), 1_795_907_667);
-        assert_eq!(pos(&commit).to_string(), format!("bigquery-round.000007:{at}#4"));
+        assert_eq!(pos(&commit).to_string(), format!("bigquery-round.1795907667:{at}#4"));
     }
 }

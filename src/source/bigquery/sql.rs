@@ -186,6 +186,7 @@ mod tests {
                 col("g", BqType::Geography),
             ],
             key: vec![0],
+            created: None,
         }
     }
 

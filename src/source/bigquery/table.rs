@@ -76,6 +76,9 @@ pub(crate) struct BqTable {
     pub(crate) columns: Vec<BqColumn>,
     /// Indexes into `columns`, in key order.
     pub(crate) key: Vec<usize>,
+    /// When the table was created, µs since the epoch (`creationTime`), when BigQuery says:
+    /// time travel cannot reach before it.
+    pub(crate) created: Option<i64>,
 }
 
 impl BqTable {
@@ -128,7 +131,8 @@ impl BqTable {
             })?;
             key.push(i);
         }
-        let table = BqTable { project, dataset, name, columns, key };
+        let created = resource["creationTime"].as_str().and_then(|ms| ms.parse::<i64>().ok()).map(|ms| ms * 1000);
+        let table = BqTable { project, dataset, name, columns, key, created };
         for &k in &table.key {
             table.check_key_column(&table.columns[k])?;
         }
