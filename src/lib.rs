@@ -48,8 +48,9 @@
 //!    - [`shutdown`]: the one stop signal.
 //!    - `failpoint`: named crash points that tests arm with `BINFERRY_FAILPOINT`.
 //! 1. [`config`]: the TOML configuration and its validation (pure, no adapter).
-//! 2. MySQL protocol pieces shared by the source and the MySQL sink: [`connection`] (TLS,
-//!    credentials) and `mysql_codec` (MySQL values and character sets → exact values).
+//! 2. Client pieces shared by a source and a sink: [`connection`] (MySQL TLS,
+//!    credentials), `mysql_codec` (MySQL values and character sets → exact values) and
+//!    `bigquery_api` (the BigQuery REST client, its retriability and error hints).
 //! 3. [`buffer`]: the `Journal` (source side) and `Log` (writer side) traits, the embedded
 //!    redb log, Kafka (producer, partition logs, consumer-group membership).
 //! 4. The ends, independent of each other: [`source`] (preflight, snapshot, binlog

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("connection", 2),
     ("mysql_codec", 2),
+    ("bigquery_api", 2),
     ("buffer", 3),
     ("source", 4),
     ("sink", 4),
