@@ -363,13 +363,6 @@ impl Config {
         if self.log.progress_interval_secs == 0 {
             return Err(invalid("log.progress_interval_secs", "must be at least 1"));
         }
-        if self.source.kind == SourceKind::Bigquery && self.buffer.kind == BufferKind::Kafka {
-            return Err(invalid(
-                "buffer.kind",
-                "the BigQuery source runs with the embedded buffer for now: through Kafka a delete was lost after \
-                 a restart in testing, and binferry does not run what it cannot trust; set buffer.kind = \"embedded\"",
-            ));
-        }
         if self.source.kind == SourceKind::Bigquery && self.sink.kind != SinkKind::Mysql {
             return Err(invalid(
                 "sink.kind",

@@ -54,7 +54,7 @@ use crate::table_filter::TableFilter;
 use crate::table_options::TableRules;
 use crate::telemetry::{CopyProgress, Stats};
 use records::RoundRecords;
-use round::{Read, TableRound};
+use round::{Read, Since, TableRound};
 use table::BqTable;
 
 pub use check::check;
@@ -80,7 +80,7 @@ pub struct BigQuerySourceSettings {
     max_unapplied: u64,
     /// Tables read whole join the round's transaction up to this many rows together.
     max_atomic_copy_rows: u64,
-    /// How far before the last round's timestamp a diff starts. A commit's timestamp can be
+    /// How far before the last round's timestamp a diff also looks. A commit's timestamp can be
     /// older than the moment it becomes visible (the emulator stamps a commit with the start
     /// of its transaction): a round reading `AS OF T` at T misses a commit stamped just
     /// before T that is still committing, and a later diff from T would miss it too, since
@@ -442,14 +442,15 @@ async fn run_round<B: Journal>(
             }
             Err(e) => return Err(e),
         };
-        // The diff starts `settle` before the last round: a commit whose timestamp is before a
-        // round's but which became visible only after that round read the table is in no
-        // summary yet, and its timestamp is older than the last round (see `settle`).
-        // Time travel cannot reach before the table's creation (a second after it, for
-        // clocks that disagree by a little).
+        // The diff looks back to `settle` before the last round too: a commit whose timestamp
+        // is before a round's but which became visible only after that round read the table
+        // is in no summary yet, and its timestamp is older than the last round (see `settle`).
+        // It still joins the last round's rows: those are what the target was given (see
+        // `TableSql::changes`). Time travel cannot reach before the table's creation (a
+        // second after it, for clocks that disagree by a little).
         let settled = prev.at.saturating_sub(settings.settle.as_micros().min(i64::MAX as u128) as i64);
         let since = settled.max(created.map_or(i64::MIN, |c| c.saturating_add(1_000_000).min(prev.at)));
-        let read = TableRound::plan(before.map(|s| (since, s)), &summary);
+        let read = TableRound::plan(before.map(|s| (Since { prev: prev.at, since }, s)), &summary);
         let (digits, rows) = (summary.digits, summary::rows(&summary));
         next.tables.insert(key, summary);
         if read != Read::Nothing {

@@ -24,13 +24,23 @@ pub(crate) struct RowChange {
     pub(crate) values: Vec<Value>,
 }
 
+/// The moments a round diffs with: the previous round's timestamp and the start of the settle
+/// margin before it (µs since the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Since {
+    pub(crate) prev: i64,
+    pub(crate) since: i64,
+}
+
 /// What one round reads of one table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Read {
     /// Nothing changed.
     Nothing,
-    /// The rows that differ from the previous round, at timestamp `prev` (µs).
-    Changes { prev: i64, buckets: Option<Vec<String>> },
+    /// The rows that differ from the previous round, at timestamp `prev` (µs), or from the
+    /// start of the settle margin before it, `since` (µs, at most `prev`; see
+    /// [`TableSql::changes`]).
+    Changes { prev: i64, since: i64, buckets: Option<Vec<String>> },
     /// Every row: the table's first round, or its previous state is out of reach.
     Everything,
 }
@@ -84,15 +94,18 @@ impl<'a> TableRound<'a> {
     /// What this round must read of the table, given the previous round's timestamp and
     /// summary (none on the table's first round) and this round's summary. A table read
     /// with another schema than last time is read whole.
-    pub(crate) fn plan(prev: Option<(i64, &TableSummary)>, now: &TableSummary) -> Read {
+    pub(crate) fn plan(prev: Option<(Since, &TableSummary)>, now: &TableSummary) -> Read {
         match prev {
             None => Read::Everything,
             Some((_, before)) if before.schema_version != now.schema_version => Read::Everything,
-            Some((at, before)) => match changed(before, now) {
-                Changed::Nothing => Read::Nothing,
-                Changed::Buckets(b) => Read::Changes { prev: at, buckets: Some(b) },
-                Changed::All => Read::Changes { prev: at, buckets: None },
-            },
+            Some((Since { prev, since }, before)) => {
+                let since = since.min(prev);
+                match changed(before, now) {
+                    Changed::Nothing => Read::Nothing,
+                    Changed::Buckets(b) => Read::Changes { prev, since, buckets: Some(b) },
+                    Changed::All => Read::Changes { prev, since, buckets: None },
+                }
+            }
         }
     }
 
@@ -103,12 +116,16 @@ impl<'a> TableRound<'a> {
         let text = match read {
             Read::Nothing => return Ok(None),
             Read::Everything => sql.rows(digits, false),
-            Read::Changes { prev, buckets } => {
+            Read::Changes { prev, since, buckets } => {
                 params.push(Param::Int64("prev", *prev));
+                let earlier = since < prev;
+                if earlier {
+                    params.push(Param::Int64("since", *since));
+                }
                 if let Some(b) = buckets {
                     params.push(Param::Strings("buckets", b.clone()));
                 }
-                sql.changes(digits, buckets.is_some())
+                sql.changes(digits, buckets.is_some(), earlier)
             }
         };
         let pages = self.api.query_pages(&text, &params, PAGE_ROWS).await?;
@@ -181,19 +198,29 @@ mod tests {
         }
     }
 
+    fn at(prev: i64, since: i64) -> Since {
+        Since { prev, since }
+    }
+
     #[test]
     fn a_round_reads_what_changed_since_the_last_or_everything() {
         let before = summary(1, &[("a", 2, 5), ("b", 1, 7)]);
         let cases = [
             (None, summary(1, &[("a", 2, 5)]), Read::Everything),
-            (Some((10, &before)), before.clone(), Read::Nothing),
+            (Some((at(10, 4), &before)), before.clone(), Read::Nothing),
             (
-                Some((10, &before)),
+                Some((at(10, 4), &before)),
                 summary(1, &[("a", 2, 6), ("b", 1, 7)]),
-                Read::Changes { prev: 10, buckets: Some(vec!["a".into()]) },
+                Read::Changes { prev: 10, since: 4, buckets: Some(vec!["a".into()]) },
+            ),
+            // A margin that would start after the previous round starts at it.
+            (
+                Some((at(10, 12), &before)),
+                summary(1, &[("a", 2, 5), ("b", 2, 7)]),
+                Read::Changes { prev: 10, since: 10, buckets: Some(vec!["b".into()]) },
             ),
             // Another shape (an added column): read whole, not diffed.
-            (Some((10, &before)), summary(2, &[("a", 2, 5), ("b", 1, 7)]), Read::Everything),
+            (Some((at(10, 4), &before)), summary(2, &[("a", 2, 5), ("b", 1, 7)]), Read::Everything),
         ];
         for (prev, now, expect) in cases {
             assert_eq!(TableRound::plan(prev, &now), expect, "{prev:?} → {now:?}");
@@ -299,7 +326,7 @@ mod emulator_tests {
         let t2 = ds.now().await;
         let round = TableRound::new(&ds.api, &table, 1, t2);
         let s2 = round.summary(Some(&s1)).await.unwrap();
-        let read = TableRound::plan(Some((t1, &s1)), &s2);
+        let read = TableRound::plan(Some((Since { prev: t1, since: t1 }, &s1)), &s2);
         assert!(matches!(read, Read::Changes { .. }), "{read:?}");
         assert_eq!(
             read_all(&round, &read, s2.digits).await,
@@ -310,18 +337,64 @@ mod emulator_tests {
             ]
         );
         // Unfiltered, the same rows.
-        let all = Read::Changes { prev: t1, buckets: None };
+        let all = Read::Changes { prev: t1, since: t1, buckets: None };
         assert_eq!(read_all(&round, &all, s2.digits).await.len(), 3);
 
         // Nothing since: the summary says so, and nothing is read.
         let t3 = ds.now().await;
         let round = TableRound::new(&ds.api, &table, 1, t3);
         let s3 = round.summary(Some(&s2)).await.unwrap();
-        assert_eq!(TableRound::plan(Some((t2, &s2)), &s3), Read::Nothing);
+        assert_eq!(TableRound::plan(Some((Since { prev: t2, since: t1 }, &s2)), &s3), Read::Nothing);
         // A round is one moment: reading at t1 still shows the first state.
         let back = TableRound::new(&ds.api, &table, 1, t1);
         assert_eq!(read_all(&back, &Read::Everything, 1).await.len(), 3);
         ds.drop().await;
+    }
+
+    /// The diff of a round with a settle margin joins both earlier moments: a row inserted
+    /// after the margin's start and deleted since the previous round is a delete (it exists
+    /// at `prev` only), and a row changed inside the margin is sent again (a commit that
+    /// became visible late looks like that).
+    #[tokio::test]
+    async fn a_round_with_a_margin_deletes_rows_younger_than_the_margin() {
+        let ds = Dataset::new("margin").await;
+        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
+            .await;
+        ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5), (2, 'stew', 2.25)").await;
+        let since = ds.now().await;
+        ds.run("INSERT INTO DS.recipes VALUES (5, 'young', 5)").await;
+        ds.run("UPDATE DS.recipes SET name = 'late' WHERE id = 1").await;
+        let prev = ds.now().await;
+        let s1 = TableRound::new(&ds.api, &table_of(&ds).await, 1, prev).summary(None).await.unwrap();
+        ds.run("DELETE FROM DS.recipes WHERE id = 5").await;
+        ds.run("UPDATE DS.recipes SET price = 3 WHERE id = 2").await;
+        let now = ds.now().await;
+        let table = table_of(&ds).await;
+        let round = TableRound::new(&ds.api, &table, 1, now);
+        let s2 = round.summary(Some(&s1)).await.unwrap();
+        let read = TableRound::plan(Some((Since { prev, since }, &s1)), &s2);
+        assert!(matches!(read, Read::Changes { prev: p, since: s, .. } if p == prev && s == since), "{read:?}");
+        let planned = read_all(&round, &read, s2.digits).await;
+        assert!(planned.contains(&row(true, 5, None, None)) && planned.len() >= 2, "{planned:?}");
+        // Row 1 changed inside the margin: the summaries of `prev` and `now` agree on its
+        // bucket, so only an unfiltered diff shows it (a late commit changes the bucket).
+        let all = Read::Changes { prev, since, buckets: None };
+        assert_eq!(
+            read_all(&round, &all, s2.digits).await,
+            vec![
+                row(false, 1, Some("late"), Some("1.50")),
+                row(false, 2, Some("stew"), Some("3.00")),
+                row(true, 5, None, None)
+            ]
+        );
+        // Diffed with `since` alone (the old way), the young row's delete went missing.
+        let only_since = Read::Changes { prev: since, since, buckets: None };
+        assert!(!read_all(&round, &only_since, s2.digits).await.iter().any(|c| c.deleted));
+        ds.drop().await;
+    }
+
+    async fn table_of(ds: &Dataset) -> BqTable {
+        ds.table("recipes").await
     }
 
     #[tokio::test]

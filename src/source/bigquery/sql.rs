@@ -7,10 +7,17 @@
 //! - [`TableSql::summary`]: per bucket of keys, the row count, the count of distinct keys (a
 //!   duplicate key is an error, BigQuery does not enforce keys) and the XOR of the rows'
 //!   hashes. Compared with the previous round's, it names the buckets that changed.
-//! - [`TableSql::changes`]: the rows whose hash differs between the previous round's timestamp
-//!   and this one's, in the changed buckets: new and changed rows with all their values,
-//!   deleted rows with their key. BigQuery's time travel supplies the previous round's
-//!   hashes, so binferry keeps no per-row state, and only BigQuery hashes are ever compared.
+//! - [`TableSql::changes`]: the rows whose hash at this round's timestamp differs from their
+//!   hash at the previous round's timestamp (`@prev`) or at the start of the settle margin
+//!   before it (`@since`), in the changed buckets: new and changed rows with all their values,
+//!   deleted rows with their key. BigQuery's time travel supplies the earlier hashes, so
+//!   binferry keeps no per-row state, and only BigQuery hashes are ever compared.
+//!
+//!   Both earlier moments are needed. `@prev` is the state the target was given: a row
+//!   inserted shortly before the previous round and deleted since exists at `@prev` only, and
+//!   only a join with `@prev` turns it into a delete. `@since` catches a commit stamped before
+//!   the previous round that became visible only after that round read the table: time travel
+//!   now shows it at `@prev` already, so only a join with an earlier moment sees it change.
 //! - [`TableSql::rows`]: every row, for a table's first round.
 //!
 //! Output layout, shared by `changes` and `rows`: `_deleted` (BOOL), then one value per
@@ -121,36 +128,47 @@ impl<'a> TableSql<'a> {
         )
     }
 
-    /// The rows that differ between `@prev` and `@now`, in the layout of the module docs.
-    /// With `buckets`, only keys in the buckets of parameter `@buckets`.
-    pub(crate) fn changes(&self, digits: u32, buckets: bool) -> String {
+    /// The rows that differ between `@now` and `@prev` or between `@now` and `@since`, in the
+    /// layout of the module docs (see there why both). Without `since` (the settle margin is 0,
+    /// or the table is younger than it), the join with `@since` is left out. With `buckets`,
+    /// only keys in the buckets of parameter `@buckets`.
+    pub(crate) fn changes(&self, digits: u32, buckets: bool, since: bool) -> String {
         let n = self.table.columns.len();
         let filter = self.bucket_filter(digits, buckets);
-        let out: Vec<String> =
-            (0..n)
-                .map(|i| {
-                    if self.table.is_key(i) {
-                        format!("COALESCE(n._c{i}, o._c{i}) AS _c{i}")
-                    } else {
-                        format!("n._c{i}")
-                    }
-                })
-                .collect();
-        format!(
-            "SELECT n._kj IS NULL AS _deleted, {} \
-             FROM (SELECT {}, {} AS _kj, {} AS _h FROM {}{filter}) AS n \
-             FULL OUTER JOIN (SELECT {}, {} AS _kj, {} AS _h FROM {}{filter}) AS o \
-             ON n._kj = o._kj WHERE n._h IS DISTINCT FROM o._h",
-            out.join(", "),
+        let earlier = if since { vec!["o", "s"] } else { vec!["o"] };
+        let out: Vec<String> = (0..n)
+            .map(|i| {
+                if self.table.is_key(i) {
+                    let all: Vec<String> = ["n"].iter().chain(&earlier).map(|t| format!("{t}._c{i}")).collect();
+                    format!("COALESCE({}) AS _c{i}", all.join(", "))
+                } else {
+                    format!("n._c{i}")
+                }
+            })
+            .collect();
+        let key_only = |param: &str| {
+            format!(
+                "(SELECT {}, {} AS _kj, {} AS _h FROM {}{filter})",
+                self.values(self.table.key.iter().copied()).join(", "),
+                self.key_json(),
+                self.row_hash(),
+                self.as_of(param),
+            )
+        };
+        let mut from = format!(
+            "(SELECT {}, {} AS _kj, {} AS _h FROM {}{filter}) AS n FULL OUTER JOIN {} AS o ON n._kj = o._kj",
             self.values(0..n).join(", "),
             self.key_json(),
             self.row_hash(),
             self.as_of("now"),
-            self.values(self.table.key.iter().copied()).join(", "),
-            self.key_json(),
-            self.row_hash(),
-            self.as_of("prev"),
-        )
+            key_only("prev"),
+        );
+        let mut differs = "n._h IS DISTINCT FROM o._h".to_string();
+        if since {
+            from.push_str(&format!(" FULL OUTER JOIN {} AS s ON COALESCE(n._kj, o._kj) = s._kj", key_only("since")));
+            differs.push_str(" OR n._h IS DISTINCT FROM s._h");
+        }
+        format!("SELECT n._kj IS NULL AS _deleted, {} FROM {from} WHERE {differs}", out.join(", "))
     }
 
     /// Every row at `@now` (with `buckets`, of the buckets in `@buckets`), in the layout of
@@ -216,7 +234,7 @@ mod tests {
                       ST_ASTEXT(`g`) AS _c3";
         let filter = format!(" WHERE SUBSTR(TO_HEX(MD5({kj})), 1, 2) IN UNNEST(@buckets)");
         assert_eq!(
-            sql.changes(2, true),
+            sql.changes(2, true, false),
             format!(
                 "SELECT n._kj IS NULL AS _deleted, COALESCE(n._c0, o._c0) AS _c0, n._c1, n._c2, n._c3 \
                  FROM (SELECT {values}, {kj} AS _kj, {h} AS _h FROM {}{filter}) AS n \
@@ -226,8 +244,21 @@ mod tests {
                 from("prev")
             )
         );
+        assert_eq!(
+            sql.changes(1, false, true),
+            format!(
+                "SELECT n._kj IS NULL AS _deleted, COALESCE(n._c0, o._c0, s._c0) AS _c0, n._c1, n._c2, n._c3 \
+                 FROM (SELECT {values}, {kj} AS _kj, {h} AS _h FROM {}) AS n \
+                 FULL OUTER JOIN (SELECT `id` AS _c0, {kj} AS _kj, {h} AS _h FROM {}) AS o ON n._kj = o._kj \
+                 FULL OUTER JOIN (SELECT `id` AS _c0, {kj} AS _kj, {h} AS _h FROM {}) AS s \
+                 ON COALESCE(n._kj, o._kj) = s._kj WHERE n._h IS DISTINCT FROM o._h OR n._h IS DISTINCT FROM s._h",
+                from("now"),
+                from("prev"),
+                from("since")
+            )
+        );
         assert_eq!(sql.rows(1, false), format!("SELECT FALSE AS _deleted, {values} FROM {}", from("now")));
-        assert!(sql.changes(1, false).matches("WHERE").count() == 1);
+        assert!(sql.changes(1, false, false).matches("WHERE").count() == 1);
     }
 
     #[test]
