@@ -1,12 +1,15 @@
 //! What `binferry verify` compares: the row hashes of one table on each side, and the keys
-//! where they disagree. Pure; the reading is done by each end (`source::table_hashes`, the
-//! MySQL sink's `table_hashes`), the waiting for changes in flight by `pipeline::verify`.
+//! where they disagree. Pure; the reading is done by each end (`source::table_hashes`,
+//! `source::bigquery::TableReader`, the MySQL sink's `table_hashes`), the waiting for changes
+//! in flight by `pipeline::verify`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::event::Value;
+use crate::event::hash::{encode_values, row_hash};
+use crate::schema::TableSchema;
 
 /// The rows of one table on one side, by their row hash.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +21,20 @@ pub struct TableHashes {
 }
 
 impl TableHashes {
+    /// Count one row of `schema` (its values in column order), hashed exactly as the writer
+    /// hashes the row it stores.
+    pub fn add_row(&mut self, schema: &TableSchema, values: &[Value]) {
+        let hash = row_hash(values);
+        if schema.has_primary_key() {
+            let key: Vec<_> = schema.primary_key.iter().filter_map(|&i| values.get(i).cloned()).collect();
+            let mut encoded = Vec::new();
+            encode_values(&key, &mut encoded);
+            self.keyed.insert(encoded, (hash, key));
+        } else {
+            *self.keyless.entry(hash).or_insert(0) += 1;
+        }
+    }
+
     /// Rows counted.
     pub fn rows(&self) -> u64 {
         self.keyed.len() as u64 + self.keyless.values().sum::<u64>()

@@ -372,23 +372,6 @@ impl Config {
         Ok(())
     }
 
-    /// `command` works on a MySQL/MariaDB source only: a clear error for the BigQuery source.
-    pub fn require_mysql_source(&self, command: &str) -> Result<()> {
-        if self.source.kind == SourceKind::Mysql {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorKind::Config,
-            format!(
-                "`binferry {command}` reads a MySQL/MariaDB source; source.kind = \"bigquery\" has no {command} yet"
-            ),
-        )
-        .with_hint(
-            "each BigQuery round compares BigQuery with itself and rewrites what changed; to copy a table again \
-             (and repair rows changed by hand in MySQL), run `binferry resync --table DATASET.TABLE`",
-        ))
-    }
-
     /// The compiled `[[tables]]` rules (valid after [`validate`](Self::validate)).
     pub fn table_rules(&self) -> Result<TableRules> {
         TableRules::new(&self.tables)

@@ -11,7 +11,6 @@ use super::{ServerInfo, SourceSettings};
 use crate::drift::{KeyBounds, TableHashes};
 use crate::error::{Error, Result};
 use crate::event::Value;
-use crate::event::hash::{encode_values, row_hash};
 use crate::mysql_codec::snapshot_row;
 use crate::schema::{TableRef, TableSchema};
 use crate::table_filter::TableFilter;
@@ -35,22 +34,9 @@ pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result
     let mut out = TableHashes::default();
     for row in rows {
         let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
-        add(&mut out, &schema, &values);
+        out.add_row(&schema, &values);
     }
     Ok((schema, out))
-}
-
-/// Count one row into `out`.
-fn add(out: &mut TableHashes, schema: &TableSchema, values: &[Value]) {
-    let hash = row_hash(values);
-    if schema.has_primary_key() {
-        let key: Vec<_> = schema.primary_key.iter().map(|&i| values[i].clone()).collect();
-        let mut encoded = Vec::new();
-        encode_values(&key, &mut encoded);
-        out.keyed.insert(encoded, (hash, key));
-    } else {
-        *out.keyless.entry(hash).or_insert(0) += 1;
-    }
 }
 
 /// A table's rows as hashes, one key range at a time: `verify`'s source side for tables whose
@@ -106,7 +92,7 @@ impl HashChunks {
         let mut out = TableHashes::default();
         for row in rows {
             let values = snapshot_row(row, &self.schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
-            add(&mut out, &self.schema, &values);
+            out.add_row(&self.schema, &values);
         }
         Ok(out)
     }

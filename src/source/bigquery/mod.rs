@@ -26,6 +26,7 @@
 //! sweeps, then one transaction with every change). This file runs rounds.
 
 mod check;
+mod hashes;
 mod records;
 mod round;
 mod sql;
@@ -58,6 +59,7 @@ use round::{Read, Since, TableRound};
 use table::BqTable;
 
 pub use check::check;
+pub use hashes::TableReader;
 
 /// Records appended to the buffer at once, at most: a page of a round's result is appended
 /// when it is read, and the records between pages (sweeps, stops) when this many gather.

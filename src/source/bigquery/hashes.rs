@@ -1,0 +1,60 @@
+//! The BigQuery side of `binferry verify`: each selected table's rows at one moment, hashed
+//! exactly as the writer hashes the rows it stores in MySQL (values decoded as a round
+//! decodes them, excluded columns left out), so the comparison is with the target's stored
+//! hashes and never with hashes BigQuery computed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::round::{Read, TableRound};
+use super::{BigQuerySourceSettings, bigquery_now, discover, shape};
+use crate::bigquery_api::Api;
+use crate::drift::TableHashes;
+use crate::error::Result;
+use crate::schema::{TableRef, TableSchema};
+use crate::table_filter::TableFilter;
+use crate::telemetry::Stats;
+
+/// Reads selected BigQuery tables whole for `verify`.
+pub struct TableReader {
+    api: Api,
+    settings: BigQuerySourceSettings,
+}
+
+impl TableReader {
+    /// A reader with the source's settings (credentials, endpoint, keys, rules).
+    pub async fn connect(settings: BigQuerySourceSettings) -> Result<Self> {
+        let api = settings.api(&Arc::new(Stats::default())).await?;
+        Ok(TableReader { api, settings })
+    }
+
+    /// The tables the pipeline mirrors, narrowed by `only` (`dataset.table` globs) when given.
+    pub async fn tables(&self, only: Option<&TableFilter>) -> Result<Vec<TableRef>> {
+        let tables = discover(&self.api, &self.settings).await?;
+        Ok(tables.into_iter().filter(|t| only.is_none_or(|f| f.matches(t))).collect())
+    }
+
+    /// How long a change made in BigQuery takes at most to enter a round: the interval
+    /// between rounds, and a round's own time.
+    pub fn round_period(&self) -> Duration {
+        self.settings.interval + Duration::from_secs(2)
+    }
+
+    /// The shape MySQL has for `table` and its rows' hashes as BigQuery has them now. A
+    /// table the source would stop (no key, a type MySQL cannot hold) is an error of the
+    /// table's scope.
+    pub async fn table_hashes(&self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
+        let shaped = shape(&self.api, &self.settings, table).await?;
+        let now = bigquery_now(&self.api).await?;
+        let round = TableRound::new(&self.api, &shaped.bq, shaped.schema.version(), now);
+        let mut out = TableHashes::default();
+        if let Some(mut pages) = round.read(&Read::Everything, 1).await? {
+            while let Some(page) = pages.next_page().await? {
+                for row in page {
+                    out.add_row(&shaped.schema, &row.values);
+                }
+            }
+        }
+        Ok((TableSchema::clone(&shaped.schema), out))
+    }
+}
