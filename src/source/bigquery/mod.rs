@@ -313,6 +313,7 @@ impl<B: Journal> Outbox<'_, B> {
 }
 
 /// A table as this round reads it.
+#[derive(Clone)]
 struct Shaped {
     bq: BqTable,
     schema: Arc<TableSchema>,
@@ -490,9 +491,23 @@ async fn run_round<B: Journal>(
     // read before are its true state at this round, and it gets no more.
     for p in &into_round {
         let table = p.shaped.bq.table_ref();
-        match read_rows(api, p, now, Placement::Round, &mut records, &mut out, stats).await {
+        let mut read = read_rows(api, p, now, Placement::Round, &mut records, &mut out, stats).await;
+        // The previous round is older than BigQuery's time travel keeps (binferry was stopped
+        // for days): the table's past is out of reach, so it is read whole and swept. A failed
+        // query appended nothing of it.
+        let mut whole = p.read == Read::Everything;
+        if let Err(e) = &read
+            && !whole
+            && round::beyond_time_travel(e)
+        {
+            warn!(%table, error = %e, "the last round is beyond BigQuery's time travel: reading the table whole");
+            let p = Planned { shaped: p.shaped.clone(), read: Read::Everything, digits: p.digits, rows: p.rows };
+            read = read_rows(api, &p, now, Placement::Round, &mut records, &mut out, stats).await;
+            whole = true;
+        }
+        match read {
             Ok((rows, bytes)) => {
-                if p.read == Read::Everything {
+                if whole {
                     done.copied += rows;
                     sweeps.push(table);
                 } else {

@@ -133,6 +133,17 @@ impl<'a> TableRound<'a> {
     }
 }
 
+/// Whether `e` says a diff reached before what BigQuery's time travel keeps: the previous
+/// round (or the settle margin before it) is older than the dataset's time-travel window (7
+/// days by default, 2 at least) or than the table. The table's past is then out of reach,
+/// and the round reads it whole instead.
+pub(crate) fn beyond_time_travel(e: &Error) -> bool {
+    // BigQuery: "Invalid snapshot time 1601168925462 for table p:d.t@1601168925462. Cannot
+    // read before 1601573410026." The emulator: "No snapshot found at timestamp ...".
+    const SIGNS: [&str; 3] = ["Invalid snapshot time", "Cannot read before", "No snapshot found at timestamp"];
+    e.kind() == ErrorKind::SourceSetting && SIGNS.iter().any(|s| e.detail().contains(s))
+}
+
 /// The changed rows of one table, a page at a time.
 pub(crate) struct Changes<'a> {
     table: &'a BqTable,
@@ -195,6 +206,26 @@ mod tests {
             schema_version: version,
             digits: 1,
             buckets: buckets.iter().map(|(n, r, x)| (n.to_string(), (*r, *x))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_past_beyond_time_travel_is_recognised() {
+        let setting = |m: &str| Error::new(ErrorKind::SourceSetting, m);
+        let cases = [
+            (
+                setting(
+                    "Invalid snapshot time 1601168925462 for table p:d.t@1601168925462. Cannot read before \
+                     1601573410026.",
+                ),
+                true,
+            ),
+            (setting("No snapshot found at timestamp 2026-11-19 03:21:13.504433+00"), true),
+            (setting("Unrecognized name: price"), false),
+            (Error::new(ErrorKind::SourceUnavailable, "Cannot read before: timeout"), false),
+        ];
+        for (e, expect) in cases {
+            assert_eq!(beyond_time_travel(&e), expect, "{e}");
         }
     }
 
@@ -390,6 +421,28 @@ mod emulator_tests {
         // Diffed with `since` alone (the old way), the young row's delete went missing.
         let only_since = Read::Changes { prev: since, since, buckets: None };
         assert!(!read_all(&round, &only_since, s2.digits).await.iter().any(|c| c.deleted));
+        ds.drop().await;
+    }
+
+    /// A diff that reaches before what time travel keeps fails with an error the round
+    /// recognises (the emulator keeps nothing before a table's creation; BigQuery nothing
+    /// before its window), and reads the table whole instead.
+    #[tokio::test]
+    async fn a_diff_beyond_time_travel_is_recognised() {
+        let ds = Dataset::new("beyond").await;
+        let before = ds.now().await - 3_600_000_000;
+        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
+            .await;
+        ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5)").await;
+        let table = table_of(&ds).await;
+        let round = TableRound::new(&ds.api, &table, 1, ds.now().await);
+        let read = Read::Changes { prev: before, since: before, buckets: None };
+        let e = match round.read(&read, 1).await {
+            Err(e) => e,
+            Ok(Some(mut pages)) => pages.next_page().await.map(|_| ()).unwrap_err(),
+            Ok(None) => panic!("a diff reads"),
+        };
+        assert!(beyond_time_travel(&e), "{e}");
         ds.drop().await;
     }
 
