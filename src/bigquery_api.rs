@@ -32,6 +32,9 @@ use crate::telemetry::Stats;
 /// How often an unfinished query job is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Rows per page when [`Api::query`] collects a whole (small) result.
+const QUERY_PAGE_ROWS: i32 = 10_000;
+
 /// Requests to an emulator carry a placeholder token: it checks none.
 #[derive(Clone)]
 struct NoAuth;
@@ -185,6 +188,7 @@ impl Param {
 pub(crate) struct Pages<'a> {
     api: &'a Api,
     what: String,
+    /// Empty when BigQuery answered at once without one (then there is one page).
     job_id: String,
     page_rows: i32,
     first: Option<Vec<TableRow>>,
@@ -201,6 +205,9 @@ impl Pages<'_> {
             return Ok(Some(rows));
         }
         let Some(token) = self.token.take() else { return Ok(None) };
+        if self.job_id.is_empty() {
+            return Err(Error::new(self.api.side.unavailable(), format!("{}: more pages but no job id", self.what)));
+        }
         let params = GetQueryResultsParameters {
             location: self.api.location.clone(),
             page_token: Some(token),
@@ -328,46 +335,15 @@ impl Api {
         }
     }
 
-    /// Run one query job (a statement or a script) to completion and return its rows.
+    /// Run one query job (a statement or a script) to completion and return all its rows
+    /// (for results known to be small: statements, scripts, metadata).
     pub(crate) async fn query(&self, sql: &str) -> Result<Vec<TableRow>> {
-        let mut req = QueryRequest::new(sql);
-        req.use_legacy_sql = false;
-        req.location = self.location.clone();
-        req.timeout_ms = Some(self.timeout.as_millis().min(i32::MAX as u128) as i32);
-        self.stats.record_bigquery_job();
-        let what = || format!("query job `{}`", abbreviate(sql));
-        tracing::debug!(sql = %abbreviate(sql), "BigQuery job");
-        let resp = self.client.job().query(&self.project, req).await.map_err(|e| classify(self.side, e, &what()))?;
-        check_errors(self.side, resp.errors.as_deref(), &what())?;
-        if resp.job_complete.unwrap_or(false) {
-            return Ok(resp.rows.unwrap_or_default());
+        let mut pages = self.query_pages(sql, &[], QUERY_PAGE_ROWS).await?;
+        let mut rows = Vec::new();
+        while let Some(page) = pages.next_page().await? {
+            rows.extend(page);
         }
-        // Still running after the request's wait: poll its results until it completes.
-        let job_id = resp
-            .job_reference
-            .and_then(|r| r.job_id)
-            .ok_or_else(|| Error::new(self.side.unavailable(), format!("{}: no job id returned", what())))?;
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            tokio::time::sleep(POLL_INTERVAL).await;
-            let params = GetQueryResultsParameters { location: self.location.clone(), ..Default::default() };
-            let r = self
-                .client
-                .job()
-                .get_query_results(&self.project, &job_id, params)
-                .await
-                .map_err(|e| classify(self.side, e, &what()))?;
-            check_errors(self.side, r.errors.as_deref(), &what())?;
-            if r.job_complete.unwrap_or(false) {
-                return Ok(r.rows.unwrap_or_default());
-            }
-            if Instant::now() > deadline {
-                return Err(Error::new(
-                    self.side.unavailable(),
-                    format!("{}: job {job_id} still running after {:?}", what(), self.timeout),
-                ));
-            }
-        }
+        Ok(rows)
     }
 
     /// Run a query with named parameters; its rows come a page (at most `page_rows` rows) at a time.
@@ -375,8 +351,10 @@ impl Api {
         let mut req = QueryRequest::new(sql);
         req.use_legacy_sql = false;
         req.location = self.location.clone();
-        req.parameter_mode = Some("NAMED".into());
-        req.query_parameters = Some(params.iter().map(Param::encode).collect());
+        if !params.is_empty() {
+            req.parameter_mode = Some("NAMED".into());
+            req.query_parameters = Some(params.iter().map(Param::encode).collect());
+        }
         req.max_results = Some(page_rows);
         req.timeout_ms = Some(self.timeout.as_millis().min(i32::MAX as u128) as i32);
         self.stats.record_bigquery_job();
@@ -384,10 +362,8 @@ impl Api {
         tracing::debug!(sql = %abbreviate(sql), "BigQuery query");
         let resp = self.client.job().query(&self.project, req).await.map_err(|e| classify(self.side, e, &what))?;
         check_errors(self.side, resp.errors.as_deref(), &what)?;
-        let job_id = resp
-            .job_reference
-            .and_then(|r| r.job_id)
-            .ok_or_else(|| Error::new(self.side.unavailable(), format!("{what}: no job id returned")))?;
+        // A job BigQuery answered at once may come without an id; paging or polling needs one.
+        let job_id = resp.job_reference.and_then(|r| r.job_id).unwrap_or_default();
         let bytes_processed = resp.total_bytes_processed.and_then(|b| b.parse().ok());
         if self.side == Side::Source {
             self.stats.record_bigquery_source_bytes(bytes_processed.unwrap_or(0));
@@ -399,6 +375,9 @@ impl Api {
             return Ok(pages);
         }
         // Still running after the request's wait: poll until its first page is ready.
+        if pages.job_id.is_empty() {
+            return Err(Error::new(self.side.unavailable(), format!("{}: no job id returned", pages.what)));
+        }
         let deadline = Instant::now() + self.timeout;
         loop {
             tokio::time::sleep(POLL_INTERVAL).await;

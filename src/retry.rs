@@ -9,8 +9,11 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use tracing::warn;
 
-use crate::error::Error;
+use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
+use crate::telemetry::Stats;
 
 /// First delay after a transient failure.
 pub const DEFAULT_MIN_DELAY: Duration = Duration::from_millis(200);
@@ -55,6 +58,20 @@ impl Backoff {
     /// How many transient failures in a row.
     pub fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// After a failed attempt of a source's supervised loop: a definite `err` comes back;
+    /// a transient one is counted as a source retry, logged with the delay and the place
+    /// the loop starts again from (`from`), and waited out. Returns false when `shutdown`
+    /// came during the wait (the loop then ends without error).
+    pub async fn pause_source(&mut self, err: Error, from: &str, stats: &Stats, shutdown: &Shutdown) -> Result<bool> {
+        let Some(delay) = self.next_delay(&err) else { return Err(err) };
+        warn!(error = %err, attempt = self.attempts, from, "source failed; retrying in {:.1}s", delay.as_secs_f64());
+        stats.record_source_retry(&err.to_string());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(true),
+            _ = shutdown.triggered() => Ok(false),
+        }
     }
 
     /// Forget earlier failures after progress was made.

@@ -48,7 +48,7 @@ use crate::shutdown::Shutdown;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::table_filter::TableFilter;
 pub use binlog::{RowImages, decode_rows};
@@ -195,20 +195,11 @@ pub async fn run<B: Journal>(
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        let result = run_once(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await;
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) => match backoff.next_delay(&e) {
-                Some(delay) => {
-                    warn!(error = %e, attempt = backoff.attempts(), "source failed; retrying in {:.1}s from the last checkpoint", delay.as_secs_f64());
-                    stats.record_source_retry(&e.to_string());
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.triggered() => return Ok(()),
-                    }
-                }
-                None => return Err(e),
-            },
+        let Err(e) = run_once(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await else {
+            return Ok(());
+        };
+        if !backoff.pause_source(e, "the last checkpoint", &stats, &shutdown).await? {
+            return Ok(());
         }
     }
 }

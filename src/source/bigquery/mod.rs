@@ -139,19 +139,11 @@ pub async fn run<B: Journal>(
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     loop {
-        match run_rounds(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await {
-            Ok(()) => return Ok(()),
-            Err(e) => match backoff.next_delay(&e) {
-                Some(delay) => {
-                    warn!(error = %e, attempt = backoff.attempts(), "BigQuery source failed; retrying in {:.1}s from the last round", delay.as_secs_f64());
-                    stats.record_source_retry(&e.to_string());
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.triggered() => return Ok(()),
-                    }
-                }
-                None => return Err(e),
-            },
+        let Err(e) = run_rounds(&settings, &buffer, &stats, &shutdown, &mut backoff, &mut inbox).await else {
+            return Ok(());
+        };
+        if !backoff.pause_source(e, "the last complete round", &stats, &shutdown).await? {
+            return Ok(());
         }
     }
 }
