@@ -317,6 +317,17 @@ fn offset_u64(offset: i64) -> u64 {
 
 /// Errors talking to brokers are transient: brokers come back.
 fn unavailable(e: rdkafka::error::KafkaError, what: impl std::fmt::Display) -> Error {
+    // A message over the size limit (the producer's `message.max.bytes`, or the broker's or
+    // topic's) is refused the same way every time: retrying cannot help.
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
+        return Error::new(ErrorKind::Buffer, format!("{what}: {e}")).with_hint(
+            "a message is larger than Kafka accepts (a row with large values; or the BigQuery source's \
+             checkpoint, which carries every table's bucket summaries, about 150 KB for a table of a million rows \
+             or more): raise \
+             buffer.kafka.producer.\"message.max.bytes\" and the topic's max.message.bytes (or the broker's \
+             message.max.bytes) together",
+        );
+    }
     Error::new(ErrorKind::BufferUnavailable, format!("{what}: {e}"))
         .with_hint("check that the Kafka brokers (buffer.kafka.brokers) are reachable; binferry retries meanwhile")
 }
@@ -327,6 +338,17 @@ mod tests {
 
     fn topics() -> Topics {
         Topics { prefix: "bf".into(), dead_letter: "bf-dead-letter".into() }
+    }
+
+    #[test]
+    fn an_oversized_message_is_definite_and_says_what_to_raise() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        let e = unavailable(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), "producing");
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().contains("message.max.bytes"), "{e}");
+        let e = unavailable(KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure), "producing");
+        assert!(e.is_transient(), "{e}");
     }
 
     #[test]
