@@ -17,15 +17,7 @@ DS="bench_src_$(date +%s)"
 DST=bench_from_bigquery
 WORK="$(mktemp -d /tmp/binferry-bench-bq.XXXXXX)"
 sql() { scripts/mariadb.sh client "$@"; }
-bq() {
-  curl -fsS -X POST "$BQ_URL/projects/binferry-test/queries" -H 'content-type: application/json' \
-    -d "$(python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1], "useLegacySql": False, "timeoutMs": 300000}))' "$1")" \
-    | python3 -c 'import json,sys
-r = json.load(sys.stdin)
-if "error" in r: sys.exit("BigQuery: " + r["error"]["message"])
-rows = r.get("rows") or [{"f": []}]
-print(" ".join(str(c["v"]) for c in rows[0]["f"]))'
-}
+. scripts/lib/bq_query.sh
 now() { date +%s.%N; }
 BF_PID=""
 cleanup() {

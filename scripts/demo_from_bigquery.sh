@@ -34,16 +34,7 @@ if ! scripts/bigquery.sh status; then
   started_bq=1
 fi
 sql() { scripts/mariadb.sh client "$@"; }
-# Run a query on the emulator; prints the first row's cells, space separated.
-bq() {
-  curl -fsS -X POST "$BQ_URL/projects/binferry-test/queries" -H 'content-type: application/json' \
-    -d "$(python3 -c 'import json,sys; print(json.dumps({"query": sys.argv[1], "useLegacySql": False, "timeoutMs": 60000}))' "$1")" \
-    | python3 -c 'import json,sys
-r = json.load(sys.stdin)
-if "error" in r: sys.exit("BigQuery: " + r["error"]["message"])
-rows = r.get("rows") or [{"f": []}]
-print(" ".join(str(c["v"]) for c in rows[0]["f"]))'
-}
+. scripts/lib/bq_query.sh
 BF_PID=""; TAIL_PID=""; GEN_PID=""
 cleanup() {
   [ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null || true
