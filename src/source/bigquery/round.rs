@@ -137,10 +137,15 @@ impl<'a> TableRound<'a> {
 /// round (or the settle margin before it) is older than the dataset's time-travel window (7
 /// days by default, 2 at least) or than the table. The table's past is then out of reach,
 /// and the round reads it whole instead.
+///
+/// BigQuery says "Invalid snapshot time 1601168925462 for table p:d.t@1601168925462. Cannot
+/// read before 1601573410026." The emulator says "No snapshot found at timestamp ..." or,
+/// depending on its state, "Not found: Table ...": that one also means a table dropped since
+/// the round read its shape, and then the whole read fails the same way and the round
+/// handles the error as before, one query later.
 pub(crate) fn beyond_time_travel(e: &Error) -> bool {
-    // BigQuery: "Invalid snapshot time 1601168925462 for table p:d.t@1601168925462. Cannot
-    // read before 1601573410026." The emulator: "No snapshot found at timestamp ...".
-    const SIGNS: [&str; 3] = ["Invalid snapshot time", "Cannot read before", "No snapshot found at timestamp"];
+    const SIGNS: [&str; 4] =
+        ["Invalid snapshot time", "Cannot read before", "No snapshot found at timestamp", "Not found: Table"];
     e.kind() == ErrorKind::SourceSetting && SIGNS.iter().any(|s| e.detail().contains(s))
 }
 
@@ -221,6 +226,7 @@ mod tests {
                 true,
             ),
             (setting("No snapshot found at timestamp 2026-11-19 03:21:13.504433+00"), true),
+            (setting("Not found: Table d.recipes was not found in location US (HTTP 404, notFound)"), true),
             (setting("Unrecognized name: price"), false),
             (Error::new(ErrorKind::SourceUnavailable, "Cannot read before: timeout"), false),
         ];
