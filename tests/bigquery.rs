@@ -19,6 +19,12 @@ use rand::Rng;
 /// tables are equal.
 const CONVERGE: Duration = Duration::from_secs(300);
 
+/// The same after repeated SIGKILLs through Kafka's key layout: four partitions' worth of
+/// MERGE jobs are redone after each kill, and in a full suite run (2026-11-29) the last
+/// restart took more than 300 s of this load to catch up. A lost row never converges, so
+/// the longer bound only costs time when the test fails.
+const KILL_CONVERGE: Duration = Duration::from_secs(600);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_workload_then_replay_from_zero_changes_nothing() {
     let mut env = Env::new("bqmixed").await;
@@ -724,7 +730,7 @@ async fn sigkill_with_partitions_sharing_merge_jobs_loses_nothing() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("failpoint bigquery-before-merge: aborting"), "{text}");
     let bf = env.start();
-    env.wait_bq_equal(CONVERGE).await;
+    env.wait_bq_equal(KILL_CONVERGE).await;
     assert!(bf.interrupt(Duration::from_secs(60)).success(), "{}", env.log());
 }
 
