@@ -293,6 +293,14 @@ mod emulator_tests {
             Dataset { api, name }
         }
 
+        /// The table every test here reads: `recipes (id, name, price)`, keyed by `id`.
+        async fn create_recipes(&self) {
+            self.run(
+                "CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)",
+            )
+            .await;
+        }
+
         async fn run(&self, sql: &str) {
             self.api.query(&sql.replace("DS", &self.name)).await.unwrap();
         }
@@ -334,8 +342,7 @@ mod emulator_tests {
     #[tokio::test]
     async fn rounds_find_exactly_the_rows_that_changed() {
         let ds = Dataset::new("round").await;
-        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
-            .await;
+        ds.create_recipes().await;
         ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5), (2, 'stew', 2.25), (3, 'pie', NULL)").await;
         let table = ds.table("recipes").await;
 
@@ -395,18 +402,17 @@ mod emulator_tests {
     #[tokio::test]
     async fn a_round_with_a_margin_deletes_rows_younger_than_the_margin() {
         let ds = Dataset::new("margin").await;
-        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
-            .await;
+        ds.create_recipes().await;
         ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5), (2, 'stew', 2.25)").await;
         let since = ds.now().await;
         ds.run("INSERT INTO DS.recipes VALUES (5, 'young', 5)").await;
         ds.run("UPDATE DS.recipes SET name = 'late' WHERE id = 1").await;
         let prev = ds.now().await;
-        let s1 = TableRound::new(&ds.api, &table_of(&ds).await, 1, prev).summary(None).await.unwrap();
+        let s1 = TableRound::new(&ds.api, &ds.table("recipes").await, 1, prev).summary(None).await.unwrap();
         ds.run("DELETE FROM DS.recipes WHERE id = 5").await;
         ds.run("UPDATE DS.recipes SET price = 3 WHERE id = 2").await;
         let now = ds.now().await;
-        let table = table_of(&ds).await;
+        let table = ds.table("recipes").await;
         let round = TableRound::new(&ds.api, &table, 1, now);
         let s2 = round.summary(Some(&s1)).await.unwrap();
         let read = TableRound::plan(Some((Since { prev, since }, &s1)), &s2);
@@ -437,10 +443,9 @@ mod emulator_tests {
     async fn a_diff_beyond_time_travel_is_recognised() {
         let ds = Dataset::new("beyond").await;
         let before = ds.now().await - 3_600_000_000;
-        ds.run("CREATE TABLE DS.recipes (id INT64, name STRING, price NUMERIC(10, 2), PRIMARY KEY (id) NOT ENFORCED)")
-            .await;
+        ds.create_recipes().await;
         ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5)").await;
-        let table = table_of(&ds).await;
+        let table = ds.table("recipes").await;
         let round = TableRound::new(&ds.api, &table, 1, ds.now().await);
         let read = Read::Changes { prev: before, since: before, buckets: None };
         let e = match round.read(&read, 1).await {
@@ -450,10 +455,6 @@ mod emulator_tests {
         };
         assert!(beyond_time_travel(&e), "{e}");
         ds.drop().await;
-    }
-
-    async fn table_of(ds: &Dataset) -> BqTable {
-        ds.table("recipes").await
     }
 
     #[tokio::test]
