@@ -410,6 +410,29 @@ impl Api {
     /// The full `tables.get` resource of a table, as BigQuery sends it.
     pub(crate) async fn table_resource(&self, dataset: &str, table: &str) -> Result<serde_json::Value> {
         let what = format!("reading table {}.{dataset}.{table}", self.project);
+        self.table_get(dataset, table, &what)
+            .await?
+            .map_err(|refused| by_reason(self.side, refused.code, &refused.reason, &refused.message, &what))
+    }
+
+    /// Whether `dataset.table` exists (a dataset that does not exist holds no table).
+    pub(crate) async fn table_exists(&self, dataset: &str, table: &str) -> Result<bool> {
+        let what = format!("reading table {}.{dataset}.{table}", self.project);
+        match self.table_get(dataset, table, &what).await? {
+            Ok(_) => Ok(true),
+            Err(refused) if refused.code == 404 => Ok(false),
+            Err(refused) => Err(by_reason(self.side, refused.code, &refused.reason, &refused.message, &what)),
+        }
+    }
+
+    /// `tables.get`, the resource as BigQuery sends it. A refusal comes back as such, for the
+    /// caller to tell "not found" from the other answers.
+    async fn table_get(
+        &self,
+        dataset: &str,
+        table: &str,
+        what: &str,
+    ) -> Result<std::result::Result<serde_json::Value, Refused>> {
         let mut url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| Error::new(ErrorKind::Config, format!("BigQuery endpoint {}: {e}", self.base_url)))?;
         url.path_segments_mut()
@@ -436,11 +459,13 @@ impl Api {
             Error::new(self.side.unavailable(), format!("{what}: HTTP {status} with a body that is not JSON: {e}"))
         })?;
         if !status.is_success() {
-            let reason = json["error"]["errors"][0]["reason"].as_str().unwrap_or_default();
-            let message = json["error"]["message"].as_str().unwrap_or_default();
-            return Err(by_reason(self.side, i64::from(status.as_u16()), reason, message, &what));
+            return Ok(Err(Refused {
+                code: i64::from(status.as_u16()),
+                reason: json["error"]["errors"][0]["reason"].as_str().unwrap_or_default().to_string(),
+                message: json["error"]["message"].as_str().unwrap_or_default().to_string(),
+            }));
         }
-        Ok(json)
+        Ok(Ok(json))
     }
 
     /// The names of the tables in `dataset`.
@@ -518,6 +543,13 @@ impl Api {
 }
 
 /// The HTTP status of a BigQuery error answer.
+/// A REST call BigQuery answered with an error status.
+struct Refused {
+    code: i64,
+    reason: String,
+    message: String,
+}
+
 fn status(e: &BQError) -> Option<i64> {
     match e {
         BQError::ResponseError { error } => Some(error.error.code),

@@ -431,11 +431,13 @@ async fn run_round<B: Journal>(
         };
         let (shaped, summary) = match read.await {
             Ok(r) => r,
-            Err(e) if e.kind().scope() == Scope::Table => {
-                stop(&mut records, &mut out, &mut next, table, &e).await?;
-                continue;
-            }
-            Err(e) => return Err(e),
+            Err(e) => match round::dropped_meanwhile(api, table, e).await {
+                e if e.kind().scope() == Scope::Table => {
+                    stop(&mut records, &mut out, &mut next, table, &e).await?;
+                    continue;
+                }
+                e => return Err(e),
+            },
         };
         // The diff looks back to `settle` before the last round too: a commit whose timestamp
         // is before a round's but which became visible only after that round read the table
@@ -469,11 +471,13 @@ async fn run_round<B: Journal>(
                     done.bytes += bytes;
                     out.push(records.table_change(&table, TableChange::Truncate), None).await?;
                 }
-                Err(e) if e.kind().scope() == Scope::Table => {
-                    next.tables.remove(&table.key());
-                    stop(&mut records, &mut out, &mut next, &table, &e).await?;
-                }
-                Err(e) => return Err(e),
+                Err(e) => match round::dropped_meanwhile(api, &table, e).await {
+                    e if e.kind().scope() == Scope::Table => {
+                        next.tables.remove(&table.key());
+                        stop(&mut records, &mut out, &mut next, &table, &e).await?;
+                    }
+                    e => return Err(e),
+                },
             }
         } else {
             into_round.push(p);
@@ -507,11 +511,13 @@ async fn run_round<B: Journal>(
                 }
                 done.bytes += bytes;
             }
-            Err(e) if e.kind().scope() == Scope::Table => {
-                next.tables.remove(&table.key());
-                late_stops.push((table, e));
-            }
-            Err(e) => return Err(e),
+            Err(e) => match round::dropped_meanwhile(api, &table, e).await {
+                e if e.kind().scope() == Scope::Table => {
+                    next.tables.remove(&table.key());
+                    late_stops.push((table, e));
+                }
+                e => return Err(e),
+            },
         }
     }
     let committed = records.round_commit()?;

@@ -11,6 +11,7 @@ use crate::bigquery_api::{Api, Pages, Param};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::position::TableSummary;
+use crate::schema::table_ref::TableRef;
 
 /// Rows per page of a round's result: small enough that a page of wide rows stays a few
 /// megabytes in memory, large enough that paging costs little next to the query.
@@ -141,12 +142,34 @@ impl<'a> TableRound<'a> {
 /// BigQuery says "Invalid snapshot time 1601168925462 for table p:d.t@1601168925462. Cannot
 /// read before 1601573410026." The emulator says "No snapshot found at timestamp ..." or,
 /// depending on its state, "Not found: Table ...": that one also means a table dropped since
-/// the round read its shape, and then the whole read fails the same way and the round
-/// handles the error as before, one query later.
+/// the round read its shape, and then the whole read fails the same way and
+/// [`dropped_meanwhile`] tells, one query later.
 pub(crate) fn beyond_time_travel(e: &Error) -> bool {
     const SIGNS: [&str; 4] =
         ["Invalid snapshot time", "Cannot read before", "No snapshot found at timestamp", "Not found: Table"];
     e.kind() == ErrorKind::SourceSetting && SIGNS.iter().any(|s| e.detail().contains(s))
+}
+
+/// A table's definite error, unless the table was dropped since the round listed it: then
+/// the error only says so (a query of a dropped table is "Not found", its shape may be
+/// anything), and the round is read again as after a transient error. The next round no
+/// longer lists the table and drops it in the target as `sink.mysql.on_source_drop` says;
+/// stopping the pipeline, or the table, would be wrong for a drop the user meant.
+pub(crate) async fn dropped_meanwhile(api: &Api, table: &TableRef, e: Error) -> Error {
+    if e.is_transient() {
+        return e;
+    }
+    match api.table_exists(&table.db, &table.name).await {
+        Ok(false) => Error::new(
+            ErrorKind::SourceUnavailable,
+            format!("{table} was dropped during the round ({}): the round is read again without it", e.detail()),
+        ),
+        // Still there: the error is the table's own.
+        Ok(true) => e,
+        // BigQuery did not answer the check: the round is read again, and tells.
+        Err(check) if check.is_transient() => check,
+        Err(_) => e,
+    }
 }
 
 /// The changed rows of one table, a page at a time.
@@ -467,6 +490,29 @@ mod emulator_tests {
         let e = TableRound::new(&ds.api, &table, 1, now).summary(None).await.unwrap_err();
         assert!(e.to_string().contains("share a key"), "{e}");
         assert_eq!(e.table().map(|t| t.name.as_str()), Some("t"));
+        // The table is still there: the error is its own, and stops it.
+        let e = dropped_meanwhile(&ds.api, &table.table_ref(), e).await;
+        assert!(e.to_string().contains("share a key") && !e.is_transient(), "{e}");
+        ds.drop().await;
+    }
+
+    /// A table dropped after the round listed it fails the round's queries ("Not found"):
+    /// the round is read again, as after a transient error, rather than stopping the table
+    /// or the pipeline; the next round no longer lists it.
+    #[tokio::test]
+    async fn a_table_dropped_during_a_round_makes_the_round_read_again() {
+        let ds = Dataset::new("dropped").await;
+        ds.create_recipes().await;
+        ds.run("INSERT INTO DS.recipes VALUES (1, 'soup', 1.5)").await;
+        let table = ds.table("recipes").await;
+        ds.run("DROP TABLE DS.recipes").await;
+        let now = ds.now().await;
+        let e = TableRound::new(&ds.api, &table, 1, now).summary(None).await.unwrap_err();
+        assert!(!e.is_transient(), "a query of a dropped table is refused: {e}");
+        let e = dropped_meanwhile(&ds.api, &table.table_ref(), e).await;
+        assert_eq!(e.kind(), ErrorKind::SourceUnavailable, "{e}");
+        assert!(e.to_string().contains("was dropped during the round"), "{e}");
+        assert!(!ds.api.table_exists(&ds.name, "recipes").await.unwrap());
         ds.drop().await;
     }
 }
