@@ -217,7 +217,7 @@ async fn compare_all(
             // The snapshot's chunk size: one chunk's rows, twice (a side each), in memory.
             TargetSettings::Mysql(_) => match hash_chunks(source, &table, config.snapshot.chunk_rows).await {
                 Ok(c) => c,
-                Err(e) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported | ErrorKind::ValueRejected) => {
+                Err(e) if not_comparable(&e) => {
                     verdict.not_compared = Some(e.to_string());
                     report.tables.push(verdict);
                     continue;
@@ -229,7 +229,7 @@ async fn compare_all(
         match chunks {
             Some(chunks) => compare_chunks(config, target, chunks, &mut verdict, wait, &mut progress).await?,
             None => {
-                compare_whole(config, source, target, &table, &mut verdict, wait).await?;
+                compare_whole(config, Origin::Mysql(source), target, &table, &mut verdict, wait).await?;
                 progress.add(verdict.source_rows);
             }
         }
@@ -240,10 +240,7 @@ async fn compare_all(
 }
 
 /// Compare the mirrored BigQuery tables with MySQL, each whole: BigQuery's rows at one
-/// moment, hashed as the writer hashes them, against the hashes MySQL stores. A change made
-/// in BigQuery just before the read reaches MySQL with the next round, so a differing table
-/// is read again, on both sides, once the running process has caught up and a round has had
-/// time to pass, up to [`ROUNDS`] times.
+/// moment, hashed as the writer hashes them, against the hashes MySQL stores.
 async fn compare_bigquery(
     config: &Config,
     target: &TargetSettings,
@@ -256,37 +253,9 @@ async fn compare_bigquery(
     let mut report = VerifyReport::default();
     for table in tables {
         let mut verdict =
-            TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), chunks: 1, ..Default::default() };
-        for round in 1..=ROUNDS {
-            let (schema, s) = match reader.table_hashes(&table).await {
-                Ok(read) => read,
-                // A table the source stops (no key, a type MySQL cannot hold) stops only its
-                // own comparison.
-                Err(e) if e.kind().scope() == Scope::Table => {
-                    verdict.not_compared = Some(e.to_string());
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            let t = target_hashes(target, &schema, None).await?;
-            verdict.rounds = round;
-            verdict.source_rows = s.rows();
-            verdict.target_rows = t.rows();
-            verdict.drift = diff(&s, &t);
-            if verdict.drift.is_empty() || round == ROUNDS {
-                progress.add(s.rows());
-                break;
-            }
-            info!(%table, keys = verdict.drift.len(), round, "keys differ; reading again after the next round");
-            if !super::process::caught_up(config, wait).await {
-                break;
-            }
-            // The round that reads what BigQuery had at our read may start only now.
-            tokio::time::sleep(reader.round_period()).await;
-            if !super::process::caught_up(config, wait).await {
-                break;
-            }
-        }
+            TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), ..Default::default() };
+        compare_whole(config, Origin::BigQuery(&reader), target, &table, &mut verdict, wait).await?;
+        progress.add(verdict.source_rows);
         report.tables.push(verdict);
     }
     progress.finish();
@@ -330,22 +299,63 @@ async fn compare_chunks(
     Ok(())
 }
 
-/// Compare one table whole (keyless tables, keys that cannot be read in order, BigQuery),
-/// reading it again after the running pipeline has caught up while it differs.
+/// Where [`compare_whole`] reads a table's rows.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// The MySQL/MariaDB source of a binlog pipeline.
+    Mysql(&'a SourceSettings),
+    /// The BigQuery source of a round pipeline.
+    BigQuery(&'a TableReader),
+}
+
+impl Origin<'_> {
+    /// The table's shape in the target and its rows' hashes at one moment.
+    async fn table_hashes(self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
+        match self {
+            Origin::Mysql(source) => table_hashes(source, table).await,
+            Origin::BigQuery(reader) => reader.table_hashes(table).await,
+        }
+    }
+
+    /// Wait until a change made at the source before the last read has reached the target:
+    /// false when the running process did not catch up within `wait` (no use reading again).
+    async fn passed_on(self, config: &Config, wait: Duration) -> bool {
+        if !super::process::caught_up(config, wait).await {
+            return false;
+        }
+        match self {
+            Origin::Mysql(_) => {
+                settle(config).await;
+                true
+            }
+            // A change made in BigQuery just before the read enters the next round, which may
+            // start only now.
+            Origin::BigQuery(reader) => {
+                tokio::time::sleep(reader.round_period()).await;
+                super::process::caught_up(config, wait).await
+            }
+        }
+    }
+}
+
+/// Compare one table whole (keyless tables, keys that cannot be read in order, a BigQuery
+/// source or target), reading it again while it differs once the running pipeline has passed
+/// on what the source had at the read, up to [`ROUNDS`] times.
 async fn compare_whole(
     config: &Config,
-    source: &SourceSettings,
+    origin: Origin<'_>,
     target: &TargetSettings,
     table: &TableRef,
     verdict: &mut TableVerdict,
     wait: Duration,
 ) -> Result<()> {
+    verdict.chunks = 1;
     for round in 1..=ROUNDS {
-        let (schema, s) = match table_hashes(source, table).await {
+        let (schema, s) = match origin.table_hashes(table).await {
             Ok(read) => read,
-            // One table the source cannot read (as the snapshot would stop it) stops only
-            // its own comparison.
-            Err(e) if matches!(e.kind(), ErrorKind::Decode | ErrorKind::Unsupported | ErrorKind::ValueRejected) => {
+            // One table the source cannot read (as the snapshot or a round would stop it)
+            // stops only its own comparison.
+            Err(e) if not_comparable(&e) => {
                 verdict.not_compared = Some(e.to_string());
                 return Ok(());
             }
@@ -361,7 +371,6 @@ async fn compare_whole(
             Err(e) => return Err(e),
         };
         verdict.rounds = round;
-        verdict.chunks = 1;
         verdict.source_rows = s.rows();
         verdict.target_rows = t.rows();
         verdict.drift = diff(&s, &t);
@@ -369,13 +378,17 @@ async fn compare_whole(
             break;
         }
         let keys = verdict.drift.len();
-        info!(%table, keys, round, "keys differ; reading again once the running pipeline has caught up");
-        if !super::process::caught_up(config, wait).await {
+        info!(%table, keys, round, "keys differ; reading again once the running pipeline has passed them on");
+        if !origin.passed_on(config, wait).await {
             break;
         }
-        settle(config).await;
     }
     Ok(())
+}
+
+/// A source's error that stops one table (as replicating it would), not the whole verify.
+fn not_comparable(e: &Error) -> bool {
+    e.kind() == ErrorKind::Decode || e.kind().scope() == Scope::Table
 }
 
 /// Rewrite every drifted key through the running process (`POST /repair`), wait until it is
