@@ -20,12 +20,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/binferry-target}"
 export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
 scripts/bootstrap.sh
-started=0
-if ! scripts/mariadb.sh status; then scripts/mariadb.sh start; started=1; fi
-kafka_started=0
-if ! scripts/kafka.sh status; then scripts/kafka.sh start; kafka_started=1; fi
-bq_started=0
-if ! scripts/bigquery.sh status; then scripts/bigquery.sh start; bq_started=1; fi
+. scripts/lib/servers.sh
+trap stop_started_servers EXIT
+start_servers mariadb kafka bigquery
 tls_port="${BINFERRY_BENCH_TLS_PORT:-3408}"
 tls_dir="/tmp/binferry-mariadb-tls-$tls_port"
 tls_env=(BINFERRY_MARIADB_PORT="$tls_port" BINFERRY_MARIADB_DIR="$tls_dir" BINFERRY_MARIADB_TLS=1)
@@ -33,15 +30,13 @@ tls_started=0
 if ! env "${tls_env[@]}" scripts/mariadb.sh status; then env "${tls_env[@]}" scripts/mariadb.sh start; tls_started=1; fi
 cleanup() {
   [ "$tls_started" = 1 ] && env "${tls_env[@]}" scripts/mariadb.sh stop || true
-  [ "$started" = 1 ] && scripts/mariadb.sh stop || true
-  [ "$kafka_started" = 1 ] && scripts/kafka.sh stop || true
-  [ "$bq_started" = 1 ] && scripts/bigquery.sh stop || true
+  stop_started_servers
 }
 trap cleanup EXIT
 # One build for both: the example's dev-dependencies unify features differently, so building
 # them apart rebuilds binferry each time.
 if [ "${1:-}" = "--only" ] && [ "${2:-}" = "from-bigquery" ]; then
-  cargo build --release --quiet --bin binferry
+  cargo build --release --quiet --bin binferry --example bigquery_read_paths
   scripts/bench_from_bigquery.sh
   exit
 fi

@@ -42,21 +42,12 @@ say "building binferry (release)"
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/binferry"
 
-started_db=0
-if ! scripts/mariadb.sh status; then
-  scripts/mariadb.sh start
-  started_db=1
-fi
-started_kafka=0
-if [ "$KAFKA" = 1 ] && ! scripts/kafka.sh status; then
-  scripts/kafka.sh start
-  started_kafka=1
-fi
-started_bq=0
-if [ "$BIGQUERY" = 1 ] && ! scripts/bigquery.sh status; then
-  scripts/bigquery.sh start
-  started_bq=1
-fi
+. scripts/lib/servers.sh
+servers=(mariadb)
+[ "$KAFKA" = 1 ] && servers+=(kafka)
+[ "$BIGQUERY" = 1 ] && servers+=(bigquery)
+trap stop_started_servers EXIT
+start_servers "${servers[@]}"
 BQ_URL="http://127.0.0.1:${BINFERRY_BQ_PORT:-19050}/bigquery/v2"
 sql() { scripts/mariadb.sh client "$@"; }
 BF_PID=""; TAIL_PID=""; GEN_PID=""
@@ -64,9 +55,7 @@ cleanup() {
   [ -n "$GEN_PID" ] && kill "$GEN_PID" 2>/dev/null || true
   [ -n "$BF_PID" ] && kill -INT "$BF_PID" 2>/dev/null && wait "$BF_PID" 2>/dev/null || true
   [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null || true
-  [ "$started_db" = 1 ] && scripts/mariadb.sh stop || true
-  [ "$started_kafka" = 1 ] && scripts/kafka.sh stop || true
-  [ "$started_bq" = 1 ] && scripts/bigquery.sh stop || true
+  stop_started_servers
   [ -n "${DEMO_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT

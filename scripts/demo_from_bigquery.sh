@@ -23,16 +23,9 @@ say "building binferry (release)"
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/binferry"
 
-started_db=0
-if ! scripts/mariadb.sh status; then
-  scripts/mariadb.sh start
-  started_db=1
-fi
-started_bq=0
-if ! scripts/bigquery.sh status; then
-  scripts/bigquery.sh start
-  started_bq=1
-fi
+. scripts/lib/servers.sh
+trap stop_started_servers EXIT
+start_servers mariadb bigquery
 sql() { scripts/mariadb.sh client "$@"; }
 . scripts/lib/bq_query.sh
 BF_PID=""; TAIL_PID=""; GEN_PID=""
@@ -41,8 +34,7 @@ cleanup() {
   [ -n "$BF_PID" ] && kill -INT "$BF_PID" 2>/dev/null && wait "$BF_PID" 2>/dev/null || true
   [ -n "$TAIL_PID" ] && kill "$TAIL_PID" 2>/dev/null || true
   bq "DROP SCHEMA \`$DS\` CASCADE" >/dev/null 2>&1 || true
-  [ "$started_db" = 1 ] && scripts/mariadb.sh stop || true
-  [ "$started_bq" = 1 ] && scripts/bigquery.sh stop || true
+  stop_started_servers
   [ -n "${DEMO_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -12,33 +12,9 @@ export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 scripts/bootstrap.sh
-started=0
-if ! scripts/mariadb.sh status; then
-  scripts/mariadb.sh start
-  started=1
-fi
-kafka_started=0
-if ! scripts/kafka.sh status; then
-  scripts/kafka.sh start
-  kafka_started=1
-fi
-bq_started=0
-if ! scripts/bigquery.sh status; then
-  scripts/bigquery.sh start
-  bq_started=1
-fi
-smtp_started=0
-if ! scripts/smtp.sh status; then
-  scripts/smtp.sh start
-  smtp_started=1
-fi
-cleanup() {
-  [ "$started" = 1 ] && scripts/mariadb.sh stop || true
-  [ "$smtp_started" = 1 ] && scripts/smtp.sh stop || true
-  [ "$kafka_started" = 1 ] && scripts/kafka.sh stop || true
-  [ "$bq_started" = 1 ] && scripts/bigquery.sh stop || true
-}
-trap cleanup EXIT
+. scripts/lib/servers.sh
+trap stop_started_servers EXIT
+start_servers mariadb kafka bigquery smtp
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
