@@ -5,7 +5,8 @@
 # A table of BENCH_ROWS rows (default 1,000,000) in the BigQuery emulator is copied into
 # MariaDB (first round), then BENCH_ROUNDS times (default 5) 1 % of its rows change in one
 # UPDATE job; each time it measures how long after the job returned MySQL shows all of them,
-# next to `interval_secs` (BENCH_INTERVAL, default 5). Prints a Markdown table.
+# next to `interval_secs` (BENCH_INTERVAL, default 5). Prints a Markdown table, then the
+# table's whole read by REST paging and by the Storage Read API side by side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${BENCH_ROWS:-1000000}"
@@ -36,6 +37,9 @@ bq "INSERT INTO $DS.items SELECT n, CONCAT('item ', CAST(n AS STRING)), CAST(MOD
     MOD(n, 97), TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL MOD(n, 100000) SECOND)
     FROM UNNEST(GENERATE_ARRAY(1, $ROWS)) AS n" >/dev/null
 sql -e "DROP DATABASE IF EXISTS $DST"
+# The two ways to read the table whole, side by side, before binferry competes for the
+# emulator (examples/bigquery_read_paths.rs); its rows go after binferry's.
+paths=$("$CARGO_TARGET_DIR/release/examples/bigquery_read_paths" "$DS" items)
 cat > "$WORK/binferry.toml" <<EOF
 [pipeline]
 name = "bench-from-bigquery"
@@ -78,3 +82,7 @@ echo "| 1 % of the rows changed by one UPDATE job: visible in MySQL after (inter
 echo "| round duration with changes (summary, diff, $((ROWS / 100)) rows applied) | $rounds s |"
 echo "| idle round (summary only) | $(grep -o 'changes=0 copied=0 bytes_scanned=[0-9]* secs="[0-9.]*"' "$WORK/binferry.log" | tail -3 | sed -E 's/.*secs="([0-9.]+)"/\1/' | tr '\n' ' ') s |"
 echo "| peak RSS of binferry | $rss MB |"
+echo
+echo "The table read whole at one moment, without binferry (examples/bigquery_read_paths.rs):"
+echo
+echo "$paths"
