@@ -309,10 +309,11 @@ enum Origin<'a> {
 }
 
 impl Origin<'_> {
-    /// The table's shape in the target and its rows' hashes at one moment.
-    async fn table_hashes(self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
+    /// The table's shape in the target and its rows' hashes at one moment; `None` when the
+    /// table was dropped since it was listed (BigQuery).
+    async fn table_hashes(self, table: &TableRef) -> Result<Option<(TableSchema, TableHashes)>> {
         match self {
-            Origin::Mysql(source) => table_hashes(source, table).await,
+            Origin::Mysql(source) => table_hashes(source, table).await.map(Some),
             Origin::BigQuery(reader) => reader.table_hashes(table).await,
         }
     }
@@ -352,7 +353,11 @@ async fn compare_whole(
     verdict.chunks = 1;
     for round in 1..=ROUNDS {
         let (schema, s) = match origin.table_hashes(table).await {
-            Ok(read) => read,
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                verdict.not_compared = Some("dropped at the source while verify ran".into());
+                return Ok(());
+            }
             // One table the source cannot read (as the snapshot or a round would stop it)
             // stops only its own comparison.
             Err(e) if not_comparable(&e) => {

@@ -40,10 +40,19 @@ impl TableReader {
         self.settings.interval + Duration::from_secs(2)
     }
 
-    /// The shape MySQL has for `table` and its rows' hashes as BigQuery has them now. A
-    /// table the source would stop (no key, a type MySQL cannot hold) is an error of the
-    /// table's scope.
-    pub async fn table_hashes(&self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
+    /// The shape MySQL has for `table` and its rows' hashes as BigQuery has them now; `None`
+    /// when the table no longer exists (dropped since it was listed). A table the source
+    /// would stop (no key, a type MySQL cannot hold) is an error of the table's scope.
+    pub async fn table_hashes(&self, table: &TableRef) -> Result<Option<(TableSchema, TableHashes)>> {
+        match self.read(table).await {
+            Ok(read) => Ok(Some(read)),
+            // A dropped table fails its queries with "Not found", its shape with anything.
+            Err(e) if !e.is_transient() && !self.api.table_exists(&table.db, &table.name).await? => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn read(&self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
         let shaped = shape(&self.api, &self.settings, table).await?;
         let now = bigquery_now(&self.api).await?;
         let round = TableRound::new(&self.api, &shaped.bq, shaped.schema.version(), now);
@@ -56,5 +65,40 @@ impl TableReader {
             }
         }
         Ok((TableSchema::clone(&shaped.schema), out))
+    }
+}
+
+#[cfg(test)]
+mod emulator_tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A table that is not there (dropped after `verify` listed it) reads as `None`, not as
+    /// an error that fails the whole verify; a table that is there reads its rows.
+    #[tokio::test]
+    async fn a_table_gone_since_the_listing_reads_as_none() {
+        let port: u16 = std::env::var("BINFERRY_BQ_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19050);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        let ds = format!("verify_gone_{}_{nanos}", std::process::id());
+        let config = Config::from_toml(&format!(
+            "[source]\nkind = \"bigquery\"\ninclude = [\"{ds}.*\"]\n[source.bigquery]\nproject = \"binferry-test\"\n\
+             endpoint = \"http://127.0.0.1:{port}/bigquery/v2\"\n[sink.mysql]\nuser = \"root\"\ndatabase = \"unused\"\n"
+        ))
+        .unwrap();
+        let reader = TableReader::connect(BigQuerySourceSettings::from_config(&config).unwrap())
+            .await
+            .expect("the BigQuery emulator answers (scripts/bigquery.sh start)");
+        reader.api.query(&format!("CREATE SCHEMA `{ds}`")).await.unwrap();
+        reader
+            .api
+            .query(&format!(
+                "CREATE TABLE `{ds}`.t (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED); INSERT INTO `{ds}`.t VALUES (1, 'a')"
+            ))
+            .await
+            .unwrap();
+        let (_, hashes) = reader.table_hashes(&TableRef::new(&ds, "t")).await.unwrap().expect("the table is there");
+        assert_eq!(hashes.rows(), 1);
+        assert!(reader.table_hashes(&TableRef::new(&ds, "gone")).await.unwrap().is_none());
+        reader.api.query(&format!("DROP SCHEMA `{ds}` CASCADE")).await.unwrap();
     }
 }
