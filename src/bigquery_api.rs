@@ -1,6 +1,7 @@
-//! The BigQuery REST client (gcp-bigquery-client), its authentication, and the mapping of
-//! BigQuery's answers onto binferry's error kinds: one client for the BigQuery sink and the
-//! BigQuery source, which differ only in the [`Side`] their errors name.
+//! The BigQuery REST client (gcp-bigquery-client), the Storage Read API's gRPC client (its
+//! generated `BigQueryReadClient`, for whole-table reads as Arrow), their authentication, and
+//! the mapping of BigQuery's answers onto binferry's error kinds: one client for the BigQuery
+//! sink and the BigQuery source, which differ only in the [`Side`] their errors name.
 //!
 //! Rate limits (HTTP 429, `rateLimitExceeded`, concurrent-DML conflicts) and server errors
 //! (5xx, timeouts, dropped connections) are transient and retried by the writer's policy.
@@ -16,6 +17,11 @@ use gcp_bigquery_client::Client;
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::big_query_read_client::BigQueryReadClient;
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::read_session::{self, TableModifiers, TableReadOptions};
+use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
+    CreateReadSessionRequest, DataFormat, ReadRowsRequest, ReadRowsResponse, ReadSession, read_rows_response,
+};
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
 use gcp_bigquery_client::model::query_parameter::QueryParameter;
@@ -25,6 +31,9 @@ use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
 use gcp_bigquery_client::model::table_row::TableRow;
+use tonic::codec::Streaming;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry::Stats;
@@ -227,6 +236,79 @@ impl Pages<'_> {
     }
 }
 
+/// Messages of one table read through the Storage Read API (Arrow IPC, encapsulated): the
+/// schema, then record batches as the streams of the read session deliver them.
+pub(crate) struct TableStream {
+    client: BigQueryReadClient<Channel>,
+    side: Side,
+    what: String,
+    bearer: Option<String>,
+    /// Streams not read yet, last first.
+    streams: Vec<String>,
+    current: Option<Streaming<ReadRowsResponse>>,
+    /// The IPC schema message.
+    pub(crate) schema: Vec<u8>,
+    /// What BigQuery estimates the read scans (what it bills).
+    pub(crate) bytes_scanned: u64,
+    /// The server confirmed reading the rows as they were at the asked moment.
+    pub(crate) snapshot: bool,
+}
+
+impl TableStream {
+    /// The next IPC record batch message, `None` after the last.
+    pub(crate) async fn next_batch(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(replies) = &mut self.current {
+                match replies.message().await {
+                    Ok(Some(reply)) => match reply.rows {
+                        Some(read_rows_response::Rows::ArrowRecordBatch(b)) => {
+                            return Ok(Some(b.serialized_record_batch));
+                        }
+                        // A reply of statistics only.
+                        None => continue,
+                        Some(read_rows_response::Rows::AvroRows(_)) => {
+                            return Err(Error::new(
+                                self.side.rejected(),
+                                format!("{}: Avro rows, Arrow asked", self.what),
+                            ));
+                        }
+                    },
+                    Ok(None) => self.current = None,
+                    Err(status) => {
+                        return Err(by_grpc_status(self.side, i32::from(status.code()), status.message(), &self.what));
+                    }
+                }
+            }
+            let Some(stream) = self.streams.pop() else { return Ok(None) };
+            let request = ReadRowsRequest { read_stream: stream.clone(), offset: 0 };
+            let request = grpc_request(request, self.bearer.as_deref(), &format!("read_stream={stream}"))?;
+            let replies =
+                self.client.read_rows(request).await.map_err(|status| {
+                    by_grpc_status(self.side, i32::from(status.code()), status.message(), &self.what)
+                })?;
+            self.current = Some(replies.into_inner());
+        }
+    }
+}
+
+/// A gRPC request with the bearer token (none for an emulator) and the routing header
+/// BigQuery's Storage API asks for.
+fn grpc_request<T>(message: T, bearer: Option<&str>, routing: &str) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    let header = |v: String| {
+        MetadataValue::try_from(v).map_err(|e| Error::internal(format!("a gRPC header that is not ASCII: {e}")))
+    };
+    if let Some(token) = bearer {
+        request.metadata_mut().insert("authorization", header(format!("Bearer {token}"))?);
+    }
+    request.metadata_mut().insert("x-goog-request-params", header(routing.to_string())?);
+    Ok(request)
+}
+
+/// The Storage API's messages are large: a 1M-row table can arrive as one ~55 MB batch (the
+/// emulator sends a stream's rows at once; BigQuery at most 100 MiB per message).
+const STORAGE_MESSAGE_BYTES: usize = 512 << 20;
+
 /// One project's BigQuery API, with binferry's error mapping.
 #[derive(Clone)]
 pub(crate) struct Api {
@@ -413,6 +495,85 @@ impl Api {
         self.table_get(dataset, table, &what)
             .await?
             .map_err(|refused| by_reason(self.side, refused.code, &refused.reason, &refused.message, &what))
+    }
+
+    /// Read `columns` of `dataset.table` whole, as they were at `at` (µs since the epoch),
+    /// through the Storage Read API at `endpoint` (`https://bigquerystorage.googleapis.com`,
+    /// or an emulator's gRPC address), as Arrow. [`TableStream::snapshot`] says whether the
+    /// server confirmed that moment (the emulator reads the latest rows).
+    pub(crate) async fn read_table(
+        &self,
+        endpoint: &str,
+        dataset: &str,
+        table: &str,
+        columns: &[String],
+        at: i64,
+    ) -> Result<TableStream> {
+        let what = format!("Storage Read API session of {}.{dataset}.{table} at {endpoint}", self.project);
+        let unavailable =
+            |e: tonic::transport::Error| Error::new(self.side.unavailable(), format!("{what}: cannot connect: {e}"));
+        let mut channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| Error::new(ErrorKind::Config, format!("{what}: not a URL: {e}")))?
+            .connect_timeout(Duration::from_secs(10));
+        if endpoint.starts_with("https://") {
+            channel = channel.tls_config(ClientTlsConfig::new().with_native_roots()).map_err(unavailable)?;
+        }
+        let client = BigQueryReadClient::new(channel.connect().await.map_err(unavailable)?)
+            .max_decoding_message_size(STORAGE_MESSAGE_BYTES);
+        let bearer = self.tokens.bearer().await.map_err(|e| {
+            Error::new(self.side.denied(), format!("{what}: no access token: {e}")).with_hint(format!(
+                "check {}.credentials_file or the application default credentials",
+                self.side.settings()
+            ))
+        })?;
+        let path = format!("projects/{}/datasets/{dataset}/tables/{table}", self.project);
+        let snapshot_time = prost_types::Timestamp {
+            seconds: at.div_euclid(1_000_000),
+            nanos: (at.rem_euclid(1_000_000) * 1_000) as i32,
+        };
+        let session = ReadSession {
+            table: path.clone(),
+            data_format: DataFormat::Arrow as i32,
+            table_modifiers: Some(TableModifiers { snapshot_time: Some(snapshot_time) }),
+            read_options: Some(TableReadOptions { selected_fields: columns.to_vec(), ..Default::default() }),
+            ..Default::default()
+        };
+        let request = CreateReadSessionRequest {
+            parent: format!("projects/{}", self.project),
+            read_session: Some(session),
+            // One stream: the rows go into one buffer in order anyway.
+            max_stream_count: 1,
+            ..Default::default()
+        };
+        let request = grpc_request(request, bearer.as_deref(), &format!("read_session.table={path}"))?;
+        let mut client_for_session = client.clone();
+        let session = client_for_session
+            .create_read_session(request)
+            .await
+            .map_err(|status| by_grpc_status(self.side, i32::from(status.code()), status.message(), &what))?
+            .into_inner();
+        let schema = match session.schema {
+            Some(read_session::Schema::ArrowSchema(s)) => s.serialized_schema,
+            _ => return Err(Error::new(self.side.rejected(), format!("{what}: the session has no Arrow schema"))),
+        };
+        // BigQuery returns the session with the modifiers it applies; the emulator ignores
+        // `snapshot_time` (it reads the latest rows) and returns none.
+        let snapshot = session.table_modifiers.and_then(|m| m.snapshot_time) == Some(snapshot_time);
+        let bytes_scanned = u64::try_from(session.estimated_total_bytes_scanned).unwrap_or(0);
+        if self.side == Side::Source {
+            self.stats.record_bigquery_source_bytes(bytes_scanned);
+        }
+        Ok(TableStream {
+            client,
+            side: self.side,
+            what,
+            bearer,
+            streams: session.streams.into_iter().rev().map(|s| s.name).collect(),
+            current: None,
+            schema,
+            bytes_scanned,
+            snapshot,
+        })
     }
 
     /// Whether `dataset.table` exists (a dataset that does not exist holds no table).

@@ -37,6 +37,9 @@ impl Warehouse {
         env.set(&["source", "include"], vec![format!("{ds}.*")]);
         env.set(&["source", "bigquery", "project"], common::bigquery::PROJECT);
         env.set(&["source", "bigquery", "endpoint"], bigquery_endpoint());
+        // Whole reads try the Storage Read API: `verify` reads through it; a round, which needs
+        // its timestamp exactly, reads over REST on the emulator (it ignores the snapshot time).
+        env.set(&["source", "bigquery", "storage_endpoint"], common::bigquery_storage_endpoint());
         env.set(&["source", "bigquery", "interval_secs"], 1);
         Warehouse { env, ds }
     }
@@ -511,6 +514,7 @@ async fn bad_tables_stop_alone_with_the_fix() {
         "{text}"
     );
     assert!(text.contains("2 of 4 selected tables can be mirrored"), "{text}");
+    assert!(text.contains("does not confirm a read session's snapshot time"), "{text}");
 
     let binferry = wh.env.start();
     let stopped = "SELECT source_table, reason FROM DST._binferry_stopped ORDER BY 1";
@@ -608,6 +612,15 @@ async fn bad_tables_stop_alone_with_the_fix() {
     assert!(text.contains("binferry resync --table DATASET.TABLE"), "{text}");
 
     // Nothing listens on port 1: a problem naming the setting, and exit 1.
+    wh.env.set(&["source", "bigquery", "storage_endpoint"], "http://127.0.0.1:1");
+    wh.env.write_config();
+    let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("problem: source.bigquery.storage_endpoint: expected a Storage Read API answering at"),
+        "{text}"
+    );
     wh.env.set(&["source", "bigquery", "endpoint"], "http://127.0.0.1:1/bigquery/v2");
     wh.env.write_config();
     let out = common::binferry_cmd(&["check", "--config", cfg.to_str().unwrap()]);

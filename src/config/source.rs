@@ -83,6 +83,13 @@ pub struct BigQuerySourceConfig {
     /// it carry no credentials. Unset for Google's endpoint.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The Storage Read API's gRPC endpoint: whole-table reads (first copy, resync, a table
+    /// beyond time travel, `verify`) of tables whose columns are all scalar go through it as
+    /// Arrow instead of REST pages, about 27× faster on the emulator (BENCHMARKS.md). Google's
+    /// is `https://bigquerystorage.googleapis.com` (not yet tried against real BigQuery);
+    /// the emulator's is its `--grpc-port`. Unset: REST pages.
+    #[serde(default)]
+    pub storage_endpoint: Option<String>,
     /// Seconds from the start of one round to the start of the next (a round that takes
     /// longer is followed at once).
     #[serde(default = "super::default_bigquery_source_interval")]
@@ -128,6 +135,14 @@ impl BigQuerySourceConfig {
             && !(e.starts_with("http://") || e.starts_with("https://"))
         {
             return Err(invalid("source.bigquery.endpoint", format!("{e:?} must be an http:// or https:// URL")));
+        }
+        if let Some(e) = &self.storage_endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            return Err(invalid(
+                "source.bigquery.storage_endpoint",
+                format!("{e:?} must be an http:// or https:// URL, e.g. https://bigquerystorage.googleapis.com"),
+            ));
         }
         if self.endpoint.is_some() && self.credentials_file.is_some() {
             return Err(invalid(

@@ -67,6 +67,12 @@ pub fn bigquery_endpoint() -> String {
     format!("http://127.0.0.1:{port}/bigquery/v2")
 }
 
+/// The emulator's Storage API (gRPC) endpoint.
+pub fn bigquery_storage_endpoint() -> String {
+    let port: u16 = std::env::var("BINFERRY_BQ_GRPC_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19051);
+    format!("http://127.0.0.1:{port}")
+}
+
 /// Make sure the shared BigQuery emulator runs (scripts/test.sh starts it).
 pub fn ensure_bigquery() {
     static STARTED: OnceLock<()> = OnceLock::new();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{BigQuerySourceSettings, discover, shape};
+use super::{BigQuerySourceSettings, arrow_rows, discover, shape};
 use crate::bigquery_api::Auth;
 use crate::check::{Problem, Report};
 use crate::error::{Error, Result, Scope};
@@ -32,14 +32,17 @@ pub async fn check(settings: &BigQuerySourceSettings) -> Result<Report> {
         fix: e.hint().unwrap_or("check the network, the endpoint and the credentials").to_string(),
         unreachable: e.is_transient(),
     };
-    if let Err(e) = super::bigquery_now(&api).await {
-        let (setting, expected) = match &settings.auth {
-            Auth::Emulator(url) => ("source.bigquery.endpoint", format!("a BigQuery API answering at {url}")),
-            _ => ("source.bigquery.project", "query jobs that run (roles/bigquery.jobUser)".to_string()),
-        };
-        r.problems.push(problem(setting, &expected, &e));
-        return Ok(r);
-    }
+    let now = match super::bigquery_now(&api).await {
+        Ok(now) => now,
+        Err(e) => {
+            let (setting, expected) = match &settings.auth {
+                Auth::Emulator(url) => ("source.bigquery.endpoint", format!("a BigQuery API answering at {url}")),
+                _ => ("source.bigquery.project", "query jobs that run (roles/bigquery.jobUser)".to_string()),
+            };
+            r.problems.push(problem(setting, &expected, &e));
+            return Ok(r);
+        }
+    };
     let tables = match discover(&api, settings).await {
         Ok(t) => t,
         Err(e) => {
@@ -55,9 +58,15 @@ pub async fn check(settings: &BigQuerySourceSettings) -> Result<Report> {
         ));
     }
     let mut good = 0;
+    let mut readable = None;
     for table in &tables {
         match shape(&api, settings, table).await {
-            Ok(_) => good += 1,
+            Ok(shaped) => {
+                good += 1;
+                if readable.is_none() && arrow_rows::readable(&shaped.bq) {
+                    readable = Some(shaped.bq);
+                }
+            }
             Err(e) if e.kind().scope() == Scope::Table => r.warnings.push(format!(
                 "{table} will be stopped: {}{}",
                 e.detail(),
@@ -71,5 +80,24 @@ pub async fn check(settings: &BigQuerySourceSettings) -> Result<Report> {
         tables.len(),
         settings.interval.as_secs()
     ));
+    // The Storage Read API: a read session of one table it would read (no rows are read).
+    if let (Some(endpoint), Some(t)) = (&settings.storage, readable) {
+        let names: Vec<String> = t.columns.iter().map(|c| c.name.clone()).collect();
+        match api.read_table(endpoint, &t.dataset, &t.name, &names, now).await {
+            Ok(session) if session.snapshot => {
+                r.notes.push(format!("whole-table reads go through the Storage Read API at {endpoint}"));
+            }
+            Ok(_) => r.warnings.push(format!(
+                "the Storage Read API at {endpoint} does not confirm a read session's snapshot time (the emulator \
+                 ignores it): rounds read whole tables over REST, to keep a round's tables at one moment; verify \
+                 reads through it"
+            )),
+            Err(e) => r.problems.push(problem(
+                "source.bigquery.storage_endpoint",
+                &format!("a Storage Read API answering at {endpoint} (roles/bigquery.readSessionUser)"),
+                &e,
+            )),
+        }
+    }
     Ok(r)
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::round::{Read, TableRound};
+use super::round::{Moment, Read, TableRound};
 use super::{BigQuerySourceSettings, bigquery_now, discover, shape};
 use crate::bigquery_api::Api;
 use crate::drift::TableHashes;
@@ -55,7 +55,8 @@ impl TableReader {
     async fn read(&self, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
         let shaped = shape(&self.api, &self.settings, table).await?;
         let now = bigquery_now(&self.api).await?;
-        let round = TableRound::new(&self.api, &shaped.bq, shaped.schema.version(), now);
+        let round = TableRound::new(&self.api, &shaped.bq, shaped.schema.version(), now)
+            .with_storage(self.settings.storage.as_deref(), Moment::AtLeast);
         let mut out = TableHashes::default();
         if let Some(mut pages) = round.read(&Read::Everything, 1).await? {
             while let Some(page) = pages.next_page().await? {

@@ -25,6 +25,7 @@
 //! table's part of a round, and `records` orders a round's buffer records (copies, then
 //! sweeps, then one transaction with every change). This file runs rounds.
 
+mod arrow_rows;
 mod check;
 mod hashes;
 mod records;
@@ -55,7 +56,7 @@ use crate::table_filter::TableFilter;
 use crate::table_options::TableRules;
 use crate::telemetry::{CopyProgress, Stats};
 use records::RoundRecords;
-use round::{Read, Since, TableRound};
+use round::{Moment, Read, Since, TableRound};
 use table::BqTable;
 
 pub use check::check;
@@ -89,6 +90,8 @@ pub struct BigQuerySourceSettings {
     /// time travel then shows it before T. Rows changed in this margin are sent again; the
     /// target finds them unchanged (equal hash).
     settle: Duration,
+    /// `source.bigquery.storage_endpoint`: whole-table reads through the Storage Read API.
+    storage: Option<String>,
 }
 
 impl BigQuerySourceSettings {
@@ -118,6 +121,7 @@ impl BigQuerySourceSettings {
             max_unapplied: config.buffer.embedded.max_unapplied_records,
             max_atomic_copy_rows: bq.max_atomic_copy_rows,
             settle: Duration::from_secs(bq.settle_secs),
+            storage: bq.storage_endpoint.clone(),
         })
     }
 
@@ -343,6 +347,15 @@ async fn bigquery_now(api: &Api) -> Result<i64> {
     })
 }
 
+/// How a round reads tables' rows: through the API, or for whole tables the Storage Read API
+/// when configured, at the round's timestamp.
+#[derive(Clone, Copy)]
+struct Reads<'a> {
+    api: &'a Api,
+    storage: Option<&'a str>,
+    now: i64,
+}
+
 /// A table this round reads rows of.
 struct Planned {
     shaped: Shaped,
@@ -392,6 +405,7 @@ async fn run_round<B: Journal>(
             format!("BigQuery's clock reads {now} µs, not after the last round's {} µs", prev.at),
         ));
     }
+    let reads = Reads { api, storage: settings.storage.as_deref(), now };
     let mut records = RoundRecords::new(number, now);
     let mut out = Outbox { buffer, checkpoint: checkpoint.clone(), records: Vec::new(), schemas: BTreeMap::new() };
     // Resyncs asked for are done by this round: a rebuild (which also starts a stopped table
@@ -465,7 +479,7 @@ async fn run_round<B: Journal>(
     for p in planned {
         if p.read == Read::Everything && !atomic {
             let table = p.shaped.bq.table_ref();
-            match read_rows(api, &p, now, Placement::Apart, &mut records, &mut out, stats).await {
+            match read_rows(reads, &p, Placement::Apart, &mut records, &mut out, stats).await {
                 Ok((rows, bytes)) => {
                     done.copied += rows;
                     done.bytes += bytes;
@@ -487,7 +501,7 @@ async fn run_round<B: Journal>(
     // read before are its true state at this round, and it gets no more.
     for p in &into_round {
         let table = p.shaped.bq.table_ref();
-        let mut read = read_rows(api, p, now, Placement::Round, &mut records, &mut out, stats).await;
+        let mut read = read_rows(reads, p, Placement::Round, &mut records, &mut out, stats).await;
         // The previous round is older than BigQuery's time travel keeps (binferry was stopped
         // for days): the table's past is out of reach, so it is read whole and swept. A failed
         // query appended nothing of it.
@@ -498,7 +512,7 @@ async fn run_round<B: Journal>(
         {
             warn!(%table, error = %e, "the last round is beyond BigQuery's time travel: reading the table whole");
             let p = Planned { shaped: p.shaped.clone(), read: Read::Everything, digits: p.digits, rows: p.rows };
-            read = read_rows(api, &p, now, Placement::Round, &mut records, &mut out, stats).await;
+            read = read_rows(reads, &p, Placement::Round, &mut records, &mut out, stats).await;
             whole = true;
         }
         match read {
@@ -565,9 +579,8 @@ fn changed_meanwhile(e: Error) -> Error {
 /// Read what `p.read` names of one table into the round's records, a page at a time.
 /// Returns rows and bytes scanned.
 async fn read_rows<B: Journal>(
-    api: &Api,
+    reads: Reads<'_>,
     p: &Planned,
-    now: i64,
     into: Placement,
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
@@ -575,7 +588,7 @@ async fn read_rows<B: Journal>(
 ) -> Result<(u64, u64)> {
     let version = p.shaped.schema.version();
     let table = p.shaped.bq.table_ref();
-    let round = TableRound::new(api, &p.shaped.bq, version, now);
+    let round = TableRound::new(reads.api, &p.shaped.bq, version, reads.now).with_storage(reads.storage, Moment::Exact);
     let Some(mut pages) = round.read(&p.read, p.digits).await.map_err(changed_meanwhile)? else { return Ok((0, 0)) };
     let bytes = pages.bytes_processed().unwrap_or(0);
     let mut n = 0u64;

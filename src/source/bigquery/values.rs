@@ -20,21 +20,14 @@ pub(crate) fn decode(ty: &BqType, cell: &Json, column: &str) -> Result<Value> {
     let text = match cell {
         Json::Null => return Ok(Value::Null),
         Json::String(s) => s.as_str(),
-        other => return Err(bad(column, ty, &other.to_string(), "expected text")),
+        other => return Err(bad_value(column, ty, &other.to_string(), "expected text")),
     };
-    let bad = |why: &str| bad(column, ty, text, why);
+    let bad = |why: &str| bad_value(column, ty, text, why);
     Ok(match ty {
         BqType::Int64 => Value::Int(text.parse().map_err(|_| bad("not an INT64"))?),
         BqType::Float64 => {
             let f: f64 = text.parse().map_err(|_| bad("not a FLOAT64"))?;
-            if !f.is_finite() {
-                return Err(Error::new(
-                    ErrorKind::ValueRejected,
-                    format!("column `{column}`: FLOAT64 value {text} has no MySQL DOUBLE equivalent"),
-                )
-                .with_hint("MySQL stores no NaN or infinity: replace it in BigQuery (e.g. with NULL)"));
-            }
-            Value::Double(f)
+            Value::Double(finite(f, column, || text.to_string())?)
         }
         BqType::Numeric { scale, .. } | BqType::BigNumeric { scale, .. } => {
             Value::Decimal(decimal(text, *scale).ok_or_else(|| bad("not a decimal that fits the column's scale"))?)
@@ -71,7 +64,19 @@ pub(crate) fn decode(ty: &BqType, cell: &Json, column: &str) -> Result<Value> {
     })
 }
 
-fn bad(column: &str, ty: &BqType, text: &str, why: &str) -> Error {
+/// A FLOAT64 that MySQL's DOUBLE can hold: no NaN or infinity. `shown` writes it for the error.
+pub(super) fn finite(f: f64, column: &str, shown: impl FnOnce() -> String) -> Result<f64> {
+    if f.is_finite() {
+        return Ok(f);
+    }
+    Err(Error::new(
+        ErrorKind::ValueRejected,
+        format!("column `{column}`: FLOAT64 value {} has no MySQL DOUBLE equivalent", shown()),
+    )
+    .with_hint("MySQL stores no NaN or infinity: replace it in BigQuery (e.g. with NULL)"))
+}
+
+pub(super) fn bad_value(column: &str, ty: &BqType, text: &str, why: &str) -> Error {
     let shown: String = text.chars().take(80).collect();
     Error::new(ErrorKind::Decode, format!("column `{column}` ({}): BigQuery sent {shown:?}: {why}", ty.name()))
 }
@@ -102,7 +107,7 @@ fn time6(s: &str) -> Option<String> {
 /// A decimal's text with exactly `scale` fraction digits (MySQL's canonical form, which the
 /// row hash and the target compare). BigQuery writes NUMERIC without exponent and without
 /// trailing zeros; more fraction digits than the scale cannot come from a column of that scale.
-fn decimal(text: &str, scale: u32) -> Option<String> {
+pub(super) fn decimal(text: &str, scale: u32) -> Option<String> {
     let (sign, digits) = match text.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", text.strip_prefix('+').unwrap_or(text)),
