@@ -559,10 +559,8 @@ impl Api {
         // BigQuery returns the session with the modifiers it applies; the emulator ignores
         // `snapshot_time` (it reads the latest rows) and returns none.
         let snapshot = session.table_modifiers.and_then(|m| m.snapshot_time) == Some(snapshot_time);
+        // Counted by the caller if it reads the session (a round may not: see `snapshot`).
         let bytes_scanned = u64::try_from(session.estimated_total_bytes_scanned).unwrap_or(0);
-        if self.side == Side::Source {
-            self.stats.record_bigquery_source_bytes(bytes_scanned);
-        }
         Ok(TableStream {
             client,
             side: self.side,

@@ -143,6 +143,7 @@ impl<'a> TableRound<'a> {
             if moment == Moment::Exact && !stream.snapshot {
                 tracing::debug!(table = %t.table_ref(), "the read session ignores the round's timestamp: reading over REST");
             } else if let Some(rows) = ArrowRows::new(t, std::mem::take(&mut stream.schema))? {
+                self.api.stats.record_bigquery_source_bytes(stream.bytes_scanned);
                 return Ok(Some(Changes { table: t, from: RowSource::Storage(Box::new(Session { stream, rows })) }));
             } else {
                 tracing::debug!(table = %t.table_ref(), "the read session's Arrow types are not exact: reading over REST");
