@@ -32,22 +32,7 @@ use crate::event::value::format_epoch;
 
 /// Whether every column of `table` has an Arrow form whose value equals the REST one.
 pub(crate) fn readable(table: &BqTable) -> bool {
-    table.columns.iter().all(|c| {
-        matches!(
-            c.ty,
-            BqType::Int64
-                | BqType::Float64
-                | BqType::Numeric { .. }
-                | BqType::BigNumeric { .. }
-                | BqType::Bool
-                | BqType::String { .. }
-                | BqType::Bytes { .. }
-                | BqType::Date
-                | BqType::Datetime
-                | BqType::Time
-                | BqType::Timestamp
-        )
-    })
+    table.columns.iter().all(|c| c.ty.is_scalar())
 }
 
 /// Rows of one table's read session, from its IPC messages.

@@ -169,19 +169,8 @@ impl BqTable {
     }
 
     fn check_key_column(&self, c: &BqColumn) -> Result<()> {
-        let usable = matches!(
-            c.ty,
-            BqType::Int64
-                | BqType::Numeric { .. }
-                | BqType::BigNumeric { .. }
-                | BqType::Bool
-                | BqType::String { .. }
-                | BqType::Bytes { .. }
-                | BqType::Date
-                | BqType::Datetime
-                | BqType::Time
-                | BqType::Timestamp
-        );
+        // A FLOAT64 compares inexactly.
+        let usable = c.ty.is_scalar() && !matches!(c.ty, BqType::Float64);
         if usable {
             return Ok(());
         }
@@ -268,6 +257,25 @@ impl BqTable {
 }
 
 impl BqType {
+    /// A single value BigQuery and MySQL both hold as such: not JSON, GEOGRAPHY, an ARRAY or
+    /// STRUCT (carried as text BigQuery writes), or a type binferry does not replicate.
+    pub(crate) fn is_scalar(&self) -> bool {
+        matches!(
+            self,
+            BqType::Int64
+                | BqType::Float64
+                | BqType::Numeric { .. }
+                | BqType::BigNumeric { .. }
+                | BqType::Bool
+                | BqType::String { .. }
+                | BqType::Bytes { .. }
+                | BqType::Date
+                | BqType::Datetime
+                | BqType::Time
+                | BqType::Timestamp
+        )
+    }
+
     /// The type's name as BigQuery's SQL spells it, for messages.
     pub(crate) fn name(&self) -> String {
         match self {
