@@ -274,18 +274,14 @@ impl TableStream {
                         }
                     },
                     Ok(None) => self.current = None,
-                    Err(status) => {
-                        return Err(by_grpc_status(self.side, i32::from(status.code()), status.message(), &self.what));
-                    }
+                    Err(status) => return Err(grpc_error(self.side, &status, &self.what)),
                 }
             }
             let Some(stream) = self.streams.pop() else { return Ok(None) };
             let request = ReadRowsRequest { read_stream: stream.clone(), offset: 0 };
             let request = grpc_request(request, self.bearer.as_deref(), &format!("read_stream={stream}"))?;
             let replies =
-                self.client.read_rows(request).await.map_err(|status| {
-                    by_grpc_status(self.side, i32::from(status.code()), status.message(), &self.what)
-                })?;
+                self.client.read_rows(request).await.map_err(|status| grpc_error(self.side, &status, &self.what))?;
             self.current = Some(replies.into_inner());
         }
     }
@@ -518,7 +514,7 @@ impl Api {
         if endpoint.starts_with("https://") {
             channel = channel.tls_config(ClientTlsConfig::new().with_native_roots()).map_err(unavailable)?;
         }
-        let client = BigQueryReadClient::new(channel.connect().await.map_err(unavailable)?)
+        let mut client = BigQueryReadClient::new(channel.connect().await.map_err(unavailable)?)
             .max_decoding_message_size(STORAGE_MESSAGE_BYTES);
         let bearer = self.tokens.bearer().await.map_err(|e| {
             Error::new(self.side.denied(), format!("{what}: no access token: {e}")).with_hint(format!(
@@ -546,11 +542,10 @@ impl Api {
             ..Default::default()
         };
         let request = grpc_request(request, bearer.as_deref(), &format!("read_session.table={path}"))?;
-        let mut client_for_session = client.clone();
-        let session = client_for_session
+        let session = client
             .create_read_session(request)
             .await
-            .map_err(|status| by_grpc_status(self.side, i32::from(status.code()), status.message(), &what))?
+            .map_err(|status| grpc_error(self.side, &status, &what))?
             .into_inner();
         let schema = match session.schema {
             Some(read_session::Schema::ArrowSchema(s)) => s.serialized_schema,
@@ -701,7 +696,6 @@ impl Api {
     }
 }
 
-/// The HTTP status of a BigQuery error answer.
 /// A REST call BigQuery answered with an error status.
 struct Refused {
     code: i64,
@@ -709,6 +703,7 @@ struct Refused {
     message: String,
 }
 
+/// The HTTP status of a BigQuery error answer.
 fn status(e: &BQError) -> Option<i64> {
     match e {
         BQError::ResponseError { error } => Some(error.error.code),
@@ -756,12 +751,17 @@ pub(crate) fn classify(side: Side, e: BQError, what: &str) -> Error {
         e @ (BQError::TonicTransportError(_) | BQError::ConnectionPoolError(_) | BQError::SemaphorePermitError(_)) => {
             Error::new(side.unavailable(), format!("{what}: BigQuery did not answer: {e}"))
         }
-        BQError::TonicStatusError(status) => by_grpc_status(side, i32::from(status.code()), status.message(), what),
+        BQError::TonicStatusError(status) => grpc_error(side, &status, what),
         // Anything else is not known to pass by itself (a reply binferry does not understand, a
         // client bug): definite, with the full message, rather than retried forever.
         e => Error::new(side.rejected(), format!("{what}: unexpected BigQuery client error: {e}"))
             .with_hint("this is not a known transient failure; report it with the message above"),
     }
+}
+
+/// A gRPC status (the Storage APIs) as binferry's error.
+fn grpc_error(side: Side, status: &tonic::Status, what: &str) -> Error {
+    by_grpc_status(side, i32::from(status.code()), status.message(), what)
 }
 
 /// A gRPC status (the Storage API), by its numeric code: DEADLINE_EXCEEDED 4, NOT_FOUND 5,

@@ -138,7 +138,7 @@ fn value(ty: &BqType, array: &dyn Array, row: usize, column: &str) -> Result<Val
         (BqType::Int64, DataType::Int64) => Value::Int(array.as_primitive::<Int64Type>().value(row)),
         (BqType::Float64, DataType::Float64) => {
             let f = array.as_primitive::<Float64Type>().value(row);
-            Value::Double(finite(f, column, || f.to_string())?)
+            Value::Double(finite(f, column)?)
         }
         (BqType::Numeric { scale, .. } | BqType::BigNumeric { scale, .. }, DataType::Decimal128(..)) => {
             let text = array.as_primitive::<Decimal128Type>().value_as_string(row);

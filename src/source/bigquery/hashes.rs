@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::round::{Moment, Read, TableRound};
+use super::round::{Moment, Read, TableRound, dropped};
 use super::{BigQuerySourceSettings, bigquery_now, discover, shape};
 use crate::bigquery_api::Api;
 use crate::drift::TableHashes;
@@ -46,8 +46,7 @@ impl TableReader {
     pub async fn table_hashes(&self, table: &TableRef) -> Result<Option<(TableSchema, TableHashes)>> {
         match self.read(table).await {
             Ok(read) => Ok(Some(read)),
-            // A dropped table fails its queries with "Not found", its shape with anything.
-            Err(e) if !e.is_transient() && !self.api.table_exists(&table.db, &table.name).await? => Ok(None),
+            Err(e) if dropped(&self.api, table, &e).await? => Ok(None),
             Err(e) => Err(e),
         }
     }

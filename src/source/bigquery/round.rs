@@ -187,22 +187,29 @@ pub(crate) fn beyond_time_travel(e: &Error) -> bool {
     e.kind() == ErrorKind::SourceSetting && SIGNS.iter().any(|s| e.detail().contains(s))
 }
 
-/// A table's definite error, unless the table was dropped since the round listed it: then
-/// the error only says so (a query of a dropped table is "Not found", its shape may be
-/// anything), and the round is read again as after a transient error. The next round no
-/// longer lists the table and drops it in the target as `sink.mysql.on_source_drop` says;
-/// stopping the pipeline, or the table, would be wrong for a drop the user meant.
-pub(crate) async fn dropped_meanwhile(api: &Api, table: &TableRef, e: Error) -> Error {
+/// Whether `e`, a definite error of one table, comes from the table being dropped since it
+/// was listed: a query of a dropped table is "Not found", its shape may fail with anything,
+/// so BigQuery is asked whether the table still exists. A transient `e` says nothing.
+pub(crate) async fn dropped(api: &Api, table: &TableRef, e: &Error) -> Result<bool> {
     if e.is_transient() {
-        return e;
+        return Ok(false);
     }
-    match api.table_exists(&table.db, &table.name).await {
-        Ok(false) => Error::new(
+    Ok(!api.table_exists(&table.db, &table.name).await?)
+}
+
+/// A table's definite error, unless the table was dropped since the round listed it: then
+/// the error only says so, and the round is read again as after a transient error. The next
+/// round no longer lists the table and drops it in the target as
+/// `sink.mysql.on_source_drop` says; stopping the pipeline, or the table, would be wrong for
+/// a drop the user meant.
+pub(crate) async fn dropped_meanwhile(api: &Api, table: &TableRef, e: Error) -> Error {
+    match dropped(api, table, &e).await {
+        Ok(true) => Error::new(
             ErrorKind::SourceUnavailable,
             format!("{table} was dropped during the round ({}): the round is read again without it", e.detail()),
         ),
-        // Still there: the error is the table's own.
-        Ok(true) => e,
+        // Still there (or `e` was transient): the error is the table's own.
+        Ok(false) => e,
         // BigQuery did not answer the check: the round is read again, and tells.
         Err(check) if check.is_transient() => check,
         Err(_) => e,

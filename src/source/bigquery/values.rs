@@ -27,7 +27,7 @@ pub(crate) fn decode(ty: &BqType, cell: &Json, column: &str) -> Result<Value> {
         BqType::Int64 => Value::Int(text.parse().map_err(|_| bad("not an INT64"))?),
         BqType::Float64 => {
             let f: f64 = text.parse().map_err(|_| bad("not a FLOAT64"))?;
-            Value::Double(finite(f, column, || text.to_string())?)
+            Value::Double(finite(f, column)?)
         }
         BqType::Numeric { scale, .. } | BqType::BigNumeric { scale, .. } => {
             Value::Decimal(decimal(text, *scale).ok_or_else(|| bad("not a decimal that fits the column's scale"))?)
@@ -64,14 +64,14 @@ pub(crate) fn decode(ty: &BqType, cell: &Json, column: &str) -> Result<Value> {
     })
 }
 
-/// A FLOAT64 that MySQL's DOUBLE can hold: no NaN or infinity. `shown` writes it for the error.
-pub(super) fn finite(f: f64, column: &str, shown: impl FnOnce() -> String) -> Result<f64> {
+/// A FLOAT64 that MySQL's DOUBLE can hold: no NaN or infinity.
+pub(super) fn finite(f: f64, column: &str) -> Result<f64> {
     if f.is_finite() {
         return Ok(f);
     }
     Err(Error::new(
         ErrorKind::ValueRejected,
-        format!("column `{column}`: FLOAT64 value {} has no MySQL DOUBLE equivalent", shown()),
+        format!("column `{column}`: FLOAT64 value {f} has no MySQL DOUBLE equivalent"),
     )
     .with_hint("MySQL stores no NaN or infinity: replace it in BigQuery (e.g. with NULL)"))
 }
