@@ -24,9 +24,6 @@ use gcp_bigquery_client::google::cloud::bigquery::storage::v1::{
 };
 use gcp_bigquery_client::model::dataset::Dataset;
 use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-use gcp_bigquery_client::model::query_parameter::QueryParameter;
-use gcp_bigquery_client::model::query_parameter_type::QueryParameterType;
-use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_data_insert_all_request_rows::TableDataInsertAllRequestRows;
@@ -154,40 +151,6 @@ impl Tokens {
                 let t = a.token(&[SCOPE]).await.map_err(|e| e.to_string())?;
                 t.token().map(|t| Some(t.to_string())).ok_or_else(|| "no access token was issued".to_string())
             }
-        }
-    }
-}
-
-/// A named query parameter (the emulator binds positional ones in the wrong order).
-#[derive(Clone, Debug)]
-pub(crate) enum Param {
-    Int64(&'static str, i64),
-    Strings(&'static str, Vec<String>),
-}
-
-impl Param {
-    fn encode(&self) -> QueryParameter {
-        let scalar = |t: &str| QueryParameterType { r#type: t.into(), array_type: None, struct_types: None };
-        let value = |v: String| QueryParameterValue { value: Some(v), array_values: None, struct_values: None };
-        match self {
-            Param::Int64(name, v) => QueryParameter {
-                name: Some(name.to_string()),
-                parameter_type: Some(scalar("INT64")),
-                parameter_value: Some(value(v.to_string())),
-            },
-            Param::Strings(name, vs) => QueryParameter {
-                name: Some(name.to_string()),
-                parameter_type: Some(QueryParameterType {
-                    r#type: "ARRAY".into(),
-                    array_type: Some(Box::new(scalar("STRING"))),
-                    struct_types: None,
-                }),
-                parameter_value: Some(QueryParameterValue {
-                    value: None,
-                    array_values: Some(vs.iter().cloned().map(value).collect()),
-                    struct_values: None,
-                }),
-            },
         }
     }
 }
@@ -416,7 +379,7 @@ impl Api {
     /// Run one query job (a statement or a script) to completion and return all its rows
     /// (for results known to be small: statements, scripts, metadata).
     pub(crate) async fn query(&self, sql: &str) -> Result<Vec<TableRow>> {
-        let mut pages = self.query_pages(sql, &[], QUERY_PAGE_ROWS).await?;
+        let mut pages = self.query_pages(sql, QUERY_PAGE_ROWS).await?;
         let mut rows = Vec::new();
         while let Some(page) = pages.next_page().await? {
             rows.extend(page);
@@ -425,14 +388,10 @@ impl Api {
     }
 
     /// Run a query with named parameters; its rows come a page (at most `page_rows` rows) at a time.
-    pub(crate) async fn query_pages(&self, sql: &str, params: &[Param], page_rows: i32) -> Result<Pages<'_>> {
+    pub(crate) async fn query_pages(&self, sql: &str, page_rows: i32) -> Result<Pages<'_>> {
         let mut req = QueryRequest::new(sql);
         req.use_legacy_sql = false;
         req.location = self.location.clone();
-        if !params.is_empty() {
-            req.parameter_mode = Some("NAMED".into());
-            req.query_parameters = Some(params.iter().map(Param::encode).collect());
-        }
         req.max_results = Some(page_rows);
         req.timeout_ms = Some(self.timeout.as_millis().min(i32::MAX as u128) as i32);
         self.stats.record_bigquery_job();

@@ -11,10 +11,14 @@
 //!    at `P` by key and returns those whose hash differs ([`sql::TableSql::changes`]): new and
 //!    changed rows whole, deleted rows by key. The previous round's row hashes are not stored
 //!    anywhere: time travel recomputes them, in BigQuery, from the same rows. So binferry's
-//!    state is a few thousand numbers per table ([`summary::Summary`]), whatever the table's
-//!    size, and BigQuery hashes are only ever compared with BigQuery hashes.
+//!    state is a few thousand numbers per table ([`TableSummary`](crate::position::TableSummary)),
+//!    whatever the table's size, and BigQuery hashes are only ever compared with BigQuery
+//!    hashes.
 //! 3. A table's first round, or a round whose `P` has left BigQuery's time-travel window,
 //!    reads every row ([`sql::TableSql::rows`]).
+//!
+//! A table the last round found changed skips step 1: it is diffed at once, and the round
+//! derives its summary from the diff's row hashes ([`summary::DiffFirst`], [`summary::Delta`]).
 //!
 //! Rows hash as `TO_HEX(MD5(TO_JSON_STRING(STRUCT(c1 AS c1, ...))))`: valid on BigQuery and
 //! on the emulator, whose JSON text differs from BigQuery's (so its hashes must never meet
@@ -40,7 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::control::{Inbox, Request, Resynced};
 use crate::bigquery_api::{Api, Auth, Side};
@@ -48,7 +52,7 @@ use crate::buffer::{AppendBatch, Journal};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::event::{Record, TableChange};
-use crate::position::{Position, RoundCheckpoint, SourceCheckpoint};
+use crate::position::{Position, RoundCheckpoint, SourceCheckpoint, TableSummary};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
 use crate::shutdown::Shutdown;
@@ -57,6 +61,7 @@ use crate::table_options::TableRules;
 use crate::telemetry::{CopyProgress, Stats};
 use records::RoundRecords;
 use round::{Moment, Read, Since, TableRound};
+use summary::{Delta, DiffFirst};
 use table::BqTable;
 
 pub use check::check;
@@ -162,6 +167,7 @@ async fn run_rounds<B: Journal>(
 ) -> Result<()> {
     let api = settings.api(stats).await?;
     let mut checkpoint = buffer.checkpoint().await?;
+    let mut diff_first = DiffFirst::default();
     show_resyncs(&checkpoint, stats);
     loop {
         // Backpressure: a target that falls behind slows the rounds, not the memory.
@@ -175,7 +181,7 @@ async fn run_rounds<B: Journal>(
         stats.source_paused.store(false, Ordering::Relaxed);
         let started = Instant::now();
         let round = tokio::select! {
-            r = run_round(&api, settings, buffer.as_ref(), &mut checkpoint, stats) => r?,
+            r = run_round(&api, settings, buffer.as_ref(), &mut checkpoint, &mut diff_first, stats) => r?,
             // A round cut short is read again after a restart: nothing of it is committed.
             _ = shutdown.triggered() => return Ok(()),
         };
@@ -189,6 +195,7 @@ async fn run_rounds<B: Journal>(
             copied = round.copied,
             bytes_scanned = round.bytes,
             secs = format!("{:.1}", started.elapsed().as_secs_f64()),
+            diffed_first = round.diffed_first,
             "BigQuery round done"
         );
         show_resyncs(&checkpoint, stats);
@@ -263,6 +270,8 @@ struct RoundDone {
     changes: u64,
     copied: u64,
     bytes: u64,
+    /// Tables diffed without a summary first ([`DiffFirst`]).
+    diffed_first: u32,
 }
 
 /// Appends a round's records a batch at a time, with the checkpoint of the last complete
@@ -363,6 +372,19 @@ struct Planned {
     digits: u32,
     /// Rows at the round's timestamp.
     rows: u64,
+    /// The moments a diff of the table looks back to.
+    since: Since,
+    /// Diffed first, without a summary at the round's timestamp: the round derives it from
+    /// the diff ([`DiffFirst`]).
+    derive: bool,
+}
+
+/// A table's summary at the round's timestamp, or how the round gets it.
+enum Summarized {
+    /// BigQuery computed it.
+    Read(TableSummary),
+    /// The table is diffed first: the diff brings the previous round's up to date.
+    Derive(TableSummary),
 }
 
 /// Where a table's rows go in the round's records (see `records`).
@@ -380,6 +402,7 @@ async fn run_round<B: Journal>(
     settings: &BigQuerySourceSettings,
     buffer: &B,
     checkpoint: &mut SourceCheckpoint,
+    diff_first: &mut DiffFirst,
     stats: &Arc<Stats>,
 ) -> Result<RoundDone> {
     let prev = checkpoint.rounds.clone().unwrap_or_default();
@@ -417,7 +440,7 @@ async fn run_round<B: Journal>(
         stopped: prev.stopped.clone(),
         resync: Default::default(),
     };
-    let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0 };
+    let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0, diffed_first: 0 };
 
     // Each table's shape and summary, and what to read of it.
     let mut planned = Vec::new();
@@ -439,11 +462,14 @@ async fn run_round<B: Journal>(
         let read = async {
             let shaped = shaped?;
             let version = shaped.schema.version();
+            if let Some(b) = before.filter(|b| b.schema_version == version && diff_first.wants(&key)) {
+                return Ok((shaped, Summarized::Derive(b.clone())));
+            }
             let summary =
                 TableRound::new(api, &shaped.bq, version, now).summary(before).await.map_err(changed_meanwhile)?;
-            Ok::<_, Error>((shaped, summary))
+            Ok::<_, Error>((shaped, Summarized::Read(summary)))
         };
-        let (shaped, summary) = match read.await {
+        let (shaped, summarized) = match read.await {
             Ok(r) => r,
             Err(e) => match round::dropped_meanwhile(api, table, e).await {
                 e if e.kind().scope() == Scope::Table => {
@@ -461,11 +487,18 @@ async fn run_round<B: Journal>(
         // second after it, for clocks that disagree by a little).
         let settled = prev.at.saturating_sub(settings.settle.as_micros().min(i64::MAX as u128) as i64);
         let since = settled.max(created.map_or(i64::MIN, |c| c.saturating_add(1_000_000).min(prev.at)));
-        let read = TableRound::plan(before.map(|s| (Since { prev: prev.at, since }, s)), &summary);
+        let since = Since { prev: prev.at, since };
+        let (read, summary, derive) = match summarized {
+            Summarized::Read(summary) => (TableRound::plan(before.map(|s| (since, s)), &summary), summary, false),
+            // Kept as it was until the diff brings it up to date.
+            Summarized::Derive(before) => (TableRound::diff_first(prev.at), before, true),
+        };
         let (digits, rows) = (summary.digits, summary::rows(&summary));
-        next.tables.insert(key, summary);
-        if read != Read::Nothing {
-            planned.push(Planned { shaped, read, digits, rows });
+        next.tables.insert(key.clone(), summary);
+        if read == Read::Nothing {
+            diff_first.record(&key, false);
+        } else {
+            planned.push(Planned { shaped, read, digits, rows, since, derive });
         }
     }
     // Tables read whole go into the round's transaction while they are small enough for one
@@ -479,7 +512,8 @@ async fn run_round<B: Journal>(
     for p in planned {
         if p.read == Read::Everything && !atomic {
             let table = p.shaped.bq.table_ref();
-            match read_rows(reads, &p, Placement::Apart, &mut records, &mut out, stats).await {
+            diff_first.record(&table.key(), false);
+            match read_rows(reads, &p, &p.read, Placement::Apart, &mut records, &mut out, stats).await {
                 Ok((rows, bytes)) => {
                     done.copied += rows;
                     done.bytes += bytes;
@@ -501,7 +535,25 @@ async fn run_round<B: Journal>(
     // read before are its true state at this round, and it gets no more.
     for p in &into_round {
         let table = p.shaped.bq.table_ref();
-        let mut read = read_rows(reads, p, Placement::Round, &mut records, &mut out, stats).await;
+        let key = table.key();
+        // Diffed first: the summary the previous round kept, which the diff brings up to date.
+        let kept = if p.derive { next.tables.get(&key).cloned() } else { None };
+        done.diffed_first += u32::from(p.derive);
+        let mut read = match &kept {
+            Some(kept) => {
+                read_diffed_first(reads, p, kept, &mut records, &mut out, stats).await.map(|(rows, bytes, s)| {
+                    let fits = sql::bucket_digits(summary::rows(&s)) == s.digits;
+                    diff_first.record(&key, fits && rows > 0);
+                    next.tables.insert(key.clone(), s);
+                    (rows, bytes)
+                })
+            }
+            None => read_rows(reads, p, &p.read, Placement::Round, &mut records, &mut out, stats).await.inspect(
+                |(rows, _)| {
+                    diff_first.record(&key, p.read != Read::Everything && *rows > 0);
+                },
+            ),
+        };
         // The previous round is older than BigQuery's time travel keeps (binferry was stopped
         // for days): the table's past is out of reach, so it is read whole and swept. A failed
         // query appended nothing of it.
@@ -511,9 +563,17 @@ async fn run_round<B: Journal>(
             && round::beyond_time_travel(e)
         {
             warn!(%table, error = %e, "the last round is beyond BigQuery's time travel: reading the table whole");
-            let p = Planned { shaped: p.shaped.clone(), read: Read::Everything, digits: p.digits, rows: p.rows };
-            read = read_rows(reads, &p, Placement::Round, &mut records, &mut out, stats).await;
+            diff_first.record(&key, false);
+            read = read_rows(reads, p, &Read::Everything, Placement::Round, &mut records, &mut out, stats).await;
             whole = true;
+            // Diffed first, the table has no summary at this round yet: BigQuery computes it.
+            if read.is_ok() && p.derive {
+                let round = TableRound::new(api, &p.shaped.bq, p.shaped.schema.version(), now);
+                match round.summary(kept.as_ref()).await.map_err(changed_meanwhile) {
+                    Ok(summary) => _ = next.tables.insert(key.clone(), summary),
+                    Err(e) => read = Err(e),
+                }
+            }
         }
         match read {
             Ok((rows, bytes)) => {
@@ -576,32 +636,84 @@ fn changed_meanwhile(e: Error) -> Error {
     e
 }
 
-/// Read what `p.read` names of one table into the round's records, a page at a time.
-/// Returns rows and bytes scanned.
+/// Read what `read` names of one table into the round's records, a page at a time. Returns
+/// rows and bytes scanned.
 async fn read_rows<B: Journal>(
     reads: Reads<'_>,
     p: &Planned,
+    read: &Read,
     into: Placement,
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
     stats: &Arc<Stats>,
 ) -> Result<(u64, u64)> {
+    let round = TableRound::new(reads.api, &p.shaped.bq, p.shaped.schema.version(), reads.now)
+        .with_storage(reads.storage, Moment::Exact);
+    let pages = round.read(read, p.digits).await.map_err(changed_meanwhile)?;
+    append_rows(p, *read == Read::Everything, pages, into, records, out, None, stats).await
+}
+
+/// Diff a table that keeps changing ([`DiffFirst`]): the diff with the previous round and,
+/// in parallel, the table's summary at that round as BigQuery shows it now, then whatever
+/// that summary says came late ([`TableRound::late`]). Returns rows, bytes scanned and the
+/// table's summary at this round.
+async fn read_diffed_first<B: Journal>(
+    reads: Reads<'_>,
+    p: &Planned,
+    kept: &TableSummary,
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+    stats: &Arc<Stats>,
+) -> Result<(u64, u64, TableSummary)> {
+    let (bq, version) = (&p.shaped.bq, p.shaped.schema.version());
+    let (round, then) =
+        (TableRound::new(reads.api, bq, version, reads.now), TableRound::new(reads.api, bq, version, p.since.prev));
+    let (at_prev, pages) = tokio::join!(then.summary_with(kept.digits), round.read(&p.read, p.digits));
+    let (at_prev, pages) = (at_prev.map_err(changed_meanwhile)?, pages.map_err(changed_meanwhile)?);
+    let mut delta = Delta::new(at_prev.clone());
+    let (mut rows, mut bytes) =
+        append_rows(p, false, pages, Placement::Round, records, out, Some(&mut delta), stats).await?;
+    let late = TableRound::late(p.since, kept, &at_prev);
+    if late != Read::Nothing {
+        debug!(table = %bq.table_ref(), ?late, "commits came late since the last round: diffing them with the settle margin");
+        let (more, more_bytes) = read_rows(reads, p, &late, Placement::Round, records, out, stats).await?;
+        rows += more;
+        bytes += more_bytes;
+    }
+    Ok((rows, bytes, delta.finish()))
+}
+
+/// Append a table's rows from `pages` to the round's records, a page at a time, bringing
+/// `delta` up to date with their hashes. Returns rows and bytes scanned.
+#[allow(clippy::too_many_arguments)]
+async fn append_rows<B: Journal>(
+    p: &Planned,
+    whole: bool,
+    pages: Option<round::Changes<'_>>,
+    into: Placement,
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+    mut delta: Option<&mut Delta>,
+    stats: &Arc<Stats>,
+) -> Result<(u64, u64)> {
+    let Some(mut pages) = pages else { return Ok((0, 0)) };
     let version = p.shaped.schema.version();
     let table = p.shaped.bq.table_ref();
-    let round = TableRound::new(reads.api, &p.shaped.bq, version, reads.now).with_storage(reads.storage, Moment::Exact);
-    let Some(mut pages) = round.read(&p.read, p.digits).await.map_err(changed_meanwhile)? else { return Ok((0, 0)) };
     let bytes = pages.bytes_processed().unwrap_or(0);
     let mut n = 0u64;
     while let Some(page) = pages.next_page().await? {
         let mut batch = Vec::with_capacity(page.len() + 1);
         for row in page {
+            if let (Some(delta), Some(hashes)) = (delta.as_deref_mut(), &row.hashes) {
+                delta.apply(hashes)?;
+            }
             batch.push(match into {
                 Placement::Apart => records.copied(&table, version, row.values)?,
                 Placement::Round => records.change(&table, version, row.deleted, row.values)?,
             });
         }
         n += batch.len() as u64;
-        if p.read == Read::Everything {
+        if whole {
             stats.record_snapshot_rows(batch.len() as u64);
         }
         if into == Placement::Apart {
@@ -610,7 +722,7 @@ async fn read_rows<B: Journal>(
         out.push(batch, Some(&p.shaped.schema)).await?;
         out.page_done().await?;
     }
-    if p.read == Read::Everything {
+    if whole {
         info!(%table, rows = n, "BigQuery table copied");
     }
     Ok((n, bytes))

@@ -5,10 +5,10 @@ use gcp_bigquery_client::model::table_row::TableRow;
 
 use super::arrow_rows::{self, ArrowRows};
 use super::sql::{TableSql, bucket_digits};
-use super::summary::{Changed, SummaryRow, changed, from_rows, rows};
+use super::summary::{Changed, RowHashes, SummaryRow, changed, from_rows, rows};
 use super::table::BqTable;
 use super::values::decode;
-use crate::bigquery_api::{Api, Pages, Param, TableStream};
+use crate::bigquery_api::{Api, Pages, TableStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::position::TableSummary;
@@ -24,6 +24,8 @@ const PAGE_ROWS: i32 = 5_000;
 pub(crate) struct RowChange {
     pub(crate) deleted: bool,
     pub(crate) values: Vec<Value>,
+    /// Its bucket and hashes, from a diff ([`Read::Changes`]); `None` for a whole read.
+    pub(crate) hashes: Option<RowHashes>,
 }
 
 /// The moments a round diffs with: the previous round's timestamp and the start of the settle
@@ -92,9 +94,10 @@ impl<'a> TableRound<'a> {
         if fits == digits { Ok(summary) } else { self.summary_with(fits).await }
     }
 
-    async fn summary_with(&self, digits: u32) -> Result<TableSummary> {
-        let sql = TableSql::new(self.table).summary(digits);
-        let mut pages = self.api.query_pages(&sql, &[Param::Int64("now", self.now)], PAGE_ROWS).await?;
+    /// The table's summary at `now` in buckets of `digits` hex digits.
+    pub(crate) async fn summary_with(&self, digits: u32) -> Result<TableSummary> {
+        let sql = TableSql::new(self.table).summary(digits, self.now);
+        let mut pages = self.api.query_pages(&sql, PAGE_ROWS).await?;
         let mut buckets: Vec<SummaryRow> = Vec::new();
         while let Some(page) = pages.next_page().await? {
             for row in page {
@@ -132,6 +135,28 @@ impl<'a> TableRound<'a> {
         }
     }
 
+    /// What a round diffs first of a table that keeps changing ([`super::summary::DiffFirst`]):
+    /// every row that differs from the previous round, the margin left to [`Self::late`].
+    pub(crate) fn diff_first(prev: i64) -> Read {
+        Read::Changes { prev, since: prev, buckets: None }
+    }
+
+    /// What a table diffed first must also read: the buckets where its summary at the
+    /// previous round's timestamp, as BigQuery computes it now (`at_prev`), differs from the
+    /// one that round kept. They hold commits stamped before that round but visible only
+    /// after it read the table; time travel now shows them at `prev` already, so only the
+    /// settle margin finds them. Nothing when the margin is empty.
+    pub(crate) fn late(Since { prev, since }: Since, kept: &TableSummary, at_prev: &TableSummary) -> Read {
+        if since >= prev {
+            return Read::Nothing;
+        }
+        match changed(kept, at_prev) {
+            Changed::Nothing => Read::Nothing,
+            Changed::Buckets(b) => Read::Changes { prev, since, buckets: Some(b) },
+            Changed::All => Read::Changes { prev, since, buckets: None },
+        }
+    }
+
     /// Start reading what `read` names; the rows come a page at a time from [`Changes`].
     pub(crate) async fn read(&self, read: &Read, digits: u32) -> Result<Option<Changes<'a>>> {
         if let (Read::Everything, Some((endpoint, moment))) = (read, self.storage)
@@ -150,24 +175,17 @@ impl<'a> TableRound<'a> {
             }
         }
         let sql = TableSql::new(self.table);
-        let mut params = vec![Param::Int64("now", self.now)];
         let text = match read {
             Read::Nothing => return Ok(None),
-            Read::Everything => sql.rows(digits, false),
+            Read::Everything => sql.rows(digits, None, self.now),
             Read::Changes { prev, since, buckets } => {
-                params.push(Param::Int64("prev", *prev));
-                let earlier = since < prev;
-                if earlier {
-                    params.push(Param::Int64("since", *since));
-                }
-                if let Some(b) = buckets {
-                    params.push(Param::Strings("buckets", b.clone()));
-                }
-                sql.changes(digits, buckets.is_some(), earlier)
+                let since = (since < prev).then_some(*since);
+                sql.changes(digits, buckets.as_deref(), self.now, *prev, since)
             }
         };
-        let pages = self.api.query_pages(&text, &params, PAGE_ROWS).await?;
-        Ok(Some(Changes { table: self.table, from: RowSource::Query(pages) }))
+        let pages = self.api.query_pages(&text, PAGE_ROWS).await?;
+        let hashed = matches!(read, Read::Changes { .. });
+        Ok(Some(Changes { table: self.table, from: RowSource::Query { pages, hashed } }))
     }
 }
 
@@ -224,8 +242,9 @@ pub(crate) struct Changes<'a> {
 
 /// Where a table's rows come from.
 enum RowSource<'a> {
-    /// A query's result pages (REST).
-    Query(Pages<'a>),
+    /// A query's result pages (REST); `hashed`: the rows of a diff, which end with their
+    /// bucket and hashes.
+    Query { pages: Pages<'a>, hashed: bool },
     /// A read session of the whole table (Arrow).
     Storage(Box<Session>),
 }
@@ -241,13 +260,14 @@ impl Changes<'_> {
     pub(crate) async fn next_page(&mut self) -> Result<Option<Vec<RowChange>>> {
         let table = self.table;
         match &mut self.from {
-            RowSource::Query(pages) => {
+            RowSource::Query { pages, hashed } => {
                 let Some(page) = pages.next_page().await? else { return Ok(None) };
-                page.iter().map(|row| decode_row(table, row)).collect::<Result<Vec<_>>>().map(Some)
+                page.iter().map(|row| decode_row(table, row, *hashed)).collect::<Result<Vec<_>>>().map(Some)
             }
             RowSource::Storage(session) => loop {
                 if let Some(page) = session.rows.page(table, PAGE_ROWS as usize)? {
-                    return Ok(Some(page.into_iter().map(|values| RowChange { deleted: false, values }).collect()));
+                    let change = |values| RowChange { deleted: false, values, hashes: None };
+                    return Ok(Some(page.into_iter().map(change).collect()));
                 }
                 match session.stream.next_batch().await? {
                     Some(message) => session.rows.push(table, message)?,
@@ -261,25 +281,26 @@ impl Changes<'_> {
     /// BigQuery bills), when it says.
     pub(crate) fn bytes_processed(&self) -> Option<u64> {
         match &self.from {
-            RowSource::Query(pages) => pages.bytes_processed,
+            RowSource::Query { pages, .. } => pages.bytes_processed,
             RowSource::Storage(session) => Some(session.stream.bytes_scanned),
         }
     }
 }
 
-/// One result row of a query: `_deleted`, then the table's columns.
-fn decode_row(table: &BqTable, row: &TableRow) -> Result<RowChange> {
+/// One result row of a query: `_deleted`, then the table's columns, then, `hashed`, the
+/// row's bucket and its hashes now and at the previous round (see [`super::sql`]).
+fn decode_row(table: &BqTable, row: &TableRow, hashed: bool) -> Result<RowChange> {
     let cells = cells(row);
     let columns = &table.columns;
-    if cells.len() != columns.len() + 1 {
+    let expected = columns.len() + 1 + if hashed { 3 } else { 0 };
+    if cells.len() != expected {
         return Err(Error::new(
             ErrorKind::Decode,
             format!(
-                "BigQuery table {}.{}: a result row has {} cells, expected {}",
+                "BigQuery table {}.{}: a result row has {} cells, expected {expected}",
                 table.dataset,
                 table.name,
                 cells.len(),
-                columns.len() + 1
             ),
         ));
     }
@@ -290,7 +311,11 @@ fn decode_row(table: &BqTable, row: &TableRow) -> Result<RowChange> {
         .map(|(c, cell)| decode(&c.ty, cell, &c.name))
         .collect::<Result<Vec<_>>>()
         .map_err(|e| e.with_table(table.table_ref()))?;
-    Ok(RowChange { deleted, values })
+    let hashes = hashed.then(|| {
+        let text = |i: usize| cells[columns.len() + i].as_str().map(String::from);
+        RowHashes { bucket: text(1).unwrap_or_default(), now: text(2), prev: text(3) }
+    });
+    Ok(RowChange { deleted, values, hashes })
 }
 
 fn cells(row: &TableRow) -> Vec<serde_json::Value> {
@@ -340,6 +365,27 @@ mod tests {
     }
 
     #[test]
+    fn a_table_diffed_first_reads_the_margin_only_where_a_commit_came_late() {
+        let kept = summary(1, &[("a", 2, 5), ("b", 1, 7)]);
+        let cases = [
+            // BigQuery shows the previous round as that round saw it: no commit came late.
+            (at(10, 4), kept.clone(), Read::Nothing),
+            // A commit in bucket b became visible after the previous round read the table.
+            (
+                at(10, 4),
+                summary(1, &[("a", 2, 5), ("b", 2, 9)]),
+                Read::Changes { prev: 10, since: 4, buckets: Some(vec!["b".into()]) },
+            ),
+            // No margin (settle_secs = 0): nothing to read.
+            (at(10, 10), summary(1, &[("a", 2, 5), ("b", 2, 9)]), Read::Nothing),
+        ];
+        for (since, at_prev, expect) in cases {
+            assert_eq!(TableRound::late(since, &kept, &at_prev), expect, "{since:?} {at_prev:?}");
+        }
+        assert_eq!(TableRound::diff_first(10), Read::Changes { prev: 10, since: 10, buckets: None });
+    }
+
+    #[test]
     fn a_round_reads_what_changed_since_the_last_or_everything() {
         let before = summary(1, &[("a", 2, 5), ("b", 1, 7)]);
         let cases = [
@@ -374,6 +420,7 @@ mod emulator_tests {
 
     use super::*;
     use crate::bigquery_api::{Auth, Side};
+    use crate::source::bigquery::summary::Delta;
 
     struct Dataset {
         api: Api,
@@ -420,7 +467,16 @@ mod emulator_tests {
         }
     }
 
+    /// The rows `read` finds, by key, without their hashes (see [`derived`]).
     async fn read_all(round: &TableRound<'_>, read: &Read, digits: u32) -> Vec<RowChange> {
+        let mut out = read_hashed(round, read, digits).await;
+        for row in &mut out {
+            row.hashes = None;
+        }
+        out
+    }
+
+    async fn read_hashed(round: &TableRound<'_>, read: &Read, digits: u32) -> Vec<RowChange> {
         let mut out = Vec::new();
         if let Some(mut changes) = round.read(read, digits).await.unwrap() {
             while let Some(page) = changes.next_page().await.unwrap() {
@@ -434,9 +490,19 @@ mod emulator_tests {
         out
     }
 
+    /// `before` brought up to the round by the hashes of the rows `read` finds.
+    async fn derived(round: &TableRound<'_>, read: &Read, before: &TableSummary) -> TableSummary {
+        let mut delta = Delta::new(before.clone());
+        for row in read_hashed(round, read, before.digits).await {
+            delta.apply(row.hashes.as_ref().expect("a diff's rows carry their hashes")).unwrap();
+        }
+        delta.finish()
+    }
+
     fn row(deleted: bool, id: i64, name: Option<&str>, price: Option<&str>) -> RowChange {
         let text = |v: Option<&str>, f: fn(String) -> Value| v.map(|s| f(s.to_string())).unwrap_or(Value::Null);
-        RowChange { deleted, values: vec![Value::Int(id), text(name, Value::Text), text(price, Value::Decimal)] }
+        let values = vec![Value::Int(id), text(name, Value::Text), text(price, Value::Decimal)];
+        RowChange { deleted, values, hashes: None }
     }
 
     #[tokio::test]
@@ -483,6 +549,10 @@ mod emulator_tests {
         // Unfiltered, the same rows.
         let all = Read::Changes { prev: t1, since: t1, buckets: None };
         assert_eq!(read_all(&round, &all, s2.digits).await.len(), 3);
+        // Their hashes bring the first summary to the one BigQuery computes now, filtered
+        // or not: what a round that skips the summary keeps.
+        assert_eq!(derived(&round, &all, &s1).await, s2);
+        assert_eq!(derived(&round, &read, &s1).await, s2);
 
         // Nothing since: the summary says so, and nothing is read.
         let t3 = ds.now().await;
@@ -530,6 +600,8 @@ mod emulator_tests {
                 row(true, 5, None, None)
             ]
         );
+        // The rows sent again for the margin leave the summary as it was.
+        assert_eq!(derived(&round, &all, &s1).await, s2);
         // Diffed with `since` alone (the old way), the young row's delete went missing.
         let only_since = Read::Changes { prev: since, since, buckets: None };
         assert!(!read_all(&round, &only_since, s2.digits).await.iter().any(|c| c.deleted));
@@ -603,7 +675,8 @@ mod emulator_tests {
         ds.run("INSERT INTO DS.scalars (id) VALUES (4)").await;
         assert_eq!(read_all(&round, &Read::Everything, 1).await.len(), 4);
         let exact = TableRound::new(&ds.api, &table, 1, now).with_storage(Some(&grpc), Moment::Exact);
-        let Some(Changes { from: RowSource::Query(_), .. }) = exact.read(&Read::Everything, 1).await.unwrap() else {
+        let Some(Changes { from: RowSource::Query { .. }, .. }) = exact.read(&Read::Everything, 1).await.unwrap()
+        else {
             panic!("a session that does not confirm the round's moment is not read");
         };
         assert_eq!(read_all(&exact, &Read::Everything, 1).await, rest);

@@ -4,7 +4,7 @@
 //! numbers per table, whatever the table's size. The rows themselves are compared by
 //! BigQuery, between the two rounds' timestamps ([`super::sql`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::position::TableSummary;
@@ -53,6 +53,98 @@ pub(crate) fn from_rows(
         buckets.insert(name, (n, xor));
     }
     Ok(TableSummary { schema_version, digits, buckets })
+}
+
+/// The tables a round diffs at once, without asking BigQuery for their summary at the round's
+/// timestamp first: those the last round found changed. The summary exists to make an idle
+/// table cheap (one scan instead of the diff's); for a table that changes every round it is
+/// a query to wait for before the diff. Such a table is instead diffed with the previous
+/// round alone while BigQuery computes its summary *at the previous round's timestamp*, in
+/// parallel. That summary does two things: it is the base the diff's hashes bring up to date
+/// ([`Delta`]), and where it differs from the one the previous round kept, it names the
+/// buckets of commits that round could not see yet (visible after their timestamp), which
+/// are then diffed with the settle margin too. So the margin costs nothing while no commit
+/// is late, and rows changed in it are not sent again every round.
+///
+/// A table the diff finds unchanged goes back to its summary alone. Kept in memory, as a hint
+/// only: after a restart every table starts with its summary.
+#[derive(Debug, Default)]
+pub(crate) struct DiffFirst {
+    /// `dataset.table` of the tables the last round found changed.
+    changed: BTreeSet<String>,
+}
+
+impl DiffFirst {
+    /// Whether this round diffs `table` first.
+    pub(crate) fn wants(&self, table: &str) -> bool {
+        self.changed.contains(table)
+    }
+
+    /// Whether this round found rows of `table` changed (with a summary that still fits the
+    /// table's size: one that does not is computed again, in a new bucket layout).
+    pub(crate) fn record(&mut self, table: &str, changed: bool) {
+        if changed {
+            self.changed.insert(table.to_string());
+        } else {
+            self.changed.remove(table);
+        }
+    }
+}
+
+/// A row a diff found changed, as its bucket's summary sees it: the bucket, and the row's
+/// hash (hex MD5, as in [`super::sql`]) at this round's timestamp and at the previous
+/// round's, `None` where the row did not exist then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RowHashes {
+    pub(crate) bucket: String,
+    pub(crate) now: Option<String>,
+    pub(crate) prev: Option<String>,
+}
+
+/// A table's summary at the previous round's timestamp brought up to this round by the rows
+/// a diff between the two found changed: each takes its hash at the previous round out of
+/// its bucket and puts its hash now in. Started from that summary as BigQuery computes it
+/// now ([`DiffFirst`]), the result is the summary BigQuery would compute at this round's
+/// timestamp, without the scan.
+pub(crate) struct Delta {
+    summary: TableSummary,
+}
+
+impl Delta {
+    pub(crate) fn new(prev: TableSummary) -> Self {
+        Delta { summary: prev }
+    }
+
+    pub(crate) fn apply(&mut self, row: &RowHashes) -> Result<()> {
+        let (prev, now) = (row.prev.as_deref().map(hash60).transpose()?, row.now.as_deref().map(hash60).transpose()?);
+        if prev.is_none() && now.is_none() {
+            // Inserted and deleted within the settle margin: in neither summary.
+            return Ok(());
+        }
+        let bucket = self.summary.buckets.entry(row.bucket.clone()).or_insert((0, 0));
+        if let Some(h) = prev {
+            bucket.0 = bucket.0.saturating_sub(1);
+            bucket.1 ^= h;
+        }
+        if let Some(h) = now {
+            bucket.0 += 1;
+            bucket.1 ^= h;
+        }
+        Ok(())
+    }
+
+    /// The summary now: buckets left without rows are gone, as in BigQuery's.
+    pub(crate) fn finish(mut self) -> TableSummary {
+        self.summary.buckets.retain(|_, (rows, _)| *rows > 0);
+        self.summary
+    }
+}
+
+/// The summary's share of one row hash: `CAST(CONCAT('0x', SUBSTR(h, 1, 15)) AS INT64)`.
+fn hash60(h: &str) -> Result<i64> {
+    h.get(..15)
+        .and_then(|prefix| i64::from_str_radix(prefix, 16).ok())
+        .ok_or_else(|| Error::new(ErrorKind::Decode, format!("a row hash from BigQuery is not hex MD5: {h:?}")))
 }
 
 /// Total rows.
@@ -108,6 +200,41 @@ mod tests {
         let many: Vec<(String, u64, i64)> = (0..9).map(|i| (format!("{i:x}"), 1, i)).collect();
         let many: Vec<(&str, u64, i64)> = many.iter().map(|(n, r, x)| (n.as_str(), *r, *x)).collect();
         assert_eq!(changed(&summary(1, &[]), &summary(1, &many)), Changed::All);
+    }
+
+    #[test]
+    fn a_delta_moves_each_changed_row_from_its_old_hash_to_its_new() {
+        let (a, b, c) = ("0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "00000000000000f");
+        let (ha, hb, hc) = (0x0123456789abcde_i64, 0xfedcba987654321_i64, 0xf_i64);
+        let row = |bucket: &str, now: Option<&str>, prev: Option<&str>| RowHashes {
+            bucket: bucket.into(),
+            now: now.map(String::from),
+            prev: prev.map(String::from),
+        };
+        let mut d = Delta::new(summary(1, &[("1", 2, ha ^ hb), ("2", 1, hc), ("3", 1, 9)]));
+        for r in [
+            row("1", Some(c), Some(a)), // updated: a → c
+            row("2", None, Some(c)),    // deleted: bucket 2 empties
+            row("4", Some(b), None),    // inserted into a new bucket
+            row("3", None, None),       // inserted and deleted in the margin: no part
+            row("3", Some(a), Some(a)), // unchanged since the last round (sent for the margin)
+        ] {
+            d.apply(&r).unwrap();
+        }
+        assert_eq!(d.finish(), summary(1, &[("1", 2, hc ^ hb), ("3", 1, 9), ("4", 1, hb)]));
+        assert!(Delta::new(summary(1, &[])).apply(&row("1", Some("xyz"), None)).is_err());
+    }
+
+    #[test]
+    fn a_table_is_diffed_first_while_it_keeps_changing() {
+        let mut d = DiffFirst::default();
+        assert!(!d.wants("s.t"), "a table starts with its summary");
+        d.record("s.t", true);
+        assert!(d.wants("s.t") && !d.wants("s.other"));
+        d.record("s.t", true);
+        assert!(d.wants("s.t"));
+        d.record("s.t", false);
+        assert!(!d.wants("s.t"), "idle: the summary alone again");
     }
 
     #[test]
