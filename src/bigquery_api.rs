@@ -387,7 +387,7 @@ impl Api {
         Ok(rows)
     }
 
-    /// Run a query with named parameters; its rows come a page (at most `page_rows` rows) at a time.
+    /// Run a query; its rows come a page (at most `page_rows` rows) at a time.
     pub(crate) async fn query_pages(&self, sql: &str, page_rows: i32) -> Result<Pages<'_>> {
         let mut req = QueryRequest::new(sql);
         req.use_legacy_sql = false;

@@ -8,23 +8,23 @@
 //!   duplicate key is an error, BigQuery does not enforce keys) and the XOR of the rows'
 //!   hashes. Compared with the previous round's, it names the buckets that changed.
 //! - [`TableSql::changes`]: the rows whose hash at this round's timestamp differs from their
-//!   hash at the previous round's timestamp (`@prev`) or at the start of the settle margin
-//!   before it (`@since`), in the changed buckets: new and changed rows with all their values,
+//!   hash at the previous round's timestamp (`prev`) or at the start of the settle margin
+//!   before it (`since`), in the changed buckets: new and changed rows with all their values,
 //!   deleted rows with their key. BigQuery's time travel supplies the earlier hashes, so
 //!   binferry keeps no per-row state, and only BigQuery hashes are ever compared.
 //!
-//!   Both earlier moments are needed. `@prev` is the state the target was given: a row
-//!   inserted shortly before the previous round and deleted since exists at `@prev` only, and
-//!   only a join with `@prev` turns it into a delete. `@since` catches a commit stamped before
+//!   Both earlier moments are needed. `prev` is the state the target was given: a row
+//!   inserted shortly before the previous round and deleted since exists at `prev` only, and
+//!   only a join with `prev` turns it into a delete. `since` catches a commit stamped before
 //!   the previous round that became visible only after that round read the table: time travel
-//!   now shows it at `@prev` already, so only a join with an earlier moment sees it change.
+//!   now shows it at `prev` already, so only a join with an earlier moment sees it change.
 //! - [`TableSql::rows`]: every row, for a table's first round.
 //!
 //! Output layout, shared by `changes` and `rows`: `_deleted` (BOOL), then one value per
 //! column in table order (`_c0`, `_c1`, ...), each in the form [`super::values::decode`]
 //! reads. Positional aliases keep a converted value (`UNIX_MICROS(ts) AS _c3`) from ever
 //! shadowing the column that the row hash reads. `changes` adds three cells: the row's
-//! bucket (`_b`) and its hashes at `@now` (`_hn`) and at `@prev` (`_ho`), NULL where the row
+//! bucket (`_b`) and its hashes at `now` (`_hn`) and at `prev` (`_ho`), NULL where the row
 //! does not exist then. With them a round can bring the previous summary up to date itself
 //! ([`super::summary::Delta`]) instead of asking BigQuery for a new one.
 //!
