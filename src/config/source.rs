@@ -107,8 +107,9 @@ pub struct BigQuerySourceConfig {
     /// Seconds before the last round's timestamp that a round's diff also looks back to. A
     /// commit's timestamp can precede the moment it becomes visible; a commit that was still
     /// in progress when a round read the table is found by the next round as long as it
-    /// became visible within this margin. Rows changed in the margin are sent again and found
-    /// unchanged by the target. Costs one more scan of a changed table; 0 leaves it out.
+    /// became visible within this margin. Only the key buckets where a commit came late are
+    /// diffed with the margin (their rows changed in it are sent again and found unchanged by
+    /// the target); 0 leaves it out.
     #[serde(default = "super::default_bigquery_settle")]
     pub settle_secs: u64,
     /// Key columns by `dataset.table`, for tables that declare no `PRIMARY KEY ... NOT

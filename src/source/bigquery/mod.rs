@@ -17,6 +17,9 @@
 //! 3. A table's first round, or a round whose `P` has left BigQuery's time-travel window,
 //!    reads every row ([`sql::TableSql::rows`]).
 //!
+//! Every diff runs next to the table's summary at `P` as BigQuery shows it now: where that
+//! differs from the summary the previous round kept, a commit became visible after its
+//! timestamp, and only those buckets are diffed with the settle margin too ([`read_diff`]).
 //! A table the last round found changed skips step 1: it is diffed at once, and the round
 //! derives its summary from the diff's row hashes ([`summary::DiffFirst`], [`summary::Delta`]).
 //!
@@ -92,8 +95,9 @@ pub struct BigQuerySourceSettings {
     /// older than the moment it becomes visible (the emulator stamps a commit with the start
     /// of its transaction): a round reading `AS OF T` at T misses a commit stamped just
     /// before T that is still committing, and a later diff from T would miss it too, since
-    /// time travel then shows it before T. Rows changed in this margin are sent again; the
-    /// target finds them unchanged (equal hash).
+    /// time travel then shows it before T. In the buckets where such a commit came late (see
+    /// [`read_diff`]), rows changed in this margin are sent again; the target finds those it
+    /// has unchanged (equal hash).
     settle: Duration,
     /// `source.bigquery.storage_endpoint`: whole-table reads through the Storage Read API.
     storage: Option<String>,
@@ -374,6 +378,8 @@ struct Planned {
     rows: u64,
     /// The moments a diff of the table looks back to.
     since: Since,
+    /// The summary the previous round kept (none on a table's first round).
+    kept: Option<TableSummary>,
     /// Diffed first, without a summary at the round's timestamp: the round derives it from
     /// the diff ([`DiffFirst`]).
     derive: bool,
@@ -498,7 +504,7 @@ async fn run_round<B: Journal>(
         if read == Read::Nothing {
             diff_first.record(&key, false);
         } else {
-            planned.push(Planned { shaped, read, digits, rows, since, derive });
+            planned.push(Planned { shaped, read, digits, rows, since, kept: before.cloned(), derive });
         }
     }
     // Tables read whole go into the round's transaction while they are small enough for one
@@ -536,23 +542,24 @@ async fn run_round<B: Journal>(
     for p in &into_round {
         let table = p.shaped.bq.table_ref();
         let key = table.key();
-        // Diffed first: the summary the previous round kept, which the diff brings up to date.
-        let kept = if p.derive { next.tables.get(&key).cloned() } else { None };
         done.diffed_first += u32::from(p.derive);
-        let mut read = match &kept {
-            Some(kept) => {
-                read_diffed_first(reads, p, kept, &mut records, &mut out, stats).await.map(|(rows, bytes, s)| {
-                    let fits = sql::bucket_digits(summary::rows(&s)) == s.digits;
-                    diff_first.record(&key, fits && rows > 0);
-                    next.tables.insert(key.clone(), s);
+        let mut read = match (&p.read, &p.kept) {
+            (Read::Changes { .. }, Some(kept)) => {
+                read_diff(reads, p, kept, &mut records, &mut out, stats).await.map(|(rows, bytes, derived)| {
+                    match derived {
+                        Some(s) => {
+                            let fits = sql::bucket_digits(summary::rows(&s)) == s.digits;
+                            diff_first.record(&key, fits && rows > 0);
+                            next.tables.insert(key.clone(), s);
+                        }
+                        None => diff_first.record(&key, rows > 0),
+                    }
                     (rows, bytes)
                 })
             }
-            None => read_rows(reads, p, &p.read, Placement::Round, &mut records, &mut out, stats).await.inspect(
-                |(rows, _)| {
-                    diff_first.record(&key, p.read != Read::Everything && *rows > 0);
-                },
-            ),
+            _ => read_rows(reads, p, &p.read, Placement::Round, &mut records, &mut out, stats).await.inspect(|_| {
+                diff_first.record(&key, false);
+            }),
         };
         // The previous round is older than BigQuery's time travel keeps (binferry was stopped
         // for days): the table's past is out of reach, so it is read whole and swept. A failed
@@ -569,7 +576,7 @@ async fn run_round<B: Journal>(
             // Diffed first, the table has no summary at this round yet: BigQuery computes it.
             if read.is_ok() && p.derive {
                 let round = TableRound::new(api, &p.shaped.bq, p.shaped.schema.version(), now);
-                match round.summary(kept.as_ref()).await.map_err(changed_meanwhile) {
+                match round.summary(p.kept.as_ref()).await.map_err(changed_meanwhile) {
                     Ok(summary) => _ = next.tables.insert(key.clone(), summary),
                     Err(e) => read = Err(e),
                 }
@@ -653,26 +660,33 @@ async fn read_rows<B: Journal>(
     append_rows(p, *read == Read::Everything, pages, into, records, out, None, stats).await
 }
 
-/// Diff a table that keeps changing ([`DiffFirst`]): the diff with the previous round and,
-/// in parallel, the table's summary at that round as BigQuery shows it now, then whatever
-/// that summary says came late ([`TableRound::late`]). Returns rows, bytes scanned and the
-/// table's summary at this round.
-async fn read_diffed_first<B: Journal>(
+/// Diff a table with the previous round: the diff itself (of the changed buckets, or of all
+/// for a table diffed first) and, in parallel, the table's summary at the previous round as
+/// BigQuery shows it now; then whatever that summary says came late, with the settle margin
+/// ([`TableRound::late`]). So rows changed in the margin are sent again only in buckets where
+/// a commit came late, not every round. A table diffed first ([`DiffFirst`]) gets its summary
+/// at this round from the diff's hashes, on the base of the one at the previous round.
+/// Returns rows, bytes scanned and that summary.
+async fn read_diff<B: Journal>(
     reads: Reads<'_>,
     p: &Planned,
     kept: &TableSummary,
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
     stats: &Arc<Stats>,
-) -> Result<(u64, u64, TableSummary)> {
+) -> Result<(u64, u64, Option<TableSummary>)> {
     let (bq, version) = (&p.shaped.bq, p.shaped.schema.version());
     let (round, then) =
         (TableRound::new(reads.api, bq, version, reads.now), TableRound::new(reads.api, bq, version, p.since.prev));
-    let (at_prev, pages) = tokio::join!(then.summary_with(kept.digits), round.read(&p.read, p.digits));
+    let diff = match &p.read {
+        Read::Changes { prev, buckets, .. } => Read::Changes { prev: *prev, since: *prev, buckets: buckets.clone() },
+        other => other.clone(),
+    };
+    let (at_prev, pages) = tokio::join!(then.summary_with(kept.digits), round.read(&diff, p.digits));
     let (at_prev, pages) = (at_prev.map_err(changed_meanwhile)?, pages.map_err(changed_meanwhile)?);
-    let mut delta = Delta::new(at_prev.clone());
+    let mut delta = p.derive.then(|| Delta::new(at_prev.clone()));
     let (mut rows, mut bytes) =
-        append_rows(p, false, pages, Placement::Round, records, out, Some(&mut delta), stats).await?;
+        append_rows(p, false, pages, Placement::Round, records, out, delta.as_mut(), stats).await?;
     let late = TableRound::late(p.since, kept, &at_prev);
     if late != Read::Nothing {
         debug!(table = %bq.table_ref(), ?late, "commits came late since the last round: diffing them with the settle margin");
@@ -680,7 +694,7 @@ async fn read_diffed_first<B: Journal>(
         rows += more;
         bytes += more_bytes;
     }
-    Ok((rows, bytes, delta.finish()))
+    Ok((rows, bytes, delta.map(Delta::finish)))
 }
 
 /// Append a table's rows from `pages` to the round's records, a page at a time, bringing
