@@ -322,8 +322,7 @@ fn unavailable(e: rdkafka::error::KafkaError, what: impl std::fmt::Display) -> E
     if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
         return Error::new(ErrorKind::Buffer, format!("{what}: {e}")).with_hint(
             "a message is larger than Kafka accepts (a row with large values; or the BigQuery source's \
-             checkpoint, which carries every table's bucket summaries, about 150 KB for a table of a million rows \
-             or more): raise \
+             checkpoint, which carries every table's bucket summaries, up to about 9 KB a table): raise \
              buffer.kafka.producer.\"message.max.bytes\" and the topic's max.message.bytes (or the broker's \
              message.max.bytes) together",
         );

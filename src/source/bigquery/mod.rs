@@ -11,7 +11,7 @@
 //!    at `P` by key and returns those whose hash differs ([`sql::TableSql::changes`]): new and
 //!    changed rows whole, deleted rows by key. The previous round's row hashes are not stored
 //!    anywhere: time travel recomputes them, in BigQuery, from the same rows. So binferry's
-//!    state is a few thousand numbers per table ([`TableSummary`](crate::position::TableSummary)),
+//!    state is at most 256 buckets of a few numbers per table ([`TableSummary`](crate::position::TableSummary)),
 //!    whatever the table's size, and BigQuery hashes are only ever compared with BigQuery
 //!    hashes.
 //! 3. A table's first round, or a round whose `P` has left BigQuery's time-travel window,

@@ -1,7 +1,7 @@
 //! A table's bucket summary at one round, and which buckets changed since the last one.
 //!
-//! The summary is what the source keeps between rounds (in its checkpoint): a few thousand
-//! numbers per table, whatever the table's size. The rows themselves are compared by
+//! The summary is what the source keeps between rounds (in its checkpoint): at most 256
+//! buckets of a few numbers per table, whatever the table's size. The rows themselves are compared by
 //! BigQuery, between the two rounds' timestamps ([`super::sql`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -235,6 +235,22 @@ mod tests {
         assert!(d.wants("s.t"));
         d.record("s.t", false);
         assert!(!d.wants("s.t"), "idle: the summary alone again");
+    }
+
+    /// The checkpoint carries every table's summary, and through Kafka it is one message
+    /// (1 MB by default): a table's share stays small whatever its size.
+    #[test]
+    fn a_largest_summary_takes_a_few_kilobytes_of_the_checkpoint() {
+        use crate::source::bigquery::sql::{MAX_BUCKET_DIGITS, bucket_digits};
+        assert_eq!(bucket_digits(u64::MAX), MAX_BUCKET_DIGITS);
+        let buckets = 16usize.pow(MAX_BUCKET_DIGITS);
+        // A table of a billion rows; XORs of the full 60 bits.
+        let name = |i: usize| format!("{i:0w$x}", w = MAX_BUCKET_DIGITS as usize);
+        let full: Vec<(String, u64, i64)> =
+            (0..buckets).map(|i| (name(i), 4_000_000, 0x0fff_ffff_ffff_ffff - i as i64)).collect();
+        let full: Vec<(&str, u64, i64)> = full.iter().map(|(n, r, x)| (n.as_str(), *r, *x)).collect();
+        let bytes = serde_json::to_vec(&summary(MAX_BUCKET_DIGITS, &full)).unwrap().len();
+        assert!(bytes < 10_000, "{bytes} bytes: a hundred such tables would not fit in 1 MB");
     }
 
     #[test]
