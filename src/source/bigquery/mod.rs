@@ -719,7 +719,7 @@ async fn append_rows<B: Journal>(
         let mut batch = Vec::with_capacity(page.len() + 1);
         for row in page {
             if let (Some(delta), Some(hashes)) = (delta.as_deref_mut(), &row.hashes) {
-                delta.apply(hashes)?;
+                delta.apply(hashes).map_err(|e| e.with_table(table.clone()))?;
             }
             batch.push(match into {
                 Placement::Apart => records.copied(&table, version, row.values)?,
