@@ -647,8 +647,7 @@ impl Api {
             };
             return Err(Error::new(ErrorKind::ValueRejected, detail).with_hint(
                 "a value does not fit its BigQuery column (docs/types.md gives the mapping): fix the value in the \
-                 source, then rebuild the table (delete its row from _binferry_stopped, drop its BigQuery tables and \
-                 replay)",
+                 source, then bring the table back with `binferry resync --table <db.table>`",
             ));
         }
         Ok(())

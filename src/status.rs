@@ -35,6 +35,9 @@ pub struct TargetState {
     pub streams: Vec<StreamState>,
     /// Tables that no longer replicate.
     pub stopped: Vec<StoppedTable>,
+    /// Stopped tables a resync is rebuilding aside (MySQL target): readers still see the
+    /// stale copy.
+    pub rebuilding: Vec<RebuildingTable>,
     /// The latest runs, newest first.
     pub runs: Vec<RunRecord>,
 }
@@ -52,6 +55,17 @@ pub struct StreamState {
     pub updated_at: String,
     /// The same, in seconds since the epoch.
     pub updated_at_unix: u64,
+}
+
+/// A target table rebuilt aside by a resync.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct RebuildingTable {
+    /// The target table.
+    pub table: String,
+    /// The table its rows are written to until the copy is complete.
+    pub shadow: String,
+    /// When the rebuild started (UTC).
+    pub since: String,
 }
 
 /// A table that no longer replicates.
@@ -72,8 +86,9 @@ impl StoppedTable {
     /// then resynchronise the table.
     pub fn fix_for(table: &str) -> String {
         format!(
-            "fix the cause above, then bring {table} back: delete its row from _binferry_stopped and rebuild the \
-             table from a fresh snapshot (README, Limitations)"
+            "fix the cause above, then bring {table} back: `binferry resync --table {table}` copies it again and \
+             rebuilds its target table with the source's shape (a source that stopped it in this run needs a \
+             restart first)"
         )
     }
 }
@@ -216,6 +231,12 @@ impl StatusReport {
                 line(format!("    fix: {}", t.fix));
             }
         }
+        for t in &self.target.rebuilding {
+            line(format!(
+                "rebuilding {} since {}: readers see its stale copy until the copy into {} is complete",
+                t.table, t.since, t.shadow
+            ));
+        }
         if !self.target.runs.is_empty() {
             line("last runs:".into());
             for r in &self.target.runs {
@@ -259,6 +280,11 @@ mod tests {
                     since: "2026-11-28 09:00:00".into(),
                     fix: StoppedTable::fix_for("shop.legacy"),
                 }],
+                rebuilding: vec![RebuildingTable {
+                    table: "orders".into(),
+                    shadow: "orders__rebuilding".into(),
+                    since: "2026-11-28 09:30:00".into(),
+                }],
                 runs: vec![RunRecord {
                     kind: "run".into(),
                     started_at: "2026-11-28 08:00:00".into(),
@@ -293,6 +319,7 @@ mod tests {
             "table shop.orders: lag 2 s",
             "shop.legacy since 2026-11-28 09:00:00: unsupported column type",
             "fix: fix the cause above, then bring shop.legacy back",
+            "rebuilding orders since 2026-11-28 09:30:00: readers see its stale copy",
             "run 2026-11-28 08:00:00 → - running (10 rows)",
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");

@@ -647,24 +647,42 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
 }
 
 /// A table stopped by an incompatible schema change (a column narrowed in the source) is
-/// brought back by `binferry resync`: the stale copy is moved aside, the table is rebuilt
-/// with the new shape while the other tables stream, and its stop is cleared.
+/// brought back by `binferry resync`: the table is rebuilt aside with the new shape while the
+/// other tables stream, a reader of the target sees the stale copy until the rebuilt table
+/// takes its place in one step (never a missing or half-copied table), and its stop is
+/// cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_brings_back_a_stopped_table() {
-    let mut env = Env::new("rebuild").await;
+    rebuild_aside("rebuild", None).await;
+}
+
+/// The same through Kafka key partitions: the table's rows and the rebuild's records are
+/// spread over four partitions, each applied by its own writer, and the rebuilt table takes
+/// its place only once every partition has applied its part of the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_brings_back_a_stopped_table_through_kafka_key_partitions() {
+    rebuild_aside("krebuild", Some("key")).await;
+}
+
+async fn rebuild_aside(name: &str, kafka: Option<&str>) {
+    let mut env = Env::new(name).await;
+    if let Some(layout) = kafka {
+        env.use_kafka(layout);
+    }
     env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
     env.set(&["snapshot", "chunk_rows"], 40);
     let (src, dst) = (env.src.clone(), env.dst.clone());
+    let rows = 600u64;
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{src}`.s (id INT PRIMARY KEY, v BIGINT NOT NULL)")).await.unwrap();
     c.query_drop(format!("CREATE TABLE `{src}`.other (id INT PRIMARY KEY, n INT)")).await.unwrap();
-    c.query_drop(format!("INSERT INTO `{src}`.s SELECT seq, seq * 1000 FROM seq_1_to_200")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.s SELECT seq, seq * 1000 FROM seq_1_to_{rows}")).await.unwrap();
     let bf = env.start_streaming().await;
     env.wait_equal(CONVERGE).await;
     // Narrowing a column can lose values in the target: the table stops, the others go on.
     c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v INT NOT NULL")).await.unwrap();
     c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id <= 50")).await.unwrap();
-    c.query_drop(format!("DELETE FROM `{src}`.s WHERE id > 190")).await.unwrap();
+    c.query_drop(format!("DELETE FROM `{src}`.s WHERE id > {}", rows - 10)).await.unwrap();
     let mut t = env.target_pool.get_conn().await.unwrap();
     let stopped = format!("SELECT COUNT(*) FROM `{dst}`._binferry_stopped WHERE source_table = 's'");
     let start = Instant::now();
@@ -673,6 +691,34 @@ async fn resync_brings_back_a_stopped_table() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.query_drop(format!("INSERT INTO `{src}`.other VALUES (1, 1)")).await.unwrap();
+
+    // A reader of the target: the stale copy (all rows, the old values), then the rebuilt
+    // table (the source's rows), and nothing in between.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let (pool, stop) = (env.target_pool.clone(), stop.clone());
+        let read = format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{dst}`.s");
+        let stale = (rows, (1..=rows as i64).map(|i| i * 1000).sum::<i64>());
+        let fresh = (rows - 10, (1..=rows as i64 - 10).map(|i| i * 1000).sum::<i64>() + 50);
+        async move {
+            let mut t = pool.get_conn().await.unwrap();
+            let (mut seen_stale, mut seen_fresh) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let got: Result<Option<(u64, i64)>, _> = t.query_first(&read).await;
+                let got = got.map(|r| r.unwrap_or_default());
+                match got {
+                    Ok(s) if s == stale && seen_fresh == 0 => seen_stale += 1,
+                    // Once rebuilt, the table only moves on with the source (one more update).
+                    Ok((n, _)) if n == fresh.0 && seen_fresh + seen_stale > 0 => seen_fresh += 1,
+                    other => panic!(
+                        "a reader saw {other:?} (stale copy {stale:?}, rebuilt {fresh:?}) after {seen_stale} stale and {seen_fresh} rebuilt reads"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (seen_stale, seen_fresh)
+        }
+    });
 
     let cfg = env.config_path();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
@@ -683,6 +729,10 @@ async fn resync_brings_back_a_stopped_table() {
     assert!(out.status.success(), "{text}\n{}", env.log_tails());
     c.query_drop(format!("UPDATE `{src}`.s SET v = 7 WHERE id = 100")).await.unwrap();
     env.wait_equal(CONVERGE).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (seen_stale, seen_fresh) = reader.await.unwrap();
+    assert!(seen_stale > 0 && seen_fresh > 0, "the reader saw {seen_stale} stale and {seen_fresh} rebuilt reads");
+    assert!(env.log().contains("stale copy stays readable"), "{}", env.log_tails());
     assert_eq!(t.query_first::<u64, _>(&stopped).await.unwrap(), Some(0), "the stop is cleared");
     let ty: Option<String> = t
         .exec_first(
@@ -693,9 +743,18 @@ async fn resync_brings_back_a_stopped_table() {
         .unwrap();
     assert_eq!(ty.as_deref(), Some("int"), "rebuilt with the source's new shape");
     let aside: Vec<String> = t
-        .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE 's\\_\\_stopped\\_%'", (&dst,))
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE 's\\_\\_%'",
+            (&dst,),
+        )
         .await
         .unwrap();
-    assert_eq!(aside.len(), 1, "the stale copy is kept aside");
+    assert_eq!(aside.len(), 1, "only the stale copy is left beside the table: {aside:?}");
+    assert!(aside[0].starts_with("s__stopped_"), "{aside:?}");
+    let kept: Option<u64> = t.query_first(format!("SELECT COUNT(*) FROM `{dst}`.`{}`", aside[0])).await.unwrap();
+    assert_eq!(kept, Some(rows), "the stale copy is kept whole");
+    let rebuilding: Option<u64> =
+        t.query_first(format!("SELECT COUNT(*) FROM `{dst}`._binferry_rebuilds")).await.unwrap();
+    assert_eq!(rebuilding, Some(0), "the rebuild is over");
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }

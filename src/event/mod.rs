@@ -117,8 +117,12 @@ pub enum TableChange {
     },
     /// `binferry resync` copies the table again from the records that follow. A consumer that
     /// stopped the table (an incompatible schema change, a value it refused) starts it again,
-    /// rebuilt with the shape of those records; one that did not ignores this.
+    /// rebuilt aside with the shape of those records, and keeps the stale copy readable until
+    /// [`TableChange::RebuildDone`]; one that did not stop it ignores this.
     Rebuild,
+    /// The copy a [`TableChange::Rebuild`] started is complete (it follows the copy's sweep):
+    /// a consumer that rebuilt the table aside puts the rebuilt table in its place at once.
+    RebuildDone,
 }
 
 impl TableChange {
@@ -134,6 +138,7 @@ impl TableChange {
             }
             TableChange::Stop { reason } => format!("stop: {reason}"),
             TableChange::Rebuild => "rebuild (resync)".into(),
+            TableChange::RebuildDone => "rebuild done (resync)".into(),
         }
     }
 }

@@ -866,12 +866,19 @@ impl Streamer<'_> {
         // Every row this copy wrote has a position at or after `start`: older rows are the ones
         // the source does not have (a TRUNCATE at `start` removes exactly those).
         self.push(Record::Ddl(SchemaChange {
-            table,
+            table: table.clone(),
             change: TableChange::Truncate,
             position: start.clone(),
             timestamp: ts,
         }));
         self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
+        if done.as_ref().is_some_and(|c| c.resync) {
+            // A target that rebuilt a stopped table aside puts it in place now: every row of
+            // the copy, and the sweep, are before this.
+            let change = TableChange::RebuildDone;
+            self.push(Record::Ddl(SchemaChange { table, change, position: start.clone(), timestamp: ts }));
+            self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
+        }
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
         if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {

@@ -449,8 +449,8 @@ impl<'a, B: Log> Writer<'a, B> {
         }
         match sink.apply_schema_change(&ddl).await {
             // A TRUNCATE (also how each snapshot copy of a table begins or ends) changes rows,
-            // not shape.
-            Ok(()) if ddl.change == TableChange::Truncate => {}
+            // not shape; the end of a rebuild is the sink's to report.
+            Ok(()) if matches!(ddl.change, TableChange::Truncate | TableChange::RebuildDone) => {}
             Ok(()) if ddl.change == TableChange::Rebuild => {
                 if self.stopped.remove(&ddl.table) {
                     info!(table = %ddl.table, "stopped table replicates again: the resync rebuilds it with the source's shape");

@@ -515,7 +515,12 @@ impl Env {
             .unwrap();
         target
             .into_iter()
-            .filter(|t| !t.starts_with("_binferry") && !t.contains("__dropped_") && !t.contains("__stopped_"))
+            .filter(|t| {
+                !t.starts_with("_binferry")
+                    && !t.contains("__dropped_")
+                    && !t.contains("__stopped_")
+                    && !t.contains("__rebuilding")
+            })
             .filter(|t| !source.contains(t) && !self.diff_skip.contains(t))
             .collect()
     }

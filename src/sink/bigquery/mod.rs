@@ -560,10 +560,12 @@ impl Sink for BigQuerySink {
                     ));
                 }
             }
-            // The writer records stops itself (`TableState::stop_table`).
+            // The writer records stops itself (`TableState::stop_table`). A stopped table is
+            // rebuilt in place here, not aside (docs/bigquery.md), so its end is nothing to do.
             (TableChange::RenameTo(_), None)
             | (TableChange::RenameColumns(_), None)
-            | (TableChange::Stop { .. }, _) => {}
+            | (TableChange::Stop { .. }, _)
+            | (TableChange::RebuildDone, _) => {}
             (TableChange::RenameColumns(pairs), Some(mut m)) => {
                 for (from, to) in pairs {
                     let (from, to) = (&sql::column_name(from), &sql::column_name(to));

@@ -97,7 +97,7 @@ pub fn changelog_row(
             )
             .with_hint(
                 "give the row a real date in the source (or exclude the table, or replicate it to a MySQL target); \
-                 then rebuild the table: delete its row from _binferry_stopped, drop its BigQuery tables and replay",
+                 then bring the table back with `binferry resync --table <db.table>`",
             ));
         }
     }

@@ -73,9 +73,7 @@ pub async fn check(settings: &MysqlSinkSettings) -> Result<Report> {
         .unwrap_or_default();
     for (d, t, reason) in stopped {
         r.notes.push(format!(
-            "table {d}.{t} is STOPPED and not replicating: {reason} (to restart it, delete its row from {}.{} and rebuild its target table)",
-            db,
-            super::STOPPED_TABLE
+            "table {d}.{t} is STOPPED and not replicating: {reason} (fix the cause, then `binferry resync --table {d}.{t}` rebuilds it)"
         ));
     }
     Ok(r)

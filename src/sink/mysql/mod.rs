@@ -41,6 +41,7 @@
 mod check;
 mod hashes;
 mod plan;
+mod rebuild;
 mod registry;
 mod rows;
 mod state;
@@ -57,11 +58,11 @@ pub use check::check;
 pub use hashes::table_hashes;
 pub use registry::{read_status, run_ended, run_started};
 pub use statements::{
-    BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, RUNS_TABLE, STATE_TABLE, STOPPED_TABLE,
-    TOMBSTONE_TABLE,
+    BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, REBUILDS_TABLE, RUNS_TABLE, STATE_TABLE,
+    STOPPED_TABLE, TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink, TableState};
+use super::{ApplyCounts, BatchCounts, Sink};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
@@ -173,7 +174,8 @@ pub struct MysqlSink {
     /// Connections for copied rows, opened on first use.
     copy_conns: Vec<Conn>,
     in_txn: bool,
-    /// Target table → the schema version it was last checked against.
+    /// Table written to (a target table, or its shadow) → the schema version it was last
+    /// checked against.
     tables: HashMap<String, u64>,
     /// Source table each target table is fed from (detects template collisions).
     owners: HashMap<String, TableRef>,
@@ -184,6 +186,8 @@ pub struct MysqlSink {
     warned_dropped: HashSet<(String, String)>,
     /// The target is MariaDB (it has the UUID and INET types); learnt with the state tables.
     mariadb: bool,
+    /// Target tables rebuilt aside by a resync (`rebuild`), loaded with the state tables.
+    rebuilding: HashMap<String, rebuild::Aside>,
 }
 
 impl MysqlSink {
@@ -202,6 +206,7 @@ impl MysqlSink {
             last_gc: None,
             warned_dropped: HashSet::new(),
             mariadb: true,
+            rebuilding: HashMap::new(),
         }
     }
 
@@ -320,13 +325,15 @@ impl Sink for MysqlSink {
             )
             .with_hint("use deletes = \"hard\" for this table"));
         }
+        self.ensure_state().await?;
+        // Rows of a table rebuilt aside go to its shadow, which gets the shape.
+        let (logical, name) = (name.clone(), self.stored_in(&name));
         let st = Statements::new(&self.settings.database, &name, schema, soft);
         let system = st.system_columns();
         let version = schema.version();
         if self.tables.get(&name) == Some(&version) {
             return Ok(());
         }
-        self.ensure_state().await?;
         let mariadb = self.mariadb;
         self.ddl(&st.create(|c| column_ddl(c, mariadb))).await?;
         // The table may predate this schema version or this rule: compare column by column.
@@ -354,7 +361,7 @@ impl Sink for MysqlSink {
             .collect();
         let Some(plan) = plan_alters(&have, schema, &system, self.mariadb, self.overwrite_equal)? else {
             // A replay of a version older than the target table: left as it is.
-            self.owners.insert(name.clone(), schema.table.clone());
+            self.owners.insert(logical, schema.table.clone());
             self.tables.insert(name, version);
             return Ok(());
         };
@@ -375,7 +382,7 @@ impl Sink for MysqlSink {
                 }
             }
         }
-        self.owners.insert(name.clone(), schema.table.clone());
+        self.owners.insert(logical, schema.table.clone());
         self.tables.insert(name, version);
         Ok(())
     }
@@ -415,17 +422,22 @@ impl Sink for MysqlSink {
                 // DELETE, not TRUNCATE: it stays inside the transaction that records the offset.
                 // Only rows older than the TRUNCATE go: with a key-partitioned Kafka layout each
                 // partition applies it at its own pace, after newer rows from other partitions.
+                // A table rebuilt aside: its shadow (the stale copy takes no rows).
+                let stored = self.stored_in(&name);
                 self.begin().await?;
                 let conn = self.data().await?;
-                if table_exists(conn, &db, &name).await? {
-                    conn.exec_drop(format!("DELETE FROM {full} WHERE {POS_COLUMN} < ?"), (pos.to_vec(),))
+                if table_exists(conn, &db, &stored).await? {
+                    let sql = format!("DELETE FROM {}.{} WHERE {POS_COLUMN} < ?", q(&db), q(&stored));
+                    conn.exec_drop(sql, (pos.to_vec(),))
                         .await
-                        .map_err(|e| Error::target_mysql(e, format!("emptying `{name}`")))?;
+                        .map_err(|e| Error::target_mysql(e, format!("emptying `{stored}`")))?;
                 }
                 self.table_tombstone(&change.table, &name, pos).await?;
                 info!(table = %name, "rows older than the TRUNCATE (or than a fresh snapshot copy) removed");
             }
             TableChange::Drop => {
+                // A shadow being filled goes; the stale copy is what the table was.
+                self.abandon_rebuild(&name).await?;
                 let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
                 let kept = format!("{name}__dropped_{stamp}");
                 let conn = self.ddl_conn().await?;
@@ -449,6 +461,9 @@ impl Sink for MysqlSink {
                 self.owners.remove(&name);
             }
             TableChange::RenameTo(to) => {
+                // The rebuilt table is put in place first, even if its copy is not complete:
+                // the copy goes on under the new name.
+                self.finish_rebuild(&name).await?;
                 let new = self.settings.target_table(to);
                 let conn = self.ddl_conn().await?;
                 let (from_exists, to_exists) =
@@ -468,35 +483,12 @@ impl Sink for MysqlSink {
             }
             // The writer records stops itself (`TableState::stop_table`).
             TableChange::Stop { .. } => {}
-            TableChange::Rebuild => {
-                // Only a stopped table is rebuilt; the stop row says whether this is still to
-                // do (another stream of the pipeline, or this one before a crash, may have
-                // done it), and it goes last and durably, so a retry finds the rest undone.
-                let stopped = self.stopped_tables().await?.into_iter().any(|(t, _)| t == change.table);
-                if stopped {
-                    let conn = self.ddl_conn().await?;
-                    if table_exists(conn, &db, &name).await? {
-                        let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
-                        let kept = format!("{name}__stopped_{stamp}");
-                        self.ddl(&format!("RENAME TABLE {full} TO {}.{}", q(&db), q(&kept))).await?;
-                        info!(table = %name, kept_as = %kept, "stopped table moved aside; it is rebuilt by the resync");
-                    }
-                    let sql = format!(
-                        "DELETE FROM {}.{} WHERE pipeline = ? AND source_db = ? AND source_table = ?",
-                        q(&db),
-                        q(STOPPED_TABLE)
-                    );
-                    let params = (self.settings.pipeline.clone(), change.table.db.clone(), change.table.name.clone());
-                    self.ddl_conn()
-                        .await?
-                        .exec_drop(sql, params)
-                        .await
-                        .map_err(|e| Error::target_mysql(e, "clearing a stopped table"))?;
-                    self.tables.remove(&name);
-                    self.owners.remove(&name);
-                }
-            }
+            // Only a stopped table is rebuilt, aside (`rebuild`); for any other this refreshes
+            // what the sink knows (another stream may have started it).
+            TableChange::Rebuild => self.start_rebuild(&change.table, &name, change.timestamp).await?,
+            TableChange::RebuildDone => self.finish_rebuild(&name).await?,
             TableChange::RenameColumns(renames) => {
+                let (name, full) = (self.stored_in(&name), format!("{}.{}", q(&db), q(&self.stored_in(&name))));
                 let cols: Vec<String> = self
                     .ddl_conn()
                     .await?

@@ -95,8 +95,9 @@ pub(super) fn plan_alters(
                 ),
             )
             .with_hint(format!(
-                "exclude {} (source.exclude) and restart, or rebuild its target table from a fresh snapshot \
-                 (a per-table resync command is planned)",
+                "exclude {} (source.exclude) and restart, or `binferry resync --table {}`, which rebuilds the target \
+                 table with the new shape while its stale copy stays readable",
+                schema.table.key(),
                 schema.table.key()
             )));
         }

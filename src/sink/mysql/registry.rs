@@ -8,9 +8,9 @@ use mysql_async::prelude::{FromValue, Queryable};
 use mysql_async::{Conn, Row};
 
 use super::statements::q;
-use super::{MysqlSinkSettings, RUNS_TABLE, STATE_TABLE, STOPPED_TABLE, table_exists};
+use super::{MysqlSinkSettings, REBUILDS_TABLE, RUNS_TABLE, STATE_TABLE, STOPPED_TABLE, table_exists};
 use crate::error::{Error, ErrorKind, Result};
-use crate::status::{RunOutcome, RunRecord, StoppedTable, StreamState, TargetState};
+use crate::status::{RebuildingTable, RunOutcome, RunRecord, StoppedTable, StreamState, TargetState};
 
 /// Runs `status` shows.
 const RUNS_SHOWN: usize = 5;
@@ -69,6 +69,27 @@ pub async fn read_status(settings: &MysqlSinkSettings) -> Result<TargetState> {
             let table = format!("{}.{}", col::<String>(&r, 0, STOPPED_TABLE)?, col::<String>(&r, 1, STOPPED_TABLE)?);
             let (reason, since) = (col(&r, 2, STOPPED_TABLE)?, col(&r, 3, STOPPED_TABLE)?);
             state.stopped.push(StoppedTable { fix: StoppedTable::fix_for(&table), table, reason, since });
+        }
+    }
+    if table_exists(&mut conn, &db, REBUILDS_TABLE).await? {
+        let rows: Vec<Row> = conn
+            .exec(
+                format!(
+                    "SELECT table_name, shadow, DATE_FORMAT(started_at, {TIME}) FROM {}.{} \
+                     WHERE pipeline = ? ORDER BY started_at",
+                    q(&db),
+                    q(REBUILDS_TABLE)
+                ),
+                (&pipeline,),
+            )
+            .await
+            .map_err(|e| Error::target_mysql(e, read(REBUILDS_TABLE)))?;
+        for r in rows {
+            state.rebuilding.push(RebuildingTable {
+                table: col(&r, 0, REBUILDS_TABLE)?,
+                shadow: col(&r, 1, REBUILDS_TABLE)?,
+                since: col(&r, 2, REBUILDS_TABLE)?,
+            });
         }
     }
     if table_exists(&mut conn, &db, RUNS_TABLE).await? {

@@ -10,7 +10,7 @@ use tracing::warn;
 
 use super::plan::{KeyAction, Stored, Tombstones, decide};
 use super::statements::Statements;
-use super::{MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, STOPPED_TABLE, TABLE_TOMBSTONE};
+use super::{MAX_PLACEHOLDERS, MysqlSink, ROWS_PER_STATEMENT, TABLE_TOMBSTONE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
 use crate::event::batch::{KeylessRow, RowOp, TableBatch};
@@ -290,7 +290,10 @@ impl MysqlSink {
     ) -> Result<()> {
         let schema = &t.schema;
         let soft = self.settings.soft(&schema.table);
-        let st = Statements::new(&self.settings.database, name, schema, soft);
+        // Rows go to the table's shadow while it is rebuilt aside; tombstones stay under its
+        // name.
+        let stored = self.stored_in(name);
+        let st = Statements::new(&self.settings.database, &stored, schema, soft);
         let mut ops: Vec<(&Vec<u8>, &RowOp)> = t.ops.iter().collect();
         let overwrite = self.overwrite_equal;
         if apart {
@@ -338,8 +341,8 @@ impl MysqlSink {
         let schema = &t.schema;
         let keyed = schema.has_primary_key();
         let soft = keyed && self.settings.soft(&schema.table);
-        let db = self.settings.database.clone();
-        let st = Statements::new(&db, name, schema, soft);
+        let (db, stored) = (self.settings.database.clone(), self.stored_in(name));
+        let st = Statements::new(&db, &stored, schema, soft);
         let sql = if keyed { st.upsert(1, self.overwrite_equal) } else { st.keyless_insert(1) };
         let rows: Vec<&Vec<Value>> = if keyed {
             t.ops.values().filter_map(|op| if let RowOp::Upsert { row, .. } = op { Some(row) } else { None }).collect()
@@ -374,7 +377,8 @@ impl MysqlSink {
 
     pub(super) async fn apply_keyless(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
         let schema = &t.schema;
-        let st = Statements::new(&self.settings.database, name, schema, false);
+        let stored = self.stored_in(name);
+        let st = Statements::new(&self.settings.database, &stored, schema, false);
         let rows: Vec<(&[u8; 16], &KeylessRow)> = t.keyless.iter().collect();
         let hashes: Vec<Vec<MyValue>> = rows.iter().map(|(h, _)| vec![MyValue::Bytes(h.to_vec())]).collect();
         let found = self.chunked(hashes, 1, &[], |n| st.keyless_state(n), "reading target rows").await?;
@@ -466,8 +470,9 @@ fn rejected_row(schema: &TableSchema, row: &[Value], e: &Error) -> Error {
         format!("the target refused the row of {} with key ({}){value}: {}", schema.table, key.join(", "), e.detail()),
     )
     .with_hint(format!(
-        "fix the value in the source, or give the target column a type that holds it; then rebuild the table: \
-         delete its row from {STOPPED_TABLE} and copy it again from a fresh snapshot"
+        "fix the value in the source, or give the target column a type that holds it; then `binferry resync \
+         --table {}` rebuilds the table (the stale copy stays readable meanwhile)",
+        schema.table
     ))
     .with_table(schema.table.clone())
 }

@@ -1,6 +1,6 @@
 //! The sink's own tables in the target database: the applied offset per stream, tombstones,
-//! stopped tables and DDL barriers ([`TableState`]), created on first use and
-//! garbage-collected on a schedule.
+//! stopped tables, tables rebuilt aside (`rebuild`) and DDL barriers ([`TableState`]),
+//! created on first use and garbage-collected on a schedule.
 
 use std::time::Instant;
 
@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::statements::q;
-use super::{BARRIER_TABLE, GC_INTERVAL, MysqlSink, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE};
+use super::{BARRIER_TABLE, GC_INTERVAL, MysqlSink, REBUILDS_TABLE, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE};
 use crate::error::{Error, Result};
 use crate::schema::TableRef;
 use crate::sink::{BarrierPhase, TableState};
@@ -59,7 +59,20 @@ impl MysqlSink {
             q(BARRIER_TABLE)
         ))
         .await?;
+        self.ddl(&format!(
+            "CREATE TABLE IF NOT EXISTS {db}.{} (\
+               pipeline VARCHAR(64) NOT NULL, table_name VARCHAR(255) NOT NULL, shadow VARCHAR(255) NOT NULL, \
+               kept VARCHAR(255) NOT NULL, phase VARCHAR(16) NOT NULL, started_at TIMESTAMP(6) NOT NULL, \
+               PRIMARY KEY (pipeline, table_name)) ENGINE=InnoDB",
+            q(REBUILDS_TABLE)
+        ))
+        .await?;
+        // Ready before the rebuilds load: finishing one reads the stop table.
         self.state_ready = true;
+        if let Err(e) = self.load_rebuilds().await {
+            self.state_ready = false;
+            return Err(e);
+        }
         Ok(())
     }
 

@@ -17,6 +17,8 @@ pub const DUP_COLUMN: &str = "_binferry_dup";
 pub const STATE_TABLE: &str = "_binferry_state";
 /// Tables stopped by incompatible schema changes.
 pub const STOPPED_TABLE: &str = "_binferry_stopped";
+/// Tables rebuilt aside by a resync, until the rebuilt table takes their place.
+pub const REBUILDS_TABLE: &str = "_binferry_rebuilds";
 /// The run registry: one row per run, replay (later resync, verify) of each pipeline.
 pub const RUNS_TABLE: &str = "_binferry_runs";
 /// Streams that reached a DDL barrier (renames and drops that Kafka key partitions all carry).

@@ -524,6 +524,9 @@ async fn run_round<B: Journal>(
                     done.copied += rows;
                     done.bytes += bytes;
                     out.push(records.table_change(&table, TableChange::Truncate), None).await?;
+                    if prev.resync.contains(&table.key()) {
+                        out.push(records.table_change(&table, TableChange::RebuildDone), None).await?;
+                    }
                 }
                 Err(e) => match round::dropped_meanwhile(api, &table, e).await {
                     e if e.kind().scope() == Scope::Table => {
@@ -609,8 +612,13 @@ async fn run_round<B: Journal>(
     out.push(committed, None).await?;
     // After it: the sweeps of the tables it copied (rows the target has and BigQuery no
     // longer has; none on a first copy), tables gone from BigQuery, and tables stopped.
+    // A resynced table's rebuild is done after its sweep: a target that rebuilt it aside puts
+    // it in place.
     for table in &sweeps {
         out.push(records.table_change(table, TableChange::Truncate), None).await?;
+        if prev.resync.contains(&table.key()) {
+            out.push(records.table_change(table, TableChange::RebuildDone), None).await?;
+        }
     }
     for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
         if let Some((db, name)) = gone.split_once('.') {
