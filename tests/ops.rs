@@ -664,6 +664,96 @@ async fn resync_brings_back_a_stopped_table_through_kafka_key_partitions() {
     rebuild_aside("krebuild", Some("key")).await;
 }
 
+/// A crash at either side of a rebuild's swap (after its phase is recorded, before the
+/// rename; after the rename, before the rebuild's row is removed): the restarted process
+/// finishes the swap, and a reader of the target sees the stale copy, then the rebuilt
+/// table, throughout the crash and the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
+    let mut env = Env::new("rebuildcrash").await;
+    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.set(&["snapshot", "chunk_rows"], 40);
+    let (src, dst) = (env.src.clone(), env.dst.clone());
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{src}`.s (id INT PRIMARY KEY, v INT NOT NULL)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.s SELECT seq, seq FROM seq_1_to_300")).await.unwrap();
+    let mut bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let stopped = format!("SELECT COUNT(*) FROM `{dst}`._binferry_stopped WHERE source_table = 's'");
+    let read = format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{dst}`.s");
+    for (round, failpoint) in ["rebuild-before-rename", "rebuild-after-rename"].into_iter().enumerate() {
+        // Widened in place (by the first row of the new shape), then narrowed: the table stops.
+        c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v BIGINT NOT NULL")).await.unwrap();
+        c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id = 1")).await.unwrap();
+        env.wait_equal(CONVERGE).await;
+        c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v INT NOT NULL")).await.unwrap();
+        c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id <= 30")).await.unwrap();
+        c.query_drop(format!("DELETE FROM `{src}`.s WHERE id = {}", 300 - round)).await.unwrap();
+        let start = Instant::now();
+        while t.query_first::<u64, _>(&stopped).await.unwrap() != Some(1) {
+            assert!(start.elapsed() < CONVERGE, "the table did not stop:\n{}", env.log_tails());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stale: (u64, i64) = t.query_first(&read).await.unwrap().unwrap();
+        let fresh: (u64, i64) =
+            c.query_first(format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{src}`.s")).await.unwrap().unwrap();
+        assert_ne!(stale, fresh);
+        assert!(bf.interrupt(Duration::from_secs(60)).success());
+        env.process_env = vec![("BINFERRY_FAILPOINT".into(), failpoint.into())];
+        let crashing = env.start_streaming().await;
+        env.process_env.clear();
+
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = tokio::spawn({
+            let (pool, stop, read) = (env.target_pool.clone(), stop.clone(), read.clone());
+            async move {
+                let mut t = pool.get_conn().await.unwrap();
+                let (mut seen_stale, mut seen_fresh) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let got: Result<Option<(u64, i64)>, _> = t.query_first(&read).await;
+                    match got.map(|r| r.unwrap_or_default()) {
+                        Ok(s) if s == stale && seen_fresh == 0 => seen_stale += 1,
+                        Ok(s) if s == fresh => seen_fresh += 1,
+                        other => panic!(
+                            "a reader saw {other:?} (stale copy {stale:?}, rebuilt {fresh:?}) after {seen_stale} stale and {seen_fresh} rebuilt reads"
+                        ),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (seen_stale, seen_fresh)
+            }
+        });
+        // The process aborts at the failpoint, so the command may report it stopped answering.
+        let cfg = env.config_path();
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+            .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.s")])
+            .output()
+            .unwrap();
+        let status = crashing.wait_exit(CONVERGE);
+        assert!(!status.success(), "the failpoint did not stop the process:\n{}", env.log_tails());
+        assert!(env.log().contains(&format!("failpoint {failpoint}: aborting")), "{}", env.log_tails());
+        bf = env.start_streaming().await;
+        env.wait_equal(CONVERGE).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (seen_stale, seen_fresh) = reader.await.unwrap();
+        assert!(seen_stale > 0 && seen_fresh > 0, "{failpoint}: {seen_stale} stale and {seen_fresh} rebuilt reads");
+        let rebuilding: Option<u64> =
+            t.query_first(format!("SELECT COUNT(*) FROM `{dst}`._binferry_rebuilds")).await.unwrap();
+        assert_eq!(rebuilding, Some(0), "{failpoint}: the rebuild is over");
+        assert_eq!(t.query_first::<u64, _>(&stopped).await.unwrap(), Some(0), "{failpoint}: the stop is cleared");
+        let shadows: Option<u64> = t
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 's__rebuilding'",
+                (&dst,),
+            )
+            .await
+            .unwrap();
+        assert_eq!(shadows, Some(0), "{failpoint}: no shadow is left");
+    }
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
 async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     let mut env = Env::new(name).await;
     if let Some(layout) = kafka {

@@ -229,9 +229,11 @@ impl MysqlSink {
             aside.phase = Phase::Swapping;
         }
         if !renames.is_empty() {
+            crate::failpoint::hit("rebuild-before-rename");
             let list: Vec<String> =
                 renames.iter().map(|(from, to)| format!("{}.{} TO {}.{}", q(&db), q(from), q(&db), q(to))).collect();
             self.ddl(&format!("RENAME TABLE {}", list.join(", "))).await?;
+            crate::failpoint::hit("rebuild-after-rename");
         }
         let sql = format!("DELETE FROM {}.{} WHERE pipeline = ? AND table_name = ?", q(&db), q(REBUILDS_TABLE));
         let params = (self.settings.pipeline.clone(), name.to_string());
