@@ -284,6 +284,9 @@ fn default_bigquery_merge_interval() -> u64 {
 fn default_bigquery_settle() -> u64 {
     DEFAULT_BIGQUERY_SETTLE_SECS
 }
+fn default_bigquery_parallel_queries() -> usize {
+    8
+}
 fn default_bigquery_atomic_copy_rows() -> u64 {
     DEFAULT_BIGQUERY_ATOMIC_COPY_ROWS
 }
@@ -573,6 +576,26 @@ mod tests {
         }
         let e = Config::from_toml(&ok.replace("shop_replica", "shop-replica")).unwrap_err();
         assert!(e.to_string().contains("sink.bigquery.dataset"), "{e}");
+    }
+
+    #[test]
+    fn bigquery_source_settings_are_checked_and_named() {
+        let base = "[source]\nkind = \"bigquery\"\ninclude = [\"catalog.*\"]\n\
+                    [sink.mysql]\nuser = \"w\"\ndatabase = \"catalog\"\n[source.bigquery]\nproject = \"my-project\"\n";
+        let c = Config::from_toml(base).unwrap();
+        let b = c.source.bigquery.as_ref().unwrap();
+        assert_eq!((b.parallel_queries, b.settle_secs), (8, DEFAULT_BIGQUERY_SETTLE_SECS));
+        for (extra, field) in [
+            ("interval_secs = 0", "source.bigquery.interval_secs"),
+            ("request_timeout_secs = 0", "source.bigquery.request_timeout_secs"),
+            ("parallel_queries = 0", "source.bigquery.parallel_queries: 0 is not between 1 and 100"),
+            ("parallel_queries = 101", "source.bigquery.parallel_queries: 101 is not between 1 and 100"),
+            ("storage_endpoint = \"localhost:19051\"", "source.bigquery.storage_endpoint"),
+            ("endpoint = \"http://x\"\ncredentials_file = \"k.json\"", "source.bigquery.credentials_file"),
+        ] {
+            let e = Config::from_toml(&format!("{base}{extra}\n")).unwrap_err();
+            assert!(e.to_string().contains(field), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -112,6 +112,11 @@ pub struct BigQuerySourceConfig {
     /// the target); 0 leaves it out.
     #[serde(default = "super::default_bigquery_settle")]
     pub settle_secs: u64,
+    /// Queries a round runs at once for its tables' shapes and summaries. BigQuery runs a
+    /// project's interactive queries concurrently (100 at once by default), and each takes a
+    /// second or more: one at a time, rounds grow with the number of tables. 1: one at a time.
+    #[serde(default = "super::default_bigquery_parallel_queries")]
+    pub parallel_queries: usize,
     /// Key columns by `dataset.table`, for tables that declare no `PRIMARY KEY ... NOT
     /// ENFORCED` (or to use other columns than the declared key).
     #[serde(default)]
@@ -131,6 +136,15 @@ impl BigQuerySourceConfig {
         }
         if self.request_timeout_secs == 0 {
             return Err(invalid("source.bigquery.request_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=100).contains(&self.parallel_queries) {
+            return Err(invalid(
+                "source.bigquery.parallel_queries",
+                format!(
+                    "{} is not between 1 and 100 (BigQuery's default limit of concurrent queries)",
+                    self.parallel_queries
+                ),
+            ));
         }
         if let Some(e) = &self.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use futures_util::{StreamExt, stream};
 use tracing::{debug, info, warn};
 
 use super::control::{Inbox, Request, Resynced};
@@ -101,6 +102,8 @@ pub struct BigQuerySourceSettings {
     settle: Duration,
     /// `source.bigquery.storage_endpoint`: whole-table reads through the Storage Read API.
     storage: Option<String>,
+    /// Shape and summary queries of a round in flight at once.
+    parallel_queries: usize,
 }
 
 impl BigQuerySourceSettings {
@@ -131,6 +134,7 @@ impl BigQuerySourceSettings {
             max_atomic_copy_rows: bq.max_atomic_copy_rows,
             settle: Duration::from_secs(bq.settle_secs),
             storage: bq.storage_endpoint.clone(),
+            parallel_queries: bq.parallel_queries,
         })
     }
 
@@ -402,6 +406,14 @@ enum Placement {
     Round,
 }
 
+/// The summary the last round kept of table `key`, which the round diffs against: none for a
+/// table resynced, or created (dropped and created again) since, which have no past to diff
+/// with and are read whole.
+fn past<'a>(prev: &'a RoundCheckpoint, key: &str, created: Option<i64>) -> Option<&'a TableSummary> {
+    let recreated = created.is_some_and(|c| c > prev.at);
+    if prev.resync.contains(key) || recreated { None } else { prev.tables.get(key) }
+}
+
 /// One round: every selected table at one timestamp, into the buffer (see `records`).
 async fn run_round<B: Journal>(
     api: &Api,
@@ -420,13 +432,14 @@ async fn run_round<B: Journal>(
     // read is simply not read this round (the next one sees the new shape and reads the table
     // whole); read the other way round, the columns would be newer than the timestamp.
     let tables = discover(api, settings).await?;
-    let mut shapes = BTreeMap::new();
-    for table in &tables {
-        let key = table.key();
-        if prev.resync.contains(&key) || !prev.stopped.contains_key(&key) {
-            shapes.insert(key, shape(api, settings, table).await);
-        }
-    }
+    // A stopped table is left alone until a resync asks for it.
+    let wanted = |t: &TableRef| prev.resync.contains(&t.key()) || !prev.stopped.contains_key(&t.key());
+    // The futures are listed first: a stream over a lazy iterator with closures cannot be held
+    // across an await in a spawned task (rustc's "FnOnce is not general enough").
+    let shaping: Vec<_> =
+        tables.iter().filter(|t| wanted(t)).map(|t| async move { (t.key(), shape(api, settings, t).await) }).collect();
+    let mut shapes: BTreeMap<String, Result<Shaped>> =
+        stream::iter(shaping).buffered(settings.parallel_queries).collect().await;
     let now = bigquery_now(api).await?;
     if now <= prev.at {
         return Err(Error::new(
@@ -448,34 +461,45 @@ async fn run_round<B: Journal>(
     };
     let mut done = RoundDone { number, changes: 0, copied: 0, bytes: 0, diffed_first: 0 };
 
-    // Each table's shape and summary, and what to read of it.
+    // Each table's summary, all at once (a few queries in flight): on real BigQuery each takes
+    // a second or more, so one after the other they would add up with the tables.
+    let summaries: Vec<Option<Result<(Shaped, Summarized)>>> = {
+        let (prev, diff_first) = (&prev, &*diff_first);
+        let summarizing: Vec<_> = tables
+            .iter()
+            .map(|table| {
+                let key = table.key();
+                let shaped = wanted(table).then(|| {
+                    shapes.remove(&key).unwrap_or_else(|| Err(Error::internal(format!("{table} was not shaped"))))
+                });
+                async move {
+                    let shaped = match shaped? {
+                        Ok(s) => s,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let version = shaped.schema.version();
+                    let before = past(prev, &key, shaped.bq.created);
+                    if let Some(b) = before.filter(|b| b.schema_version == version && diff_first.wants(&key)) {
+                        return Some(Ok((shaped, Summarized::Derive(b.clone()))));
+                    }
+                    let round = TableRound::new(api, &shaped.bq, version, now);
+                    Some(round.summary(before).await.map_err(changed_meanwhile).map(|s| (shaped, Summarized::Read(s))))
+                }
+            })
+            .collect();
+        stream::iter(summarizing).buffered(settings.parallel_queries).collect().await
+    };
+
+    // What to read of each table.
     let mut planned = Vec::new();
-    for table in &tables {
+    for (table, summarized) in tables.iter().zip(summaries) {
         let key = table.key();
-        let resync = prev.resync.contains(&key);
-        if resync {
+        let Some(summarized) = summarized else { continue };
+        if prev.resync.contains(&key) {
             next.stopped.remove(&key);
             out.push(records.table_change(table, TableChange::Rebuild), None).await?;
-        } else if next.stopped.contains_key(&key) {
-            continue;
         }
-        let shaped = shapes.remove(&key).unwrap_or_else(|| Err(Error::internal(format!("{table} was not shaped"))));
-        // A table created since the last round (dropped and created again) has no past to
-        // diff with: it is read whole.
-        let created = shaped.as_ref().ok().and_then(|s| s.bq.created);
-        let recreated = created.is_some_and(|c| c > prev.at);
-        let before = if resync || recreated { None } else { prev.tables.get(&key) };
-        let read = async {
-            let shaped = shaped?;
-            let version = shaped.schema.version();
-            if let Some(b) = before.filter(|b| b.schema_version == version && diff_first.wants(&key)) {
-                return Ok((shaped, Summarized::Derive(b.clone())));
-            }
-            let summary =
-                TableRound::new(api, &shaped.bq, version, now).summary(before).await.map_err(changed_meanwhile)?;
-            Ok::<_, Error>((shaped, Summarized::Read(summary)))
-        };
-        let (shaped, summarized) = match read.await {
+        let (shaped, summarized) = match summarized {
             Ok(r) => r,
             Err(e) => match round::dropped_meanwhile(api, table, e).await {
                 e if e.kind().scope() == Scope::Table => {
@@ -491,6 +515,7 @@ async fn run_round<B: Journal>(
         // It still joins the last round's rows: those are what the target was given (see
         // `TableSql::changes`). Time travel cannot reach before the table's creation (a
         // second after it, for clocks that disagree by a little).
+        let (created, before) = (shaped.bq.created, past(&prev, &key, shaped.bq.created));
         let settled = prev.at.saturating_sub(settings.settle.as_micros().min(i64::MAX as u128) as i64);
         let since = settled.max(created.map_or(i64::MIN, |c| c.saturating_add(1_000_000).min(prev.at)));
         let since = Since { prev: prev.at, since };
