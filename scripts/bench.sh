@@ -9,6 +9,9 @@
 #   scripts/bench.sh --only from-bigquery   the BigQuery source: a 1M-row table copied from the
 #                                    emulator into MariaDB, then 1 % of it changed per round
 #                                    (scripts/bench_from_bigquery.sh; BENCH_ROWS, BENCH_ROUNDS)
+#   scripts/bench.sh --only from-bigquery-tables   the BigQuery source over several tables, a
+#                                    round's queries one at a time and 8 at once, side by side
+#                                    (scripts/bench_from_bigquery_tables.sh; BENCH_TABLES)
 #
 # BINFERRY_BENCH_SNAPSHOT_ROWS=N sets the snapshot table's size; BINFERRY_BENCH_PERF=DIR records
 # each binferry run with `perf record` into DIR.
@@ -38,6 +41,11 @@ trap cleanup EXIT
 if [ "${1:-}" = "--only" ] && [ "${2:-}" = "from-bigquery" ]; then
   cargo build --release --quiet --bin binferry --example bigquery_read_paths
   scripts/bench_from_bigquery.sh
+  exit
+fi
+if [ "${1:-}" = "--only" ] && [ "${2:-}" = "from-bigquery-tables" ]; then
+  cargo build --release --quiet --bin binferry
+  scripts/bench_from_bigquery_tables.sh
   exit
 fi
 cargo build --release --quiet --bin binferry --example e2e

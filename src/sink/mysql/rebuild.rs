@@ -215,7 +215,16 @@ impl MysqlSink {
     /// Put the rebuilt table in place of target table `name` (see [`plan_swap`]) and end its
     /// rebuild; nothing when it is not rebuilt aside.
     pub(super) async fn finish_rebuild(&mut self, name: &str) -> Result<()> {
-        let Some(mut aside) = self.reload_rebuild(name).await? else { return Ok(()) };
+        let known = self.rebuilding.get(name).cloned();
+        let Some(mut aside) = self.reload_rebuild(name).await? else {
+            // Another stream's sink put the rebuilt table in place: what this one knew of the
+            // name's shape is of the stale copy.
+            if let Some(known) = known {
+                self.forget(name);
+                self.forget(&known.shadow);
+            }
+            return Ok(());
+        };
         let db = self.settings.database.clone();
         let conn = self.ddl_conn().await?;
         let present = Present {
