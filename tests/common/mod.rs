@@ -602,11 +602,58 @@ impl Env {
             match d {
                 None => return,
                 Some(d) if start.elapsed() > timeout => {
-                    panic!("target did not converge in {timeout:?}: {d}\n{}", self.log_tails())
+                    let keys = self.key_diff().await;
+                    panic!("target did not converge in {timeout:?}: {d}\n{keys}{}", self.log_tails())
                 }
                 Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
+    }
+
+    /// For failure messages: per table, up to 10 keys the target has and the source does not
+    /// (with the position that wrote them) and up to 10 the other way round. Source and
+    /// target databases are on one server here, so one join compares them.
+    pub async fn key_diff(&self) -> String {
+        let mut c = self.conn().await;
+        let tables: Vec<String> = c
+            .exec("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? ORDER BY 1", (&self.src,))
+            .await
+            .unwrap_or_default();
+        let mut out = String::new();
+        for t in tables {
+            let key: Vec<String> = c
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
+                     AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                    (&self.src, &t),
+                )
+                .await
+                .unwrap_or_default();
+            let Some(first) = key.first() else { continue };
+            let cols = key.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+            let on = key.iter().map(|k| format!("a.`{k}` = b.`{k}`")).collect::<Vec<_>>().join(" AND ");
+            let (src, dst) = (&self.src, &self.dst);
+            let extra: Vec<(String, String)> = c
+                .query(format!(
+                    "SELECT CONCAT_WS(',', {}), HEX(a._binferry_pos) FROM `{dst}`.`{t}` a LEFT JOIN `{src}`.`{t}` b ON {on} \
+                     WHERE b.`{first}` IS NULL LIMIT 10",
+                    key.iter().map(|k| format!("a.`{k}`")).collect::<Vec<_>>().join(", ")
+                ))
+                .await
+                .unwrap_or_default();
+            let missing: Vec<String> = c
+                .query(format!(
+                    "SELECT CONCAT_WS(',', {}) FROM `{src}`.`{t}` a LEFT JOIN `{dst}`.`{t}` b ON {on} \
+                     WHERE b.`{first}` IS NULL LIMIT 10",
+                    key.iter().map(|k| format!("a.`{k}`")).collect::<Vec<_>>().join(", ")
+                ))
+                .await
+                .unwrap_or_default();
+            if !extra.is_empty() || !missing.is_empty() {
+                out.push_str(&format!("{t} ({cols}): only in the target {extra:?}; only in the source {missing:?}\n"));
+            }
+        }
+        out
     }
 
     /// The last 40 lines other than progress lines of every `*.log` of the test directory
