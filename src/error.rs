@@ -209,6 +209,7 @@ const TRANSIENT_SERVER_CODES: &[u16] = &[
     1053, // ER_SERVER_SHUTDOWN
     1205, // ER_LOCK_WAIT_TIMEOUT
     1213, // ER_LOCK_DEADLOCK
+    1412, // ER_TABLE_DEF_CHANGED: a table created or altered after the transaction's read view
     1927, // ER_CONNECTION_KILLED (MariaDB)
     2002, 2003, 2006, 2013, // client-side connection failures reported as server errors
     4031, // ER_CLIENT_INTERACTION_TIMEOUT

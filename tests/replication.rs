@@ -27,6 +27,34 @@ async fn mixed_workload_replicates_row_by_row() {
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
 }
 
+/// One source transaction larger than the writer holds at once (10,000 changes, applied into
+/// the open target transaction as they come) that reaches, after them, a table the target does
+/// not have yet (created empty, its first rows in this
+/// transaction): the target table is created while the target transaction is open, and the
+/// transaction still applies whole, the first time (MariaDB refuses a read of a table newer
+/// than a repeatable-read transaction's view: "Table definition has changed", 1412).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_reaching_a_new_table_applies_at_once() {
+    let env = Env::new("newtable").await;
+    let src = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{src}`.a (id INT PRIMARY KEY, v INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.a VALUES (1, 1)")).await.unwrap();
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+    c.query_drop(format!("CREATE TABLE `{src}`.b (id INT PRIMARY KEY, v INT)")).await.unwrap();
+    c.query_drop(format!(
+        "START TRANSACTION; INSERT INTO `{src}`.a SELECT seq, seq FROM seq_2_to_10200; \
+         INSERT INTO `{src}`.b VALUES (1, 1), (2, 2); COMMIT"
+    ))
+    .await
+    .unwrap();
+    env.wait_equal(CONVERGE).await;
+    let log = env.log();
+    assert!(!log.contains("retrying"), "the transaction failed before it applied:\n{}", env.log_tails());
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_sigkill_at_random_moments() {
     let env = Env::new("sigkill").await;

@@ -224,7 +224,17 @@ impl MysqlSink {
 
     async fn data(&mut self) -> Result<&mut Conn> {
         if self.data.is_none() {
-            self.data = Some(self.settings.connect().await?);
+            let mut conn = self.settings.connect().await?;
+            // Each statement reads the latest committed rows: a transaction that reaches a
+            // table created meanwhile (a round or source transaction whose later tables are new
+            // to the target, created on the DDL connection) would otherwise fail on MariaDB
+            // with "Table definition has changed" (1412), its read view being older than the
+            // table. Nothing here needs a snapshot across statements: every write carries its
+            // own position guard. It also takes no gap locks against other streams' writers.
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await
+                .map_err(|e| Error::target_mysql(e, "setting up the data connection"))?;
+            self.data = Some(conn);
         }
         self.data.as_mut().ok_or_else(|| Error::internal("no data connection"))
     }
