@@ -705,25 +705,8 @@ async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
         env.process_env.clear();
 
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let reader = tokio::spawn({
-            let (pool, stop, read) = (env.target_pool.clone(), stop.clone(), read.clone());
-            async move {
-                let mut t = pool.get_conn().await.unwrap();
-                let (mut seen_stale, mut seen_fresh) = (0u32, 0u32);
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let got: Result<Option<(u64, i64)>, _> = t.query_first(&read).await;
-                    match got.map(|r| r.unwrap_or_default()) {
-                        Ok(s) if s == stale && seen_fresh == 0 => seen_stale += 1,
-                        Ok(s) if s == fresh => seen_fresh += 1,
-                        other => panic!(
-                            "a reader saw {other:?} (stale copy {stale:?}, rebuilt {fresh:?}) after {seen_stale} stale and {seen_fresh} rebuilt reads"
-                        ),
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                (seen_stale, seen_fresh)
-            }
-        });
+        let reader =
+            read_stale_then_rebuilt(env.target_pool.clone(), read.clone(), stale, move |s| s == fresh, stop.clone());
         // The process aborts at the failpoint, so the command may report it stopped answering.
         let cfg = env.config_path();
         let _ = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
@@ -752,6 +735,35 @@ async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
         assert_eq!(shadows, Some(0), "{failpoint}: no shadow is left");
     }
     assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
+/// A reader of the target while a stopped table is rebuilt: `read` (a count and a sum) gives
+/// exactly the `stale` copy, then only states `rebuilt` accepts, never a missing table or
+/// anything in between. Its first read must be the stale copy. Returns, once `stop` is set,
+/// how many reads saw each.
+fn read_stale_then_rebuilt(
+    pool: mysql_async::Pool,
+    read: String,
+    stale: (u64, i64),
+    rebuilt: impl Fn((u64, i64)) -> bool + Send + 'static,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u32, u32)> {
+    tokio::spawn(async move {
+        let mut t = pool.get_conn().await.unwrap();
+        let (mut seen_stale, mut seen_rebuilt) = (0u32, 0u32);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let got: Result<Option<(u64, i64)>, _> = t.query_first(&read).await;
+            match got.map(|r| r.unwrap_or_default()) {
+                Ok(s) if s == stale && seen_rebuilt == 0 => seen_stale += 1,
+                Ok(s) if rebuilt(s) && seen_stale > 0 => seen_rebuilt += 1,
+                other => panic!(
+                    "a reader saw {other:?} (stale copy {stale:?}) after {seen_stale} stale and {seen_rebuilt} rebuilt reads"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (seen_stale, seen_rebuilt)
+    })
 }
 
 async fn rebuild_aside(name: &str, kafka: Option<&str>) {
@@ -785,30 +797,11 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     // A reader of the target: the stale copy (all rows, the old values), then the rebuilt
     // table (the source's rows), and nothing in between.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = tokio::spawn({
-        let (pool, stop) = (env.target_pool.clone(), stop.clone());
-        let read = format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{dst}`.s");
-        let stale = (rows, (1..=rows as i64).map(|i| i * 1000).sum::<i64>());
-        let fresh = (rows - 10, (1..=rows as i64 - 10).map(|i| i * 1000).sum::<i64>() + 50);
-        async move {
-            let mut t = pool.get_conn().await.unwrap();
-            let (mut seen_stale, mut seen_fresh) = (0u32, 0u32);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let got: Result<Option<(u64, i64)>, _> = t.query_first(&read).await;
-                let got = got.map(|r| r.unwrap_or_default());
-                match got {
-                    Ok(s) if s == stale && seen_fresh == 0 => seen_stale += 1,
-                    // Once rebuilt, the table only moves on with the source (one more update).
-                    Ok((n, _)) if n == fresh.0 && seen_fresh + seen_stale > 0 => seen_fresh += 1,
-                    other => panic!(
-                        "a reader saw {other:?} (stale copy {stale:?}, rebuilt {fresh:?}) after {seen_stale} stale and {seen_fresh} rebuilt reads"
-                    ),
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            (seen_stale, seen_fresh)
-        }
-    });
+    let read = format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{dst}`.s");
+    let stale = (rows, (1..=rows as i64).map(|i| i * 1000).sum::<i64>());
+    // Once rebuilt, the table moves on with the source (one more update): its rows count.
+    let reader =
+        read_stale_then_rebuilt(env.target_pool.clone(), read, stale, move |(n, _)| n == rows - 10, stop.clone());
 
     let cfg = env.config_path();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))

@@ -448,8 +448,7 @@ impl Sink for MysqlSink {
             TableChange::Drop => {
                 // A shadow being filled goes; the stale copy is what the table was.
                 self.abandon_rebuild(&name).await?;
-                let stamp = format_epoch(change.timestamp as i64, 0, 0).replace(['-', ':', ' '], "");
-                let kept = format!("{name}__dropped_{stamp}");
+                let kept = format!("{name}__dropped_{}", name_stamp(change.timestamp));
                 let conn = self.ddl_conn().await?;
                 let present = table_exists(conn, &db, &name).await?;
                 // Idempotent: a replayed or re-applied drop whose marked table exists is done.
@@ -496,9 +495,13 @@ impl Sink for MysqlSink {
             // Only a stopped table is rebuilt, aside (`rebuild`); for any other this refreshes
             // what the sink knows (another stream may have started it).
             TableChange::Rebuild => self.start_rebuild(&change.table, &name, change.timestamp).await?,
-            TableChange::RebuildDone => self.finish_rebuild(&name).await?,
+            // A name taken by hand stops this table only, with the fix.
+            TableChange::RebuildDone => {
+                self.finish_rebuild(&name).await.map_err(|e| e.with_table(change.table.clone()))?
+            }
             TableChange::RenameColumns(renames) => {
-                let (name, full) = (self.stored_in(&name), format!("{}.{}", q(&db), q(&self.stored_in(&name))));
+                let name = self.stored_in(&name);
+                let full = format!("{}.{}", q(&db), q(&name));
                 let cols: Vec<String> = self
                     .ddl_conn()
                     .await?
@@ -562,6 +565,12 @@ impl Sink for MysqlSink {
         self.tables.clear();
         self.state_ready = false;
     }
+}
+
+/// `YYYYmmddHHMMSS` of `timestamp`, for the names tables are kept under
+/// (`<name>__dropped_<stamp>`, `<name>__stopped_<stamp>`).
+fn name_stamp(timestamp: u32) -> String {
+    format_epoch(i64::from(timestamp), 0, 0).replace(['-', ':', ' '], "")
 }
 
 async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {

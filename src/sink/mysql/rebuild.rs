@@ -23,9 +23,8 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::statements::q;
-use super::{MysqlSink, REBUILDS_TABLE, STOPPED_TABLE, table_exists};
+use super::{MysqlSink, REBUILDS_TABLE, STOPPED_TABLE, name_stamp, table_exists};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::value::format_epoch;
 use crate::schema::TableRef;
 use crate::sink::TableState;
 
@@ -72,7 +71,7 @@ impl Phase {
 impl Aside {
     /// The names for rebuilding target table `name`, started at `timestamp` (the resync's).
     pub(super) fn new(name: &str, timestamp: u32) -> Self {
-        let stamp = format_epoch(i64::from(timestamp), 0, 0).replace(['-', ':', ' '], "");
+        let stamp = name_stamp(timestamp);
         Aside { shadow: format!("{name}__rebuilding"), kept: format!("{name}__stopped_{stamp}"), phase: Phase::Copying }
     }
 }
@@ -97,11 +96,12 @@ pub(super) fn plan_swap(name: &str, aside: &Aside, present: Present) -> Result<V
     let live = (name.to_string(), aside.kept.clone());
     let shadow = (aside.shadow.clone(), name.to_string());
     match (present.shadow, aside.phase) {
+        // Unsupported: it stops this table only (the caller names it); the others go on.
         (true, _) if present.live && present.kept => Err(Error::new(
-            ErrorKind::TargetRejected,
+            ErrorKind::Unsupported,
             format!("cannot move the stale copy of `{name}` aside: `{}` exists already", aside.kept),
         )
-        .with_hint(format!("rename or drop `{}` in the target; the rebuild then completes on its own", aside.kept))),
+        .with_hint(format!("rename or drop `{}` in the target, then resync the table again", aside.kept))),
         (true, _) if present.live => Ok(vec![live, shadow]),
         (true, _) => Ok(vec![shadow]),
         (false, Phase::Swapping) => Ok(vec![]),
@@ -244,14 +244,7 @@ impl MysqlSink {
             self.ddl(&format!("RENAME TABLE {}", list.join(", "))).await?;
             crate::failpoint::hit("rebuild-after-rename");
         }
-        let sql = format!("DELETE FROM {}.{} WHERE pipeline = ? AND table_name = ?", q(&db), q(REBUILDS_TABLE));
-        let params = (self.settings.pipeline.clone(), name.to_string());
-        self.ddl_conn()
-            .await?
-            .exec_drop(sql, params)
-            .await
-            .map_err(|e| Error::target_mysql(e, "ending the rebuild of a table"))?;
-        self.rebuilding.remove(name);
+        self.end_rebuild(name).await?;
         self.forget(name);
         self.forget(&aside.shadow);
         let kept = if present.live && renames.iter().any(|(from, _)| from == name) { aside.kept.as_str() } else { "" };
@@ -265,15 +258,25 @@ impl MysqlSink {
         let Some(aside) = self.reload_rebuild(name).await? else { return Ok(()) };
         let db = q(&self.settings.database);
         self.ddl(&format!("DROP TABLE IF EXISTS {db}.{}", q(&aside.shadow))).await?;
-        let sql = format!("DELETE FROM {db}.{} WHERE pipeline = ? AND table_name = ?", q(REBUILDS_TABLE));
+        self.end_rebuild(name).await?;
+        self.forget(&aside.shadow);
+        Ok(())
+    }
+
+    /// Remove target table `name`'s rebuild row: its rows go to the table itself again.
+    async fn end_rebuild(&mut self, name: &str) -> Result<()> {
+        let sql = format!(
+            "DELETE FROM {}.{} WHERE pipeline = ? AND table_name = ?",
+            q(&self.settings.database),
+            q(REBUILDS_TABLE)
+        );
         let params = (self.settings.pipeline.clone(), name.to_string());
         self.ddl_conn()
             .await?
             .exec_drop(sql, params)
             .await
-            .map_err(|e| Error::target_mysql(e, "ending the rebuild of a dropped table"))?;
+            .map_err(|e| Error::target_mysql(e, "ending the rebuild of a table"))?;
         self.rebuilding.remove(name);
-        self.forget(&aside.shadow);
         Ok(())
     }
 
@@ -350,10 +353,12 @@ mod tests {
     }
 
     #[test]
-    fn a_swap_that_would_overwrite_a_kept_copy_is_refused_with_the_fix() {
+    fn a_swap_that_would_overwrite_a_kept_copy_stops_the_table_with_the_fix() {
         let present = Present { live: true, shadow: true, kept: true };
         let e = plan_swap("t", &aside(Phase::Copying), present).unwrap_err();
         assert!(e.to_string().contains("`t__stopped_20261129120000` exists already"), "{e}");
         assert!(e.hint().is_some_and(|h| h.contains("rename or drop")), "{e:?}");
+        // A name taken by hand stops that table, not the pipeline.
+        assert_eq!(e.kind().scope(), crate::error::Scope::Table);
     }
 }

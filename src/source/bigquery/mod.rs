@@ -548,10 +548,7 @@ async fn run_round<B: Journal>(
                 Ok((rows, bytes)) => {
                     done.copied += rows;
                     done.bytes += bytes;
-                    out.push(records.table_change(&table, TableChange::Truncate), None).await?;
-                    if prev.resync.contains(&table.key()) {
-                        out.push(records.table_change(&table, TableChange::RebuildDone), None).await?;
-                    }
+                    sweep(&mut records, &mut out, &table, prev.resync.contains(&table.key())).await?;
                 }
                 Err(e) => match round::dropped_meanwhile(api, &table, e).await {
                     e if e.kind().scope() == Scope::Table => {
@@ -637,13 +634,8 @@ async fn run_round<B: Journal>(
     out.push(committed, None).await?;
     // After it: the sweeps of the tables it copied (rows the target has and BigQuery no
     // longer has; none on a first copy), tables gone from BigQuery, and tables stopped.
-    // A resynced table's rebuild is done after its sweep: a target that rebuilt it aside puts
-    // it in place.
     for table in &sweeps {
-        out.push(records.table_change(table, TableChange::Truncate), None).await?;
-        if prev.resync.contains(&table.key()) {
-            out.push(records.table_change(table, TableChange::RebuildDone), None).await?;
-        }
+        sweep(&mut records, &mut out, table, prev.resync.contains(&table.key())).await?;
     }
     for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
         if let Some((db, name)) = gone.split_once('.') {
@@ -777,6 +769,22 @@ async fn append_rows<B: Journal>(
 
 /// Stop a table the source cannot read, once: the writer records it in the target with the
 /// fix, and the other tables go on.
+/// The sweep after a table's copy (rows the target has and BigQuery no longer has), and after
+/// a resync's copy the end of its rebuild: a target that rebuilt the table aside puts it in
+/// place.
+async fn sweep<B: Journal>(
+    records: &mut RoundRecords,
+    out: &mut Outbox<'_, B>,
+    table: &TableRef,
+    resynced: bool,
+) -> Result<()> {
+    out.push(records.table_change(table, TableChange::Truncate), None).await?;
+    if resynced {
+        out.push(records.table_change(table, TableChange::RebuildDone), None).await?;
+    }
+    Ok(())
+}
+
 async fn stop<B: Journal>(
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
