@@ -191,6 +191,37 @@ impl ChangeEvent {
         }
     }
 
+    /// The primary key values of `row` (`key_columns` are its indexes); `None` when the
+    /// table has no primary key or a column is missing.
+    pub fn key_of(row: &[Value], key_columns: &[usize]) -> Option<Vec<Value>> {
+        if key_columns.is_empty() {
+            return None;
+        }
+        key_columns.iter().map(|&i| row.get(i).cloned()).collect()
+    }
+
+    /// An UPDATE that changed the row's primary key, as the DELETE of its old key and the
+    /// INSERT of its new key (in that order); `None` for any other change.
+    ///
+    /// Why: a buffer that orders changes per key (Kafka's `key` layout) must carry the old
+    /// key's end in the old key's order. Travelling with the new key, the delete could be
+    /// applied by one writer while another still applies the old key's earlier insert, and
+    /// the insert could land after the delete (a row the source no longer has). The pieces
+    /// keep the update's position, GTID and index: each is one fact of the same change, and
+    /// a writer treats an update that moved a key as exactly this delete and insert.
+    pub fn split_key_move(&self, key_columns: &[usize]) -> Option<(ChangeEvent, ChangeEvent)> {
+        let (Op::Update, Some(before), Some(after)) = (self.op, &self.before, &self.after) else {
+            return None;
+        };
+        let old = Self::key_of(before, key_columns)?;
+        if Some(old) == Self::key_of(after, key_columns) {
+            return None;
+        }
+        let delete = ChangeEvent { op: Op::Delete, after: None, ..self.clone() };
+        let insert = ChangeEvent { op: Op::Insert, before: None, ..self.clone() };
+        Some((delete, insert))
+    }
+
     /// Approximate in-memory size, used by batch limits.
     pub fn approx_bytes(&self) -> usize {
         let row = |r: &Option<Vec<Value>>| r.as_ref().map_or(0, |v| v.iter().map(Value::approx_bytes).sum());
@@ -199,5 +230,50 @@ impl ChangeEvent {
             + self.position.file.len()
             + row(&self.before)
             + row(&self.after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(before: (i64, i64), after: (i64, i64)) -> ChangeEvent {
+        ChangeEvent {
+            table: TableRef::new("d", "t"),
+            schema_version: 7,
+            op: Op::Update,
+            before: Some(vec![Value::Int(before.0), Value::Int(before.1)]),
+            after: Some(vec![Value::Int(after.0), Value::Int(after.1)]),
+            position: Position::new("b.000001", 400),
+            timestamp: 1,
+            gtid: Some(Gtid::Mariadb { domain: 0, server: 1, seq: 9 }),
+            index: Some(3),
+        }
+    }
+
+    #[test]
+    fn a_key_move_splits_into_the_old_keys_delete_and_the_new_keys_insert() {
+        let ev = update((1, 5), (2, 6));
+        let (delete, insert) = ev.split_key_move(&[0]).expect("the key moved");
+        assert_eq!((delete.op, delete.before.as_ref(), delete.after.as_ref()), (Op::Delete, ev.before.as_ref(), None));
+        assert_eq!((insert.op, insert.before.as_ref(), insert.after.as_ref()), (Op::Insert, None, ev.after.as_ref()));
+        for piece in [&delete, &insert] {
+            // The same change: position, transaction and index are kept.
+            assert_eq!((&piece.position, &piece.gtid, piece.index), (&ev.position, &ev.gtid, ev.index));
+        }
+    }
+
+    #[test]
+    fn only_an_update_that_moves_the_key_splits() {
+        // The key (column 0) stays: a value changed.
+        assert_eq!(update((1, 5), (1, 6)).split_key_move(&[0]), None);
+        // A composite key of which one column moved.
+        assert!(update((1, 5), (1, 6)).split_key_move(&[0, 1]).is_some());
+        // No primary key: nothing identifies the row across the update.
+        assert_eq!(update((1, 5), (2, 6)).split_key_move(&[]), None);
+        // A key column the row does not have (a schema mismatch) decides nothing.
+        assert_eq!(update((1, 5), (2, 6)).split_key_move(&[4]), None);
+        let insert = ChangeEvent { op: Op::Insert, before: None, ..update((1, 5), (2, 6)) };
+        assert_eq!(insert.split_key_move(&[0]), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The source side: publishing records, schemas and checkpoints to Kafka.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::{KafkaSettings, MessageKey, unavailable};
 use crate::buffer::{AppendBatch, Journal};
 use crate::config::KafkaLayout;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{Record, envelope};
+use crate::event::{ChangeEvent, Record, envelope};
 use crate::position::SourceCheckpoint;
 use crate::telemetry::Stats;
 
@@ -97,8 +98,10 @@ impl KafkaJournal {
         Ok(n)
     }
 
-    /// Where a record goes: its key and the partitions to write it to.
-    async fn route(&self, st: &mut State, record: &Record) -> Result<(Option<Vec<u8>>, Vec<(String, i32)>)> {
+    /// Where a record goes: the messages it becomes, each with its key and partitions. A
+    /// record is one message, except a primary-key move in the `key` layout whose old and new
+    /// keys live in different partitions: that is two ([`ChangeEvent::split_key_move`]).
+    async fn route<'r>(&self, st: &mut State, record: &'r Record) -> Result<Vec<Routed<'r>>> {
         let layout = self.settings.layout;
         match record {
             Record::Change(ev) => {
@@ -110,27 +113,25 @@ impl KafkaJournal {
                         ev.schema_version, ev.table
                     ))
                 })?;
-                let image = ev.after.as_ref().or(ev.before.as_ref());
-                let pk = match (key_cols.is_empty(), image) {
-                    (false, Some(row)) => Some(key_cols.iter().filter_map(|&i| row.get(i).cloned()).collect()),
-                    _ => None,
-                };
-                let keyed = pk.is_some();
-                let key = MessageKey::encode(&ev.table, pk)?;
-                let partition = if layout == KafkaLayout::Key && n > 1 {
-                    // A keyless table has no row identity that survives an update: it stays in
-                    // one partition (chosen by table), so its multiset stays consistent.
-                    let basis =
-                        if keyed { key.clone() } else { format!("{}\0{}", ev.table.db, ev.table.name).into_bytes() };
-                    let h = blake3::hash(&basis);
-                    let mut first = [0u8; 8];
-                    first.copy_from_slice(&h.as_bytes()[..8]);
-                    (u64::from_be_bytes(first) % n as u64) as i32
-                } else {
-                    0
-                };
+                let per_key = layout == KafkaLayout::Key && n > 1;
+                if per_key && let Some((delete, insert)) = ev.split_key_move(key_cols) {
+                    let (old, new) = (keyed(&delete, key_cols, n)?, keyed(&insert, key_cols, n)?);
+                    if old.1 != new.1 {
+                        let mut out = Vec::with_capacity(2);
+                        for ((key, partition), piece) in [(old, delete), (new, insert)] {
+                            st.touched.insert((topic.clone(), partition));
+                            out.push(Routed {
+                                key: Some(key),
+                                record: Cow::Owned(Record::Change(piece)),
+                                to: vec![(topic.clone(), partition)],
+                            });
+                        }
+                        return Ok(out);
+                    }
+                }
+                let (key, partition) = keyed(ev, key_cols, if per_key { n } else { 1 })?;
                 st.touched.insert((topic.clone(), partition));
-                Ok((Some(key), vec![(topic, partition)]))
+                Ok(vec![Routed { key: Some(key), record: Cow::Borrowed(record), to: vec![(topic, partition)] }])
             }
             Record::Ddl(ddl) => {
                 let topic = self.settings.topics.data(layout, &ddl.table);
@@ -138,16 +139,17 @@ impl KafkaJournal {
                 let key = MessageKey::encode(&ddl.table, None)?;
                 let all: Vec<(String, i32)> = (0..n).map(|p| (topic.clone(), p)).collect();
                 st.touched.extend(all.iter().cloned());
-                Ok((Some(key), all))
+                Ok(vec![Routed { key: Some(key), record: Cow::Borrowed(record), to: all }])
             }
             Record::Commit(_) => {
                 let touched: Vec<(String, i32)> = std::mem::take(&mut st.touched).into_iter().collect();
-                if !touched.is_empty() {
-                    return Ok((None, touched));
-                }
-                // A commit without changes marks the point where the target becomes
-                // consistent (`Commit::consistent`): news for every partition's writer.
-                Ok((None, self.admin.data_topic_partitions().await?))
+                let to = match touched.is_empty() {
+                    false => touched,
+                    // A commit without changes marks the point where the target becomes
+                    // consistent (`Commit::consistent`): news for every partition's writer.
+                    true => self.admin.data_topic_partitions().await?,
+                };
+                Ok(vec![Routed { key: None, record: Cow::Borrowed(record), to }])
             }
         }
     }
@@ -178,10 +180,11 @@ impl KafkaJournal {
 
         let mut pending = Vec::with_capacity(batch.records.len());
         for record in &batch.records {
-            let (key, routes) = self.route(&mut st, record).await?;
-            let payload = envelope::encode(record)?;
-            for (topic, partition) in routes {
-                pending.push(send(&producer, &topic, partition, key.as_deref(), &payload).await?);
+            for message in self.route(&mut st, record).await? {
+                let payload = envelope::encode(&message.record)?;
+                for (topic, partition) in message.to {
+                    pending.push(send(&producer, &topic, partition, message.key.as_deref(), &payload).await?);
+                }
             }
         }
         let produced = pending.len() as u64;
@@ -228,6 +231,32 @@ impl KafkaJournal {
         );
         Ok(cp)
     }
+}
+
+/// One message to produce: its key, what it carries (a record, or a piece of one) and the
+/// partitions it goes to.
+struct Routed<'r> {
+    key: Option<Vec<u8>>,
+    record: Cow<'r, Record>,
+    to: Vec<(String, i32)>,
+}
+
+/// The message key of change `ev` (`key_cols`: its table's primary key) and its partition of
+/// `partitions`: by the key's hash, so that each key's changes stay in order in one partition.
+/// A keyless table has no row identity that survives an update: its rows all go to one
+/// partition (chosen by table), so that its multiset stays consistent.
+fn keyed(ev: &ChangeEvent, key_cols: &[usize], partitions: i32) -> Result<(Vec<u8>, i32)> {
+    let pk = ev.after.as_ref().or(ev.before.as_ref()).and_then(|row| ChangeEvent::key_of(row, key_cols));
+    let keyed = pk.is_some();
+    let key = MessageKey::encode(&ev.table, pk)?;
+    if partitions <= 1 {
+        return Ok((key, 0));
+    }
+    let basis = if keyed { key.clone() } else { format!("{}\0{}", ev.table.db, ev.table.name).into_bytes() };
+    let h = blake3::hash(&basis);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.as_bytes()[..8]);
+    Ok((key, (u64::from_be_bytes(first) % partitions as u64) as i32))
 }
 
 /// Scan the checkpoint partition from its start to its end; the last value for `pipeline`
