@@ -35,7 +35,7 @@ pub struct TargetState {
     pub streams: Vec<StreamState>,
     /// Tables that no longer replicate.
     pub stopped: Vec<StoppedTable>,
-    /// Stopped tables a resync is rebuilding aside (MySQL target): readers still see the
+    /// Stopped tables a resync is rebuilding aside: readers still see the
     /// stale copy.
     pub rebuilding: Vec<RebuildingTable>,
     /// The latest runs, newest first.

@@ -827,3 +827,116 @@ async fn verify_finds_and_repairs_drift_in_bigquery() {
     assert_eq!(code, Some(0), "{out}");
     bf.interrupt(Duration::from_secs(60));
 }
+
+/// A table the BigQuery target stopped (a column type BigQuery cannot change in place) is
+/// brought back by `binferry resync`: rebuilt aside in the source's new shape while the other
+/// tables stream, then put in place by one `CREATE OR REPLACE TABLE … COPY`. The process is
+/// made to crash right after that replace (failpoint), and the restarted one finishes the
+/// swap. A reader of the table meanwhile sees the stale copy, then the rebuilt table, and
+/// nothing in between: never a missing, empty or half-copied table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_rebuilds_a_stopped_table_aside_and_a_crash_at_the_swap_finishes_it() {
+    use common::bigquery::{PROJECT, bq_table};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mut env = Env::new("bqrebuild").await;
+    env.use_bigquery();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    env.set(&["snapshot", "chunk_rows"], 100);
+    let (src, dst) = (env.src.clone(), env.dst.clone());
+    let rows = 300i64;
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{src}`.s (id INT PRIMARY KEY, v VARCHAR(20) NOT NULL)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{src}`.other (id INT PRIMARY KEY, n INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.s SELECT seq, seq * 1000 FROM seq_1_to_{rows}")).await.unwrap();
+    let bf = env.start_streaming().await;
+    env.wait_bq_equal(CONVERGE).await;
+    // BigQuery cannot turn a STRING column into INT64 in place: the table stops, the others
+    // go on.
+    c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v BIGINT NOT NULL")).await.unwrap();
+    c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id <= 50")).await.unwrap();
+    c.query_drop(format!("DELETE FROM `{src}`.s WHERE id > {}", rows - 10)).await.unwrap();
+    let stopped = format!("SELECT COUNT(*) FROM `{PROJECT}.{dst}._binferry_stopped` WHERE source_table = 's'");
+    let count = |rows: Vec<Vec<Option<String>>>| rows[0][0].clone().unwrap_or_default();
+    let start = std::time::Instant::now();
+    while count(env.bq(&stopped).await.unwrap()) != "1" {
+        assert!(start.elapsed() < CONVERGE, "the table did not stop:\n{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    c.query_drop(format!("INSERT INTO `{src}`.other VALUES (1, 1)")).await.unwrap();
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+    env.process_env = vec![("BINFERRY_FAILPOINT".into(), "rebuild-after-rename".into())];
+    let crashing = env.start_streaming().await;
+    env.process_env.clear();
+
+    let table = format!("`{PROJECT}.{dst}.{}`", bq_table(&src, "s"));
+    let read = format!("SELECT COUNT(*), SUM(CAST(v AS INT64)) FROM {table}");
+    let stale = (rows.to_string(), (1..=rows).map(|i| i * 1000).sum::<i64>().to_string());
+    let stop = AtomicBool::new(false);
+    // The stale copy (all rows, the old values), then the rebuilt table (the source's rows;
+    // it moves on with the source afterwards, so only its count is fixed).
+    let reader = async {
+        let (mut seen_stale, mut seen_rebuilt) = (0u32, 0u32);
+        while !stop.load(Ordering::Relaxed) {
+            let got = env.bq(&read).await.map(|r| (r[0][0].clone().unwrap_or_default(), r[0][1].clone()));
+            match got {
+                Ok((n, Some(sum))) if (n.clone(), sum.clone()) == stale && seen_rebuilt == 0 => seen_stale += 1,
+                Ok((n, Some(_))) if n == (rows - 10).to_string() && seen_stale > 0 => seen_rebuilt += 1,
+                other => panic!(
+                    "a reader saw {other:?} (stale copy {stale:?}) after {seen_stale} stale and {seen_rebuilt} rebuilt reads"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (seen_stale, seen_rebuilt)
+    };
+    let driver = async {
+        let cfg = env.config_path();
+        let table_arg = format!("{src}.s");
+        // The process aborts at the failpoint, so the command may report it stopped answering.
+        let _ = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+                .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &table_arg])
+                .output()
+        })
+        .await
+        .unwrap();
+        let status = tokio::task::spawn_blocking(move || crashing.wait_exit(CONVERGE)).await.unwrap();
+        assert!(!status.success(), "the failpoint did not stop the process:\n{}", env.log_tails());
+        assert!(env.log().contains("failpoint rebuild-after-rename: aborting"), "{}", env.log_tails());
+        let bf = env.start_streaming().await;
+        c.query_drop(format!("UPDATE `{src}`.s SET v = 7 WHERE id = 100")).await.unwrap();
+        env.wait_bq_equal(CONVERGE).await;
+        stop.store(true, Ordering::Relaxed);
+        bf
+    };
+    let ((seen_stale, seen_rebuilt), bf) = tokio::join!(reader, driver);
+    assert!(seen_stale > 0 && seen_rebuilt > 0, "the reader saw {seen_stale} stale and {seen_rebuilt} rebuilt reads");
+    assert!(env.log().contains("stale copy stays readable"), "{}", env.log_tails());
+    assert_eq!(count(env.bq(&stopped).await.unwrap()), "0", "the stop is cleared");
+    let ty = env
+        .bq(&format!(
+            "SELECT data_type FROM `{PROJECT}.{dst}`.INFORMATION_SCHEMA.COLUMNS WHERE table_name = '{}' AND column_name = 'v'",
+            bq_table(&src, "s")
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ty[0][0].as_deref(), Some("INT64"), "rebuilt with the source's new shape");
+    let aside = env
+        .bq(&format!(
+            "SELECT table_name FROM `{PROJECT}.{dst}`.INFORMATION_SCHEMA.TABLES WHERE STARTS_WITH(table_name, '{}__') \
+             ORDER BY table_name",
+            bq_table(&src, "s")
+        ))
+        .await
+        .unwrap();
+    let aside: Vec<String> = aside.into_iter().filter_map(|r| r[0].clone()).collect();
+    assert_eq!(aside.len(), 2, "only the changelog and the stale copy are left beside the table: {aside:?}");
+    assert!(aside[0].ends_with("__changes") && aside[1].contains("__stopped_"), "{aside:?}");
+    let kept = env.bq(&format!("SELECT COUNT(*) FROM `{PROJECT}.{dst}.{}`", aside[1])).await.unwrap();
+    assert_eq!(count(kept), rows.to_string(), "the stale copy is kept whole");
+    let rebuilding = env.bq(&format!("SELECT COUNT(*) FROM `{PROJECT}.{dst}._binferry_rebuilds`")).await.unwrap();
+    assert_eq!(count(rebuilding), "0", "the rebuild is over");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}

@@ -43,6 +43,13 @@ use crate::event::batch::Batch;
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
 
+/// `YYYYmmddHHMMSS` of `timestamp`, for the names target tables are kept under
+/// (`<name>__dropped_<stamp>`, `<name>__stopped_<stamp>`): the same statement gives the same
+/// name however often it is applied.
+pub(crate) fn name_stamp(timestamp: u32) -> String {
+    crate::event::value::format_epoch(i64::from(timestamp), 0, 0).replace(['-', ':', ' '], "")
+}
+
 /// What applying a batch did, per table (for the per-table counters); [`BatchCounts::total`]
 /// sums them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

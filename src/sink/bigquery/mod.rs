@@ -55,6 +55,7 @@
 
 mod check;
 mod hashes;
+mod rebuild;
 mod registry;
 mod rows;
 mod schedule;
@@ -73,7 +74,7 @@ pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink, TableState};
+use super::{ApplyCounts, BatchCounts, Sink, name_stamp};
 use crate::bigquery_api::{Api, Auth, Side};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
@@ -219,6 +220,8 @@ pub struct BigQuerySink {
     /// (target table, column) dropped at the source and already warned about.
     warned_dropped: HashSet<(String, String)>,
     repair: bool,
+    /// Target tables rebuilt aside, as `_binferry_rebuilds` records them (`rebuild.rs`).
+    rebuilding: HashMap<String, rebuild::Aside>,
 }
 
 impl BigQuerySink {
@@ -235,6 +238,7 @@ impl BigQuerySink {
             stops: Vec::new(),
             warned_dropped: HashSet::new(),
             repair: false,
+            rebuilding: HashMap::new(),
         }
     }
 
@@ -350,7 +354,8 @@ impl Sink for BigQuerySink {
 
     async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
         self.init().await?;
-        let name = self.settings.target_table(&schema.table);
+        // A table rebuilt aside: its shadow is created and extended.
+        let name = self.stored_in(&self.settings.target_table(&schema.table));
         if self.checked.get(&name) == Some(&schema.version()) {
             return Ok(());
         }
@@ -412,7 +417,7 @@ impl Sink for BigQuerySink {
             if !tb.keyless.is_empty() {
                 return Err(Error::new(ErrorKind::Unsupported, format!("{}: no primary key", tb.schema.table)));
             }
-            let name = self.settings.target_table(&tb.schema.table);
+            let name = self.stored_in(&self.settings.target_table(&tb.schema.table));
             let shape = self
                 .tables
                 .get(&name)
@@ -474,31 +479,50 @@ impl Sink for BigQuerySink {
         // carry a copy): decide from the recorded shapes, not from this sink's memory.
         let api = self.api().await?;
         self.load_tables(&api).await?;
-        let rebuild_stopped = match change.change {
-            TableChange::Rebuild => self.stopped_tables().await?.into_iter().any(|(t, _)| t == change.table),
-            _ => false,
-        };
-        let n = self.settings.names();
         let name = self.settings.target_table(&change.table);
+        // The rebuild's own records, and what other statements do to a table rebuilt aside.
+        let mut aside_dropped = false;
+        match &change.change {
+            TableChange::Rebuild => {
+                self.start_rebuild(&change.table, &name, change.timestamp).await?;
+                self.checked.clear();
+                return Ok(());
+            }
+            TableChange::RebuildDone => {
+                self.finish_rebuild(&api, &name).await?;
+                self.checked.clear();
+                return Ok(());
+            }
+            // The partly copied table takes the name first, as on a MySQL target.
+            TableChange::RenameTo(_) => self.finish_rebuild(&api, &name).await?,
+            // The shadow goes; the stale copy is then what the source dropped.
+            TableChange::Drop => aside_dropped = self.abandon_rebuild(&api, &name).await?,
+            _ => {
+                self.reload_rebuild(&api, &name).await?;
+            }
+        }
+        let n = self.settings.names();
+        // TRUNCATE and column renames apply to the shadow of a table rebuilt aside.
+        let stored = self.stored_in(&name);
         let pos = bytes(&change.position.sort_key()?);
         let tombstone = format!(
             "INSERT INTO {} (table_name, pos, created_at) VALUES ({}, {pos}, CURRENT_TIMESTAMP())",
             n.table(TRUNCATES),
-            string(&name)
+            string(&stored)
         );
-        let managed = self.tables.get(&name).cloned();
+        let managed = self.tables.get(&stored).cloned();
         let mut statements = vec![];
         match (&change.change, managed) {
             (TableChange::Truncate, m) => {
                 statements.push(tombstone);
                 if let Some(m) = m {
-                    statements.push(n.sweep(&name, &m.shape, &pos));
+                    statements.push(n.sweep(&stored, &m.shape, &pos));
                 }
             }
-            (TableChange::Drop, Some(_)) => {
+            (TableChange::Drop, m) if m.is_some() || aside_dropped => {
                 match self.settings.on_drop {
                     DropMode::Keep => {
-                        let stamp: String = now_text().chars().filter(char::is_ascii_digit).take(14).collect();
+                        let stamp = name_stamp(change.timestamp);
                         statements.push(format!(
                             "ALTER TABLE IF EXISTS {} RENAME TO {}",
                             n.table(&name),
@@ -512,7 +536,7 @@ impl Sink for BigQuerySink {
                 statements.push(tombstone);
                 self.tables.remove(&name);
             }
-            (TableChange::Drop, None) => statements.push(tombstone),
+            (TableChange::Drop, _) => statements.push(tombstone),
             (TableChange::RenameTo(to), Some(m)) => {
                 let new = self.settings.target_table(to);
                 if self.tables.contains_key(&new) {
@@ -533,39 +557,12 @@ impl Sink for BigQuerySink {
                 self.tables.remove(&name);
                 self.tables.insert(new, Managed { source: to.clone(), shape: m.shape });
             }
-            (TableChange::Rebuild, m) => {
-                // As the MySQL sink: only a stopped table, and the stop row goes last.
-                if rebuild_stopped {
-                    if m.is_some() {
-                        let stamp: String = now_text().chars().filter(char::is_ascii_digit).take(14).collect();
-                        statements.push(format!(
-                            "ALTER TABLE IF EXISTS {} RENAME TO {}",
-                            n.table(&name),
-                            sql::ident(&format!("{name}__stopped_{stamp}"))
-                        ));
-                        statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(&name)));
-                        statements.push(format!(
-                            "DELETE FROM {} WHERE table_name = {}",
-                            n.table(TABLES),
-                            string(&name)
-                        ));
-                        self.tables.remove(&name);
-                    }
-                    statements.push(format!(
-                        "DELETE FROM {} WHERE pipeline = {} AND source_db = {} AND source_table = {}",
-                        n.table(STOPPED),
-                        string(&self.settings.pipeline),
-                        string(&change.table.db),
-                        string(&change.table.name)
-                    ));
-                }
-            }
-            // The writer records stops itself (`TableState::stop_table`). A stopped table is
-            // rebuilt in place here, not aside (docs/bigquery.md), so its end is nothing to do.
+            // The writer records stops itself (`TableState::stop_table`); a rebuild's records
+            // were handled above.
             (TableChange::RenameTo(_), None)
             | (TableChange::RenameColumns(_), None)
             | (TableChange::Stop { .. }, _)
-            | (TableChange::RebuildDone, _) => {}
+            | (TableChange::Rebuild | TableChange::RebuildDone, _) => {}
             (TableChange::RenameColumns(pairs), Some(mut m)) => {
                 for (from, to) in pairs {
                     let (from, to) = (&sql::column_name(from), &sql::column_name(to));
@@ -574,7 +571,7 @@ impl Sink for BigQuerySink {
                     for k in m.shape.primary_key.iter_mut().filter(|k| *k == from) {
                         *k = to.clone();
                     }
-                    for t in [n.table(&name), n.changelog(&name)] {
+                    for t in [n.table(&stored), n.changelog(&stored)] {
                         statements.push(format!(
                             "ALTER TABLE {t} RENAME COLUMN {} TO {}",
                             sql::ident(from),
@@ -582,8 +579,8 @@ impl Sink for BigQuerySink {
                         ));
                     }
                 }
-                statements.push(n.set_shape(&name, &m.source.db, &m.source.name, &m.shape));
-                self.tables.insert(name.clone(), m);
+                statements.push(n.set_shape(&stored, &m.source.db, &m.source.name, &m.shape));
+                self.tables.insert(stored.clone(), m);
             }
         }
         self.checked.clear();

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use super::BigQuerySinkSettings;
-use super::sql::{COMMITS, RUNS, STOPPED, string};
+use super::sql::{COMMITS, REBUILDS, RUNS, STOPPED, string};
 use super::state::cells;
 use crate::bigquery_api::{Api, Side};
 use crate::error::Result;
-use crate::status::{RunOutcome, RunRecord, StoppedTable, StreamState, TargetState};
+use crate::status::{RebuildingTable, RunOutcome, RunRecord, StoppedTable, StreamState, TargetState};
 
 /// Runs `status` shows.
 const RUNS_SHOWN: usize = 5;
@@ -82,6 +82,20 @@ pub async fn read_status(s: &BigQuerySinkSettings) -> Result<TargetState> {
                 reason: text(2),
                 since: text(3),
             });
+        }
+    }
+    if has_table(&api, s, REBUILDS).await? {
+        let rows = api
+            .query(&format!(
+                "SELECT table_name, shadow, FORMAT_TIMESTAMP({TIME}, started_at) FROM {} \
+                 WHERE pipeline = {pipeline} ORDER BY started_at",
+                n.table(REBUILDS)
+            ))
+            .await?;
+        for r in rows {
+            let c = cells(Some(&r));
+            let text = |i: usize| c.get(i).cloned().flatten().unwrap_or_default();
+            state.rebuilding.push(RebuildingTable { table: text(0), shadow: text(1), since: text(2) });
         }
     }
     if has_table(&api, s, RUNS).await? {

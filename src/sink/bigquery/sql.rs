@@ -37,6 +37,8 @@ pub const TRUNCATES: &str = "_binferry_truncates";
 pub const STOPPED: &str = "_binferry_stopped";
 /// Streams that reached a DDL barrier (renames and drops that Kafka key partitions all carry).
 pub const BARRIERS: &str = "_binferry_barriers";
+/// Stopped tables a resync is rebuilding aside: shadow, kept name, phase (DML only).
+pub const REBUILDS: &str = "_binferry_rebuilds";
 /// The run registry: one row per run, replay (later resync, verify) of each pipeline (DML).
 pub const RUNS: &str = "_binferry_runs";
 
@@ -172,6 +174,11 @@ impl Names<'_> {
                 "CREATE TABLE IF NOT EXISTS {} (pipeline STRING NOT NULL, barrier STRING NOT NULL, \
                  stream STRING NOT NULL, phase STRING NOT NULL, reached_at TIMESTAMP)",
                 self.table(BARRIERS)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (pipeline STRING NOT NULL, table_name STRING NOT NULL, \
+                 shadow STRING NOT NULL, kept STRING, phase STRING NOT NULL, started_at TIMESTAMP)",
+                self.table(REBUILDS)
             ),
         ]
         .join(";\n")

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use tracing::{debug, warn};
 
 use super::rows::now_text;
+use super::schedule::When;
 use super::sql::{self, BARRIERS, COMMITS, STATE, STOPPED, TABLES};
 use super::sql::{TableShape, string};
 use super::{BigQuerySink, Managed};
@@ -52,6 +53,8 @@ impl BigQuerySink {
             ))
             .await?;
         self.load_tables(&api).await?;
+        // A rebuild whose swap a crash interrupted is finished before any row is appended.
+        self.load_rebuilds(&api).await?;
         let mut unmerged = BTreeSet::new();
         for r in rows {
             if let Some(Some(list)) = cells(Some(&r)).first() {
@@ -204,6 +207,13 @@ impl TableState for BigQuerySink {
 
     async fn ddl_barrier_mark(&mut self, barrier: &str, phase: BarrierPhase) -> Result<()> {
         self.init().await?;
+        if phase == BarrierPhase::Arrived {
+            // Arriving says this stream applied everything before the statement. On BigQuery
+            // that includes the MERGE: the stream that applies the statement merges only its
+            // own process's streams, and a rename or a rebuild's swap must find every
+            // partition's committed rows in the table, not in a changelog left behind.
+            self.merge(When::Now).await?;
+        }
         let api = self.api().await?;
         let stream = self.settings.stream_id();
         let row = serde_json::json!({

@@ -62,12 +62,11 @@ pub use statements::{
     STOPPED_TABLE, TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink};
+use super::{ApplyCounts, BatchCounts, Sink, name_stamp};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::batch::{Batch, RowOp};
-use crate::event::value::format_epoch;
 use crate::event::{SchemaChange, TableChange};
 use crate::position::Position;
 use crate::schema::{TableRef, TableSchema};
@@ -565,12 +564,6 @@ impl Sink for MysqlSink {
         self.tables.clear();
         self.state_ready = false;
     }
-}
-
-/// `YYYYmmddHHMMSS` of `timestamp`, for the names tables are kept under
-/// (`<name>__dropped_<stamp>`, `<name>__stopped_<stamp>`).
-fn name_stamp(timestamp: u32) -> String {
-    format_epoch(i64::from(timestamp), 0, 0).replace(['-', ':', ' '], "")
 }
 
 async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {

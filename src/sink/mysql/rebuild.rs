@@ -23,10 +23,11 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::statements::q;
-use super::{MysqlSink, REBUILDS_TABLE, STOPPED_TABLE, name_stamp, table_exists};
+use super::{MysqlSink, REBUILDS_TABLE, STOPPED_TABLE, table_exists};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableRef;
 use crate::sink::TableState;
+use crate::sink::name_stamp;
 
 /// Where a table's rows go while it is rebuilt aside, and where its stale copy goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
