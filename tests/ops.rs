@@ -646,6 +646,69 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
 
+/// A resync through Kafka key partitions: each partition applies its share of the copy at its
+/// own pace, and the copy's closing sweep (rows older than the copy go) must wait until every
+/// partition has applied its share, or it deletes rows whose fresh copy is still on its way
+/// in a slower partition, and a reader sees them missing. The test makes one partition slow
+/// on purpose: it holds the lock of a row of another table in the target, which a source
+/// transaction right before the resync updates, so that row's partition stops there with its
+/// share of the copy behind it; a reader counts the table meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_through_key_partitions_sweeps_only_after_every_partition_copied() {
+    let mut env = Env::new("ksweep").await;
+    env.use_kafka("key");
+    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.set(&["snapshot", "chunk_rows"], 100);
+    let (src, dst) = (env.src.clone(), env.dst.clone());
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{src}`.t (id INT PRIMARY KEY, v INT NOT NULL)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{src}`.u (id INT PRIMARY KEY, v INT NOT NULL)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.t SELECT seq, seq FROM seq_1_to_400")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.u VALUES (1, 1)")).await.unwrap();
+    let bf = env.start_streaming().await;
+    env.wait_equal(CONVERGE).await;
+
+    let mut hold = env.target_pool.get_conn().await.unwrap();
+    hold.query_drop("START TRANSACTION").await.unwrap();
+    hold.query_drop(format!("SELECT * FROM `{dst}`.u WHERE id = 1 FOR UPDATE")).await.unwrap();
+    c.query_drop(format!("UPDATE `{src}`.u SET v = 2 WHERE id = 1")).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = tokio::spawn({
+        let pool = env.target_pool.clone();
+        let count = format!("SELECT COUNT(*) FROM `{dst}`.t");
+        let stop = stop.clone();
+        async move {
+            let mut t = pool.get_conn().await.unwrap();
+            let mut polls = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let n: u64 = t.query_first(&count).await.unwrap().unwrap();
+                assert_eq!(n, 400, "a reader saw rows missing during the resync (after {polls} polls)");
+                polls += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            polls
+        }
+    });
+    let cfg = env.config_path();
+    let resync = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+            .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.t")])
+            .output()
+            .unwrap()
+    });
+    // The other partitions apply their shares meanwhile (the test cannot see when).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    hold.query_drop("ROLLBACK").await.unwrap();
+    let out = resync.await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}\n{}", env.log_tails());
+    env.wait_equal(CONVERGE).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let polls = reader.await.unwrap();
+    assert!(polls >= 20, "the reader polled only {polls} times");
+    assert!(bf.interrupt(Duration::from_secs(60)).success());
+}
+
 /// A table stopped by an incompatible schema change (a column narrowed in the source) is
 /// brought back by `binferry resync`: the table is rebuilt aside with the new shape while the
 /// other tables stream, a reader of the target sees the stale copy until the rebuilt table

@@ -120,8 +120,10 @@ pub enum TableChange {
     /// rebuilt aside with the shape of those records, and keeps the stale copy readable until
     /// [`TableChange::RebuildDone`]; one that did not stop it ignores this.
     Rebuild,
-    /// The copy a [`TableChange::Rebuild`] started is complete (it follows the copy's sweep):
-    /// a consumer that rebuilt the table aside puts the rebuilt table in its place at once.
+    /// The copy a [`TableChange::Rebuild`] started is complete (it follows the copy's last
+    /// rows and precedes its sweep): a consumer that rebuilt the table aside puts the rebuilt
+    /// table in its place at once. Streams that carry copies of it meet there (a DDL barrier),
+    /// so that no stream sweeps before every stream has applied its share of the copy.
     RebuildDone,
 }
 

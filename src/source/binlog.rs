@@ -863,22 +863,30 @@ impl Streamer<'_> {
             resync = done.as_ref().is_some_and(|c| c.resync),
             "table copied"
         );
+        if done.as_ref().is_some_and(|c| c.resync) {
+            // Every row of the copy is before this. A target that rebuilt a stopped table aside
+            // puts it in place now. With Kafka key partitions it is a DDL barrier, so no
+            // partition applies the sweep below before every partition has applied its share
+            // of the copy: a sweep ahead of a slower partition would delete rows whose fresh
+            // copy is still on its way there, and a reader would miss them meanwhile.
+            let change = TableChange::RebuildDone;
+            self.push(Record::Ddl(SchemaChange {
+                table: table.clone(),
+                change,
+                position: start.clone(),
+                timestamp: ts,
+            }));
+            self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
+        }
         // Every row this copy wrote has a position at or after `start`: older rows are the ones
         // the source does not have (a TRUNCATE at `start` removes exactly those).
         self.push(Record::Ddl(SchemaChange {
-            table: table.clone(),
+            table,
             change: TableChange::Truncate,
             position: start.clone(),
             timestamp: ts,
         }));
         self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
-        if done.as_ref().is_some_and(|c| c.resync) {
-            // A target that rebuilt a stopped table aside puts it in place now: every row of
-            // the copy, and the sweep, are before this.
-            let change = TableChange::RebuildDone;
-            self.push(Record::Ddl(SchemaChange { table, change, position: start.clone(), timestamp: ts }));
-            self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
-        }
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
         if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {

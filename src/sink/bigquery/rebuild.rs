@@ -5,7 +5,7 @@
 //! until the copy is complete. From the resync's
 //! [`TableChange::Rebuild`](crate::event::TableChange::Rebuild) record on, the table's rows go
 //! to a shadow `<name>__rebuilding` with a changelog and MERGEs of its own; the first row
-//! creates it in the source's new shape. At `RebuildDone` (after the copy's last chunk and its
+//! creates it in the source's new shape. At `RebuildDone` (after the copy's last chunk, before its
 //! sweep) the committed changelog rows are merged and the shadow takes the table's place.
 //!
 //! BigQuery renames one table per statement, and no statement renames two at once. But

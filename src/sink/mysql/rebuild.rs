@@ -4,7 +4,7 @@
 //! The stale copy stays the table readers query until the copy is complete. From the
 //! resync's [`TableChange::Rebuild`](crate::event::TableChange::Rebuild) record on, the
 //! table's rows go to a shadow table `<name>__rebuilding`, which the first row creates with
-//! the source's new shape. At `RebuildDone` (after the copy's last chunk and its sweep) one
+//! the source's new shape. At `RebuildDone` (after the copy's last chunk, before its sweep) one
 //! `RENAME TABLE` moves the stale copy to `<name>__stopped_<time>` and the shadow to
 //! `<name>`. MySQL renames several tables in one atomic statement, so a reader sees the stale
 //! rows, then all the new ones: never a missing or half-filled table.

@@ -769,20 +769,20 @@ async fn append_rows<B: Journal>(
 
 /// Stop a table the source cannot read, once: the writer records it in the target with the
 /// fix, and the other tables go on.
-/// The sweep after a table's copy (rows the target has and BigQuery no longer has), and after
-/// a resync's copy the end of its rebuild: a target that rebuilt the table aside puts it in
-/// place.
+/// The sweep after a table's copy (rows the target has and BigQuery no longer has), after a
+/// resync's copy preceded by the end of its rebuild: a target that rebuilt the table aside
+/// puts it in place, and Kafka key partitions meet there (a DDL barrier), so that none sweeps
+/// before every one has applied its share of the copy.
 async fn sweep<B: Journal>(
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
     table: &TableRef,
     resynced: bool,
 ) -> Result<()> {
-    out.push(records.table_change(table, TableChange::Truncate), None).await?;
     if resynced {
         out.push(records.table_change(table, TableChange::RebuildDone), None).await?;
     }
-    Ok(())
+    out.push(records.table_change(table, TableChange::Truncate), None).await
 }
 
 async fn stop<B: Journal>(
