@@ -677,6 +677,38 @@ async fn key_layout_renames_wait_for_every_partition() {
     assert_eq!(applied, vec![vec![Some("2".to_string())]]);
 }
 
+/// Kafka key partitions applied by two worker processes: a rename is applied by the process
+/// that owns partition 0, and the other process's committed rows must be merged by then, or
+/// they stay behind under the old name (its MERGE finds no table). MERGEs run only every 20 s
+/// here, so that the other process surely holds unmerged rows when the rename arrives: each
+/// stream merges before it arrives at the rename's barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_layout_rename_across_worker_processes_merges_every_partition_first() {
+    let mut env = Env::new("bqkddl2").await;
+    env.use_kafka("key");
+    env.use_bigquery();
+    env.set(&["sink", "bigquery", "merge_interval_secs"], 20);
+    let db = env.src.clone();
+    let mut c = env.conn().await;
+    c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, n INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.t SELECT seq, 0 FROM seq_1_to_200")).await.unwrap();
+    let reader = env.start_role("reader", "reader");
+    let a = env.start_role("worker", "a");
+    let b = env.start_role("worker", "b");
+    let start = std::time::Instant::now();
+    while !(env.log_of("a").contains("partition assigned") && env.log_of("b").contains("partition assigned")) {
+        assert!(start.elapsed() < Duration::from_secs(90), "partitions were not shared:\n{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_bq_equal(CONVERGE).await;
+    c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.unwrap();
+    c.query_drop(format!("RENAME TABLE `{db}`.t TO `{db}`.t2")).await.unwrap();
+    env.wait_bq_equal(CONVERGE).await;
+    assert!(reader.interrupt(Duration::from_secs(30)).success());
+    assert!(a.interrupt(Duration::from_secs(60)).success(), "{}", env.log_of("a"));
+    assert!(b.interrupt(Duration::from_secs(60)).success(), "{}", env.log_of("b"));
+}
+
 /// Four Kafka partitions in one process share MERGE jobs: one partition's job carries the
 /// others' committed work and progress. SIGKILLs at random moments, and a crash right before a
 /// shared MERGE job, lose and double nothing.
