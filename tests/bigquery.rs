@@ -692,14 +692,7 @@ async fn key_layout_rename_across_worker_processes_merges_every_partition_first(
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, n INT)")).await.unwrap();
     c.query_drop(format!("INSERT INTO `{db}`.t SELECT seq, 0 FROM seq_1_to_200")).await.unwrap();
-    let reader = env.start_role("reader", "reader");
-    let a = env.start_role("worker", "a");
-    let b = env.start_role("worker", "b");
-    let start = std::time::Instant::now();
-    while !(env.log_of("a").contains("partition assigned") && env.log_of("b").contains("partition assigned")) {
-        assert!(start.elapsed() < Duration::from_secs(90), "partitions were not shared:\n{}", env.log_tails());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (reader, a, b) = env.start_reader_and_two_workers().await;
     env.wait_bq_equal(CONVERGE).await;
     c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1")).await.unwrap();
     c.query_drop(format!("RENAME TABLE `{db}`.t TO `{db}`.t2")).await.unwrap();

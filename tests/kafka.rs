@@ -75,21 +75,9 @@ async fn two_workers_share_partitions_and_the_survivor_takes_over() {
     for _ in 0..100 {
         w.step(&mut c).await;
     }
-    let reader = env.start_role("reader", "reader");
-    let a = env.start_role("worker", "a");
-    let b = env.start_role("worker", "b");
     // Both members own partitions (one topic per table, created by the snapshot) before the
     // workload starts and one of them dies in its middle.
-    let start = std::time::Instant::now();
-    while !(env.log_of("a").contains("partition assigned") && env.log_of("b").contains("partition assigned")) {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "partitions were not shared:\n--- a ---\n{}\n--- b ---\n{}",
-            env.log_of("a"),
-            env.log_of("b")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (reader, a, b) = env.start_reader_and_two_workers().await;
     let load = env.background_load(15, 8_000, Duration::from_millis(3));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!load.is_finished(), "the workload ended before the kill; make it longer");
@@ -327,14 +315,7 @@ async fn key_layout_barrier_holds_across_worker_processes() {
     let mut c = env.conn().await;
     c.query_drop(format!("CREATE TABLE `{db}`.t (id INT PRIMARY KEY, name VARCHAR(40), n INT)")).await.unwrap();
     c.query_drop(format!("INSERT INTO `{db}`.t SELECT seq, CONCAT('r', seq), 0 FROM seq_1_to_400")).await.unwrap();
-    let reader = env.start_role("reader", "reader");
-    let a = env.start_role("worker", "a");
-    let b = env.start_role("worker", "b");
-    let start = std::time::Instant::now();
-    while !(env.log_of("a").contains("partition assigned") && env.log_of("b").contains("partition assigned")) {
-        assert!(start.elapsed() < Duration::from_secs(90), "partitions were not shared:\n{}", env.log_tails());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (reader, a, b) = env.start_reader_and_two_workers().await;
     env.wait_equal(CONVERGE).await;
     for i in 0..200 {
         c.query_drop(format!("UPDATE `{db}`.t SET n = n + 1 WHERE id = {}", i * 7 % 400 + 1)).await.unwrap();

@@ -27,6 +27,7 @@
 
 pub mod bigquery;
 pub mod mysql;
+mod rebuild;
 mod state;
 mod target;
 

@@ -405,6 +405,25 @@ impl Env {
         Binferry::start_with(&self.config_path(), &self.dir.path().join(format!("{log}.log")), &["--role", role])
     }
 
+    /// A `--role reader` process and two `--role worker` processes (logs `reader`, `a`, `b`),
+    /// once both workers own partitions.
+    pub async fn start_reader_and_two_workers(&self) -> (Binferry, Binferry, Binferry) {
+        let reader = self.start_role("reader", "reader");
+        let a = self.start_role("worker", "a");
+        let b = self.start_role("worker", "b");
+        let start = Instant::now();
+        while !(self.log_of("a").contains("partition assigned") && self.log_of("b").contains("partition assigned")) {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "partitions were not shared:\n--- a ---\n{}\n--- b ---\n{}",
+                self.log_of("a"),
+                self.log_of("b")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (reader, a, b)
+    }
+
     /// The log of a process started with [`start_role`](Self::start_role).
     pub fn log_of(&self, log: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{log}.log"))).unwrap_or_default()

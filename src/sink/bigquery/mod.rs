@@ -221,7 +221,7 @@ pub struct BigQuerySink {
     warned_dropped: HashSet<(String, String)>,
     repair: bool,
     /// Target tables rebuilt aside, as `_binferry_rebuilds` records them (`rebuild.rs`).
-    rebuilding: HashMap<String, rebuild::Aside>,
+    rebuilding: HashMap<String, crate::sink::rebuild::Aside>,
 }
 
 impl BigQuerySink {

@@ -36,71 +36,8 @@ use super::{BigQuerySink, CHANGELOG_SUFFIX};
 use crate::bigquery_api::Api;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableRef;
-use crate::sink::{TableState, name_stamp};
-
-/// Where a table's rows go while it is rebuilt aside, and where its stale copy goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Aside {
-    /// The table the rows are written to meanwhile.
-    pub shadow: String,
-    /// The name the stale copy is kept under; empty when there is none to keep (the table
-    /// did not exist when the swap began).
-    pub kept: String,
-    pub phase: Phase,
-}
-
-/// How far a rebuild is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// The copy goes on; rows go to the shadow.
-    Copying,
-    /// The shadow is taking the table's place (the steps may be partly done).
-    Swapping,
-    /// The copy wrote no rows: the stale copy is kept and the table dropped.
-    Emptying,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Copying => "copying",
-            Phase::Swapping => "swapping",
-            Phase::Emptying => "emptying",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "copying" => Ok(Phase::Copying),
-            "swapping" => Ok(Phase::Swapping),
-            "emptying" => Ok(Phase::Emptying),
-            other => Err(Error::new(
-                ErrorKind::TargetRejected,
-                format!("{REBUILDS}: unknown phase \"{other}\" (expected copying, swapping or emptying)"),
-            )
-            .with_hint(format!("{REBUILDS} was changed by hand; resync the table again"))),
-        }
-    }
-}
-
-impl Aside {
-    /// The names for rebuilding target table `name`, started at `timestamp` (the resync's).
-    fn new(name: &str, timestamp: u32) -> Self {
-        Aside {
-            shadow: format!("{name}__rebuilding"),
-            kept: format!("{name}__stopped_{}", name_stamp(timestamp)),
-            phase: Phase::Copying,
-        }
-    }
-}
-
-/// Which of the tables a rebuild involves exist.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Present {
-    pub live: bool,
-    pub shadow: bool,
-    pub kept: bool,
-}
+use crate::sink::TableState;
+use crate::sink::rebuild::{Aside, Phase, Present};
 
 /// One statement of a swap (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,17 +304,6 @@ mod tests {
 
     fn aside(phase: Phase) -> Aside {
         Aside { shadow: "t__rebuilding".into(), kept: KEPT.into(), phase }
-    }
-
-    #[test]
-    fn names_follow_the_stopped_and_dropped_convention() {
-        let a = Aside::new("recipes", 1_795_953_600);
-        assert_eq!((a.shadow.as_str(), a.kept.as_str()), ("recipes__rebuilding", "recipes__stopped_20261129120000"));
-        assert_eq!(a.phase, Phase::Copying);
-        for p in [Phase::Copying, Phase::Swapping, Phase::Emptying] {
-            assert_eq!(Phase::parse(p.as_str()).unwrap(), p);
-        }
-        assert!(Phase::parse("done").is_err());
     }
 
     /// Every crash point of a swap, and the cases the copy leaves: (phase, live, shadow,

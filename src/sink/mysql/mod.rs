@@ -186,7 +186,7 @@ pub struct MysqlSink {
     /// The target is MariaDB (it has the UUID and INET types); learnt with the state tables.
     mariadb: bool,
     /// Target tables rebuilt aside by a resync (`rebuild`), loaded with the state tables.
-    rebuilding: HashMap<String, rebuild::Aside>,
+    rebuilding: HashMap<String, crate::sink::rebuild::Aside>,
 }
 
 impl MysqlSink {

@@ -27,63 +27,7 @@ use super::{MysqlSink, REBUILDS_TABLE, STOPPED_TABLE, table_exists};
 use crate::error::{Error, ErrorKind, Result};
 use crate::schema::TableRef;
 use crate::sink::TableState;
-use crate::sink::name_stamp;
-
-/// Where a table's rows go while it is rebuilt aside, and where its stale copy goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Aside {
-    /// The table the rows are written to meanwhile.
-    pub shadow: String,
-    /// The name the stale copy gets when the shadow takes its place.
-    pub kept: String,
-    pub phase: Phase,
-}
-
-/// How far a rebuild is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Phase {
-    /// The copy goes on; rows go to the shadow.
-    Copying,
-    /// The rename that puts the shadow in place was started (it may have been done).
-    Swapping,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Phase::Copying => "copying",
-            Phase::Swapping => "swapping",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "copying" => Ok(Phase::Copying),
-            "swapping" => Ok(Phase::Swapping),
-            other => Err(Error::new(
-                ErrorKind::TargetRejected,
-                format!("{REBUILDS_TABLE}: unknown phase \"{other}\" (expected copying or swapping)"),
-            )
-            .with_hint(format!("{REBUILDS_TABLE} was changed by hand; resync the table again"))),
-        }
-    }
-}
-
-impl Aside {
-    /// The names for rebuilding target table `name`, started at `timestamp` (the resync's).
-    pub(super) fn new(name: &str, timestamp: u32) -> Self {
-        let stamp = name_stamp(timestamp);
-        Aside { shadow: format!("{name}__rebuilding"), kept: format!("{name}__stopped_{stamp}"), phase: Phase::Copying }
-    }
-}
-
-/// Which of the tables a rebuild involves exist.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Present {
-    pub live: bool,
-    pub shadow: bool,
-    pub kept: bool,
-}
+use crate::sink::rebuild::{Aside, Phase, Present};
 
 /// The renames `(from, to)` that finish the rebuild of `name`, in one statement, given what
 /// exists; none when there is nothing left to do. Pure, so that every crash point is tested.
@@ -105,7 +49,8 @@ pub(super) fn plan_swap(name: &str, aside: &Aside, present: Present) -> Result<V
         .with_hint(format!("rename or drop `{}` in the target, then resync the table again", aside.kept))),
         (true, _) if present.live => Ok(vec![live, shadow]),
         (true, _) => Ok(vec![shadow]),
-        (false, Phase::Swapping) => Ok(vec![]),
+        // Swapping: the rename was done before a crash. (Emptying is BigQuery's: never here.)
+        (false, Phase::Swapping | Phase::Emptying) => Ok(vec![]),
         (false, Phase::Copying) if present.live && !present.kept => Ok(vec![live]),
         (false, Phase::Copying) => Ok(vec![]),
     }
@@ -312,16 +257,6 @@ mod tests {
 
     fn renames(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
-    }
-
-    #[test]
-    fn names_follow_the_stopped_and_dropped_convention() {
-        let a = Aside::new("recipes", 1_795_953_600);
-        assert_eq!(a.shadow, "recipes__rebuilding");
-        assert_eq!(a.kept, "recipes__stopped_20261129120000");
-        assert_eq!(a.phase, Phase::Copying);
-        assert_eq!(Phase::parse(Phase::Swapping.as_str()).unwrap(), Phase::Swapping);
-        assert!(Phase::parse("done").is_err());
     }
 
     /// Every crash point of a swap, and the cases the copy leaves: (phase, live, shadow,
