@@ -478,12 +478,16 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     let mut t = env.target_pool.get_conn().await.unwrap();
     let gone: u64 = t.query_first(format!("SELECT MIN(id) FROM `{dst}`.ingredients")).await.unwrap().unwrap();
     let changed: i64 = t.query_first(format!("SELECT MIN(id) FROM `{dst}`.recipes")).await.unwrap().unwrap();
+    let hash_only: i64 = t.query_first(format!("SELECT MAX(id) FROM `{dst}`.recipes")).await.unwrap().unwrap();
     for sql in [
         format!("CREATE TEMPORARY TABLE x AS SELECT * FROM `{dst}`.ingredients WHERE id = {gone}"),
         "UPDATE x SET id = 999999999".into(),
         format!("INSERT INTO `{dst}`.ingredients SELECT * FROM x"),
         format!("DELETE FROM `{dst}`.ingredients WHERE id = {gone}"),
-        format!("UPDATE `{dst}`.recipes SET _binferry_hash = REPEAT(X'00', 16) WHERE id = {changed}"),
+        // A value changed by hand, its stored hash left alone: verify hashes the values.
+        format!("UPDATE `{dst}`.recipes SET servings = servings + 1000 WHERE id = {changed}"),
+        // Only the stored hash changed: the values equal the source's, so no drift.
+        format!("UPDATE `{dst}`.recipes SET _binferry_hash = REPEAT(X'00', 16) WHERE id = {hash_only}"),
     ] {
         t.query_drop(sql).await.unwrap();
     }

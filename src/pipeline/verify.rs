@@ -30,6 +30,7 @@ use crate::drift::{Drift, KeyBounds, TableHashes, diff};
 use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::TargetSettings;
+use crate::sink::mysql::HashOf;
 use crate::source::bigquery::{BigQuerySourceSettings, TableReader};
 use crate::source::{HashChunks, Repaired, SourceSettings, hash_chunks, table_hashes, verified_tables};
 use crate::status::RunOutcome;
@@ -277,7 +278,7 @@ async fn compare_chunks(
     verdict.rounds = 1;
     while let Some((bounds, mut s)) = chunks.next().await? {
         verdict.chunks += 1;
-        let mut t = target_hashes(target, &schema, Some(&bounds)).await?;
+        let mut t = target_hashes(target, &schema, Some(&bounds), HashOf::Values).await?;
         let mut drift = diff(&s, &t);
         let mut round = 1;
         while !drift.is_empty() && round < ROUNDS {
@@ -287,7 +288,7 @@ async fn compare_chunks(
             }
             round += 1;
             s = chunks.read(&bounds).await?;
-            t = target_hashes(target, &schema, Some(&bounds)).await?;
+            t = target_hashes(target, &schema, Some(&bounds), HashOf::Values).await?;
             drift = diff(&s, &t);
         }
         verdict.rounds = verdict.rounds.max(round);
@@ -309,6 +310,15 @@ enum Origin<'a> {
 }
 
 impl Origin<'_> {
+    /// What the target's hashes are taken from: a BigQuery source's values are not in the
+    /// MySQL column's form (a NUMERIC's scale), so its rows compare by the stored hash.
+    fn hash_of(self) -> HashOf {
+        match self {
+            Origin::Mysql(_) => HashOf::Values,
+            Origin::BigQuery(_) => HashOf::Stored,
+        }
+    }
+
     /// The table's shape in the target and its rows' hashes at one moment; `None` when the
     /// table was dropped since it was listed (BigQuery).
     async fn table_hashes(self, table: &TableRef) -> Result<Option<(TableSchema, TableHashes)>> {
@@ -366,7 +376,7 @@ async fn compare_whole(
             }
             Err(e) => return Err(e),
         };
-        let t = match target_hashes(target, &schema, None).await {
+        let t = match target_hashes(target, &schema, None, origin.hash_of()).await {
             Ok(t) => t,
             // A key type the target's text cannot give back exactly (BigQuery).
             Err(e) if e.kind() == ErrorKind::Unsupported => {
@@ -428,20 +438,22 @@ async fn repair_all(
     for verdict in report.tables.iter_mut().filter(|t| t.repaired.is_some()) {
         let Some(table) = verdict.table_ref.clone() else { continue };
         let (schema, s) = table_hashes(source, &table).await?;
-        let t = target_hashes(target, &schema, None).await?;
+        let t = target_hashes(target, &schema, None, HashOf::Values).await?;
         verdict.after_repair = Some(diff(&s, &t));
     }
     Ok(())
 }
 
-/// The target's stored hashes of the table of `schema`.
+/// The target's row hashes of the table of `schema`: on a MySQL target of the values it holds
+/// where `of` allows (`sink::mysql::HashOf`), else the hashes stored with its rows.
 async fn target_hashes(
     target: &TargetSettings,
     schema: &TableSchema,
     bounds: Option<&KeyBounds>,
+    of: HashOf,
 ) -> Result<TableHashes> {
     match target {
-        TargetSettings::Mysql(m) => crate::sink::mysql::table_hashes(m, schema, bounds).await,
+        TargetSettings::Mysql(m) => crate::sink::mysql::table_hashes(m, schema, bounds, of).await,
         // BigQuery orders strings by bytes, not by the source's collation: whole tables only.
         TargetSettings::BigQuery(b) => crate::sink::bigquery::table_hashes(b, schema).await,
     }

@@ -1,5 +1,19 @@
-//! The target side of `binferry verify`: the row hashes binferry stored with each row of a
-//! MySQL target table (`_binferry_hash`), by key. Rows soft-deleted count as absent.
+//! The target side of `binferry verify`: the hash of each row of a MySQL target table, by
+//! key. Rows soft-deleted count as absent.
+//!
+//! Where it can, the hash is computed from the values the row holds ([`HashOf::Values`]),
+//! not taken from the hash binferry stored with it (`_binferry_hash`). Why: a value changed
+//! by hand that leaves the stored hash alone is otherwise invisible, and the writer even keeps
+//! it (an upsert whose hash equals the stored one only moves the row's position). The values
+//! are read with the snapshot's codec (the binary protocol, typed values) into the source's
+//! shape, as the source side reads its rows, and hashed as the writer hashes them, so an
+//! untouched row hashes to what the writer stored.
+//!
+//! That holds where a value reads back exactly as the writer got it: rows from the binlog in a
+//! MariaDB target, whose columns have the source's types. A MySQL target stores some types in
+//! another form (UUID and INET as text, JSON normalised), and a BigQuery source's values are not
+//! in the MySQL column's form (a NUMERIC's scale): there the stored hash is compared
+//! ([`HashOf::Stored`]).
 
 use mysql_async::Row;
 use mysql_async::prelude::Queryable;
@@ -9,16 +23,27 @@ use super::statements::q;
 use super::{DELETED_COLUMN, HASH_COLUMN, MysqlSinkSettings, table_exists};
 use crate::drift::{KeyBounds, TableHashes};
 use crate::error::{Error, ErrorKind, Result};
-use crate::mysql_codec::key_range;
+use crate::mysql_codec::{key_range, snapshot_row};
 use crate::schema::TableSchema;
 
-/// The stored hashes of the target table of `schema` (only the keys in `bounds`, when given);
+/// What a target row's hash is taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashOf {
+    /// The values the row holds, where they read back exactly (see the module docs); the
+    /// stored hash elsewhere.
+    Values,
+    /// The hash binferry stored with the row.
+    Stored,
+}
+
+/// The row hashes of the target table of `schema` (only the keys in `bounds`, when given);
 /// empty when the table does not exist yet. The target's key columns have the source's types
 /// and collations, so a key range selects the same keys on both sides.
 pub async fn table_hashes(
     settings: &MysqlSinkSettings,
     schema: &TableSchema,
     bounds: Option<&KeyBounds>,
+    of: HashOf,
 ) -> Result<TableHashes> {
     let mut conn = settings.connect().await?;
     let name = settings.target_table(&schema.table);
@@ -36,12 +61,29 @@ pub async fn table_hashes(
         cond.push(format!("{DELETED_COLUMN} IS NULL"));
     }
     let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
-    let mut select = keys.clone();
-    select.push(HASH_COLUMN.to_string());
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| Error::target_mysql(e, "reading the target's version"))?;
+    let mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
+    let values = of == HashOf::Values && mariadb;
+    // Values: the source's columns only (a column the source dropped stays in the target,
+    // NULL for new rows, but is no part of the row the writer hashed). Stored: the key and
+    // the hash.
+    let select: Vec<String> = match values {
+        true => schema.columns.iter().map(|c| q(&c.name)).collect(),
+        false => keys.iter().cloned().chain([HASH_COLUMN.to_string()]).collect(),
+    };
     let sql = format!("SELECT {} FROM {full}{filter}", select.join(", "));
-    // The binary protocol, as the sink reads keys back: typed values.
     let rows: Vec<Row> =
         conn.exec(sql, params).await.map_err(|e| Error::target_mysql(e, format!("reading `{name}`")))?;
+    if values {
+        for row in rows {
+            let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading `{name}`")))?;
+            out.add_row(schema, &values);
+        }
+        return Ok(out);
+    }
     let malformed = || {
         Error::new(ErrorKind::TargetRejected, format!("`{name}`: a row without a 16-byte {HASH_COLUMN}"))
             .with_hint("the table was changed by hand; `binferry replay --table` rewrites its rows")

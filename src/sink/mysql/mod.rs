@@ -55,7 +55,7 @@ use mysql_async::{Conn, OptsBuilder};
 use tracing::{info, warn};
 
 pub use check::check;
-pub use hashes::table_hashes;
+pub use hashes::{HashOf, table_hashes};
 pub use registry::{read_status, run_ended, run_started};
 pub use statements::{
     BARRIER_TABLE, DELETED_COLUMN, DUP_COLUMN, HASH_COLUMN, POS_COLUMN, REBUILDS_TABLE, RUNS_TABLE, STATE_TABLE,
