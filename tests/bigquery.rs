@@ -861,10 +861,25 @@ async fn verify_finds_and_repairs_drift_in_bigquery() {
 /// nothing in between: never a missing, empty or half-copied table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_rebuilds_a_stopped_table_aside_and_a_crash_at_the_swap_finishes_it() {
+    rebuild_aside("bqrebuild", None).await;
+}
+
+/// The same through four Kafka key partitions: the copy is spread over them, the swap waits
+/// until every partition has applied and merged its share, and after the crash every
+/// partition's sink finds the swap unfinished when it starts (one finishes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_rebuilds_a_stopped_table_aside_through_kafka_key_partitions() {
+    rebuild_aside("bqkrebuild", Some("key")).await;
+}
+
+async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     use common::bigquery::{PROJECT, bq_table};
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let mut env = Env::new("bqrebuild").await;
+    let mut env = Env::new(name).await;
+    if let Some(layout) = kafka {
+        env.use_kafka(layout);
+    }
     env.use_bigquery();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     env.set(&["http", "listen"], format!("127.0.0.1:{port}"));

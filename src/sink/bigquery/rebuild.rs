@@ -215,6 +215,11 @@ impl BigQuerySink {
     /// rebuild; nothing when it is not rebuilt aside. Committed changelog rows must be merged
     /// before (the caller's).
     pub(super) async fn finish_rebuild(&mut self, api: &Api, name: &str) -> Result<()> {
+        // One stream of this process at a time: after a crash mid-swap every Kafka partition's
+        // sink finds the swap unfinished when it starts, and the first to get here finishes it
+        // (the others then find its row gone).
+        let ddl = std::sync::Arc::clone(&self.settings.ddl);
+        let _one_at_a_time = ddl.lock().await;
         let Some(aside) = self.reload_rebuild(api, name).await? else {
             // Another stream's sink put the rebuilt table in place.
             return Ok(());
