@@ -3,6 +3,8 @@
 //! sink decides the statements of its swap from these (`sink::mysql::rebuild`,
 //! `sink::bigquery::rebuild`); both keep them in a `_binferry_rebuilds` table.
 
+use std::collections::HashMap;
+
 use crate::error::{Error, ErrorKind, Result};
 
 use super::name_stamp;
@@ -64,6 +66,36 @@ impl Aside {
     }
 }
 
+/// What a sink knows of the tables rebuilt aside, by target table: where their rows go. Kept
+/// in step with `_binferry_rebuilds` by the sink (loaded at start-up, set at each rebuild
+/// record, and read again where another stream may have moved it on).
+#[derive(Debug, Default)]
+pub(crate) struct Rebuilding(HashMap<String, Aside>);
+
+impl Rebuilding {
+    /// The table target table `name`'s rows are written to: its shadow while it is rebuilt
+    /// aside, else the table itself.
+    pub(crate) fn stored_in(&self, name: &str) -> String {
+        self.0.get(name).map_or_else(|| name.to_string(), |a| a.shadow.clone())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Aside> {
+        self.0.get(name)
+    }
+
+    /// Record how target table `name`'s rebuild stands; `None`: it is not rebuilt aside.
+    pub(crate) fn set(&mut self, name: &str, aside: Option<&Aside>) {
+        match aside {
+            Some(a) => self.0.insert(name.to_string(), a.clone()),
+            None => self.0.remove(name),
+        };
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Which of the tables a rebuild involves exist.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Present {
@@ -86,5 +118,15 @@ mod tests {
         }
         let e = Phase::parse("done").unwrap_err();
         assert!(e.to_string().contains("_binferry_rebuilds: unknown phase \"done\""), "{e}");
+    }
+
+    #[test]
+    fn rows_go_to_the_shadow_only_while_a_table_is_rebuilt() {
+        let mut r = Rebuilding::default();
+        assert_eq!(r.stored_in("t"), "t");
+        r.set("t", Some(&Aside::new("t", 0)));
+        assert_eq!((r.stored_in("t"), r.stored_in("u")), ("t__rebuilding".to_string(), "u".to_string()));
+        r.set("t", None);
+        assert_eq!(r.stored_in("t"), "t");
     }
 }

@@ -869,10 +869,9 @@ impl Streamer<'_> {
             // partition applies the sweep below before every partition has applied its share
             // of the copy: a sweep ahead of a slower partition would delete rows whose fresh
             // copy is still on its way there, and a reader would miss them meanwhile.
-            let change = TableChange::RebuildDone;
             self.push(Record::Ddl(SchemaChange {
                 table: table.clone(),
-                change,
+                change: TableChange::RebuildDone,
                 position: start.clone(),
                 timestamp: ts,
             }));

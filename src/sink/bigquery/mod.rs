@@ -221,7 +221,7 @@ pub struct BigQuerySink {
     warned_dropped: HashSet<(String, String)>,
     repair: bool,
     /// Target tables rebuilt aside, as `_binferry_rebuilds` records them (`rebuild.rs`).
-    rebuilding: HashMap<String, crate::sink::rebuild::Aside>,
+    rebuilding: crate::sink::rebuild::Rebuilding,
 }
 
 impl BigQuerySink {
@@ -238,7 +238,7 @@ impl BigQuerySink {
             stops: Vec::new(),
             warned_dropped: HashSet::new(),
             repair: false,
-            rebuilding: HashMap::new(),
+            rebuilding: Default::default(),
         }
     }
 
@@ -355,7 +355,7 @@ impl Sink for BigQuerySink {
     async fn ensure_table(&mut self, schema: &TableSchema) -> Result<()> {
         self.init().await?;
         // A table rebuilt aside: its shadow is created and extended.
-        let name = self.stored_in(&self.settings.target_table(&schema.table));
+        let name = self.rebuilding.stored_in(&self.settings.target_table(&schema.table));
         if self.checked.get(&name) == Some(&schema.version()) {
             return Ok(());
         }
@@ -417,7 +417,7 @@ impl Sink for BigQuerySink {
             if !tb.keyless.is_empty() {
                 return Err(Error::new(ErrorKind::Unsupported, format!("{}: no primary key", tb.schema.table)));
             }
-            let name = self.stored_in(&self.settings.target_table(&tb.schema.table));
+            let name = self.rebuilding.stored_in(&self.settings.target_table(&tb.schema.table));
             let shape = self
                 .tables
                 .get(&name)
@@ -497,13 +497,13 @@ impl Sink for BigQuerySink {
             TableChange::RenameTo(_) => self.finish_rebuild(&api, &name).await?,
             // The shadow goes; the stale copy is then what the source dropped.
             TableChange::Drop => aside_dropped = self.abandon_rebuild(&api, &name).await?,
-            _ => {
-                self.reload_rebuild(&api, &name).await?;
-            }
+            // Every stream applies the rebuild's records itself (they are DDL barriers), so
+            // this sink's view of where the table's rows go is current: no query.
+            _ => {}
         }
         let n = self.settings.names();
         // TRUNCATE and column renames apply to the shadow of a table rebuilt aside.
-        let stored = self.stored_in(&name);
+        let stored = self.rebuilding.stored_in(&name);
         let pos = bytes(&change.position.sort_key()?);
         let tombstone = format!(
             "INSERT INTO {} (table_name, pos, created_at) VALUES ({}, {pos}, CURRENT_TIMESTAMP())",

@@ -103,13 +103,24 @@ impl Step {
     }
 }
 
-impl BigQuerySink {
-    /// The table that target table `name`'s rows are written to: its shadow while it is
-    /// rebuilt aside.
-    pub(super) fn stored_in(&self, name: &str) -> String {
-        self.rebuilding.get(name).map_or_else(|| name.to_string(), |a| a.shadow.clone())
-    }
+/// A rebuild from the cells `shadow, kept, phase` of a `_binferry_rebuilds` row.
+fn aside_of(c: &[Option<String>]) -> Result<Aside> {
+    let text = |i: usize| c.get(i).cloned().flatten().unwrap_or_default();
+    Ok(Aside { shadow: text(0), kept: text(1), phase: Phase::parse(&text(2))? })
+}
 
+/// The statements that remove a shadow no reader saw: the table, its changelog, its shape and
+/// its tombstones.
+fn discard(n: &Names<'_>, shadow: &str) -> [String; 4] {
+    [
+        format!("DROP TABLE IF EXISTS {}", n.table(shadow)),
+        format!("DROP TABLE IF EXISTS {}", n.changelog(shadow)),
+        format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(shadow)),
+        format!("DELETE FROM {} WHERE table_name = {}", n.table(TRUNCATES), string(shadow)),
+    ]
+}
+
+impl BigQuerySink {
     /// Read the rebuilds under way. One whose swap had started before a crash is finished
     /// first, before any row is applied (a row for the table must not reach the shadow).
     pub(super) async fn load_rebuilds(&mut self, api: &Api) -> Result<()> {
@@ -124,12 +135,12 @@ impl BigQuerySink {
         let mut unfinished = Vec::new();
         for r in rows {
             let c = cells(Some(&r));
-            let text = |i: usize| c.get(i).cloned().flatten().unwrap_or_default();
-            let aside = Aside { shadow: text(1), kept: text(2), phase: Phase::parse(&text(3))? };
+            let name = c.first().cloned().flatten().unwrap_or_default();
+            let aside = aside_of(c.get(1..).unwrap_or(&[]))?;
             if aside.phase != Phase::Copying {
-                unfinished.push(text(0));
+                unfinished.push(name.clone());
             }
-            self.rebuilding.insert(text(0), aside);
+            self.rebuilding.set(&name, Some(&aside));
         }
         for name in unfinished {
             self.finish_rebuild(api, &name).await?;
@@ -139,7 +150,7 @@ impl BigQuerySink {
 
     /// Refresh this sink's view of target table `name`'s rebuild: another stream's sink may
     /// have started or finished it.
-    pub(super) async fn reload_rebuild(&mut self, api: &Api, name: &str) -> Result<Option<Aside>> {
+    async fn reload_rebuild(&mut self, api: &Api, name: &str) -> Result<Option<Aside>> {
         let sql = format!(
             "SELECT shadow, kept, phase FROM {} WHERE pipeline = {} AND table_name = {} LIMIT 1",
             self.settings.names().table(REBUILDS),
@@ -147,18 +158,8 @@ impl BigQuerySink {
             string(name)
         );
         let rows = api.query(&sql).await?;
-        let aside = match rows.first() {
-            Some(r) => {
-                let c = cells(Some(r));
-                let text = |i: usize| c.get(i).cloned().flatten().unwrap_or_default();
-                Some(Aside { shadow: text(0), kept: text(1), phase: Phase::parse(&text(2))? })
-            }
-            None => None,
-        };
-        match &aside {
-            Some(a) => self.rebuilding.insert(name.to_string(), a.clone()),
-            None => self.rebuilding.remove(name),
-        };
+        let aside = rows.first().map(|r| aside_of(&cells(Some(r)))).transpose()?;
+        self.rebuilding.set(name, aside.as_ref());
         Ok(aside)
     }
 
@@ -177,10 +178,7 @@ impl BigQuerySink {
         let mut statements = Vec::new();
         // An earlier rebuild that stopped again left a shadow no reader ever saw.
         if let Some(old) = earlier {
-            statements.push(format!("DROP TABLE IF EXISTS {}", n.table(&old.shadow)));
-            statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(&old.shadow)));
-            statements.push(format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(&old.shadow)));
-            statements.push(format!("DELETE FROM {} WHERE table_name = {}", n.table(TRUNCATES), string(&old.shadow)));
+            statements.extend(discard(&n, &old.shadow));
         }
         // The stale copy keeps its rows but takes no more: its changelog goes.
         statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(name)));
@@ -207,7 +205,7 @@ impl BigQuerySink {
         api.query(&statements.join(";\n")).await?;
         info!(table = %name, shadow = %aside.shadow, "stopped table rebuilt aside; the stale copy stays readable until the copy is complete");
         self.tables.remove(name);
-        self.rebuilding.insert(name.to_string(), aside);
+        self.rebuilding.set(name, Some(&aside));
         Ok(())
     }
 
@@ -251,21 +249,26 @@ impl BigQuerySink {
         }
         // Bookkeeping, each statement idempotent: the shadow's changelog, shape and
         // tombstones become the table's; the rebuild's row goes last.
-        let tables = [(TABLES, "table_name"), (TRUNCATES, "table_name")].map(|(t, col)| {
-            format!("UPDATE {} SET {col} = {} WHERE {col} = {}", n.table(t), string(name), string(&next.shadow))
-        });
+        let rename_rows = |t: &str| {
+            format!(
+                "UPDATE {} SET table_name = {} WHERE table_name = {}",
+                n.table(t),
+                string(name),
+                string(&next.shadow)
+            )
+        };
         let script = [
             format!(
                 "ALTER TABLE IF EXISTS {} RENAME TO {}",
                 n.changelog(&next.shadow),
                 sql::ident(&format!("{name}{CHANGELOG_SUFFIX}"))
             ),
-            tables[0].clone(),
-            tables[1].clone(),
+            rename_rows(TABLES),
+            rename_rows(TRUNCATES),
             self.delete_rebuild(name),
         ];
         api.query(&script.join(";\n")).await?;
-        self.rebuilding.remove(name);
+        self.rebuilding.set(name, None);
         self.load_tables(api).await?;
         self.checked.clear();
         let kept = if steps.contains(&Step::KeepStale) || present.kept { next.kept.as_str() } else { "" };
@@ -278,15 +281,10 @@ impl BigQuerySink {
     /// the table to drop or keep).
     pub(super) async fn abandon_rebuild(&mut self, api: &Api, name: &str) -> Result<bool> {
         let Some(aside) = self.reload_rebuild(api, name).await? else { return Ok(false) };
-        let n = self.settings.names();
-        let script = [
-            format!("DROP TABLE IF EXISTS {}", n.table(&aside.shadow)),
-            format!("DROP TABLE IF EXISTS {}", n.changelog(&aside.shadow)),
-            format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(&aside.shadow)),
-            self.delete_rebuild(name),
-        ];
+        let mut script = discard(&self.settings.names(), &aside.shadow).to_vec();
+        script.push(self.delete_rebuild(name));
         api.query(&script.join(";\n")).await?;
-        self.rebuilding.remove(name);
+        self.rebuilding.set(name, None);
         self.tables.remove(&aside.shadow);
         Ok(true)
     }

@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 
 use super::rows::target_key;
 use super::statements::q;
-use super::{DELETED_COLUMN, HASH_COLUMN, MysqlSinkSettings, table_exists};
+use super::{DELETED_COLUMN, HASH_COLUMN, MysqlSinkSettings, is_mariadb, table_exists};
 use crate::drift::{KeyBounds, TableHashes};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mysql_codec::{key_range, snapshot_row};
@@ -61,12 +61,7 @@ pub async fn table_hashes(
         cond.push(format!("{DELETED_COLUMN} IS NULL"));
     }
     let filter = if cond.is_empty() { String::new() } else { format!(" WHERE {}", cond.join(" AND ")) };
-    let version: Option<String> = conn
-        .query_first("SELECT VERSION()")
-        .await
-        .map_err(|e| Error::target_mysql(e, "reading the target's version"))?;
-    let mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
-    let values = of == HashOf::Values && mariadb;
+    let values = of == HashOf::Values && is_mariadb(&mut conn).await?;
     // Values: the source's columns only (a column the source dropped stays in the target,
     // NULL for new rows, but is no part of the row the writer hashed). Stored: the key and
     // the hash.

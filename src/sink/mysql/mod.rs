@@ -186,7 +186,7 @@ pub struct MysqlSink {
     /// The target is MariaDB (it has the UUID and INET types); learnt with the state tables.
     mariadb: bool,
     /// Target tables rebuilt aside by a resync (`rebuild`), loaded with the state tables.
-    rebuilding: HashMap<String, crate::sink::rebuild::Aside>,
+    rebuilding: crate::sink::rebuild::Rebuilding,
 }
 
 impl MysqlSink {
@@ -205,7 +205,7 @@ impl MysqlSink {
             last_gc: None,
             warned_dropped: HashSet::new(),
             mariadb: true,
-            rebuilding: HashMap::new(),
+            rebuilding: Default::default(),
         }
     }
 
@@ -336,7 +336,7 @@ impl Sink for MysqlSink {
         }
         self.ensure_state().await?;
         // Rows of a table rebuilt aside go to its shadow, which gets the shape.
-        let (logical, name) = (name.clone(), self.stored_in(&name));
+        let (logical, name) = (name.clone(), self.rebuilding.stored_in(&name));
         let st = Statements::new(&self.settings.database, &name, schema, soft);
         let system = st.system_columns();
         let version = schema.version();
@@ -432,7 +432,7 @@ impl Sink for MysqlSink {
                 // Only rows older than the TRUNCATE go: with a key-partitioned Kafka layout each
                 // partition applies it at its own pace, after newer rows from other partitions.
                 // A table rebuilt aside: its shadow (the stale copy takes no rows).
-                let stored = self.stored_in(&name);
+                let stored = self.rebuilding.stored_in(&name);
                 self.begin().await?;
                 let conn = self.data().await?;
                 if table_exists(conn, &db, &stored).await? {
@@ -499,7 +499,7 @@ impl Sink for MysqlSink {
                 self.finish_rebuild(&name).await.map_err(|e| e.with_table(change.table.clone()))?
             }
             TableChange::RenameColumns(renames) => {
-                let name = self.stored_in(&name);
+                let name = self.rebuilding.stored_in(&name);
                 let full = format!("{}.{}", q(&db), q(&name));
                 let cols: Vec<String> = self
                     .ddl_conn()
@@ -575,4 +575,14 @@ async fn table_exists(conn: &mut Conn, db: &str, table: &str) -> Result<bool> {
         .await
         .map_err(|e| Error::target_mysql(e, "looking up a target table"))?;
     Ok(n.unwrap_or(0) > 0)
+}
+
+/// Whether the target server is MariaDB (it has the UUID and INET types, and JSON is its
+/// LONGTEXT), not MySQL.
+async fn is_mariadb(conn: &mut Conn) -> Result<bool> {
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| Error::target_mysql(e, "reading the target's version"))?;
+    Ok(version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb")))
 }

@@ -57,12 +57,6 @@ pub(super) fn plan_swap(name: &str, aside: &Aside, present: Present) -> Result<V
 }
 
 impl MysqlSink {
-    /// The table that target table `name`'s rows are written to: its shadow while it is
-    /// rebuilt aside.
-    pub(super) fn stored_in(&self, name: &str) -> String {
-        self.rebuilding.get(name).map_or_else(|| name.to_string(), |a| a.shadow.clone())
-    }
-
     /// Read the rebuilds under way. One whose swap had started before a crash is finished
     /// first, before any row is applied (a replayed row must not recreate its shadow).
     pub(super) async fn load_rebuilds(&mut self) -> Result<()> {
@@ -82,7 +76,7 @@ impl MysqlSink {
         for (name, shadow, kept, phase) in rows {
             let aside = Aside { shadow, kept, phase: Phase::parse(&phase)? };
             let swapping = aside.phase == Phase::Swapping;
-            self.rebuilding.insert(name.clone(), aside);
+            self.rebuilding.set(&name, Some(&aside));
             if swapping {
                 self.finish_rebuild(&name).await?;
             }
@@ -109,10 +103,7 @@ impl MysqlSink {
             Some((shadow, kept, phase)) => Some(Aside { shadow, kept, phase: Phase::parse(&phase)? }),
             None => None,
         };
-        match &aside {
-            Some(a) => self.rebuilding.insert(name.to_string(), a.clone()),
-            None => self.rebuilding.remove(name),
-        };
+        self.rebuilding.set(name, aside.as_ref());
         Ok(aside)
     }
 
@@ -153,7 +144,7 @@ impl MysqlSink {
         .map_err(fail)?;
         conn.query_drop("COMMIT").await.map_err(fail)?;
         info!(table = %name, shadow = %aside.shadow, "stopped table rebuilt aside; the stale copy stays readable until the copy is complete");
-        self.rebuilding.insert(name.to_string(), aside);
+        self.rebuilding.set(name, Some(&aside));
         self.forget(name);
         Ok(())
     }
@@ -222,7 +213,7 @@ impl MysqlSink {
             .exec_drop(sql, params)
             .await
             .map_err(|e| Error::target_mysql(e, "ending the rebuild of a table"))?;
-        self.rebuilding.remove(name);
+        self.rebuilding.set(name, None);
         Ok(())
     }
 

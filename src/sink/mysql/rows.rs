@@ -292,7 +292,7 @@ impl MysqlSink {
         let soft = self.settings.soft(&schema.table);
         // Rows go to the table's shadow while it is rebuilt aside; tombstones stay under its
         // name.
-        let stored = self.stored_in(name);
+        let stored = self.rebuilding.stored_in(name);
         let st = Statements::new(&self.settings.database, &stored, schema, soft);
         let mut ops: Vec<(&Vec<u8>, &RowOp)> = t.ops.iter().collect();
         let overwrite = self.overwrite_equal;
@@ -341,7 +341,7 @@ impl MysqlSink {
         let schema = &t.schema;
         let keyed = schema.has_primary_key();
         let soft = keyed && self.settings.soft(&schema.table);
-        let (db, stored) = (self.settings.database.clone(), self.stored_in(name));
+        let (db, stored) = (self.settings.database.clone(), self.rebuilding.stored_in(name));
         let st = Statements::new(&db, &stored, schema, soft);
         let sql = if keyed { st.upsert(1, self.overwrite_equal) } else { st.keyless_insert(1) };
         let rows: Vec<&Vec<Value>> = if keyed {
@@ -377,7 +377,7 @@ impl MysqlSink {
 
     pub(super) async fn apply_keyless(&mut self, t: &TableBatch, name: &str, counts: &mut ApplyCounts) -> Result<()> {
         let schema = &t.schema;
-        let stored = self.stored_in(name);
+        let stored = self.rebuilding.stored_in(name);
         let st = Statements::new(&self.settings.database, &stored, schema, false);
         let rows: Vec<(&[u8; 16], &KeylessRow)> = t.keyless.iter().collect();
         let hashes: Vec<Vec<MyValue>> = rows.iter().map(|(h, _)| vec![MyValue::Bytes(h.to_vec())]).collect();

@@ -8,7 +8,9 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::statements::q;
-use super::{BARRIER_TABLE, GC_INTERVAL, MysqlSink, REBUILDS_TABLE, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE};
+use super::{
+    BARRIER_TABLE, GC_INTERVAL, MysqlSink, REBUILDS_TABLE, STATE_TABLE, STOPPED_TABLE, TOMBSTONE_TABLE, is_mariadb,
+};
 use crate::error::{Error, Result};
 use crate::schema::TableRef;
 use crate::sink::{BarrierPhase, TableState};
@@ -19,13 +21,7 @@ impl MysqlSink {
             return Ok(());
         }
         let db = q(&self.settings.database);
-        let version: Option<String> = self
-            .ddl_conn()
-            .await?
-            .query_first("SELECT VERSION()")
-            .await
-            .map_err(|e| Error::target_mysql(e, "VERSION()"))?;
-        self.mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
+        self.mariadb = is_mariadb(self.ddl_conn().await?).await?;
         self.ddl(&format!("CREATE DATABASE IF NOT EXISTS {db}")).await?;
         self.ddl(&format!(
             "CREATE TABLE IF NOT EXISTS {db}.{} (\

@@ -767,8 +767,6 @@ async fn append_rows<B: Journal>(
     Ok((n, bytes))
 }
 
-/// Stop a table the source cannot read, once: the writer records it in the target with the
-/// fix, and the other tables go on.
 /// The sweep after a table's copy (rows the target has and BigQuery no longer has), after a
 /// resync's copy preceded by the end of its rebuild: a target that rebuilt the table aside
 /// puts it in place, and Kafka key partitions meet there (a DDL barrier), so that none sweeps
@@ -785,6 +783,8 @@ async fn sweep<B: Journal>(
     out.push(records.table_change(table, TableChange::Truncate), None).await
 }
 
+/// Stop a table the source cannot read, once: the writer records it in the target with the
+/// fix, and the other tables go on.
 async fn stop<B: Journal>(
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
