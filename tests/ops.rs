@@ -737,7 +737,23 @@ async fn resync_brings_back_a_stopped_table_through_kafka_key_partitions() {
 /// table, throughout the crash and the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
-    let mut env = Env::new("rebuildcrash").await;
+    rebuild_crash("rebuildcrash", None, &["rebuild-before-rename", "rebuild-after-rename"]).await;
+}
+
+/// The same through Kafka key partitions, crashed before the rename: at the restart every
+/// partition's sink finds the swap unfinished at once, and exactly one of them performs it.
+/// A reader holding the shadow open keeps every sink's rename waiting together, so that they
+/// all try it at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_crashed_at_its_swap_is_finished_once_by_the_key_partitions() {
+    rebuild_crash("krebuildcrash", Some("key"), &["rebuild-before-rename"]).await;
+}
+
+async fn rebuild_crash(name: &str, kafka: Option<&str>, failpoints: &[&str]) {
+    let mut env = Env::new(name).await;
+    if let Some(layout) = kafka {
+        env.use_kafka(layout);
+    }
     env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
     env.set(&["snapshot", "chunk_rows"], 40);
     let (src, dst) = (env.src.clone(), env.dst.clone());
@@ -749,7 +765,7 @@ async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
     let mut t = env.target_pool.get_conn().await.unwrap();
     let stopped = format!("SELECT COUNT(*) FROM `{dst}`._binferry_stopped WHERE source_table = 's'");
     let read = format!("SELECT COUNT(*), CAST(SUM(v) AS SIGNED) FROM `{dst}`.s");
-    for (round, failpoint) in ["rebuild-before-rename", "rebuild-after-rename"].into_iter().enumerate() {
+    for (round, &failpoint) in failpoints.iter().enumerate() {
         // Widened in place (by the first row of the new shape), then narrowed: the table stops.
         c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v BIGINT NOT NULL")).await.unwrap();
         c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id = 1")).await.unwrap();
@@ -783,8 +799,29 @@ async fn a_rebuild_crashed_at_its_swap_finishes_on_restart() {
         let status = crashing.wait_exit(CONVERGE);
         assert!(!status.success(), "the failpoint did not stop the process:\n{}", env.log_tails());
         assert!(env.log().contains(&format!("failpoint {failpoint}: aborting")), "{}", env.log_tails());
+        // Before the rename the shadow exists: a transaction that read it holds its metadata
+        // lock, so every sink that finds the swap unfinished waits at its RENAME until the
+        // transaction ends, and they try it together.
+        let holder = if failpoint == "rebuild-before-rename" {
+            let mut h = env.target_pool.get_conn().await.unwrap();
+            h.query_drop("START TRANSACTION").await.unwrap();
+            h.query_drop(format!("SELECT COUNT(*) FROM `{dst}`.s__rebuilding")).await.unwrap();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                h.query_drop("COMMIT").await.unwrap();
+            }))
+        } else {
+            None
+        };
+        let logged_before = env.log().len();
         bf = env.start_streaming().await;
+        if let Some(holder) = holder {
+            holder.await.unwrap();
+        }
         env.wait_equal(CONVERGE).await;
+        let log = env.log();
+        let failed = log[logged_before..].lines().filter(|l| l.contains(" ERROR ")).collect::<Vec<_>>();
+        assert!(failed.is_empty(), "{failpoint}: the restart went wrong:\n{}", failed.join("\n"));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (seen_stale, seen_fresh) = reader.await.unwrap();
         assert!(seen_stale > 0 && seen_fresh > 0, "{failpoint}: {seen_stale} stale and {seen_fresh} rebuilt reads");

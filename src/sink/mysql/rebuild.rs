@@ -29,6 +29,9 @@ use crate::schema::TableRef;
 use crate::sink::TableState;
 use crate::sink::rebuild::{Aside, Phase, Present};
 
+/// How long a sink waits for another to finish a rebuild's swap (a few renames).
+const SWAP_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The renames `(from, to)` that finish the rebuild of `name`, in one statement, given what
 /// exists; none when there is nothing left to do. Pure, so that every crash point is tested.
 ///
@@ -151,7 +154,50 @@ impl MysqlSink {
 
     /// Put the rebuilt table in place of target table `name` (see [`plan_swap`]) and end its
     /// rebuild; nothing when it is not rebuilt aside.
+    ///
+    /// Several sinks can get here at once: after a crash mid-swap every Kafka partition's sink
+    /// (and every worker process's) finds the swap unfinished at start-up. Each would find the
+    /// shadow present and rename it, and all but the first rename would fail on a shadow that
+    /// is gone. So the swap holds a named lock of the target server, and what is left to do is
+    /// read under it.
     pub(super) async fn finish_rebuild(&mut self, name: &str) -> Result<()> {
+        let lock = format!("{}.{}", self.settings.database, name);
+        let got: Option<Option<i64>> = self
+            .ddl_conn()
+            .await?
+            .exec_first(
+                "SELECT GET_LOCK(CONCAT('binferry-rebuild-', MD5(?)), ?)",
+                (lock.clone(), SWAP_LOCK_WAIT.as_secs()),
+            )
+            .await
+            .map_err(|e| Error::target_mysql(e, "waiting for the lock of a rebuild's swap"))?;
+        if got.flatten() != Some(1) {
+            return Err(Error::new(
+                ErrorKind::TargetUnavailable,
+                format!(
+                    "another connection held the lock of the rebuild of `{name}` for {} s",
+                    SWAP_LOCK_WAIT.as_secs()
+                ),
+            )
+            .with_hint(
+                "another binferry process is finishing the swap, or a session holds the named lock \
+                 `binferry-rebuild-<md5 of database.table>`; this is retried",
+            ));
+        }
+        let swapped = self.swap_locked(name).await;
+        // Released with the session too, should this connection fail.
+        let released = match self.ddl_conn().await {
+            Ok(conn) => conn
+                .exec_drop("DO RELEASE_LOCK(CONCAT('binferry-rebuild-', MD5(?)))", (lock,))
+                .await
+                .map_err(|e| Error::target_mysql(e, "releasing the lock of a rebuild's swap")),
+            Err(e) => Err(e),
+        };
+        swapped.and(released)
+    }
+
+    /// [`Self::finish_rebuild`] under its lock.
+    async fn swap_locked(&mut self, name: &str) -> Result<()> {
         let known = self.rebuilding.get(name).cloned();
         let Some(mut aside) = self.reload_rebuild(name).await? else {
             // Another stream's sink put the rebuilt table in place: what this one knew of the
