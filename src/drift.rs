@@ -9,7 +9,17 @@ use serde::Serialize;
 
 use crate::event::Value;
 use crate::event::hash::{encode_values, row_hash};
-use crate::schema::TableSchema;
+use crate::schema::{ColumnType, TableSchema};
+
+/// How a target holds a source value of a column type, where its form there differs from the
+/// value itself (a BigQuery target holds MySQL's zero dates as NULL): the source's rows are
+/// hashed in that form, so that they compare with the values read back from the target.
+pub type HeldAs = fn(&ColumnType, Value) -> Value;
+
+/// A target that holds every value as it is (MySQL).
+pub fn as_is(_: &ColumnType, v: Value) -> Value {
+    v
+}
 
 /// The rows of one table on one side, by their row hash.
 #[derive(Clone, Debug, Default)]

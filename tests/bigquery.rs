@@ -264,6 +264,18 @@ async fn type_matrix_is_exact_in_bigquery() {
         }
     }
     assert_eq!(rows.len(), 2);
+    // `verify` reads every value back from BigQuery as the writer's value of its column type
+    // and hashes it: every type of the matrix compares equal, with no false drift.
+    for table in ["matrix", "odd names"] {
+        let cfg = env.config_path();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+            .args(["verify", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.{table}", env.src)])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{table}: {text}");
+        assert!(text.contains("target rows: equal"), "{table}: {text}");
+    }
     // The zero-date key stopped its table with the key, the column and the fix.
     let stopped = env
         .bq(&format!("SELECT source_table, reason FROM `binferry-test.{}._binferry_stopped`", env.dst))
@@ -823,15 +835,18 @@ async fn verify_finds_and_repairs_drift_in_bigquery() {
     let (code, out) = verify(&[]);
     assert_eq!(code, Some(0), "{out}");
     let recipes = format!("`binferry-test.{}.{}_recipes`", env.dst, env.src);
-    // A changed hash, a missing row, and a row (5000001) only BigQuery has.
+    // A value changed with its hash left alone, a missing row, and a row (5000001) only
+    // BigQuery has. A stored hash changed alone is no drift: verify compares the values the
+    // target holds (a wrong hash costs the next MERGE of the row a rewrite, nothing more).
     env.bq(&format!("UPDATE {recipes} SET _binferry_hash = b'' WHERE id = 95")).await.unwrap();
+    env.bq(&format!("UPDATE {recipes} SET name = CONCAT(name, ' (edited)') WHERE id = 94")).await.unwrap();
     env.bq(&format!("DELETE FROM {recipes} WHERE id = 96")).await.unwrap();
     env.bq(&format!("INSERT INTO {recipes} SELECT * REPLACE (5000001 AS id) FROM {recipes} WHERE id = 97"))
         .await
         .unwrap();
     let (code, out) = verify(&["--table", &format!("{}.recipes", env.src)]);
     assert_eq!(code, Some(3), "{out}");
-    for want in ["missing in the target: 96", "only in the target: 5000001", "different: 95"] {
+    for want in ["missing in the target: 96", "only in the target: 5000001", "different: 94\n"] {
         assert!(out.contains(want), "{want:?} not in:\n{out}");
     }
     let load = tokio::spawn({

@@ -26,7 +26,7 @@ use tracing::info;
 
 use super::row_progress::RowProgress;
 use crate::config::{Config, SourceKind};
-use crate::drift::{Drift, KeyBounds, TableHashes, diff};
+use crate::drift::{Drift, HeldAs, KeyBounds, TableHashes, as_is, diff};
 use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::schema::{TableRef, TableSchema};
 use crate::sink::TargetSettings;
@@ -321,9 +321,9 @@ impl Origin<'_> {
 
     /// The table's shape in the target and its rows' hashes at one moment; `None` when the
     /// table was dropped since it was listed (BigQuery).
-    async fn table_hashes(self, table: &TableRef) -> Result<Option<(TableSchema, TableHashes)>> {
+    async fn table_hashes(self, table: &TableRef, held: HeldAs) -> Result<Option<(TableSchema, TableHashes)>> {
         match self {
-            Origin::Mysql(source) => table_hashes(source, table).await.map(Some),
+            Origin::Mysql(source) => table_hashes(source, table, held).await.map(Some),
             Origin::BigQuery(reader) => reader.table_hashes(table).await,
         }
     }
@@ -362,7 +362,7 @@ async fn compare_whole(
 ) -> Result<()> {
     verdict.chunks = 1;
     for round in 1..=ROUNDS {
-        let (schema, s) = match origin.table_hashes(table).await {
+        let (schema, s) = match origin.table_hashes(table, held_as(target)).await {
             Ok(Some(read)) => read,
             Ok(None) => {
                 verdict.not_compared = Some("dropped at the source while verify ran".into());
@@ -437,15 +437,23 @@ async fn repair_all(
     settle(config).await;
     for verdict in report.tables.iter_mut().filter(|t| t.repaired.is_some()) {
         let Some(table) = verdict.table_ref.clone() else { continue };
-        let (schema, s) = table_hashes(source, &table).await?;
+        let (schema, s) = table_hashes(source, &table, held_as(target)).await?;
         let t = target_hashes(target, &schema, None, HashOf::Values).await?;
         verdict.after_repair = Some(diff(&s, &t));
     }
     Ok(())
 }
 
-/// The target's row hashes of the table of `schema`: on a MySQL target of the values it holds
-/// where `of` allows (`sink::mysql::HashOf`), else the hashes stored with its rows.
+/// The form `target` holds a source's values in (compared with the values read back from it).
+fn held_as(target: &TargetSettings) -> HeldAs {
+    match target {
+        TargetSettings::Mysql(_) => as_is,
+        TargetSettings::BigQuery(_) => crate::sink::bigquery::as_held,
+    }
+}
+
+/// The target's row hashes of the table of `schema`: of the values it holds, except on a
+/// MySQL target where `of` says the stored hashes (`sink::mysql::HashOf`).
 async fn target_hashes(
     target: &TargetSettings,
     schema: &TableSchema,

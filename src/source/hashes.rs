@@ -8,7 +8,7 @@ use mysql_async::{Conn, Row};
 use super::catalog::{list_tables, load_schema, quote};
 use super::chunks::{ChunkSql, is_chunkable, next_boundary};
 use super::{ServerInfo, SourceSettings};
-use crate::drift::{KeyBounds, TableHashes};
+use crate::drift::{HeldAs, KeyBounds, TableHashes};
 use crate::error::{Error, Result};
 use crate::event::Value;
 use crate::mysql_codec::snapshot_row;
@@ -22,8 +22,13 @@ pub async fn verified_tables(settings: &SourceSettings, only: Option<&TableFilte
     Ok(tables.into_iter().filter(|t| only.is_none_or(|f| f.matches(t))).collect())
 }
 
-/// The shape the target has for `table` and its rows' hashes, as the source has them now.
-pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result<(TableSchema, TableHashes)> {
+/// The shape the target has for `table` and its rows' hashes, as the source has them now and
+/// in the form the target holds them (`held`).
+pub async fn table_hashes(
+    settings: &SourceSettings,
+    table: &TableRef,
+    held: HeldAs,
+) -> Result<(TableSchema, TableHashes)> {
     let mut conn = settings.connect().await?;
     let server = ServerInfo::query(&mut conn).await?;
     let (schema, _) = settings.shape(load_schema(&mut conn, table, server.mariadb).await?)?;
@@ -34,6 +39,7 @@ pub async fn table_hashes(settings: &SourceSettings, table: &TableRef) -> Result
     let mut out = TableHashes::default();
     for row in rows {
         let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
+        let values: Vec<Value> = values.into_iter().zip(&schema.columns).map(|(v, c)| held(&c.ty, v)).collect();
         out.add_row(&schema, &values);
     }
     Ok((schema, out))

@@ -1,55 +1,41 @@
-//! The target side of `binferry verify` on BigQuery: the row hash binferry stored with each
-//! row (`_binferry_hash`), by key, read after a MERGE. Rows soft-deleted count as absent.
+//! The target side of `binferry verify` on BigQuery: every row's values read back as the
+//! writer's values ([`super::readback`]) and hashed as the writer hashes a row, so that a
+//! value changed by hand shows as drift even where `_binferry_hash` was left alone. Rows
+//! soft-deleted count as absent.
 //!
-//! BigQuery returns every cell as text, so a key is read back into the writer's value only
-//! for key types whose text is exact both ways: integers and character strings. Other key
-//! types make the table NOT COMPARED, with the reason. Rows are read in key order, a page
-//! at a time (`LIMIT ... OFFSET ...`: each page re-reads the ones before it in BigQuery,
-//! which bills the table's key columns once per page).
+//! One query job reads the table, its result a page at a time: BigQuery bills the columns
+//! read once.
 
 use std::sync::Arc;
 
-use super::sql::{DELETED_AT, HASH, column_name, ident};
+use super::readback::{select_expr, value_of};
+use super::sql::DELETED_AT;
 use super::state::cells;
 use super::{BigQuerySinkSettings, registry};
 use crate::bigquery_api::{Api, Side};
 use crate::drift::TableHashes;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Value;
-use crate::event::hash::encode_values;
-use crate::schema::{ColumnType, TableSchema};
+use crate::event::hash::{encode_values, row_hash};
+use crate::schema::TableSchema;
 use crate::table_options::DeleteMode;
 
-/// What a stored hash that is not 16 bytes reads as: no row hashes to it in practice, so
-/// the row shows as different.
+/// What a row that does not read back as the writer's values hashes to: no row hashes to it
+/// in practice, so the row shows as different.
 const NOT_A_HASH: [u8; 16] = [0xff; 16];
-/// Rows per page.
-const PAGE: usize = 50_000;
+/// Rows per page of the query's result.
+const PAGE: i32 = 20_000;
 
-/// Whether BigQuery's text of a key column reads back as exactly the writer's value.
-fn readable(ty: &ColumnType) -> bool {
-    matches!(ty, ColumnType::Int { .. } | ColumnType::Char { .. } | ColumnType::VarChar { .. })
-}
-
-/// The writer's value of one key cell.
-fn key_value(ty: &ColumnType, text: &str) -> Option<Value> {
-    match ty {
-        ColumnType::Int { unsigned: true, .. } => text.parse().ok().map(Value::UInt),
-        ColumnType::Int { .. } => text.parse().ok().map(Value::Int),
-        _ => Some(Value::Text(text.to_string())),
-    }
-}
-
-/// The stored hashes of the BigQuery table of `schema`; empty when it does not exist yet.
+/// The rows of the BigQuery table of `schema`, hashed from the values it holds (the
+/// source's side hashes its values in the same form: [`super::as_held`]); empty when the
+/// table does not exist yet.
 pub async fn table_hashes(settings: &BigQuerySinkSettings, schema: &TableSchema) -> Result<TableHashes> {
     let table = &schema.table;
-    let keys: Vec<&ColumnType> = schema.primary_key.iter().map(|&i| &schema.columns[i].ty).collect();
-    if keys.is_empty() || !keys.iter().all(|t| readable(t)) {
+    if !schema.has_primary_key() {
         return Err(Error::new(
             ErrorKind::Unsupported,
-            format!("{table}: verify on BigQuery compares tables keyed by integers or character strings"),
-        )
-        .with_hint("compare this table by count and sums for now, or resync it"));
+            format!("{table}: the BigQuery target holds only tables with a primary key"),
+        ));
     }
     let api = Api::connect(
         Side::Target,
@@ -65,74 +51,72 @@ pub async fn table_hashes(settings: &BigQuerySinkSettings, schema: &TableSchema)
     if !registry::has_table(&api, settings, &name).await? {
         return Ok(out);
     }
-    let key_cols: Vec<String> =
-        schema.primary_key.iter().map(|&i| ident(&column_name(&schema.columns[i].name))).collect();
-    let select: Vec<String> = key_cols.iter().map(|k| format!("CAST({k} AS STRING)")).collect();
+    let select: Vec<String> = schema.columns.iter().map(select_expr).collect();
     let live = if settings.rules.options(table).deletes == DeleteMode::Soft {
         format!(" WHERE {DELETED_AT} IS NULL")
     } else {
         String::new()
     };
-    let from = format!("`{}`.`{}`.{}", settings.project, settings.dataset, ident(&name));
-    let mut offset = 0usize;
-    loop {
-        let sql = format!(
-            "SELECT {}, TO_HEX({HASH}) FROM {from}{live} ORDER BY {} LIMIT {PAGE} OFFSET {offset}",
-            select.join(", "),
-            key_cols.join(", ")
-        );
-        let rows = api.query(&sql).await?;
-        let n = rows.len();
-        for row in &rows {
-            let cells = cells(Some(row));
-            let bad = || Error::new(ErrorKind::TargetRejected, format!("{name}: a row without its primary key"));
-            let (key_cells, hash_cell) = cells.split_at(keys.len());
-            // A hash that is not binferry's (changed by hand) differs from every real one.
-            let hash = hash_cell.first().cloned().flatten().and_then(|h| hex16(&h)).unwrap_or(NOT_A_HASH);
-            let key = key_cells
-                .iter()
-                .zip(&keys)
-                .map(|(c, ty)| c.as_deref().and_then(|t| key_value(ty, t)))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(bad)?;
+    let from = format!("`{}`.`{}`.{}", settings.project, settings.dataset, super::sql::ident(&name));
+    let mut pages = api.query_pages(&format!("SELECT {} FROM {from}{live}", select.join(", ")), PAGE).await?;
+    while let Some(page) = pages.next_page().await? {
+        for row in &page {
+            let (hash, key) = hashed_row(schema, &name, &cells(Some(row)))?;
             let mut encoded = Vec::new();
             encode_values(&key, &mut encoded);
             out.keyed.insert(encoded, (hash, key));
         }
-        if n < PAGE {
-            return Ok(out);
-        }
-        offset += n;
     }
+    Ok(out)
 }
 
-fn hex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32 {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+/// One row of target table `name` (its cells as [`select_expr`] reads them): its hash and key
+/// values. A cell binferry could not have written makes the row differ; its key must read.
+fn hashed_row(schema: &TableSchema, name: &str, cells: &[Option<String>]) -> Result<([u8; 16], Vec<Value>)> {
+    let read = |i: usize| value_of(&schema.columns.get(i)?.ty, cells.get(i)?.as_deref());
+    let key: Option<Vec<Value>> = schema.primary_key.iter().map(|&i| read(i)).collect();
+    let key = key.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!("{name}: a row whose primary key does not read back as a value binferry wrote"),
+        )
+        .with_hint("find the row changed by hand in BigQuery and correct or delete it, then verify again")
+    })?;
+    let values: Option<Vec<Value>> = (0..schema.columns.len()).map(read).collect();
+    Ok((values.map_or(NOT_A_HASH, |v| row_hash(&v)), key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{ColumnSchema, ColumnType, TableRef};
+
+    fn schema() -> TableSchema {
+        let col =
+            |name: &str, ty| ColumnSchema { name: name.into(), ty, nullable: true, default: None, source_type: None };
+        TableSchema {
+            table: TableRef::new("d", "t"),
+            columns: vec![
+                col("id", ColumnType::Int { bytes: 4, unsigned: false }),
+                col("price", ColumnType::Decimal { precision: 10, scale: 2, unsigned: false }),
+            ],
+            primary_key: vec![0],
+        }
+    }
 
     #[test]
-    fn keys_read_back_as_the_writers_values() {
-        let int = ColumnType::Int { bytes: 4, unsigned: false };
-        let uint = ColumnType::Int { bytes: 8, unsigned: true };
-        assert_eq!(key_value(&int, "-7"), Some(Value::Int(-7)));
-        assert_eq!(key_value(&uint, "18446744073709551615"), Some(Value::UInt(u64::MAX)));
-        assert_eq!(key_value(&int, "x"), None);
-        assert!(!readable(&ColumnType::Date), "dates read back in another text form");
-        assert_eq!(
-            hex16("000102030405060708090a0b0c0d0e0f"),
-            Some([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
-        );
-        assert_eq!(hex16("00"), None);
+    fn a_row_hashes_as_the_writer_hashed_its_values() {
+        let cells = [Some("7".to_string()), Some("1.5".to_string())];
+        let (hash, key) = hashed_row(&schema(), "t", &cells).unwrap();
+        assert_eq!(key, vec![Value::Int(7)]);
+        assert_eq!(hash, row_hash(&[Value::Int(7), Value::Decimal("1.50".into())]));
+        // A value binferry could not have written (a finer scale): the row differs.
+        let cells = [Some("7".to_string()), Some("1.505".to_string())];
+        assert_eq!(hashed_row(&schema(), "t", &cells).unwrap(), (NOT_A_HASH, vec![Value::Int(7)]));
+        // A key that does not read back: the table cannot be compared, with the fix.
+        let cells = [Some("seven".to_string()), None];
+        let e = hashed_row(&schema(), "t", &cells).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported);
+        assert!(e.hint().is_some_and(|h| h.contains("changed by hand")), "{e:?}");
     }
 }

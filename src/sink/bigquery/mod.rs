@@ -55,6 +55,7 @@
 
 mod check;
 mod hashes;
+mod readback;
 mod rebuild;
 mod registry;
 mod rows;
@@ -70,6 +71,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 pub use hashes::table_hashes;
+pub use readback::as_held;
 pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };

@@ -8,6 +8,7 @@
 use base64::Engine;
 use serde_json::{Map, Value as Json};
 
+use super::readback::zero_date;
 use super::sql::{APPENDED_AT, BATCH, DELETED_AT, HASH, OP, POS, STREAM, column_name};
 use super::types::BqType;
 use crate::error::{Error, ErrorKind, Result};
@@ -18,11 +19,6 @@ use crate::schema::TableSchema;
 
 fn b64(b: &[u8]) -> Json {
     Json::String(base64::engine::general_purpose::STANDARD.encode(b))
-}
-
-/// Whether a MySQL date/datetime text is a zero or partly-zero date.
-fn zero_date(s: &str) -> bool {
-    s.starts_with("0000-") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00")
 }
 
 /// One value for a column of BigQuery type `ty`.
@@ -73,9 +69,9 @@ pub fn changelog_row(
     id.update(schema.table.key().as_bytes());
     id.update(&pos);
     let (values, kind): (&[Value], &str) = match op {
-        RowOp::Upsert { row, hash, .. } => {
+        RowOp::Upsert { row, hash, copied, .. } => {
             obj.insert(HASH.into(), b64(hash));
-            (row, "U")
+            (row, if *copied { "C" } else { "U" })
         }
         RowOp::Delete { before, timestamp, .. } => {
             obj.insert(DELETED_AT.into(), Json::String(format_epoch(*timestamp as i64, 0, 0)));

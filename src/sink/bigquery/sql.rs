@@ -14,8 +14,13 @@ pub const POS: &str = "_binferry_pos";
 pub const HASH: &str = "_binferry_hash";
 /// Soft-delete tables: when the source deleted the row.
 pub const DELETED_AT: &str = "_binferry_deleted_at";
-/// Changelog: `U` (upsert) or `D` (delete).
+/// Changelog: `U` (upsert), `C` (upsert of a row a table copy read: a snapshot, resync or
+/// repair) or `D` (delete).
 pub const OP: &str = "_binferry_op";
+/// The changelog's upserts, as an SQL condition on `alias`.
+fn upserts(alias: &str) -> String {
+    format!("{alias}.{OP} IN ('U', 'C')")
+}
 /// Changelog: the buffer stream (embedded log, Kafka partition) the change came from.
 pub const STREAM: &str = "_binferry_stream";
 /// Changelog: the batch label, the first buffer offset the appending batch could hold.
@@ -239,9 +244,10 @@ impl Names<'_> {
             return format!("DELETE FROM {} WHERE {POS} < {pos}", self.table(name));
         }
         format!(
-            "DELETE FROM {table} T WHERE T.{POS} < {pos} AND NOT EXISTS (SELECT 1 FROM {log} C WHERE {on} AND C.{POS} >= {pos} AND C.{OP} = 'U')",
+            "DELETE FROM {table} T WHERE T.{POS} < {pos} AND NOT EXISTS (SELECT 1 FROM {log} C WHERE {on} AND C.{POS} >= {pos} AND {up})",
             table = self.table(name),
             log = self.changelog(name),
+            up = upserts("C"),
         )
     }
 
@@ -262,13 +268,16 @@ impl Names<'_> {
         let keys = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
         let ckeys = key.iter().map(|k| format!("C.{}", ident(k))).collect::<Vec<_>>().join(", ");
         let newer = if repair { format!("S.{POS} >= T.{POS}") } else { format!("S.{POS} > T.{POS}") };
+        // A copied row (`C`) is written even when its hash is the row's: a resync or a repair
+        // reads it from the source to correct the row, whose values may have been changed by
+        // hand with its hash left alone.
         let changed = if repair {
             // A replay rewrites rows at the same position too: that repairs hand edits.
             "TRUE".to_string()
         } else if shape.soft {
-            format!("(S.{HASH} IS DISTINCT FROM T.{HASH} OR T.{DELETED_AT} IS NOT NULL)")
+            format!("(S.{HASH} IS DISTINCT FROM T.{HASH} OR T.{DELETED_AT} IS NOT NULL OR S.{OP} = 'C')")
         } else {
-            format!("S.{HASH} IS DISTINCT FROM T.{HASH}")
+            format!("(S.{HASH} IS DISTINCT FROM T.{HASH} OR S.{OP} = 'C')")
         };
         let names: Vec<String> = shape.columns.iter().map(|(c, _)| ident(c)).collect();
         let mut set: Vec<String> = names.iter().map(|c| format!("{c} = S.{c}")).collect();
@@ -308,11 +317,11 @@ impl Names<'_> {
         } else {
             let _ = writeln!(sql, "WHEN MATCHED AND S.{OP} = 'D' AND {newer} THEN DELETE");
         }
-        let _ =
-            writeln!(sql, "WHEN MATCHED AND S.{OP} = 'U' AND {newer} AND {changed} THEN UPDATE SET {}", set.join(", "));
+        let up = upserts("S");
+        let _ = writeln!(sql, "WHEN MATCHED AND {up} AND {newer} AND {changed} THEN UPDATE SET {}", set.join(", "));
         let _ = write!(
             sql,
-            "WHEN NOT MATCHED BY TARGET AND S.{OP} = 'U' THEN INSERT ({}) VALUES ({})",
+            "WHEN NOT MATCHED BY TARGET AND {up} THEN INSERT ({}) VALUES ({})",
             ins_cols.join(", "),
             ins_vals.join(", ")
         );
@@ -426,7 +435,10 @@ mod tests {
         let sql = n.sweep("t", &shape(false), "b'AB'");
         assert!(sql.starts_with("DELETE FROM"), "{sql}");
         assert!(sql.contains("T._binferry_pos < b'AB' AND NOT EXISTS (SELECT 1 FROM"), "{sql}");
-        assert!(sql.contains("C.`id` = T.`id` AND C._binferry_pos >= b'AB' AND C._binferry_op = 'U'"), "{sql}");
+        assert!(
+            sql.contains("C.`id` = T.`id` AND C._binferry_pos >= b'AB' AND C._binferry_op IN ('U', 'C'))"),
+            "{sql}"
+        );
     }
 
     #[test]
@@ -437,7 +449,10 @@ mod tests {
         assert!(sql.contains("_binferry_batch > 10 AND _binferry_batch <= 20"));
         assert!(sql.contains("THEN DELETE"));
         assert!(
-            sql.contains("S._binferry_pos > T._binferry_pos AND S._binferry_hash IS DISTINCT FROM T._binferry_hash")
+            sql.contains(
+                "S._binferry_pos > T._binferry_pos AND (S._binferry_hash IS DISTINCT FROM T._binferry_hash OR S._binferry_op = 'C')"
+            ),
+            "{sql}"
         );
         assert!(!sql.contains("_binferry_deleted_at"));
         let soft = n.merge("shop_orders", &shape(true), &range("embedded", 10, 20), false);
