@@ -754,7 +754,8 @@ async fn rebuild_crash(name: &str, kafka: Option<&str>, failpoints: &[&str]) {
     if let Some(layout) = kafka {
         env.use_kafka(layout);
     }
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    let base = format!("127.0.0.1:{}", free_port());
+    env.set(&["http", "listen"], base.clone());
     env.set(&["snapshot", "chunk_rows"], 40);
     let (src, dst) = (env.src.clone(), env.dst.clone());
     let mut c = env.conn().await;
@@ -776,6 +777,21 @@ async fn rebuild_crash(name: &str, kafka: Option<&str>, failpoints: &[&str]) {
         let start = Instant::now();
         while t.query_first::<u64, _>(&stopped).await.unwrap() != Some(1) {
             assert!(start.elapsed() < CONVERGE, "the table did not stop:\n{}", env.log_tails());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The stale copy is what every stream left once it applied all it had: with key
+        // partitions, the one that stops the table does not stop the others at once (they
+        // learn of the stop only by meeting the change themselves).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        loop {
+            let status = Env::status(&format!("http://{base}"), None).await;
+            let idle = |s: &serde_json::Value| {
+                s["lag_seconds"].as_f64() == Some(0.0) && s["buffer_pending"].as_u64().unwrap_or(0) == 0
+            };
+            if status.as_ref().is_some_and(idle) {
+                break;
+            }
+            assert!(start.elapsed() < CONVERGE, "the buffer was not applied ({status:?}):\n{}", env.log_tails());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let stale: (u64, i64) = t.query_first(&read).await.unwrap().unwrap();

@@ -80,6 +80,9 @@ pub const DEFAULT_KAFKA_REPLICATION_FACTOR: i32 = -1;
 pub const DEFAULT_BIGQUERY_TABLE_TEMPLATE: &str = "{db}_{table}";
 /// Seconds between two MERGE runs of a BigQuery sink stream (each run is one query job).
 pub const DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS: u64 = 5;
+/// Rows of one key range that `verify` compares at a time on a BigQuery target (one query
+/// job each; the table is clustered by its key, so a job scans about its range).
+pub const DEFAULT_BIGQUERY_VERIFY_CHUNK_ROWS: usize = 100_000;
 /// Default seconds between the rounds of the BigQuery source.
 pub const DEFAULT_BIGQUERY_SOURCE_INTERVAL_SECS: u64 = 5;
 /// Default seconds before the last round that the BigQuery source's diffs start.
@@ -280,6 +283,9 @@ fn default_bigquery_table_template() -> String {
 }
 fn default_bigquery_merge_interval() -> u64 {
     DEFAULT_BIGQUERY_MERGE_INTERVAL_SECS
+}
+fn default_bigquery_verify_chunk_rows() -> usize {
+    DEFAULT_BIGQUERY_VERIFY_CHUNK_ROWS
 }
 fn default_bigquery_settle() -> u64 {
     DEFAULT_BIGQUERY_SETTLE_SECS

@@ -64,6 +64,10 @@ pub struct BigQuerySinkConfig {
     /// `<name>__dropped_<YYYYmmddHHMMSS>`; `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
+    /// Rows per key range that `binferry verify` compares at a time (tables keyed by integer
+    /// columns; others are compared whole). Each range is one query job.
+    #[serde(default = "super::default_bigquery_verify_chunk_rows")]
+    pub verify_chunk_rows: usize,
 }
 
 /// `[sink.mysql]`
@@ -181,6 +185,9 @@ impl BigQuerySinkConfig {
         }
         if self.request_timeout_secs == 0 {
             return Err(invalid("sink.bigquery.request_timeout_secs", "must be at least 1"));
+        }
+        if self.verify_chunk_rows == 0 {
+            return Err(invalid("sink.bigquery.verify_chunk_rows", "must be at least 1"));
         }
         if let Some(e) = &self.endpoint
             && !(e.starts_with("http://") || e.starts_with("https://"))

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tracing::info;
 
 use super::row_progress::RowProgress;
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, DEFAULT_BIGQUERY_VERIFY_CHUNK_ROWS, SourceKind};
 use crate::drift::{Drift, HeldAs, KeyBounds, TableHashes, as_is, diff};
 use crate::error::{Error, ErrorKind, Result, Scope};
 use crate::schema::{TableRef, TableSchema};
@@ -214,18 +214,23 @@ async fn compare_all(
     for table in tables {
         let mut verdict =
             TableVerdict { table: table.to_string(), table_ref: Some(table.clone()), ..Default::default() };
-        let chunks = match target {
-            // The snapshot's chunk size: one chunk's rows, twice (a side each), in memory.
-            TargetSettings::Mysql(_) => match hash_chunks(source, &table, config.snapshot.chunk_rows).await {
-                Ok(c) => c,
-                Err(e) if not_comparable(&e) => {
-                    verdict.not_compared = Some(e.to_string());
-                    report.tables.push(verdict);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-            TargetSettings::BigQuery(_) => None,
+        // One chunk's rows, twice (a side each), in memory: on MySQL the snapshot's chunk;
+        // on BigQuery larger ones, each a query job.
+        let rows = match target {
+            TargetSettings::Mysql(_) => config.snapshot.chunk_rows,
+            TargetSettings::BigQuery(_) => {
+                config.sink.bigquery.as_ref().map_or(DEFAULT_BIGQUERY_VERIFY_CHUNK_ROWS, |b| b.verify_chunk_rows)
+            }
+        };
+        let chunks = match hash_chunks(source, &table, rows, held_as(target)).await {
+            Ok(Some(c)) if in_ranges(target, c.schema()) => Some(c),
+            Ok(_) => None,
+            Err(e) if not_comparable(&e) => {
+                verdict.not_compared = Some(e.to_string());
+                report.tables.push(verdict);
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         match chunks {
             Some(chunks) => compare_chunks(config, target, chunks, &mut verdict, wait, &mut progress).await?,
@@ -263,7 +268,7 @@ async fn compare_bigquery(
     Ok(report)
 }
 
-/// Compare one table chunk by chunk (MySQL targets, tables keyed in order): memory stays at
+/// Compare one table chunk by chunk (tables keyed in an order both sides share): memory stays at
 /// one chunk, and a chunk that differs is read again alone, on both sides, once the running
 /// pipeline has caught up, up to [`ROUNDS`] times.
 async fn compare_chunks(
@@ -286,6 +291,7 @@ async fn compare_chunks(
             if !super::process::caught_up(config, wait).await {
                 break;
             }
+            settle(config).await;
             round += 1;
             s = chunks.read(&bounds).await?;
             t = target_hashes(target, &schema, Some(&bounds), HashOf::Values).await?;
@@ -444,6 +450,15 @@ async fn repair_all(
     Ok(())
 }
 
+/// Whether `target` selects the same keys as the source for a key range of `schema`: a MySQL
+/// target has the source's key types and collations; BigQuery only for integer keys.
+fn in_ranges(target: &TargetSettings, schema: &TableSchema) -> bool {
+    match target {
+        TargetSettings::Mysql(_) => true,
+        TargetSettings::BigQuery(_) => crate::sink::bigquery::compares_in_ranges(schema),
+    }
+}
+
 /// The form `target` holds a source's values in (compared with the values read back from it).
 fn held_as(target: &TargetSettings) -> HeldAs {
     match target {
@@ -462,8 +477,8 @@ async fn target_hashes(
 ) -> Result<TableHashes> {
     match target {
         TargetSettings::Mysql(m) => crate::sink::mysql::table_hashes(m, schema, bounds, of).await,
-        // BigQuery orders strings by bytes, not by the source's collation: whole tables only.
-        TargetSettings::BigQuery(b) => crate::sink::bigquery::table_hashes(b, schema).await,
+        // Ranges only where `in_ranges` allows: the caller's chunks.
+        TargetSettings::BigQuery(b) => crate::sink::bigquery::table_hashes(b, schema, bounds).await,
     }
 }
 

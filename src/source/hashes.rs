@@ -2,8 +2,8 @@
 //! exactly as the writer computes the hash it stores with every target row (the table's
 //! rules applied, values decoded with the snapshot's codec).
 
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row};
 
 use super::catalog::{list_tables, load_schema, quote};
 use super::chunks::{ChunkSql, is_chunkable, next_boundary};
@@ -35,9 +35,11 @@ pub async fn table_hashes(
     let columns = schema.columns.iter().map(|c| quote(&c.name)).collect::<Vec<_>>().join(", ");
     let sql = format!("SELECT {columns} FROM {}.{}", quote(&table.db), quote(&table.name));
     // The binary protocol, as the snapshot reads: typed values, exact floats and temporals.
-    let rows: Vec<Row> = conn.exec(sql, ()).await.map_err(|e| Error::source_mysql(e, format!("reading {table}")))?;
+    // Row by row as they arrive: a whole table's values never sit in memory, only its hashes.
+    let fail = |e| Error::source_mysql(e, format!("reading {table}"));
+    let mut result = conn.exec_iter(sql, ()).await.map_err(fail)?;
     let mut out = TableHashes::default();
-    for row in rows {
+    while let Some(row) = result.next().await.map_err(fail)? {
         let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
         let values: Vec<Value> = values.into_iter().zip(&schema.columns).map(|(v, c)| held(&c.ty, v)).collect();
         out.add_row(&schema, &values);
@@ -51,15 +53,22 @@ pub async fn table_hashes(
 pub struct HashChunks {
     conn: Conn,
     schema: TableSchema,
+    held: HeldAs,
     sql: ChunkSql,
     rows: usize,
     lower: Option<Vec<Value>>,
     done: bool,
 }
 
-/// The chunks of `table` of about `rows` rows each, or `None` when the table has no key that
-/// can be read in order (then it is compared whole).
-pub async fn hash_chunks(settings: &SourceSettings, table: &TableRef, rows: usize) -> Result<Option<HashChunks>> {
+/// The chunks of `table` of about `rows` rows each, hashed in the form the target holds them
+/// (`held`), or `None` when the table has no key that can be read in order (then it is
+/// compared whole).
+pub async fn hash_chunks(
+    settings: &SourceSettings,
+    table: &TableRef,
+    rows: usize,
+    held: HeldAs,
+) -> Result<Option<HashChunks>> {
     let mut conn = settings.connect().await?;
     let server = ServerInfo::query(&mut conn).await?;
     let (schema, _) = settings.shape(load_schema(&mut conn, table, server.mariadb).await?)?;
@@ -67,7 +76,7 @@ pub async fn hash_chunks(settings: &SourceSettings, table: &TableRef, rows: usiz
         return Ok(None);
     }
     let sql = ChunkSql::new(&schema);
-    Ok(Some(HashChunks { conn, schema, sql, rows, lower: None, done: false }))
+    Ok(Some(HashChunks { conn, schema, held, sql, rows, lower: None, done: false }))
 }
 
 impl HashChunks {
@@ -93,11 +102,13 @@ impl HashChunks {
     pub async fn read(&mut self, bounds: &KeyBounds) -> Result<TableHashes> {
         let (sql, params) = self.sql.rows(bounds.lower.as_deref(), bounds.upper.as_deref());
         let table = &self.schema.table;
-        let rows: Vec<Row> =
-            self.conn.exec(sql, params).await.map_err(|e| Error::source_mysql(e, format!("reading {table}")))?;
+        let fail = |e| Error::source_mysql(e, format!("reading {table}"));
+        let mut rows = self.conn.exec_iter(sql, params).await.map_err(fail)?;
         let mut out = TableHashes::default();
-        for row in rows {
+        while let Some(row) = rows.next().await.map_err(fail)? {
             let values = snapshot_row(row, &self.schema.columns).map_err(|e| e.context(format!("reading {table}")))?;
+            let values: Vec<Value> =
+                values.into_iter().zip(&self.schema.columns).map(|(v, c)| (self.held)(&c.ty, v)).collect();
             out.add_row(&self.schema, &values);
         }
         Ok(out)

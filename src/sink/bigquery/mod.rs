@@ -70,7 +70,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-pub use hashes::table_hashes;
+pub use hashes::{compares_in_ranges, table_hashes};
 pub use readback::as_held;
 pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,

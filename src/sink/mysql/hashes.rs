@@ -15,7 +15,6 @@
 //! in the MySQL column's form (a NUMERIC's scale): there the stored hash is compared
 //! ([`HashOf::Stored`]).
 
-use mysql_async::Row;
 use mysql_async::prelude::Queryable;
 
 use super::rows::target_key;
@@ -70,10 +69,12 @@ pub async fn table_hashes(
         false => keys.iter().cloned().chain([HASH_COLUMN.to_string()]).collect(),
     };
     let sql = format!("SELECT {} FROM {full}{filter}", select.join(", "));
-    let rows: Vec<Row> =
-        conn.exec(sql, params).await.map_err(|e| Error::target_mysql(e, format!("reading `{name}`")))?;
+    // Row by row as they arrive: a whole table (keyless, or keyed out of order) is compared
+    // at once, and only its hashes stay in memory.
+    let fail = |e| Error::target_mysql(e, format!("reading `{name}`"));
+    let mut rows = conn.exec_iter(sql, params).await.map_err(fail)?;
     if values {
-        for row in rows {
+        while let Some(row) = rows.next().await.map_err(fail)? {
             let values = snapshot_row(row, &schema.columns).map_err(|e| e.context(format!("reading `{name}`")))?;
             out.add_row(schema, &values);
         }
@@ -83,7 +84,7 @@ pub async fn table_hashes(
         Error::new(ErrorKind::TargetRejected, format!("`{name}`: a row without a 16-byte {HASH_COLUMN}"))
             .with_hint("the table was changed by hand; `binferry replay --table` rewrites its rows")
     };
-    for mut row in rows {
+    while let Some(mut row) = rows.next().await.map_err(fail)? {
         let n = keys.len();
         let hash: [u8; 16] = row.take::<Vec<u8>, _>(n).and_then(|h| h.try_into().ok()).ok_or_else(malformed)?;
         if n == 0 {
