@@ -42,6 +42,8 @@ struct Scale {
     latency_secs: u64,
     rate_per_s: u64,
     python_events: u64,
+    /// Rows of the table `verify-bigquery` copies into the emulator and verifies.
+    verify_bigquery_rows: u64,
 }
 
 const FULL: Scale = Scale {
@@ -51,6 +53,7 @@ const FULL: Scale = Scale {
     latency_secs: 60,
     rate_per_s: 1_000,
     python_events: 30_000,
+    verify_bigquery_rows: 200_000,
 };
 const QUICK: Scale = Scale {
     catchup_changes: 50_000,
@@ -59,6 +62,7 @@ const QUICK: Scale = Scale {
     latency_secs: 5,
     rate_per_s: 200,
     python_events: 2_000,
+    verify_bigquery_rows: 20_000,
 };
 
 /// One line of the results table.
@@ -267,6 +271,24 @@ fn last_counter(log: &str, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// The first row of query `sql` on the BigQuery emulator at `url`, as text cells.
+async fn bq_first_row(http: &reqwest::Client, url: &str, sql: String) -> AnyResult<Vec<String>> {
+    let body = format!("{{\"query\": {}, \"useLegacySql\": false}}", serde_json::Value::String(sql));
+    let text = http
+        .post(format!("{url}/projects/binferry-test/queries"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    Ok(v["rows"][0]["f"]
+        .as_array()
+        .map(|a| a.iter().map(|c| c["v"].as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default())
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -463,14 +485,7 @@ impl Bench {
         c.query_drop(ITEMS).await?;
         c.query_drop(MARKER).await?;
         let name = format!("bcubq{}", std::process::id());
-        let mut cfg = self.config(&name, &src, "unused", false);
-        cfg = cfg.replace(
-            "[sink.mysql]",
-            &format!(
-                "[sink]\nkind = \"bigquery\"\n[sink.bigquery]\nproject = \"binferry-test\"\ndataset = \"{dataset}\"\n\
-                 endpoint = \"{url}\"\n[sink.mysql]"
-            ),
-        );
+        let cfg = self.bigquery_config(&name, &src, &dataset, &url, "");
         let bf = self.start(&name, &cfg)?;
         self.wait_log(&name, "streaming binlog", Duration::from_secs(60)).await?;
         self.stop(bf)?;
@@ -482,27 +497,7 @@ impl Bench {
         let t0 = Instant::now();
         let bf = self.start(&name, &cfg)?;
         let http = reqwest::Client::new();
-        let query = |sql: String| {
-            let http = http.clone();
-            let url = url.clone();
-            async move {
-                let body = format!("{{\"query\": {}, \"useLegacySql\": false}}", serde_json::Value::String(sql));
-                let text = http
-                    .post(format!("{url}/projects/binferry-test/queries"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
-                let v: serde_json::Value = serde_json::from_str(&text)?;
-                let cells: Vec<String> = v["rows"][0]["f"]
-                    .as_array()
-                    .map(|a| a.iter().map(|c| c["v"].as_str().unwrap_or("").to_string()).collect())
-                    .unwrap_or_default();
-                AnyResult::Ok(cells)
-            }
-        };
+        let query = |sql: String| bq_first_row(&http, &url, sql);
         let marker = format!("SELECT COUNT(*) FROM `binferry-test.{dataset}.{src}_marker`");
         loop {
             if query(marker.clone()).await.ok().and_then(|c| c.first().cloned()).as_deref() == Some("1") {
@@ -533,6 +528,83 @@ impl Bench {
                 jobs as f64 * 60.0 / secs
             ),
         );
+        let _ =
+            http.delete(format!("{url}/projects/binferry-test/datasets/{dataset}?deleteContents=true")).send().await;
+        self.drop_databases(&[&src]).await
+    }
+
+    /// The config of run `name` from `src` into `dataset` of the emulator at `url`, with
+    /// `extra` lines in `[sink.bigquery]`.
+    fn bigquery_config(&self, name: &str, src: &str, dataset: &str, url: &str, extra: &str) -> String {
+        self.config(name, src, "unused", false).replace(
+            "[sink.mysql]",
+            &format!(
+                "[sink]\nkind = \"bigquery\"\n[sink.bigquery]\nproject = \"binferry-test\"\ndataset = \"{dataset}\"\n\
+                 endpoint = \"{url}\"\n{extra}[sink.mysql]"
+            ),
+        )
+    }
+
+    /// `binferry verify` of a table copied into the BigQuery emulator: in key ranges of a tenth
+    /// of the table, and in one range (as a table keyed other than by integers is compared
+    /// whole). Time and the verify process's peak RSS.
+    async fn verify_bigquery(&mut self, scale: Scale) -> AnyResult<()> {
+        let Some(url) = self.bigquery.clone() else { return Ok(()) };
+        let rows = scale.verify_bigquery_rows;
+        let (src, _) = self.databases("vbq").await?;
+        let dataset = format!("bench_{}_{}", std::process::id(), self.n);
+        let mut c = self.conn().await?;
+        c.query_drop(format!("USE `{src}`")).await?;
+        c.query_drop(ITEMS).await?;
+        c.query_drop(MARKER).await?;
+        self.say(&format!("verify on BigQuery: copying a {rows}-row table into the emulator"));
+        c.query_drop(format!("INSERT INTO items SELECT {ITEM_VALUES} FROM seq_1_to_{rows}")).await?;
+        let name = format!("bvbq{}", std::process::id());
+        let cfg = self.bigquery_config(&name, &src, &dataset, &url, "");
+        let bf = self.start(&name, &cfg)?;
+        let http = reqwest::Client::new();
+        let count = format!("SELECT COUNT(*) FROM `binferry-test.{dataset}.{src}_items`");
+        let t0 = Instant::now();
+        while bq_first_row(&http, &url, count.clone()).await.ok().and_then(|c| c.first().cloned())
+            != Some(rows.to_string())
+        {
+            if t0.elapsed() > Duration::from_secs(3600) {
+                return Err("the table did not reach BigQuery within an hour".into());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Stopping merges what is left: verify then finds no change in flight.
+        self.stop(bf)?;
+        let ranges = (rows / 10).max(1);
+        for (how, chunk) in
+            [(format!("in key ranges of {ranges} rows"), ranges), ("in one range".into(), 1_000_000_000)]
+        {
+            let path = self.work.path().join(format!("{name}-verify.toml"));
+            let extra = format!("verify_chunk_rows = {chunk}\n");
+            std::fs::write(&path, self.bigquery_config(&name, &src, &dataset, &url, &extra))?;
+            let t = Instant::now();
+            let mut child = Command::new(&self.bin)
+                .args(["verify", "--table", &format!("{src}.items"), "--config"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            // VmHWM only grows: the last reading before the exit is the peak.
+            let mut rss = 0.0f64;
+            let status = loop {
+                rss = rss.max(peak_rss_mb(child.id()));
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            self.push(
+                format!("verify of a {rows}-row table on the BigQuery emulator, {how}"),
+                t.elapsed().as_secs_f64(),
+                "s",
+                format!("exit {:?}; peak RSS of verify {rss:.0} MB", status.code()),
+            );
+        }
         let _ =
             http.delete(format!("{url}/projects/binferry-test/datasets/{dataset}?deleteContents=true")).send().await;
         self.drop_databases(&[&src]).await
@@ -998,6 +1070,9 @@ async fn main() -> AnyResult<()> {
     }
     if (run("catchup") || run("catchup-bigquery")) && b.bigquery.is_some() {
         b.catch_up_bigquery(scale).await?;
+    }
+    if run("verify-bigquery") && b.bigquery.is_some() {
+        b.verify_bigquery(scale).await?;
     }
     if run("catchup-tls") {
         b.catch_up_tls(scale).await?;

@@ -5,7 +5,8 @@
 #
 #   scripts/bench.sh                 full sizes (1M changes, 5M-row snapshot, 60 s at 1,000 tx/s)
 #   scripts/bench.sh --quick         small sizes, a smoke run of every scenario
-#   scripts/bench.sh --only NAME     one scenario: catchup | catchup-bigquery | catchup-tls | latency | snapshot | bigtxn
+#   scripts/bench.sh --only NAME     one scenario: catchup | catchup-bigquery | verify-bigquery | catchup-tls |
+#                                    latency | snapshot | bigtxn
 #   scripts/bench.sh --only from-bigquery   the BigQuery source: a 1M-row table copied from the
 #                                    emulator into MariaDB, then 1 % of it changed per round
 #                                    (scripts/bench_from_bigquery.sh; BENCH_ROWS, BENCH_ROUNDS)
