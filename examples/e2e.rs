@@ -556,7 +556,6 @@ impl Bench {
         let mut c = self.conn().await?;
         c.query_drop(format!("USE `{src}`")).await?;
         c.query_drop(ITEMS).await?;
-        c.query_drop(MARKER).await?;
         self.say(&format!("verify on BigQuery: copying a {rows}-row table into the emulator"));
         c.query_drop(format!("INSERT INTO items SELECT {ITEM_VALUES} FROM seq_1_to_{rows}")).await?;
         let name = format!("bvbq{}", std::process::id());

@@ -267,13 +267,8 @@ async fn type_matrix_is_exact_in_bigquery() {
     // `verify` reads every value back from BigQuery as the writer's value of its column type
     // and hashes it: every type of the matrix compares equal, with no false drift.
     for table in ["matrix", "odd names"] {
-        let cfg = env.config_path();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-            .args(["verify", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.{table}", env.src)])
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert_eq!(out.status.code(), Some(0), "{table}: {text}");
+        let (code, text) = env.verify(&["--table", &format!("{}.{table}", env.src)]);
+        assert_eq!(code, Some(0), "{table}: {text}");
         assert!(text.contains("target rows: equal"), "{table}: {text}");
     }
     // The zero-date key stopped its table with the key, the column and the fix.
@@ -827,13 +822,7 @@ async fn verify_finds_and_repairs_drift_in_bigquery() {
     w.seed(&mut c, 100).await;
     let bf = env.start_streaming().await;
     env.wait_bq_equal(CONVERGE).await;
-    let verify = |args: &[&str]| {
-        let cfg = env.config_path();
-        let mut all = vec!["verify", "--config", cfg.to_str().unwrap()];
-        all.extend_from_slice(args);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry")).args(&all).output().unwrap();
-        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    };
+    let verify = |args: &[&str]| env.verify(args);
     let (code, out) = verify(&[]);
     assert_eq!(code, Some(0), "{out}");
     let recipes = format!("`binferry-test.{}.{}_recipes`", env.dst, env.src);

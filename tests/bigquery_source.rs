@@ -604,12 +604,7 @@ async fn bad_tables_stop_alone_with_the_fix() {
     // `verify` compares BigQuery's rows with MySQL's: equal, then a row deleted by hand in
     // MySQL is drift (exit 3), and the tables the source stops are not compared; `--repair`
     // is refused with the command that repairs a BigQuery-sourced table.
-    let verify = |args: &[&str]| {
-        let mut all = vec!["verify", "--config", cfg.to_str().unwrap()];
-        all.extend_from_slice(args);
-        let out = common::binferry_cmd(&all);
-        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    };
+    let verify = |args: &[&str]| wh.env.verify(args);
     let good = format!("{}.good", wh.ds);
     let (code, text) = verify(&["--table", &good]);
     assert_eq!(code, Some(0), "{text}");

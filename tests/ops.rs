@@ -436,15 +436,6 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
     }
 }
 
-/// `binferry verify [ARGS]` on `env`'s config: exit code and stdout.
-fn verify_cmd(env: &Env, args: &[&str]) -> (Option<i32>, String) {
-    let cfg = env.config_path();
-    let mut all = vec!["verify", "--config", cfg.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry")).args(&all).output().unwrap();
-    (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 /// `verify` beside a running pipeline under load finds no drift (keys in flight are read
 /// again once the pipeline has applied them). After the target is changed by hand it names
 /// the missing, extra and different keys, exits 3, and the run registry says so.
@@ -461,7 +452,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     let bf = env.start_streaming().await;
     env.wait_equal(CONVERGE).await;
     let load = env.background_load(52, 1_500, Duration::from_millis(4));
-    let (code, out) = verify_cmd(&env, &[]);
+    let (code, out) = env.verify(&[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("no drift in 3 tables"), "{out}");
     assert!(out.contains("key ranges)"), "{out}");
@@ -491,7 +482,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     ] {
         t.query_drop(sql).await.unwrap();
     }
-    let (code, out) = verify_cmd(&env, &[]);
+    let (code, out) = env.verify(&[]);
     assert_eq!(code, Some(3), "{out}");
     for want in [
         format!("{src}.ingredients: "),
@@ -505,7 +496,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     ] {
         assert!(out.contains(&want), "{want:?} not in:\n{out}");
     }
-    let (code, out) = verify_cmd(&env, &["--json", "--table", &format!("{src}.recipes")]);
+    let (code, out) = env.verify(&["--json", "--table", &format!("{src}.recipes")]);
     assert_eq!(code, Some(3), "{out}");
     let json: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').map_or(0, |i| i + 1)]).unwrap();
     assert_eq!(json["tables"].as_array().map(Vec::len), Some(1), "{json}");
@@ -528,7 +519,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
             w.run_paced(&mut c, 1_500, Duration::from_millis(4)).await
         }
     });
-    let (code, out) = verify_cmd(&env, &["--repair"]);
+    let (code, out) = env.verify(&["--repair"]);
     assert_eq!(code, Some(0), "{out}\n{}", env.log_tails());
     assert!(out.contains("after the repair: equal"), "{out}");
     assert!(!out.contains("still DRIFT"), "{out}");
@@ -539,7 +530,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     assert_eq!(extra, 0, "the key only the target had is deleted");
     load.await.unwrap();
     env.wait_equal(CONVERGE).await;
-    let (code, out) = verify_cmd(&env, &[]);
+    let (code, out) = env.verify(&[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("no drift in 3 tables"), "{out}");
     assert!(bf.interrupt(Duration::from_secs(60)).success());

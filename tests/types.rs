@@ -443,13 +443,8 @@ async fn every_type_replicates_exactly() {
     assert_eq!(env.diff().await, None);
     // `verify` hashes the values the target holds, read back as the source's are: every type
     // must hash as the writer hashed it, or verify would report drift where there is none.
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["verify", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text) = env.verify(&[]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("no drift in"), "{text}");
 }
 

@@ -721,6 +721,16 @@ impl Env {
         out
     }
 
+    /// `binferry verify` with this environment's config and `args`: its exit code and
+    /// everything it printed.
+    pub fn verify(&self, args: &[&str]) -> (Option<i32>, String) {
+        let cfg = self.config_path();
+        let mut all = vec!["verify", "--config", cfg.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = binferry_cmd(&all);
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default()
     }

@@ -12,6 +12,7 @@
 
 use base64::Engine;
 
+use super::rows::zero_date;
 use super::sql::column_name;
 use crate::event::Value;
 use crate::event::value::{format_datetime, format_epoch};
@@ -75,11 +76,6 @@ pub fn as_held(ty: &ColumnType, v: Value) -> Value {
         Value::Json(s) if matches!(ty, ColumnType::Json) => Value::Json(canonical_json(&s)),
         v => v,
     }
-}
-
-/// Whether a MySQL date/datetime text is a zero or partly-zero date (the writer sends NULL).
-pub(super) fn zero_date(s: &str) -> bool {
-    s.starts_with("0000-") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00")
 }
 
 /// A decimal's text without an exponent (`1.5E-7` → `0.00000015`), shifted exactly, digit by

@@ -8,7 +8,6 @@
 use base64::Engine;
 use serde_json::{Map, Value as Json};
 
-use super::readback::zero_date;
 use super::sql::{APPENDED_AT, BATCH, DELETED_AT, HASH, OP, POS, STREAM, column_name};
 use super::types::BqType;
 use crate::error::{Error, ErrorKind, Result};
@@ -19,6 +18,12 @@ use crate::schema::TableSchema;
 
 fn b64(b: &[u8]) -> Json {
     Json::String(base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// Whether a MySQL date/datetime text is a zero or partly-zero date, which no BigQuery
+/// temporal type holds: it is written as NULL.
+pub(super) fn zero_date(s: &str) -> bool {
+    s.starts_with("0000-") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00")
 }
 
 /// One value for a column of BigQuery type `ty`.

@@ -17,10 +17,6 @@ pub const DELETED_AT: &str = "_binferry_deleted_at";
 /// Changelog: `U` (upsert), `C` (upsert of a row a table copy read: a snapshot, resync or
 /// repair) or `D` (delete).
 pub const OP: &str = "_binferry_op";
-/// The changelog's upserts, as an SQL condition on `alias`.
-fn upserts(alias: &str) -> String {
-    format!("{alias}.{OP} IN ('U', 'C')")
-}
 /// Changelog: the buffer stream (embedded log, Kafka partition) the change came from.
 pub const STREAM: &str = "_binferry_stream";
 /// Changelog: the batch label, the first buffer offset the appending batch could hold.
@@ -29,6 +25,11 @@ pub const BATCH: &str = "_binferry_batch";
 pub const APPENDED_AT: &str = "_binferry_appended_at";
 /// Suffix of a table's changelog.
 pub const CHANGELOG_SUFFIX: &str = "__changes";
+
+/// The changelog's upserts (`U` and `C`), as an SQL condition on `alias`.
+fn upserts(alias: &str) -> String {
+    format!("{alias}.{OP} IN ('U', 'C')")
+}
 
 /// Batch commit markers, one row per writer commit (streamed with insertAll).
 pub const COMMITS: &str = "_binferry_commits";
@@ -274,10 +275,9 @@ impl Names<'_> {
         let changed = if repair {
             // A replay rewrites rows at the same position too: that repairs hand edits.
             "TRUE".to_string()
-        } else if shape.soft {
-            format!("(S.{HASH} IS DISTINCT FROM T.{HASH} OR T.{DELETED_AT} IS NOT NULL OR S.{OP} = 'C')")
         } else {
-            format!("(S.{HASH} IS DISTINCT FROM T.{HASH} OR S.{OP} = 'C')")
+            let revived = if shape.soft { format!(" OR T.{DELETED_AT} IS NOT NULL") } else { String::new() };
+            format!("(S.{HASH} IS DISTINCT FROM T.{HASH}{revived} OR S.{OP} = 'C')")
         };
         let names: Vec<String> = shape.columns.iter().map(|(c, _)| ident(c)).collect();
         let mut set: Vec<String> = names.iter().map(|c| format!("{c} = S.{c}")).collect();
