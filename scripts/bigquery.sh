@@ -53,12 +53,22 @@ answers() {
   curl -fsS "http://127.0.0.1:$PORT/bigquery/v2/projects/$PROJECT/datasets" >/dev/null 2>&1
 }
 
+# The launcher patches the emulator (see scripts/bigquery/launch.py); an emulator started by
+# another version of it is restarted, so a checkout never tests against stale patches.
+launcher_sum() { sha256sum scripts/bigquery/launch.py | cut -d' ' -f1; }
+
 start() {
   install
   if answers; then
-    log "already running"
-    return 0
+    if [ "$(cat "$BASE/launcher.sum" 2>/dev/null)" = "$(launcher_sum)" ]; then
+      log "already running"
+      return 0
+    fi
+    log "running with another launcher; restarting it"
+    stop
   fi
+  mkdir -p "$BASE"
+  launcher_sum > "$BASE/launcher.sum"
   daemon_spawn "$BASE/emulator.log" "$BASE/emulator.pid" env BINFERRY_BQ_EXTDIR="$EXTDIR" \
     "$VENV/bin/python" scripts/bigquery/launch.py serve --host 127.0.0.1 --port "$PORT" \
     --grpc-port "$GRPC_PORT" --project "$PROJECT" --dataset default --data-dir "$BASE/data"

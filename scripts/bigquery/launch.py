@@ -5,9 +5,21 @@ Two DuckDB points are patched before the emulator's own `main` runs
 from the ducklake and spatial wheels (never downloaded), and the session time
 zone is set after connecting, since passing `TimeZone` in `connect(config=...)`
 fails offline ("icu could not be autoloaded").
+
+One retention is added: the emulator keeps every query job's result table
+(`emulator._results`) until the job is deleted, and real clients never delete
+jobs. Each table lookup the emulator makes while translating a query lists
+`duckdb_tables()`, which walks all of them, so every query grew slower with the
+number run before it: one run of tests/bigquery.rs left ~1,600 result tables,
+and a session of suites and benchmarks made the suite's BigQuery tests two and
+a half times slower. A janitor thread drops the result tables of jobs that
+ended more than BINFERRY_BQ_RESULT_TTL_SECS ago (default 120; real BigQuery
+keeps them 24 hours; every client here reads a job's results as it ends).
 """
 import os
 import sys
+import threading
+import time
 
 import duckdb
 
@@ -27,6 +39,49 @@ def connect(*args, **kwargs):
 
 
 duckdb.connect = connect
+
+RESULT_TTL_SECS = int(os.environ.get("BINFERRY_BQ_RESULT_TTL_SECS", "120"))
+
+
+def drop_old_results():
+    from local_bigquery.engine import database
+
+    while True:
+        time.sleep(min(60, max(1, RESULT_TTL_SECS // 4)))
+        if not database._connect.cache_info().currsize:
+            continue  # the emulator has not opened its data yet (its settings come from main)
+        try:
+            cutoff_ms = int((time.time() - RESULT_TTL_SECS) * 1000)
+            present = {
+                name
+                for (name,) in database.fetch(
+                    "SELECT table_name FROM duckdb_tables() "
+                    "WHERE database_name = 'emulator' AND schema_name = '_results'"
+                )
+            }
+            # By the job's end, not its creation: a long job's results are read after it ends.
+            old = database.fetch(
+                "SELECT project_id || ':' || job_id FROM emulator.jobs WHERE state = 'DONE' "
+                "AND TRY_CAST(resource->>'$.statistics.endTime' AS BIGINT) < ?",
+                [cutoff_ms],
+            )
+            dropped = 0
+            for (name,) in old:
+                if name in present:
+                    database.execute(f"DROP TABLE IF EXISTS {database.quote('emulator', '_results', name)}")
+                    dropped += 1
+            if dropped:
+                print(
+                    f"binferry launcher: dropped {dropped} query result tables of jobs that ended over {RESULT_TTL_SECS} s ago "
+                    f"({len(present) - dropped} kept)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        except Exception as error:  # the next round retries; the emulator keeps serving
+            print(f"binferry launcher: dropping old query results failed: {error}", file=sys.stderr, flush=True)
+
+
+threading.Thread(target=drop_old_results, name="drop-old-results", daemon=True).start()
 
 from local_bigquery.cli import main  # noqa: E402  (after the patch, on purpose)
 
