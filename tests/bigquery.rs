@@ -31,11 +31,20 @@ async fn mixed_workload_then_replay_from_zero_changes_nothing() {
     env.use_bigquery();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
+    c.query_drop(format!("CREATE TABLE `{}`.empty (id INT PRIMARY KEY, v INT)", env.src)).await.unwrap();
     let mut w = Workload::new(&env.src, 21);
     w.seed(&mut c, 200).await;
     let bf = env.start();
     w.run(&mut c, 3_000).await;
     env.wait_bq_equal(CONVERGE).await;
+    // An empty source table has its BigQuery table from its copy on, not from its first row.
+    let table = common::bigquery::bq_table(&env.src, "empty");
+    let empty = format!("SELECT COUNT(*) FROM `{}.{}.{table}`", common::bigquery::PROJECT, env.dst);
+    let start = std::time::Instant::now();
+    while env.bq(&empty).await != Ok(vec![vec![Some("0".to_string())]]) {
+        assert!(start.elapsed() < CONVERGE, "no BigQuery table for `empty`\n{}", env.log_tails());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let status = bf.interrupt(Duration::from_secs(60));
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
     // `status` reads the same facts from BigQuery as from MySQL: progress and the run registry.

@@ -515,7 +515,8 @@ async fn bad_tables_stop_alone_with_the_fix() {
         "CREATE TABLE DS.good (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);
          CREATE TABLE DS.nokey (id INT64, v STRING);
          CREATE TABLE DS.wide (id INT64, v BIGNUMERIC, PRIMARY KEY (id) NOT ENFORCED);
-         CREATE TABLE DS.dup (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);",
+         CREATE TABLE DS.dup (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);
+         CREATE TABLE DS.empty (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);",
     )
     .await;
     wh.run("INSERT INTO DS.good VALUES (1, 'a'); INSERT INTO DS.nokey VALUES (1, 'a'); INSERT INTO DS.dup VALUES (1, 'a'), (1, 'b');")
@@ -533,7 +534,7 @@ async fn bad_tables_stop_alone_with_the_fix() {
         text.contains(&format!("warning: {}.wide will be stopped", wh.ds)) && text.contains("BIGNUMERIC(76, 38)"),
         "{text}"
     );
-    assert!(text.contains("2 of 4 selected tables can be mirrored"), "{text}");
+    assert!(text.contains("3 of 5 selected tables can be mirrored"), "{text}");
     assert!(text.contains("does not confirm a read session's snapshot time"), "{text}");
 
     let binferry = wh.env.start();
@@ -557,6 +558,9 @@ async fn bad_tables_stop_alone_with_the_fix() {
     // The good table keeps syncing.
     wh.run("INSERT INTO DS.good VALUES (2, 'b'); UPDATE DS.good SET v = 'c' WHERE id = 1").await;
     wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.good", "SELECT CAST(id AS CHAR), v FROM DST.good").await;
+    // An empty table has its MySQL table from its first copy on, not from its first row.
+    let empty = "SELECT CAST(COUNT(*) AS CHAR) FROM DST.empty";
+    assert_eq!(wh.target_rows(empty).await, vec![vec![Some("0".to_string())]], "{}", wh.env.log_tails());
 
     // `resync` brings a fixed table back, and rewrites a table edited by hand in MySQL.
     wh.run("DELETE FROM DS.dup WHERE v = 'b'").await;
@@ -619,7 +623,7 @@ async fn bad_tables_stop_alone_with_the_fix() {
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains(&format!("{}.nokey: NOT COMPARED", wh.ds)), "{text}");
     assert!(
-        text.contains("drift in 1 of 3 tables") && !text.contains(".dup"),
+        text.contains("drift in 1 of 4 tables") && !text.contains(".dup"),
         "the dropped table is not listed: {text}"
     );
     let (code, text) = verify(&["--repair"]);

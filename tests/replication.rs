@@ -17,12 +17,27 @@ async fn mixed_workload_replicates_row_by_row() {
     let env = Env::new("mixed").await;
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
+    // Empty at the snapshot: copied in chunks (keyed) and whole (keyless).
+    let src = &env.src;
+    c.query_drop(format!("CREATE TABLE `{src}`.empty_keyed (id INT PRIMARY KEY, v INT)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{src}`.empty_keyless (v INT)")).await.unwrap();
     let mut w = Workload::new(&env.src, 1);
     w.seed(&mut c, 300).await;
     let bf = env.start();
     let changes = w.run(&mut c, 10_000).await;
     assert!(changes >= 10_000);
     env.wait_equal(CONVERGE).await;
+    // An empty source table has its target table from its copy on, not from its first row.
+    let mut tc = env.target_pool.get_conn().await.unwrap();
+    for t in ["empty_keyed", "empty_keyless"] {
+        let count = format!("SELECT COUNT(*) FROM `{}`.`{t}`", env.dst);
+        let start = std::time::Instant::now();
+        while tc.query_first::<u64, _>(&count).await.ok().flatten() != Some(0) {
+            assert!(start.elapsed() < CONVERGE, "no target table {t}\n{}", env.log_tails());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    drop(tc);
     let status = bf.interrupt(Duration::from_secs(30));
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
 }

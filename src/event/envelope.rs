@@ -71,7 +71,7 @@ fn version_error(v: u32, at: &dyn std::fmt::Display) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ChangeEvent, Commit, Op, Value};
+    use crate::event::{ChangeEvent, Commit, Op, SchemaChange, TableChange, Value};
     use crate::position::{Gtid, Position};
     use crate::schema::TableRef;
 
@@ -106,6 +106,24 @@ mod tests {
         }
     }
 
+    /// A sweep's shape is optional both ways: written only when set, and a record written
+    /// before it existed reads as none (an older consumer ignores the field).
+    #[test]
+    fn a_statement_carries_its_shape_only_when_it_has_one() {
+        let sweep = SchemaChange::new(
+            TableRef::new("shop", "orders"),
+            TableChange::Truncate,
+            Position::new("binlog.000002", 1300),
+            1_790_000_000,
+        );
+        let plain = String::from_utf8(encode(&Record::Ddl(sweep.clone())).unwrap()).unwrap();
+        assert!(!plain.contains("schema_version"), "{plain}");
+        let shaped = Record::Ddl(sweep.with_shape(0x2a));
+        let json = String::from_utf8(encode(&shaped).unwrap()).unwrap();
+        assert!(json.contains(r#""schema_version":42"#), "{json}");
+        assert_eq!(decode(json.as_bytes(), &"test").unwrap(), shaped);
+    }
+
     #[test]
     fn golden_format_v1() {
         let json = String::from_utf8(encode(&change()).unwrap()).unwrap();
@@ -118,7 +136,6 @@ mod tests {
     /// One record of each kind, with every optional field set, as pinned in
     /// `tests/golden/envelope-v1.jsonl` (a file, so other consumers can test against it too).
     fn golden_records() -> Vec<Record> {
-        use crate::event::{SchemaChange, TableChange};
         let gtid = Gtid::Mariadb { domain: 0, server: 1, seq: 42 };
         vec![
             Record::Change(ChangeEvent {
@@ -155,18 +172,18 @@ mod tests {
                 snapshot: true,
                 consistent: Some(false),
             }),
-            Record::Ddl(SchemaChange {
-                table: TableRef::new("shop", "orders"),
-                change: TableChange::RenameTo(TableRef::new("shop", "orders_v2")),
-                position: Position::new("binlog.000002", 1400),
-                timestamp: 1_790_000_001,
-            }),
-            Record::Ddl(SchemaChange {
-                table: TableRef::new("shop", "legacy"),
-                change: TableChange::Stop { reason: "column `c` uses character set gb18030".into() },
-                position: Position::new("binlog.000002", 1500),
-                timestamp: 1_790_000_002,
-            }),
+            Record::Ddl(SchemaChange::new(
+                TableRef::new("shop", "orders"),
+                TableChange::RenameTo(TableRef::new("shop", "orders_v2")),
+                Position::new("binlog.000002", 1400),
+                1_790_000_001,
+            )),
+            Record::Ddl(SchemaChange::new(
+                TableRef::new("shop", "legacy"),
+                TableChange::Stop { reason: "column `c` uses character set gb18030".into() },
+                Position::new("binlog.000002", 1500),
+                1_790_000_002,
+            )),
         ]
     }
 

@@ -94,6 +94,25 @@ pub struct SchemaChange {
     pub position: Position,
     /// Statement time, seconds since the Unix epoch.
     pub timestamp: u32,
+    /// The table's schema version at this statement, when the record brings the table's
+    /// shape: the sweep that ends a table copy carries the shape the copy read, so that a
+    /// consumer creates the table even when the copy had no rows (an empty source table has
+    /// its target table from its copy on, not from its first row). Absent otherwise and in
+    /// older records; an older consumer ignores it (and creates the table with its first row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u64>,
+}
+
+impl SchemaChange {
+    /// A statement about `table` at `position`, without a shape.
+    pub fn new(table: TableRef, change: TableChange, position: Position, timestamp: u32) -> Self {
+        SchemaChange { table, change, position, timestamp, schema_version: None }
+    }
+
+    /// The same, bringing the table's shape `version` (see [`SchemaChange::schema_version`]).
+    pub fn with_shape(self, version: u64) -> Self {
+        SchemaChange { schema_version: Some(version), ..self }
+    }
 }
 
 /// The kinds of [`SchemaChange`].

@@ -638,7 +638,7 @@ impl Streamer<'_> {
         for (table, change) in changes {
             self.follow_copy(&table, &change);
             info!(%table, ?change, position = %position, "schema change");
-            self.push(Record::Ddl(SchemaChange { table, change, position: position.clone(), timestamp: ts }));
+            self.push(Record::Ddl(SchemaChange::new(table, change, position.clone(), ts)));
             self.txn_has_changes = true;
         }
     }
@@ -869,22 +869,13 @@ impl Streamer<'_> {
             // partition applies the sweep below before every partition has applied its share
             // of the copy: a sweep ahead of a slower partition would delete rows whose fresh
             // copy is still on its way there, and a reader would miss them meanwhile.
-            self.push(Record::Ddl(SchemaChange {
-                table: table.clone(),
-                change: TableChange::RebuildDone,
-                position: start.clone(),
-                timestamp: ts,
-            }));
+            self.push(Record::Ddl(SchemaChange::new(table.clone(), TableChange::RebuildDone, start.clone(), ts)));
             self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
         }
         // Every row this copy wrote has a position at or after `start`: older rows are the ones
-        // the source does not have (a TRUNCATE at `start` removes exactly those).
-        self.push(Record::Ddl(SchemaChange {
-            table,
-            change: TableChange::Truncate,
-            position: start.clone(),
-            timestamp: ts,
-        }));
+        // the source does not have (a TRUNCATE at `start` removes exactly those). It brings the
+        // shape the last chunk was read with, so an empty table gets its target table too.
+        self.push(Record::Ddl(SchemaChange::new(table, TableChange::Truncate, start.clone(), ts).with_shape(version)));
         self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
@@ -1082,7 +1073,7 @@ impl Streamer<'_> {
     fn push_stops(&mut self, at: &Position, ts: u32, consistent: Option<bool>) {
         for (table, reason) in std::mem::take(&mut self.stops) {
             let change = TableChange::Stop { reason };
-            self.push(Record::Ddl(SchemaChange { table, change, position: at.clone(), timestamp: ts }));
+            self.push(Record::Ddl(SchemaChange::new(table, change, at.clone(), ts)));
             let commit = Commit { position: at.clone(), gtid: None, timestamp: ts, snapshot: false, consistent };
             self.push(Record::Commit(commit));
         }
@@ -1093,12 +1084,7 @@ impl Streamer<'_> {
     /// starts it again with the shape the chunks bring.
     fn push_rebuilds(&mut self, at: &Position, ts: u32) {
         for table in std::mem::take(&mut self.rebuilds) {
-            self.push(Record::Ddl(SchemaChange {
-                table,
-                change: TableChange::Rebuild,
-                position: at.clone(),
-                timestamp: ts,
-            }));
+            self.push(Record::Ddl(SchemaChange::new(table, TableChange::Rebuild, at.clone(), ts)));
             self.push(Record::Commit(Commit {
                 position: at.clone(),
                 gtid: None,

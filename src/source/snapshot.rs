@@ -75,12 +75,8 @@ pub(super) async fn run<B: Journal>(
                 // other tables are copied, and the copy counts as done (its stop is durable).
                 error!(%table, %reason, "table stopped; the snapshot goes on with the other tables");
                 checkpoint.snapshot.tables.insert(table.key(), at.clone());
-                let stop = Record::Ddl(SchemaChange {
-                    table: table.clone(),
-                    change: TableChange::Stop { reason },
-                    position: at.clone(),
-                    timestamp: now_secs(),
-                });
+                let stop =
+                    Record::Ddl(SchemaChange::new(table.clone(), TableChange::Stop { reason }, at.clone(), now_secs()));
                 let records = vec![stop, chunk_commit(&at)];
                 buffer.append(AppendBatch { records, schemas: vec![], checkpoint: checkpoint.clone() }).await?;
             }
@@ -175,12 +171,10 @@ impl TableCopy<'_> {
         // rows are from an older snapshot, and deletes between it and this one are skipped for
         // this table (its binlog events count only from this snapshot on). A TRUNCATE at the
         // snapshot position removes exactly the rows older than this copy and nothing newer.
-        chunk.push(Record::Ddl(SchemaChange {
-            table: table.clone(),
-            change: TableChange::Truncate,
-            position: at.clone(),
-            timestamp: now_secs(),
-        }));
+        // It brings the table's shape, so an empty table gets its target table too.
+        chunk.push(Record::Ddl(
+            SchemaChange::new(table.clone(), TableChange::Truncate, at.clone(), now_secs()).with_shape(version),
+        ));
         chunk.push(chunk_commit(at));
         let mut copied = 0u64;
         // Row 0 is the TRUNCATE's position; copied rows sort after it.

@@ -447,7 +447,11 @@ impl<'a, B: Log> Writer<'a, B> {
             // Not applied and not committed: the next run starts at it again.
             return Ok(Step::Drained);
         }
-        match sink.apply_schema_change(&ddl).await {
+        let applied = match sink.apply_schema_change(&ddl).await {
+            Ok(()) => self.ensure_shape(sink, &ddl).await,
+            Err(e) => Err(e),
+        };
+        match applied {
             // A TRUNCATE (also how each snapshot copy of a table begins or ends) changes rows,
             // not shape; the end of a rebuild is the sink's to report.
             Ok(()) if matches!(ddl.change, TableChange::Truncate | TableChange::RebuildDone) => {}
@@ -563,6 +567,16 @@ impl<'a, B: Log> Writer<'a, B> {
 
     fn due(&self) -> bool {
         self.last_commit.is_some() && self.batch_started.is_some_and(|t| t.elapsed() >= self.settings.max_delay)
+    }
+
+    /// After a statement that brings its table's shape (a copy's closing sweep): the target
+    /// table exists with that shape, also when the copy had no rows. After the statement, so
+    /// that it is the table as the statement leaves it (a resync's sweep follows the end of
+    /// its rebuild, which swapped the rebuilt table in, or dropped it when it had no rows).
+    async fn ensure_shape<S: Sink>(&mut self, sink: &mut S, ddl: &SchemaChange) -> Result<()> {
+        let Some(version) = ddl.schema_version else { return Ok(()) };
+        let schema = self.schema(version).await?;
+        sink.ensure_table(&schema).await
     }
 
     async fn schema(&mut self, version: u64) -> Result<Arc<TableSchema>> {

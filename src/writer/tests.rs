@@ -138,22 +138,22 @@ impl Source {
                 Txn::Truncate(t) => {
                     state.retain(|(table, _), _| table != TABLES[*t]);
                     commit_pos = pos(1);
-                    records.push(Record::Ddl(SchemaChange {
-                        table: TableRef::new("d", TABLES[*t]),
-                        change: TableChange::Truncate,
-                        position: commit_pos.clone(),
-                        timestamp: 0,
-                    }));
+                    records.push(Record::Ddl(SchemaChange::new(
+                        TableRef::new("d", TABLES[*t]),
+                        TableChange::Truncate,
+                        commit_pos.clone(),
+                        0,
+                    )));
                 }
                 Txn::Drop(t) => {
                     state.retain(|(table, _), _| table != TABLES[*t]);
                     commit_pos = pos(1);
-                    records.push(Record::Ddl(SchemaChange {
-                        table: TableRef::new("d", TABLES[*t]),
-                        change: TableChange::Drop,
-                        position: commit_pos.clone(),
-                        timestamp: 0,
-                    }));
+                    records.push(Record::Ddl(SchemaChange::new(
+                        TableRef::new("d", TABLES[*t]),
+                        TableChange::Drop,
+                        commit_pos.clone(),
+                        0,
+                    )));
                 }
                 Txn::Alter(t) => {
                     // Column changes travel in the next TABLE_MAP: no record of their own.
@@ -738,12 +738,7 @@ fn consistency_is_reported_only_once_the_stream_passes_the_newest_copy() {
     // Each copy starts as the snapshot writes it: a TRUNCATE at the copy's position, closed
     // by a snapshot commit.
     let truncate = |t: &Arc<TableSchema>, at: u64| {
-        Record::Ddl(SchemaChange {
-            table: t.table.clone(),
-            change: TableChange::Truncate,
-            position: p(at, 0),
-            timestamp: 0,
-        })
+        Record::Ddl(SchemaChange::new(t.table.clone(), TableChange::Truncate, p(at, 0), 0))
     };
     let records = vec![
         truncate(&va, 1000),
@@ -770,6 +765,26 @@ fn consistency_is_reported_only_once_the_stream_passes_the_newest_copy() {
         out.assert_whole();
         assert_eq!(out.stats.target_consistent(), Some(true), "max_rows {max_rows}");
     }
+}
+
+/// A copy's closing sweep brings the table's shape: the target table is made ready for it
+/// even when the copy had no rows (an empty source table), and a sweep without one (a
+/// TRUNCATE of the source) makes nothing ready.
+#[test]
+fn a_copy_of_an_empty_table_makes_its_target_table() {
+    let p = |offset: u64| Position { file: "binlog.000001".into(), offset, row: 0 };
+    let va = schema("a", 3);
+    let vb = schema("b", 1);
+    let records = vec![
+        Record::Ddl(SchemaChange::new(va.table.clone(), TableChange::Truncate, p(1000), 0).with_shape(va.version())),
+        Record::Commit(Commit::copy_chunk(p(1000), 0)),
+        Record::Ddl(SchemaChange::new(vb.table.clone(), TableChange::Truncate, p(1100), 0)),
+        Record::Commit(Commit::copy_chunk(p(1100), 0)),
+    ];
+    let schemas: HashMap<u64, Arc<TableSchema>> = [(va.version(), Arc::clone(&va)), (vb.version(), vb)].into();
+    let out = apply_log(records, schemas, vec![State::new()], settings(100, 100), Faults::default());
+    out.assert_whole();
+    assert_eq!(out.target.shapes, HashMap::from([("a".to_string(), va.version())]));
 }
 
 /// A message that does not decode, in the middle of a transaction, names table b: b stops

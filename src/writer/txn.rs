@@ -291,12 +291,12 @@ mod tests {
     #[test]
     fn a_ddl_statement_is_a_transaction_of_its_own() {
         let mut t = SourceTxn::default();
-        let ddl = SchemaChange {
-            table: TableRef::new("d", "t"),
-            change: crate::event::TableChange::Truncate,
-            position: Position::new("binlog.000001", 400),
-            timestamp: 0,
-        };
+        let ddl = SchemaChange::new(
+            TableRef::new("d", "t"),
+            crate::event::TableChange::Truncate,
+            Position::new("binlog.000001", 400),
+            0,
+        );
         t.start_ddl(&ddl, 30);
         assert!(t.is_open());
         assert_eq!((t.first_offset(), t.records()), (30, 1));

@@ -21,8 +21,8 @@
 //! These statements are not one transaction. So the rebuild's row in `_binferry_rebuilds` gets
 //! the phase `swapping` before step 1, and [`plan_swap`] decides, from the phase and the tables
 //! present, which steps a crash left to do. A source table that had no rows left no shadow:
-//! then the stale copy is kept and the table dropped (phase `emptying`); it comes back with
-//! its first row, as any empty source table does.
+//! then the stale copy is kept and the table dropped (phase `emptying`); it comes back, empty,
+//! with the copy's closing sweep, which brings the table's shape.
 //!
 //! Both records are DDL barriers with Kafka key partitions (`writer::barrier`), and a BigQuery
 //! stream merges its committed rows before it arrives at one (`ddl_barrier_mark`): the shadow

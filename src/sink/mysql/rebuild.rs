@@ -38,8 +38,8 @@ const SWAP_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// - The shadow exists: the stale copy (if any) moves aside and the shadow takes its place.
 /// - The shadow is gone in the swapping phase: the rename was done before a crash.
 /// - The shadow is gone while copying: the copy wrote no row (the source table is empty), so
-///   the stale copy only moves aside. The table comes back with its first row, as any empty
-///   source table does.
+///   the stale copy only moves aside. The table comes back, empty, with the copy's closing
+///   sweep right after, which brings the table's shape.
 pub(super) fn plan_swap(name: &str, aside: &Aside, present: Present) -> Result<Vec<(String, String)>> {
     let live = (name.to_string(), aside.kept.clone());
     let shadow = (aside.shadow.clone(), name.to_string());

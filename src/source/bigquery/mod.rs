@@ -548,7 +548,7 @@ async fn run_round<B: Journal>(
                 Ok((rows, bytes)) => {
                     done.copied += rows;
                     done.bytes += bytes;
-                    sweep(&mut records, &mut out, &table, prev.resync.contains(&table.key())).await?;
+                    sweep(&mut records, &mut out, &table, &p.shaped.schema, prev.resync.contains(&table.key())).await?;
                 }
                 Err(e) => match round::dropped_meanwhile(api, &table, e).await {
                     e if e.kind().scope() == Scope::Table => {
@@ -611,7 +611,7 @@ async fn run_round<B: Journal>(
             Ok((rows, bytes)) => {
                 if whole {
                     done.copied += rows;
-                    sweeps.push(table);
+                    sweeps.push((table, Arc::clone(&p.shaped.schema)));
                 } else {
                     done.changes += rows;
                 }
@@ -634,8 +634,8 @@ async fn run_round<B: Journal>(
     out.push(committed, None).await?;
     // After it: the sweeps of the tables it copied (rows the target has and BigQuery no
     // longer has; none on a first copy), tables gone from BigQuery, and tables stopped.
-    for table in &sweeps {
-        sweep(&mut records, &mut out, table, prev.resync.contains(&table.key())).await?;
+    for (table, schema) in &sweeps {
+        sweep(&mut records, &mut out, table, schema, prev.resync.contains(&table.key())).await?;
     }
     for gone in prev.tables.keys().filter(|k| !next.tables.contains_key(*k) && !next.stopped.contains_key(*k)) {
         if let Some((db, name)) = gone.split_once('.') {
@@ -770,17 +770,19 @@ async fn append_rows<B: Journal>(
 /// The sweep after a table's copy (rows the target has and BigQuery no longer has), after a
 /// resync's copy preceded by the end of its rebuild: a target that rebuilt the table aside
 /// puts it in place, and Kafka key partitions meet there (a DDL barrier), so that none sweeps
-/// before every one has applied its share of the copy.
+/// before every one has applied its share of the copy. The sweep brings the table's shape
+/// (`schema`), so that an empty table gets its target table too.
 async fn sweep<B: Journal>(
     records: &mut RoundRecords,
     out: &mut Outbox<'_, B>,
     table: &TableRef,
+    schema: &Arc<TableSchema>,
     resynced: bool,
 ) -> Result<()> {
     if resynced {
         out.push(records.table_change(table, TableChange::RebuildDone), None).await?;
     }
-    out.push(records.table_change(table, TableChange::Truncate), None).await
+    out.push(records.sweep(table, schema.version()), Some(schema)).await
 }
 
 /// Stop a table the source cannot read, once: the writer records it in the target with the

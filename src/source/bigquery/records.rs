@@ -103,19 +103,28 @@ impl RoundRecords {
         }))
     }
 
-    /// A statement about a whole table, with its commit: a sweep after a copy (`Truncate`),
-    /// a table gone from BigQuery (`Drop`), or one the source cannot read (`Stop`).
+    /// A statement about a whole table, with its commit: a resync's rebuild and its end
+    /// (`Rebuild`, `RebuildDone`), a table gone from BigQuery (`Drop`), or one the source cannot read
+    /// (`Stop`).
     pub(crate) fn table_change(&mut self, table: &TableRef, change: TableChange) -> [Record; 2] {
+        self.statement(table, change, None)
+    }
+
+    /// The sweep after a table's copy (rows the target has and BigQuery no longer has), with
+    /// its commit. It brings the table's shape `version`, so that an empty table gets its
+    /// target table too.
+    pub(crate) fn sweep(&mut self, table: &TableRef, version: u64) -> [Record; 2] {
+        self.statement(table, TableChange::Truncate, Some(version))
+    }
+
+    fn statement(&mut self, table: &TableRef, change: TableChange, shape: Option<u64>) -> [Record; 2] {
         self.wrote = true;
         // The sweep's position is row 0: older than every row this round copied.
         let position = Position::of_round(self.at, 0);
+        let mut ddl = SchemaChange::new(table.clone(), change, position.clone(), self.timestamp());
+        ddl.schema_version = shape;
         [
-            Record::Ddl(SchemaChange {
-                table: table.clone(),
-                change,
-                position: position.clone(),
-                timestamp: self.timestamp(),
-            }),
+            Record::Ddl(ddl),
             // Not consistent yet: the round's own commit, which follows, is.
             Record::Commit(Commit {
                 position,
@@ -165,14 +174,16 @@ mod tests {
         assert_eq!(r.round_commit().unwrap(), None, "an empty round writes nothing");
         let copied = r.copied(&t, 1, vec![Value::Int(1)]).unwrap();
         let page = r.copy_commit();
-        let sweep = r.table_change(&t, TableChange::Truncate);
+        let sweep = r.sweep(&t, 1);
         let ins = r.change(&u, 2, false, vec![Value::Int(5), Value::Text("salt".into())]).unwrap();
         let del = r.change(&u, 2, true, vec![Value::Int(6), Value::Null]).unwrap();
         let commit = r.round_commit().unwrap().unwrap();
 
         assert!(matches!(&copied, Record::Change(c) if c.op == Op::Snapshot && c.index.is_none()));
         assert!(matches!(&page, Record::Commit(c) if c.snapshot && c.consistent == Some(false)));
-        assert!(matches!(&sweep[0], Record::Ddl(d) if d.change == TableChange::Truncate));
+        assert!(
+            matches!(&sweep[0], Record::Ddl(d) if d.change == TableChange::Truncate && d.schema_version == Some(1))
+        );
         assert!(matches!(&sweep[1], Record::Commit(c) if !c.snapshot));
         assert!(matches!(&ins, Record::Change(c) if c.op == Op::Insert && c.index == Some(0) && c.after.is_some()));
         assert!(matches!(&del, Record::Change(c) if c.op == Op::Delete && c.index == Some(1) && c.before.is_some()));
