@@ -912,11 +912,19 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     c.query_drop(format!("ALTER TABLE `{src}`.s MODIFY v BIGINT NOT NULL")).await.unwrap();
     c.query_drop(format!("UPDATE `{src}`.s SET v = v + 1 WHERE id <= 50")).await.unwrap();
     c.query_drop(format!("DELETE FROM `{src}`.s WHERE id > {}", rows - 10)).await.unwrap();
-    let stopped = format!("SELECT COUNT(*) FROM `{PROJECT}.{dst}._binferry_stopped` WHERE source_table = 's'");
+    // Each partition that meets the change records the stop (readers group them), so count
+    // the tables, not the rows.
+    let stopped = format!(
+        "SELECT COUNT(DISTINCT source_table) FROM `{PROJECT}.{dst}._binferry_stopped` WHERE source_table = 's'"
+    );
     let count = |rows: Vec<Vec<Option<String>>>| rows[0][0].clone().unwrap_or_default();
     let start = std::time::Instant::now();
-    while count(env.bq(&stopped).await.unwrap()) != "1" {
-        assert!(start.elapsed() < CONVERGE, "the table did not stop:\n{}", env.log_tails());
+    loop {
+        let n = count(env.bq(&stopped).await.unwrap());
+        if n == "1" {
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE, "the table did not stop ({n} stopped):\n{}", env.log_tails());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     c.query_drop(format!("INSERT INTO `{src}`.other VALUES (1, 1)")).await.unwrap();
