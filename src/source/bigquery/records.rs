@@ -104,8 +104,8 @@ impl RoundRecords {
     }
 
     /// A statement about a whole table, with its commit: a resync's rebuild and its end
-    /// (`Rebuild`, `RebuildDone`), a table gone from BigQuery (`Drop`), or one the source cannot read
-    /// (`Stop`).
+    /// (`Rebuild`, `RebuildDone`), a table gone from BigQuery (`Drop`), or one the source
+    /// cannot read (`Stop`).
     pub(crate) fn table_change(&mut self, table: &TableRef, change: TableChange) -> [Record; 2] {
         self.statement(table, change, None)
     }
@@ -119,7 +119,7 @@ impl RoundRecords {
 
     fn statement(&mut self, table: &TableRef, change: TableChange, shape: Option<u64>) -> [Record; 2] {
         self.wrote = true;
-        // The sweep's position is row 0: older than every row this round copied.
+        // Row 0: older than every row this round copied, so a sweep removes none of them.
         let position = Position::of_round(self.at, 0);
         let mut ddl = SchemaChange::new(table.clone(), change, position.clone(), self.timestamp());
         ddl.schema_version = shape;
