@@ -618,6 +618,9 @@ impl Streamer<'_> {
         match ddl {
             Ddl::Truncate(t) if selected(&t) => changes.push((t, TableChange::Truncate)),
             Ddl::Drop(ts) => changes.extend(ts.into_iter().filter(|t| selected(t)).map(|t| (t, TableChange::Drop))),
+            // The old table and its rows are gone; the new one is empty, and its rows and
+            // shape arrive as row events, as for any new table.
+            Ddl::Replace(t) if selected(&t) => changes.push((t, TableChange::Drop)),
             Ddl::RenameTables(pairs) => {
                 for (from, to) in pairs {
                     match (selected(&from), selected(&to)) {

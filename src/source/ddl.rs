@@ -3,7 +3,8 @@
 //! Changes to columns (add, drop, widen) need no parsing: the next TABLE_MAP
 //! event carries the new shape and rows are decoded with it. What TABLE_MAP
 //! cannot show is what happened to existing rows or names: a TRUNCATE empties
-//! a table, a DROP removes it, a RENAME moves it, and a column rename looks
+//! a table, a DROP removes it (MariaDB's `CREATE OR REPLACE TABLE` too: it is a
+//! drop followed by a create), a RENAME moves it, and a column rename looks
 //! like a drop plus an add. Those statements are recognised here, so they can
 //! be applied to the target in source order.
 //!
@@ -21,6 +22,9 @@ pub(crate) enum Ddl {
     Truncate(TableRef),
     /// `DROP TABLE [IF EXISTS] t1, t2`.
     Drop(Vec<TableRef>),
+    /// `CREATE OR REPLACE TABLE t ...` (MariaDB): the table that was there, rows and all, is
+    /// dropped, and a new one, empty, takes its name.
+    Replace(TableRef),
     /// `RENAME TABLE a TO b, ...` or `ALTER TABLE a RENAME [TO|AS] b`.
     RenameTables(Vec<(TableRef, TableRef)>),
     /// `ALTER TABLE t RENAME COLUMN a TO b` or `ALTER TABLE t CHANGE [COLUMN] a b ...`.
@@ -177,6 +181,14 @@ pub(crate) fn classify(sql: &str, default_db: &str) -> Option<Ddl> {
         }
         return Some(Ddl::Drop(tables));
     }
+    if c.kw("CREATE") {
+        // A plain CREATE TABLE changes no existing row (with IF NOT EXISTS, a table that is
+        // there stays as it is); its rows arrive as row events.
+        if !(c.kw("OR") && c.kw("REPLACE")) || c.kw("TEMPORARY") || !c.kw("TABLE") {
+            return None;
+        }
+        return c.table().map(Ddl::Replace);
+    }
     if c.kw("RENAME") {
         if !c.kw("TABLE") && !c.kw("TABLES") {
             return None;
@@ -271,6 +283,11 @@ mod tests {
             Some(Ddl::Drop(vec![t("d", "a"), t("b", "c")]))
         );
         assert_eq!(
+            classify("CREATE OR REPLACE TABLE `shop`.orders (id INT)", "x"),
+            Some(Ddl::Replace(t("shop", "orders")))
+        );
+        assert_eq!(classify("create or replace table orders like o2", "shop"), Some(Ddl::Replace(t("shop", "orders"))));
+        assert_eq!(
             classify("RENAME TABLE a TO b, x.y TO x.z", "d"),
             Some(Ddl::RenameTables(vec![(t("d", "a"), t("d", "b")), (t("x", "y"), t("x", "z"))]))
         );
@@ -300,6 +317,11 @@ mod tests {
         assert_eq!(classify("ALTER TABLE a RENAME INDEX i TO j", "d"), None);
         assert_eq!(classify("DROP TEMPORARY TABLE t", "d"), None);
         assert_eq!(classify("CREATE INDEX i ON a (b)", "d"), None);
+        assert_eq!(classify("CREATE TABLE a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE TABLE IF NOT EXISTS a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE OR REPLACE TEMPORARY TABLE a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE OR REPLACE VIEW v AS SELECT 1", "d"), None);
+        assert_eq!(classify("CREATE OR REPLACE TABLE", "d"), None);
     }
 
     proptest::proptest! {
