@@ -6,7 +6,7 @@
 #   scripts/bigquery.sh install    a Python 3.13 venv with the emulator and DuckDB extensions
 #   scripts/bigquery.sh start      start it (idempotent)
 #   scripts/bigquery.sh stop       stop it
-#   scripts/bigquery.sh status     exit 0 when it answers
+#   scripts/bigquery.sh status     exit 0 when it answers and runs this checkout's launcher
 #
 # Why a launcher (scripts/bigquery/launch.py): offline, DuckDB must load its extensions
 # from a local directory, and the emulator's `TimeZone` connect option fails without ICU
@@ -57,10 +57,12 @@ answers() {
 # another version of it is restarted, so a checkout never tests against stale patches.
 launcher_sum() { sha256sum scripts/bigquery/launch.py | cut -d' ' -f1; }
 
+current() { [ "$(cat "$BASE/launcher.sum" 2>/dev/null)" = "$(launcher_sum)" ]; }
+
 start() {
   install
   if answers; then
-    if [ "$(cat "$BASE/launcher.sum" 2>/dev/null)" = "$(launcher_sum)" ]; then
+    if current; then
       log "already running"
       return 0
     fi
@@ -82,6 +84,6 @@ case "$cmd" in
   install) install ;;
   start) start ;;
   stop) stop ;;
-  status) answers ;;
+  status) answers && current ;;
   *) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac
