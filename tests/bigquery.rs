@@ -48,12 +48,7 @@ async fn mixed_workload_then_replay_from_zero_changes_nothing() {
     let status = bf.interrupt(Duration::from_secs(60));
     assert!(status.success(), "exit status {status:?}\n{}", env.log());
     // `status` reads the same facts from BigQuery as from MySQL: progress and the run registry.
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["status", "--json", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = env.status_json();
     assert_eq!(json["target"]["streams"][0]["stream"], "embedded", "{json}");
     assert_eq!(json["target"]["runs"][0]["outcome"], "ok", "{json}");
     assert!(json["target"]["runs"][0]["rows"].as_u64().unwrap_or(0) > 0, "{json}");
@@ -927,6 +922,18 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
         assert!(start.elapsed() < CONVERGE, "the table did not stop ({n} stopped):\n{}", env.log_tails());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // A second partition's record of the same stop (here written by hand, so that there surely
+    // is one): `status` lists the table once.
+    env.bq(&format!(
+        "INSERT INTO `{PROJECT}.{dst}._binferry_stopped` (pipeline, source_db, source_table, reason, stopped_at) \
+         SELECT pipeline, source_db, source_table, reason, stopped_at FROM `{PROJECT}.{dst}._binferry_stopped` \
+         WHERE source_table = 's' LIMIT 1"
+    ))
+    .await
+    .unwrap();
+    let json = env.status_json();
+    let listed = json["target"]["stopped"].as_array().map_or(0, |a| a.len());
+    assert_eq!(listed, 1, "{json}");
     c.query_drop(format!("INSERT INTO `{src}`.other VALUES (1, 1)")).await.unwrap();
     assert!(bf.interrupt(Duration::from_secs(60)).success());
     env.process_env = vec![("BINFERRY_FAILPOINT".into(), "rebuild-after-rename".into())];

@@ -179,19 +179,6 @@ async fn lag_after_a_restart_is_the_age_of_the_backlog() {
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 }
 
-/// `binferry status [--json]` (tests in the suite build the binary): its stdout.
-fn status_of(env: &Env, json: bool) -> String {
-    let cfg = env.config_path();
-    let mut args = vec!["status", "--config", cfg.to_str().unwrap()];
-    if json {
-        args.push("--json");
-    }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry")).args(&args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "status failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    text
-}
-
 /// A loopback port nobody listens on now (`status` must know the running process's port).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -216,7 +203,7 @@ async fn status_reports_the_pipeline_running_stopped_and_killed() {
     env.diff_skip = vec!["keyless".into()];
     env.wait_equal(CONVERGE).await;
 
-    let text = status_of(&env, false);
+    let text = env.status_text(false);
     for want in [
         format!("pipeline {}: streaming", env.name),
         "lag: ".into(),
@@ -232,7 +219,7 @@ async fn status_reports_the_pipeline_running_stopped_and_killed() {
     ] {
         assert!(text.contains(&want), "{want:?} not in:\n{text}");
     }
-    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let json = env.status_json();
     assert_eq!(json["running"], true, "{json}");
     assert!(json["process"]["lag_seconds"].is_number(), "{json}");
     assert_eq!(json["target"]["streams"][0]["stream"], "embedded", "{json}");
@@ -241,10 +228,10 @@ async fn status_reports_the_pipeline_running_stopped_and_killed() {
     assert_eq!(json["target"]["runs"][0]["outcome"], "running", "{json}");
 
     assert!(bf.interrupt(Duration::from_secs(60)).success());
-    let text = status_of(&env, false);
+    let text = env.status_text(false);
     assert!(text.contains(&format!("pipeline {}: stopped", env.name)), "{text}");
     assert!(text.contains("no running process answered"), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let json = env.status_json();
     assert_eq!(json["running"], false, "{json}");
     let run = &json["target"]["runs"][0];
     assert_eq!(run["outcome"], "ok", "{json}");
@@ -254,7 +241,7 @@ async fn status_reports_the_pipeline_running_stopped_and_killed() {
     // A run killed without a chance to report is marked interrupted by the next one.
     env.start_streaming().await.kill9();
     let bf = env.start_streaming().await;
-    let json: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let json = env.status_json();
     let outcomes: Vec<&str> =
         json["target"]["runs"].as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
     assert_eq!(&outcomes[..3], ["running", "interrupted", "ok"], "{json}");
@@ -501,7 +488,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     let json: serde_json::Value = serde_json::from_str(&out[..out.rfind('}').map_or(0, |i| i + 1)]).unwrap();
     assert_eq!(json["tables"].as_array().map(Vec::len), Some(1), "{json}");
     assert_eq!(json["tables"][0]["drift"]["different"], serde_json::json!([changed.to_string()]), "{json}");
-    let status: serde_json::Value = serde_json::from_str(&status_of(&env, true)).unwrap();
+    let status = env.status_json();
     let run = &status["target"]["runs"][0];
     assert_eq!((run["kind"].as_str(), run["outcome"].as_str()), (Some("verify"), Some("drift")), "{status}");
     assert!(run["error"].as_str().is_some_and(|e| e.contains(&format!("{src}.recipes"))), "{status}");

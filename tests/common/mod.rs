@@ -731,6 +731,26 @@ impl Env {
         (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 
+    /// `binferry status [--json]` with this environment's config: its stdout (the command must
+    /// succeed).
+    pub fn status_text(&self, json: bool) -> String {
+        let cfg = self.config_path();
+        let mut args = vec!["status", "--config", cfg.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let out = binferry_cmd(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "status failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    }
+
+    /// `binferry status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let text = self.status_text(true);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {text}"))
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("binferry.log")).unwrap_or_default()
     }

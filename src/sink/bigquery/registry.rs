@@ -67,8 +67,10 @@ pub async fn read_status(s: &BigQuerySinkSettings) -> Result<TargetState> {
     if has_table(&api, s, STOPPED).await? {
         let rows = api
             .query(&format!(
-                "SELECT source_db, source_table, reason, FORMAT_TIMESTAMP({TIME}, stopped_at) FROM {} \
-                 WHERE pipeline = {pipeline} ORDER BY stopped_at",
+                // Grouped: every Kafka partition that meets the cause records the stop (an
+                // insert; BigQuery has no upsert outside a MERGE job), the first says since when.
+                "SELECT source_db, source_table, ANY_VALUE(reason), FORMAT_TIMESTAMP({TIME}, MIN(stopped_at)) FROM {} \
+                 WHERE pipeline = {pipeline} GROUP BY 1, 2 ORDER BY MIN(stopped_at)",
                 n.table(STOPPED)
             ))
             .await?;
