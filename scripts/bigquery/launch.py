@@ -43,9 +43,7 @@ duckdb.connect = connect
 RESULT_TTL_SECS = int(os.environ.get("BINFERRY_BQ_RESULT_TTL_SECS", "120"))
 
 
-def drop_old_results():
-    from local_bigquery.engine import database
-
+def drop_old_results(database):
     while True:
         time.sleep(min(60, max(1, RESULT_TTL_SECS // 4)))
         if not database._connect.cache_info().currsize:
@@ -81,8 +79,14 @@ def drop_old_results():
             print(f"binferry launcher: dropping old query results failed: {error}", file=sys.stderr, flush=True)
 
 
-threading.Thread(target=drop_old_results, name="drop-old-results", daemon=True).start()
+# Both imports after the patch, on purpose, and both on this thread before the janitor starts:
+# the emulator's modules import each other in a cycle that only resolves in one order, and a
+# thread importing `local_bigquery.engine` while this one imports `local_bigquery.cli` sees a
+# partially initialised module ("cannot import name 'Context' ... most likely due to a circular
+# import"), which failed a CI run at start-up.
+from local_bigquery.cli import main  # noqa: E402
+from local_bigquery.engine import database  # noqa: E402
 
-from local_bigquery.cli import main  # noqa: E402  (after the patch, on purpose)
+threading.Thread(target=drop_old_results, args=(database,), name="drop-old-results", daemon=True).start()
 
 sys.exit(main(sys.argv[1:]))
