@@ -192,7 +192,9 @@ impl Env {
                 Some(d) if start.elapsed() > timeout => {
                     panic!("BigQuery did not converge in {timeout:?}: {d}\n{}", self.log_tails())
                 }
-                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                // Once a second, as binferry merges: each poll is a query per table, and the
+                // emulator's CPU is what the BigQuery tests share.
+                Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
     }
