@@ -8,7 +8,7 @@
 //! same limit: a large source transaction is appended in pieces, with the
 //! checkpoint held at the last complete transaction.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -74,6 +74,9 @@ pub(super) struct CopyLink<'a> {
     /// Whether anyone can still send requests (an endpoint holds the [`super::Control`]).
     inbox_open: bool,
     jobs: mpsc::Sender<CopyJob>,
+    /// Copies the full job queue could not take yet, sent in order as it frees: a resync of
+    /// more tables than the queue holds. At most one per table being copied.
+    waiting: VecDeque<CopyJob>,
     offers: mpsc::Receiver<Offer>,
     /// The chunk offered and not yet taken (the copier waits for the verdict).
     held: Option<(Chunk, oneshot::Sender<Verdict>)>,
@@ -90,11 +93,38 @@ pub(super) struct CopyLink<'a> {
 }
 
 impl<'a> CopyLink<'a> {
+    /// Hand `job` to the copier, or keep it until the queue has room.
+    fn send(&mut self, job: CopyJob) {
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                debug!(table = %job.table, waiting = self.waiting.len() + 1, "copy queue full: the copy waits its turn");
+                self.waiting.push_back(job);
+            }
+            // The copier ended; the source restarts and resumes every copy from the checkpoint.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// The copy queue has room (`permit`): the first waiting job takes it.
+    fn release_waiting(&mut self, permit: Result<mpsc::Permit<'_, CopyJob>, mpsc::error::SendError<()>>) {
+        match permit {
+            Ok(permit) => {
+                if let Some(job) = self.waiting.pop_front() {
+                    permit.send(job);
+                }
+            }
+            // The copier ended: the restart resumes these copies from the checkpoint.
+            Err(_) => self.waiting.clear(),
+        }
+    }
+
     pub(super) fn new(jobs: mpsc::Sender<CopyJob>, offers: mpsc::Receiver<Offer>, inbox: &'a mut Inbox) -> Self {
         CopyLink {
             inbox,
             inbox_open: true,
             jobs,
+            waiting: VecDeque::new(),
             offers,
             held: None,
             last_ddl: HashMap::new(),
@@ -238,6 +268,8 @@ pub(super) async fn stream<B: Journal>(
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut chunk_tick = tokio::time::interval(CHUNK_RECHECK);
     chunk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A handle of its own, so that waiting for room in the copy queue borrows nothing of `st`.
+    let jobs = st.copy.jobs.clone();
     loop {
         let deadline = st.first_pending_at.map(|t| tokio::time::Instant::from_std(t + FLUSH_MAX_DELAY));
         tokio::select! {
@@ -296,6 +328,7 @@ pub(super) async fn stream<B: Journal>(
                 }
             }
             _ = chunk_tick.tick(), if st.copy.held.is_some() => st.take_held_chunk(buffer).await?,
+            permit = jobs.reserve(), if !st.copy.waiting.is_empty() => st.copy.release_waiting(permit),
             request = st.copy.inbox.rx.recv(), if st.copy.inbox_open => match request {
                 Some(Request::Resync { tables, reply }) => {
                     let answer = st.start_resync(&tables, buffer).await?;
@@ -726,9 +759,7 @@ impl Streamer<'_> {
                 copy.table = to.clone();
                 let job = CopyJob { table: to.clone(), after: copy.after.clone(), keys: None };
                 chunked.insert(to.key(), copy);
-                if self.copy.jobs.try_send(job).is_err() {
-                    warn!(%to, "the copy queue is full: the renamed table's copy resumes at the next restart");
-                }
+                self.copy.send(job);
             }
             _ => {
                 chunked.insert(table.key(), copy);
@@ -961,9 +992,7 @@ impl Streamer<'_> {
         self.checkpoint_dirty = true;
         self.flush(buffer).await?;
         for table in &out.started {
-            if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None, keys: None }).is_err() {
-                warn!(%table, "the copy queue is full: the resync starts at the next restart");
-            }
+            self.copy.send(CopyJob { table: table.clone(), after: None, keys: None });
         }
         self.record_copy_progress();
         Ok(Ok(out))
@@ -1204,7 +1233,46 @@ fn values(
 
 #[cfg(test)]
 mod tests {
-    use super::names;
+    use super::{CopyJob, CopyLink, names};
+    use crate::schema::TableRef;
+    use tokio::sync::mpsc;
+
+    fn job(name: &str) -> CopyJob {
+        CopyJob { table: TableRef::new("db", name), after: None, keys: None }
+    }
+
+    /// A resync of more tables than the copy queue holds: every copy starts in turn (they
+    /// waited for the next restart before).
+    #[tokio::test]
+    async fn copies_beyond_the_queue_wait_their_turn_in_order() {
+        let (_control, mut inbox) = crate::source::control::control();
+        let (jobs, mut rx) = mpsc::channel(2);
+        let (_offers_tx, offers) = mpsc::channel(1);
+        let mut link = CopyLink::new(jobs.clone(), offers, &mut inbox);
+        for name in ["a", "b", "c", "d"] {
+            link.send(job(name));
+        }
+        assert_eq!(link.waiting.iter().map(|j| j.table.name.as_str()).collect::<Vec<_>>(), ["c", "d"]);
+        let mut copied = Vec::new();
+        while let Ok(j) = rx.try_recv() {
+            copied.push(j.table.name);
+        }
+        assert_eq!(copied, ["a", "b"]);
+        while !link.waiting.is_empty() {
+            link.release_waiting(jobs.reserve().await);
+            copied.push(rx.recv().await.expect("a job").table.name);
+        }
+        assert_eq!(copied, ["a", "b", "c", "d"]);
+        // The copier ended: nothing waits for a queue nobody reads.
+        link.send(job("e"));
+        link.send(job("f"));
+        link.send(job("g"));
+        drop(rx);
+        link.release_waiting(jobs.reserve().await);
+        assert!(link.waiting.is_empty());
+        link.send(job("h"));
+        assert!(link.waiting.is_empty());
+    }
 
     #[test]
     fn a_statement_names_a_table_only_as_a_whole_identifier() {
