@@ -16,7 +16,7 @@
 # An emulator's data does not outlive it: every start begins empty. Its DuckLake catalog
 # keeps every snapshot (one per commit) and its job table every job, and both slow every
 # later query: after a day of test suites, a one-row INSERT took 130 ms and a COUNT(*)
-# 170-190 ms, against 75 and 95-105 ms on an empty emulator, idle, same machine; a
+# 165-190 ms, against 75 and 95-105 ms on an empty emulator, idle, same machine; a
 # CI run that reused such an emulator ran its BigQuery tests that much slower. Tests,
 # demos and benchmarks make datasets of their own, so nothing needs the old data.
 set -euo pipefail

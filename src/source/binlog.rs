@@ -75,7 +75,8 @@ pub(super) struct CopyLink<'a> {
     inbox_open: bool,
     jobs: mpsc::Sender<CopyJob>,
     /// Copies the full job queue could not take yet, sent in order as it frees: a resync of
-    /// more tables than the queue holds. At most one per table being copied.
+    /// more tables than the queue holds. Bounded by the tables being copied (a job left here
+    /// under a table's old name after a rename fails harmlessly: that copy is gone).
     waiting: VecDeque<CopyJob>,
     offers: mpsc::Receiver<Offer>,
     /// The chunk offered and not yet taken (the copier waits for the verdict).
