@@ -61,7 +61,7 @@ pub struct BigQuerySinkConfig {
     #[serde(default = "super::default_bigquery_request_timeout")]
     pub request_timeout_secs: u64,
     /// What a source `DROP TABLE` does to the BigQuery table: `keep` renames it to
-    /// `<name>__dropped_<YYYYmmddHHMMSS>`; `drop` drops it.
+    /// `<name>__dropped_<YYYYmmddHHMMSS>_<binlog offset>`; `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
     /// Rows per key range that `binferry verify` compares at a time (tables keyed by integer
@@ -97,7 +97,7 @@ pub struct MysqlSinkConfig {
     #[serde(default = "super::default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// What a source `DROP TABLE` does to the target table: `keep` renames it to
-    /// `<name>__dropped_<YYYYmmddHHMMSS>` (the data stays, marked); `drop` drops it.
+    /// `<name>__dropped_<YYYYmmddHHMMSS>_<binlog offset>` (the data stays, marked); `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
     /// Connections that write the rows of a table copy (snapshot, resync, repair) at once,

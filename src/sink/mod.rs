@@ -51,6 +51,14 @@ pub(crate) fn name_stamp(timestamp: u32) -> String {
     crate::event::value::format_epoch(i64::from(timestamp), 0, 0).replace(['-', ':', ' '], "")
 }
 
+/// The name target table `name` is kept under when `drop` (a DROP TABLE or the drop half of
+/// a `CREATE OR REPLACE TABLE`) removes it from the source: `<name>__dropped_<stamp>_<offset>`.
+/// The statement's binlog offset tells apart two drops of one name within a second (a table
+/// replaced twice in a row), which the stamp alone would take for one drop applied twice.
+pub(crate) fn dropped_name(name: &str, drop: &SchemaChange) -> String {
+    format!("{name}__dropped_{}_{}", name_stamp(drop.timestamp), drop.position.offset)
+}
+
 /// What applying a batch did, per table (for the per-table counters); [`BatchCounts::total`]
 /// sums them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,5 +127,28 @@ pub trait Sink: Send {
     fn idle(&mut self, draining: bool) -> impl Future<Output = Result<()>> + Send {
         let _ = draining;
         async { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::TableChange;
+
+    #[test]
+    fn a_dropped_table_is_kept_under_a_name_of_its_own_statement() {
+        let drop = |offset: u64| {
+            SchemaChange::new(
+                TableRef::new("d", "t"),
+                TableChange::Drop,
+                Position::new("binlog.000001", offset),
+                1_700_000_000,
+            )
+        };
+        assert_eq!(dropped_name("t", &drop(1802)), "t__dropped_20231114221320_1802");
+        // Applied again (a replay, a retry): the same name, so the sink sees it is done.
+        assert_eq!(dropped_name("t", &drop(1802)), dropped_name("t", &drop(1802)));
+        // Replaced twice within one second: two tables kept.
+        assert_ne!(dropped_name("t", &drop(1802)), dropped_name("t", &drop(2600)));
     }
 }

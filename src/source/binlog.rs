@@ -432,9 +432,14 @@ impl Streamer<'_> {
                     if !sql.eq_ignore_ascii_case("COMMIT") {
                         debug!(query = %sql, "standalone statement");
                         let db = q.schema().into_owned();
-                        self.on_ddl(&sql, &db, log_pos, header.timestamp());
+                        if self.on_ddl(&sql, &db, log_pos, header.timestamp()) {
+                            self.txn_has_changes = true;
+                        }
                     }
                     self.on_commit(log_pos, header.timestamp());
+                } else {
+                    let db = q.schema().into_owned();
+                    self.on_statement_in_txn(&sql, &db, log_pos, header.timestamp());
                 }
             }
             Some(EventData::HeartbeatEvent) => {
@@ -642,11 +647,12 @@ impl Streamer<'_> {
         }
     }
 
-    /// Turn a row- or name-affecting DDL statement on replicated tables into records.
-    fn on_ddl(&mut self, sql: &str, default_db: &str, log_pos: u64, ts: u32) {
+    /// Turn a row- or name-affecting DDL statement on replicated tables into records; says
+    /// whether it queued any.
+    fn on_ddl(&mut self, sql: &str, default_db: &str, log_pos: u64, ts: u32) -> bool {
         let position = Position::new(self.current_file.clone(), log_pos);
         self.note_statement(sql, &position);
-        let Some(ddl) = classify(sql, default_db) else { return };
+        let Some(ddl) = classify(sql, default_db) else { return false };
         let selected = |t: &TableRef| self.settings.filter.matches(t);
         let mut changes = Vec::new();
         match ddl {
@@ -672,11 +678,40 @@ impl Streamer<'_> {
             Ddl::RenameColumns(t, renames) if selected(&t) => changes.push((t, TableChange::RenameColumns(renames))),
             _ => {}
         }
+        let queued = !changes.is_empty();
         for (table, change) in changes {
             self.follow_copy(&table, &change);
             info!(%table, ?change, position = %position, "schema change");
             self.push(Record::Ddl(SchemaChange::new(table, change, position.clone(), ts)));
-            self.txn_has_changes = true;
+        }
+        queued
+    }
+
+    /// A statement inside a transaction. Row-based binlogs log DML as row events, so the one
+    /// statement that matters here is MariaDB's `CREATE [OR REPLACE] TABLE ... SELECT`: the
+    /// transaction holds the CREATE (the drop of the table it replaces), then the rows it
+    /// inserts, then the commit.
+    ///
+    /// A DDL record is a transaction of its own for the writer, so the statement becomes one,
+    /// committed at its own position, before the transaction's rows (which commit at the
+    /// XID as usual). A reader of the target may see the replaced table gone and the new
+    /// one without rows between the two commits; the source is not atomic there either. The
+    /// source checkpoint stays at the transaction's start: after a crash the statement comes
+    /// again, and a drop applied twice is harmless (the sinks' drops are idempotent).
+    fn on_statement_in_txn(&mut self, sql: &str, default_db: &str, log_pos: u64, ts: u32) {
+        if self.txn_has_changes {
+            // After rows of the same transaction (no server logs DDL there): splitting it
+            // would leave those rows without their commit, so it is left alone.
+            self.note_statement(sql, &Position::new(self.current_file.clone(), log_pos));
+            if classify(sql, default_db).is_some() {
+                warn!(query = %sql, "a DDL statement after row changes inside a transaction is not applied to the target");
+            }
+            return;
+        }
+        if self.on_ddl(sql, default_db, log_pos, ts) {
+            let consistent = Some(self.consistent_from.is_none() && self.checkpoint.snapshot.chunked.is_empty());
+            let position = Position::new(self.current_file.clone(), log_pos);
+            self.push(Record::Commit(Commit { position, gtid: None, timestamp: ts, snapshot: false, consistent }));
         }
     }
 

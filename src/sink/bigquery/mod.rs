@@ -76,7 +76,7 @@ pub use sql::{
     BARRIERS, CHANGELOG_SUFFIX, COMMITS, DELETED_AT, HASH, POS, STATE, STOPPED, TABLES, TRUNCATES, column_name,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink, name_stamp};
+use super::{ApplyCounts, BatchCounts, Sink, dropped_name};
 use crate::bigquery_api::{Api, Auth, Side};
 use crate::config::{BufferKind, Config, DropMode};
 use crate::error::{Error, ErrorKind, Result};
@@ -524,11 +524,10 @@ impl Sink for BigQuerySink {
             (TableChange::Drop, m) if m.is_some() || aside_dropped => {
                 match self.settings.on_drop {
                     DropMode::Keep => {
-                        let stamp = name_stamp(change.timestamp);
                         statements.push(format!(
                             "ALTER TABLE IF EXISTS {} RENAME TO {}",
                             n.table(&name),
-                            sql::ident(&format!("{name}__dropped_{stamp}"))
+                            sql::ident(&dropped_name(&name, change))
                         ));
                     }
                     DropMode::Drop => statements.push(format!("DROP TABLE IF EXISTS {}", n.table(&name))),

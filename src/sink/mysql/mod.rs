@@ -62,7 +62,7 @@ pub use statements::{
     STOPPED_TABLE, TOMBSTONE_TABLE,
 };
 
-use super::{ApplyCounts, BatchCounts, Sink, name_stamp};
+use super::{ApplyCounts, BatchCounts, Sink, dropped_name};
 use crate::config::{Config, DEFAULT_TARGET_PASSWORD_ENV, DropMode, resolve_password};
 use crate::connection::{Endpoint, Role};
 use crate::error::{Error, ErrorKind, Result};
@@ -447,7 +447,7 @@ impl Sink for MysqlSink {
             TableChange::Drop => {
                 // A shadow being filled goes; the stale copy is what the table was.
                 self.abandon_rebuild(&name).await?;
-                let kept = format!("{name}__dropped_{}", name_stamp(change.timestamp));
+                let kept = dropped_name(&name, change);
                 let conn = self.ddl_conn().await?;
                 let present = table_exists(conn, &db, &name).await?;
                 // Idempotent: a replayed or re-applied drop whose marked table exists is done.
