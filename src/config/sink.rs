@@ -61,7 +61,8 @@ pub struct BigQuerySinkConfig {
     #[serde(default = "super::default_bigquery_request_timeout")]
     pub request_timeout_secs: u64,
     /// What a source `DROP TABLE` does to the BigQuery table: `keep` renames it to
-    /// `<name>__dropped_<YYYYmmddHHMMSS>_<binlog offset>`; `drop` drops it.
+    /// `<name>__dropped_<YYYYmmddHHMMSS>_<tag>` (six hex digits that tell two drops within a
+    /// second apart); `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
     /// Rows per key range that `binferry verify` compares at a time (tables keyed by integer
@@ -97,7 +98,9 @@ pub struct MysqlSinkConfig {
     #[serde(default = "super::default_connect_timeout")]
     pub connect_timeout_secs: u64,
     /// What a source `DROP TABLE` does to the target table: `keep` renames it to
-    /// `<name>__dropped_<YYYYmmddHHMMSS>_<binlog offset>` (the data stays, marked); `drop` drops it.
+    /// `<name>__dropped_<YYYYmmddHHMMSS>_<tag>` (the data stays, marked; the tag, six hex
+    /// digits, tells two drops within a second apart; a long name is shortened to 64
+    /// characters); `drop` drops it.
     #[serde(default)]
     pub on_source_drop: DropMode,
     /// Connections that write the rows of a table copy (snapshot, resync, repair) at once,

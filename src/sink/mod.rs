@@ -52,11 +52,25 @@ pub(crate) fn name_stamp(timestamp: u32) -> String {
 }
 
 /// The name target table `name` is kept under when `drop` (a DROP TABLE or the drop half of
-/// a `CREATE OR REPLACE TABLE`) removes it from the source: `<name>__dropped_<stamp>_<offset>`.
-/// The statement's binlog offset tells apart two drops of one name within a second (a table
-/// replaced twice in a row), which the stamp alone would take for one drop applied twice.
-pub(crate) fn dropped_name(name: &str, drop: &SchemaChange) -> String {
-    format!("{name}__dropped_{}_{}", name_stamp(drop.timestamp), drop.position.offset)
+/// a `CREATE OR REPLACE TABLE`) removes it from the source:
+/// `<name>__dropped_<stamp>_<tag>`, at most `max_chars` long (the name is shortened to fit).
+///
+/// The tag, six hex digits of a hash of the name and the statement's position, tells apart
+/// two drops of one name within a second (a table replaced twice in a row), which the stamp
+/// alone would take for one drop applied twice; it also keeps two long names that share
+/// their beginning apart once shortened. The same statement always gives the same name, so
+/// a sink sees that a drop applied again (a replay, a retry) is done.
+pub(crate) fn dropped_name(name: &str, drop: &SchemaChange, max_chars: usize) -> String {
+    let mut hash = blake3::Hasher::new();
+    hash.update(name.as_bytes());
+    hash.update(&[0]);
+    hash.update(drop.position.file.as_bytes());
+    hash.update(&drop.position.offset.to_be_bytes());
+    let tag: String = hash.finalize().as_bytes()[..3].iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = format!("__dropped_{}_{tag}", name_stamp(drop.timestamp));
+    let room = max_chars.saturating_sub(suffix.chars().count());
+    let kept: String = name.chars().take(room).collect();
+    format!("{kept}{suffix}")
 }
 
 /// What applying a batch did, per table (for the per-table counters); [`BatchCounts::total`]
@@ -145,10 +159,18 @@ mod tests {
                 1_700_000_000,
             )
         };
-        assert_eq!(dropped_name("t", &drop(1802)), "t__dropped_20231114221320_1802");
+        let name = dropped_name("t", &drop(1802), 64);
+        assert!(name.starts_with("t__dropped_20231114221320_") && name.len() == 32, "{name}");
         // Applied again (a replay, a retry): the same name, so the sink sees it is done.
-        assert_eq!(dropped_name("t", &drop(1802)), dropped_name("t", &drop(1802)));
+        assert_eq!(name, dropped_name("t", &drop(1802), 64));
         // Replaced twice within one second: two tables kept.
-        assert_ne!(dropped_name("t", &drop(1802)), dropped_name("t", &drop(2600)));
+        assert_ne!(name, dropped_name("t", &drop(2600), 64));
+        // MySQL's 64 characters: a long name is shortened, and two that begin alike stay apart.
+        let long = "a_table_name_that_is_long_enough_to_need_shortening_x";
+        let (x, y) = (dropped_name(long, &drop(1802), 64), dropped_name(&long.replace("_x", "_y"), &drop(1802), 64));
+        assert_eq!((x.chars().count(), y.chars().count()), (64, 64));
+        assert_ne!(x, y);
+        assert!(x.starts_with("a_table_name_that_is_long"), "{x}");
+        assert_eq!(dropped_name(long, &drop(1802), 1024), format!("{long}{}", &x[x.find("__dropped_").unwrap()..]));
     }
 }

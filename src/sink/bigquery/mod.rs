@@ -527,7 +527,8 @@ impl Sink for BigQuerySink {
                         statements.push(format!(
                             "ALTER TABLE IF EXISTS {} RENAME TO {}",
                             n.table(&name),
-                            sql::ident(&dropped_name(&name, change))
+                            // BigQuery table names hold 1,024 characters.
+                            sql::ident(&dropped_name(&name, change, 1024))
                         ));
                     }
                     DropMode::Drop => statements.push(format!("DROP TABLE IF EXISTS {}", n.table(&name))),

@@ -447,7 +447,8 @@ impl Sink for MysqlSink {
             TableChange::Drop => {
                 // A shadow being filled goes; the stale copy is what the table was.
                 self.abandon_rebuild(&name).await?;
-                let kept = dropped_name(&name, change);
+                // MySQL names hold 64 characters.
+                let kept = dropped_name(&name, change, 64);
                 let conn = self.ddl_conn().await?;
                 let present = table_exists(conn, &db, &name).await?;
                 // Idempotent: a replayed or re-applied drop whose marked table exists is done.
