@@ -607,6 +607,13 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
         .unwrap();
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && said.contains("--table: pattern \"recipes\" must have the form"), "{said}");
+    // A pattern that names no replicated table: the running source reads the catalog and says so.
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.no_such_table")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && said.contains("no replicated table matches"), "{said}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (polls, max_lag) = reader.await.unwrap();
     assert!(polls >= 20, "the reader polled only {polls} times during the resync");

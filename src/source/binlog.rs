@@ -20,13 +20,14 @@ use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use super::catalog::{apply_facts, column_facts};
-use super::catalog::{list_tables, load_schema};
-use super::chunks::{Chunk, CopyJob, Offer, Verdict, is_chunkable, judge};
+use super::chunks::{Chunk, CopyJob, Offer, Verdict, judge};
 use super::control::{Inbox, Repaired, Request, Resynced};
 use super::ddl::{Ddl, classify};
+use super::resync::{self, Candidate};
 use super::table_map::{Collations, schema_from_table_map};
 use super::{ServerInfo, SourceSettings, now_secs};
 use crate::buffer::{AppendBatch, Journal};
@@ -38,7 +39,6 @@ use crate::mysql_codec::{Origin, convert};
 use crate::position::{ChunkedCopy, Gtid, MARIADB_GTID_FL_STANDALONE, Position, SourceCheckpoint};
 use crate::retry::Backoff;
 use crate::schema::{TableRef, TableSchema};
-use crate::table_filter::TableFilter;
 use crate::table_options::DeleteMode;
 use crate::telemetry::{CopyProgress, Stats};
 
@@ -52,6 +52,12 @@ const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 0xa2;
+/// Resync requests whose tables are being read from the catalog at once; more wait in the
+/// inbox.
+const RESYNC_CHECKS: usize = 4;
+
+/// A resync request's tables read from the catalog, and who waits for the answer.
+type ResyncCheck = (Result<Vec<Candidate>>, oneshot::Sender<Result<Resynced>>);
 
 struct CachedTable {
     /// Raw TABLE_MAP body: an identical body means an identical schema.
@@ -73,6 +79,10 @@ pub(super) struct CopyLink<'a> {
     inbox: &'a mut Inbox,
     /// Whether anyone can still send requests (an endpoint holds the [`super::Control`]).
     inbox_open: bool,
+    /// Resync requests whose tables are being read from the catalog ([`resync::candidates`]),
+    /// at most [`RESYNC_CHECKS`]; dropped, and their callers told to try again, when the
+    /// stream ends.
+    checks: JoinSet<ResyncCheck>,
     jobs: mpsc::Sender<CopyJob>,
     /// Copies the full job queue could not take yet, sent in order as it frees: a resync of
     /// more tables than the queue holds. Bounded by the tables being copied (a job left here
@@ -124,6 +134,7 @@ impl<'a> CopyLink<'a> {
         CopyLink {
             inbox,
             inbox_open: true,
+            checks: JoinSet::new(),
             jobs,
             waiting: VecDeque::new(),
             offers,
@@ -330,13 +341,24 @@ pub(super) async fn stream<B: Journal>(
             }
             _ = chunk_tick.tick(), if st.copy.held.is_some() => st.take_held_chunk(buffer).await?,
             permit = jobs.reserve(), if !st.copy.waiting.is_empty() => st.copy.release_waiting(permit),
-            request = st.copy.inbox.rx.recv(), if st.copy.inbox_open => match request {
+            request = st.copy.inbox.rx.recv(), if st.copy.inbox_open && st.copy.checks.len() < RESYNC_CHECKS => match request {
                 Some(Request::Resync { tables, reply }) => {
-                    let answer = st.start_resync(&tables, buffer).await?;
-                    let _ = reply.send(answer);
+                    let (settings, mariadb) = (settings.clone(), st.mariadb);
+                    st.copy.checks.spawn(async move { (resync::candidates(&settings, mariadb, &tables).await, reply) });
                 }
                 Some(Request::Repair { table, keys, reply }) => st.start_repair(table, keys, reply),
                 None => st.copy.inbox_open = false,
+            },
+            Some(checked) = st.copy.checks.join_next(), if !st.copy.checks.is_empty() => match checked {
+                Ok((candidates, reply)) => {
+                    let answer = match candidates {
+                        Ok(candidates) => st.start_resync(candidates, buffer).await?,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
+                // Its caller hears that the source did not answer, and can ask again.
+                Err(e) => error!(error = %e, "reading a resync request's tables failed"),
             },
             _ = idle_tick.tick() => {
                 if st.checkpoint_dirty && st.pending.is_empty() {
@@ -955,54 +977,15 @@ impl Streamer<'_> {
         }
     }
 
-    /// Start copying again, in chunks, the replicated tables `tables` matches; durable before
-    /// it answers. The outer result is the stream's own failure (the buffer), the inner one
-    /// the request's answer.
-    async fn start_resync<B: Journal>(&mut self, tables: &TableFilter, buffer: &B) -> Result<Result<Resynced>> {
-        if self.meta.is_none() {
-            match self.settings.connect().await {
-                Ok(c) => self.meta = Some(c),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        let Some(conn) = self.meta.as_mut() else { return Err(Error::internal("no metadata connection")) };
-        let listed = match list_tables(conn, &self.settings.filter).await {
-            Ok(l) => l,
+    /// Start copying again, in chunks, the tables of a resync request (read from the catalog
+    /// by [`resync::candidates`]); durable before it answers. The outer result is the
+    /// stream's own failure (the buffer), the inner one the request's answer.
+    async fn start_resync<B: Journal>(&mut self, candidates: Vec<Candidate>, buffer: &B) -> Result<Result<Resynced>> {
+        let chunked = &self.checkpoint.snapshot.chunked;
+        let out = match resync::plan(candidates, &self.stopped, |t| chunked.contains_key(&t.key())) {
+            Ok(out) => out,
             Err(e) => return Ok(Err(e)),
         };
-        let mut out = Resynced::default();
-        for table in listed.into_iter().filter(|t| tables.matches(t)) {
-            if self.stopped.contains(&table) {
-                return Ok(Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("{table} was stopped by the source in this run: it cannot read the table"),
-                )
-                .with_hint(
-                    "see the table's stop reason (binferry status); fix what it names, restart binferry, then resync",
-                )));
-            }
-            if self.checkpoint.snapshot.chunked.contains_key(&table.key()) {
-                out.already.push(table);
-                continue;
-            }
-            // Refused here rather than by the copier, which would stop the table.
-            let shaped = load_schema(conn, &table, self.mariadb).await.and_then(|s| self.settings.shape(s));
-            match shaped {
-                Ok((schema, _)) if is_chunkable(&schema) => out.started.push(table),
-                Ok(_) => {
-                    return Ok(Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!("{table} has no primary key, or one of a type that cannot be read in key order: resync copies tables in key chunks"),
-                    )
-                    .with_hint("add a primary key to the table; or stop binferry, delete the table's target rows, and start it again with a fresh buffer")));
-                }
-                Err(e) => return Ok(Err(e)),
-            }
-        }
-        if out.started.is_empty() && out.already.is_empty() {
-            return Ok(Err(Error::new(ErrorKind::Config, "no replicated table matches the resync's --table patterns")
-                .with_hint("name tables as db.table (globs allowed) among source.include")));
-        }
         // Every chunk is read after this, so its position is at least this one; rows of an
         // earlier copy at this very position (an idle source) have smaller row numbers.
         let start =

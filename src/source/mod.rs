@@ -29,6 +29,7 @@ mod binlog;
 mod catalog;
 mod chunks;
 mod control;
+mod resync;
 
 mod ddl;
 
