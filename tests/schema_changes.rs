@@ -108,6 +108,29 @@ async fn schema_changes_are_followed_while_streaming() {
         .await
         .unwrap();
     assert_eq!(kept.len(), 3, "the replaced tables and the dropped one are kept under marked names: {kept:?}");
+
+    // A table whose name leaves no room for the mark within MySQL's 64 characters is kept too.
+    let long = "a_table_with_a_name_long_enough_to_leave_no_room_for_a_mark";
+    c.query_drop(format!("CREATE TABLE `{db}`.`{long}` (id INT PRIMARY KEY)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.`{long}` VALUES (1)")).await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    c.query_drop(format!("DROP TABLE `{db}`.`{long}`")).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let kept: Vec<String> = t
+            .exec(
+                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME LIKE 'a\\_table\\_with%\\_\\_dropped\\_%'",
+                (&env.dst,),
+            )
+            .await
+            .unwrap();
+        if kept.len() == 1 {
+            assert_eq!(kept[0].chars().count(), 64, "{kept:?}");
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE, "the long-named table was not kept: {kept:?}\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(bf.interrupt(Duration::from_secs(60)).success());
 
     // A replay from before all of these changes reproduces the same target.

@@ -66,11 +66,30 @@ pub(crate) fn dropped_name(name: &str, drop: &SchemaChange, max_chars: usize) ->
     hash.update(&[0]);
     hash.update(drop.position.file.as_bytes());
     hash.update(&drop.position.offset.to_be_bytes());
-    let tag: String = hash.finalize().as_bytes()[..3].iter().map(|b| format!("{b:02x}")).collect();
-    let suffix = format!("__dropped_{}_{tag}", name_stamp(drop.timestamp));
+    let suffix = format!("__dropped_{}_{}", name_stamp(drop.timestamp), tag(hash));
     let room = max_chars.saturating_sub(suffix.chars().count());
     let kept: String = name.chars().take(room).collect();
     format!("{kept}{suffix}")
+}
+
+/// `<name><suffix>`, at most `max_chars` long: a name too long for that keeps its beginning
+/// and a tag of the whole name (six hex digits), so two long names that begin alike stay
+/// apart. The same name always gives the same result.
+pub(crate) fn marked_name(name: &str, suffix: &str, max_chars: usize) -> String {
+    if name.chars().count() + suffix.chars().count() <= max_chars {
+        return format!("{name}{suffix}");
+    }
+    let mut hash = blake3::Hasher::new();
+    hash.update(name.as_bytes());
+    let tag = format!("_{}", tag(hash));
+    let room = max_chars.saturating_sub(suffix.chars().count() + tag.len());
+    let kept: String = name.chars().take(room).collect();
+    format!("{kept}{tag}{suffix}")
+}
+
+/// Six hex digits of `hash`.
+fn tag(hash: blake3::Hasher) -> String {
+    hash.finalize().as_bytes()[..3].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What applying a batch did, per table (for the per-table counters); [`BatchCounts::total`]
@@ -172,5 +191,20 @@ mod tests {
         assert_ne!(x, y);
         assert!(x.starts_with("a_table_name_that_is_long"), "{x}");
         assert_eq!(dropped_name(long, &drop(1802), 1024), format!("{long}{}", &x[x.find("__dropped_").unwrap()..]));
+    }
+
+    #[test]
+    fn a_marked_name_fits_and_long_names_that_begin_alike_stay_apart() {
+        assert_eq!(marked_name("recipes", "__rebuilding", 64), "recipes__rebuilding");
+        let long = "a_table_name_that_is_long_enough_to_need_shortening_x";
+        let (x, y) =
+            (marked_name(long, "__rebuilding", 64), marked_name(&long.replace("_x", "_y"), "__rebuilding", 64));
+        assert_eq!((x.chars().count(), y.chars().count()), (64, 64));
+        assert_ne!(x, y);
+        assert!(x.starts_with("a_table_name_that_is_long") && x.ends_with("__rebuilding"), "{x}");
+        assert_eq!(x, marked_name(long, "__rebuilding", 64));
+        // Characters, not bytes, as MySQL counts them.
+        let wide = "é".repeat(60);
+        assert_eq!(marked_name(&wide, "__rebuilding", 64).chars().count(), 64);
     }
 }

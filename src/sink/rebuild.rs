@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, ErrorKind, Result};
 
-use super::name_stamp;
+use super::{marked_name, name_stamp};
 
 /// The state table both targets record rebuilds in.
 const REBUILDS: &str = "_binferry_rebuilds";
@@ -59,10 +59,15 @@ impl Phase {
 }
 
 impl Aside {
-    /// The names for rebuilding target table `name`, started at `timestamp` (the resync's).
-    pub(crate) fn new(name: &str, timestamp: u32) -> Self {
+    /// The names for rebuilding target table `name`, started at `timestamp` (the resync's),
+    /// each at most `max_chars` long (see [`marked_name`]).
+    pub(crate) fn new(name: &str, timestamp: u32, max_chars: usize) -> Self {
         let stamp = name_stamp(timestamp);
-        Aside { shadow: format!("{name}__rebuilding"), kept: format!("{name}__stopped_{stamp}"), phase: Phase::Copying }
+        Aside {
+            shadow: marked_name(name, "__rebuilding", max_chars),
+            kept: marked_name(name, &format!("__stopped_{stamp}"), max_chars),
+            phase: Phase::Copying,
+        }
     }
 }
 
@@ -110,7 +115,7 @@ mod tests {
 
     #[test]
     fn names_follow_the_stopped_and_dropped_convention() {
-        let a = Aside::new("recipes", 1_795_953_600);
+        let a = Aside::new("recipes", 1_795_953_600, 64);
         assert_eq!((a.shadow.as_str(), a.kept.as_str()), ("recipes__rebuilding", "recipes__stopped_20261129120000"));
         assert_eq!(a.phase, Phase::Copying);
         for p in [Phase::Copying, Phase::Swapping, Phase::Emptying] {
@@ -124,7 +129,7 @@ mod tests {
     fn rows_go_to_the_shadow_only_while_a_table_is_rebuilt() {
         let mut r = Rebuilding::default();
         assert_eq!(r.stored_in("t"), "t");
-        r.set("t", Some(&Aside::new("t", 0)));
+        r.set("t", Some(&Aside::new("t", 0, 64)));
         assert_eq!((r.stored_in("t"), r.stored_in("u")), ("t__rebuilding".to_string(), "u".to_string()));
         r.set("t", None);
         assert_eq!(r.stored_in("t"), "t");

@@ -93,6 +93,8 @@ use schedule::{MergeSchedule, When};
 use sql::{Names, TableShape, bytes, string};
 use types::{BqType, bigquery_type, widens_to};
 
+/// The longest table name the target takes, in characters (BigQuery table names).
+const MAX_NAME_CHARS: usize = 1024;
 /// Rows per insertAll request (the limit is 50,000). Each request costs a round trip and,
 /// on the emulator, ~0.15 s of overhead: 500-row requests ran at 2.2k rows/s there, 5,000-row
 /// ones at 7.2k rows/s (BENCHMARKS.md).
@@ -527,8 +529,7 @@ impl Sink for BigQuerySink {
                         statements.push(format!(
                             "ALTER TABLE IF EXISTS {} RENAME TO {}",
                             n.table(&name),
-                            // BigQuery table names hold 1,024 characters.
-                            sql::ident(&dropped_name(&name, change, 1024))
+                            sql::ident(&dropped_name(&name, change, MAX_NAME_CHARS))
                         ));
                     }
                     DropMode::Drop => statements.push(format!("DROP TABLE IF EXISTS {}", n.table(&name))),

@@ -183,7 +183,7 @@ impl BigQuerySink {
         // The stale copy keeps its rows but takes no more: its changelog goes.
         statements.push(format!("DROP TABLE IF EXISTS {}", n.changelog(name)));
         statements.push(format!("DELETE FROM {} WHERE table_name = {}", n.table(TABLES), string(name)));
-        let aside = Aside::new(name, timestamp);
+        let aside = Aside::new(name, timestamp, super::MAX_NAME_CHARS);
         statements.push(self.delete_rebuild(name));
         statements.push(format!(
             "INSERT INTO {} (pipeline, table_name, shadow, kept, phase, started_at) \

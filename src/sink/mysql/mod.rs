@@ -83,6 +83,8 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 const STATEMENT_CACHE: usize = 512;
 /// The stream id of the embedded buffer in `_binferry_state`.
 const EMBEDDED_STREAM: &str = "embedded";
+/// The longest table name the target takes, in characters (MySQL names).
+const MAX_NAME_CHARS: usize = 64;
 /// Key hash of a table-wide tombstone (TRUNCATE, DROP): no change older than it applies.
 const TABLE_TOMBSTONE: [u8; 16] = [0; 16];
 /// How often expired tombstones and DDL barriers are removed.
@@ -447,8 +449,7 @@ impl Sink for MysqlSink {
             TableChange::Drop => {
                 // A shadow being filled goes; the stale copy is what the table was.
                 self.abandon_rebuild(&name).await?;
-                // MySQL names hold 64 characters.
-                let kept = dropped_name(&name, change, 64);
+                let kept = dropped_name(&name, change, MAX_NAME_CHARS);
                 let conn = self.ddl_conn().await?;
                 let present = table_exists(conn, &db, &name).await?;
                 // Idempotent: a replayed or re-applied drop whose marked table exists is done.

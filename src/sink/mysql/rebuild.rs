@@ -124,7 +124,7 @@ impl MysqlSink {
         if let Some(old) = self.reload_rebuild(name).await? {
             self.ddl(&format!("DROP TABLE IF EXISTS {}.{}", q(&self.settings.database), q(&old.shadow))).await?;
         }
-        let aside = Aside::new(name, timestamp);
+        let aside = Aside::new(name, timestamp, super::MAX_NAME_CHARS);
         let (db, pipeline) = (q(&self.settings.database), self.settings.pipeline.clone());
         let conn = self.ddl_conn().await?;
         let fail = |e| Error::target_mysql(e, "starting the rebuild of a stopped table");
