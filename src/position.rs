@@ -204,8 +204,8 @@ pub struct SnapshotProgress {
     /// Copied tables (`db.table`) and the binlog position of their copy.
     pub tables: BTreeMap<String, Position>,
     /// Tables being copied in key chunks while the binlog streams (the initial snapshot of
-    /// tables with a primary key, and resyncs), by `db.table`. A table leaves this map with
-    /// its last chunk.
+    /// tables with a primary key, resyncs, and tables created while streaming), by
+    /// `db.table`. A table leaves this map with its last chunk.
     #[serde(default)]
     pub chunked: BTreeMap<String, ChunkedCopy>,
 }
@@ -228,9 +228,21 @@ pub struct ChunkedCopy {
     /// A resync asked for by an operator, rather than the initial snapshot.
     #[serde(default)]
     pub resync: bool,
+    /// A table created while streaming: copied so that its target table exists from its
+    /// creation on, with the shape it was created with, rather than from its first row. The
+    /// target stays consistent meanwhile (every row of it also arrives through the binlog),
+    /// and a copy that fails just ends (its first row creates the target table).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 impl SnapshotProgress {
+    /// Whether a copy under way keeps the target from being consistent: any but those of
+    /// tables created while streaming ([`ChunkedCopy::fresh`]).
+    pub fn copying_for_consistency(&self) -> bool {
+        self.chunked.values().any(|c| !c.fresh)
+    }
+
     /// The newest table copy whose position is after `resume`, where streaming starts: until
     /// the stream reaches it, tables copied at it already hold changes the stream has yet to
     /// apply to the others. `None` when every copy is at or before `resume` (positions of

@@ -109,6 +109,41 @@ async fn schema_changes_are_followed_while_streaming() {
         .unwrap();
     assert_eq!(kept.len(), 3, "the replaced tables and the dropped one are kept under marked names: {kept:?}");
 
+    // A table created while streaming has its target table, with its columns, before any row.
+    c.query_drop(format!(
+        "CREATE TABLE `{db}`.emptyt (id INT PRIMARY KEY, label VARCHAR(20) DEFAULT 'x', made DATETIME(6))"
+    ))
+    .await
+    .unwrap();
+    // A keyless one cannot be copied in chunks: it gets its target table with its first row,
+    // as before, and stops nothing. One dropped at once: its copy just ends; created again, it
+    // replicates.
+    c.query_drop(format!("CREATE TABLE `{db}`.nokey (a INT)")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{db}`.flash (id INT PRIMARY KEY)")).await.unwrap();
+    c.query_drop(format!("DROP TABLE `{db}`.flash")).await.unwrap();
+    c.query_drop(format!("CREATE TABLE `{db}`.flash (id INT PRIMARY KEY, v INT)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.flash VALUES (1, 1)")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{db}`.nokey VALUES (1), (1)")).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let columns: Vec<String> = t
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'emptyt' \
+                 AND COLUMN_NAME NOT LIKE '\\_binferry\\_%' ORDER BY ORDINAL_POSITION",
+                (&env.dst,),
+            )
+            .await
+            .unwrap();
+        if !columns.is_empty() {
+            assert_eq!(columns, ["id", "label", "made"]);
+            break;
+        }
+        assert!(start.elapsed() < CONVERGE, "the empty table has no target table:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_equal(CONVERGE).await;
+    assert!(!env.log().contains("table stopped"), "{}", env.log());
+
     // A table whose name leaves no room for the mark within MySQL's 64 characters is kept too.
     let long = "a_table_with_a_name_long_enough_to_leave_no_room_for_a_mark";
     c.query_drop(format!("CREATE TABLE `{db}`.`{long}` (id INT PRIMARY KEY)")).await.unwrap();

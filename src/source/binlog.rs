@@ -677,12 +677,16 @@ impl Streamer<'_> {
         let Some(ddl) = classify(sql, default_db) else { return false };
         let selected = |t: &TableRef| self.settings.filter.matches(t);
         let mut changes = Vec::new();
+        let mut created = None;
         match ddl {
             Ddl::Truncate(t) if selected(&t) => changes.push((t, TableChange::Truncate)),
             Ddl::Drop(ts) => changes.extend(ts.into_iter().filter(|t| selected(t)).map(|t| (t, TableChange::Drop))),
-            // The old table and its rows are gone; the new one is empty, and its rows and
-            // shape arrive as row events, as for any new table.
-            Ddl::Replace(t) if selected(&t) => changes.push((t, TableChange::Drop)),
+            // The old table and its rows are gone; the new one is created as below.
+            Ddl::Replace(t) if selected(&t) => {
+                changes.push((t.clone(), TableChange::Drop));
+                created = Some(t);
+            }
+            Ddl::Create(t) if selected(&t) => created = Some(t),
             Ddl::RenameTables(pairs) => {
                 for (from, to) in pairs {
                     match (selected(&from), selected(&to)) {
@@ -706,7 +710,36 @@ impl Streamer<'_> {
             info!(%table, ?change, position = %position, "schema change");
             self.push(Record::Ddl(SchemaChange::new(table, change, position.clone(), ts)));
         }
+        if let Some(table) = created {
+            self.copy_created(table, position);
+        }
         queued
+    }
+
+    /// A table was created at `at`. It brings its shape with its first row, and a table that
+    /// stays empty would have no target table: copy it, as a resync would, so that its target
+    /// table exists from here on with the shape the copy read (the copy's checks make sure no
+    /// statement changed it after `at` unseen). It is copied in chunks like any other, usually
+    /// in one empty one; one that cannot be (no primary key) gets its target table with its
+    /// first row, as before.
+    fn copy_created(&mut self, table: TableRef, at: Position) {
+        let key = table.key();
+        if self.stopped.contains(&table) || self.checkpoint.snapshot.chunked.contains_key(&key) {
+            return;
+        }
+        debug!(%table, "table created: copying it so that its target table exists");
+        let copy = ChunkedCopy {
+            table: table.clone(),
+            start: Some(at),
+            after: None,
+            chunks: 0,
+            rows: 0,
+            resync: false,
+            fresh: true,
+        };
+        self.checkpoint.snapshot.chunked.insert(key, copy);
+        self.checkpoint_dirty = true;
+        self.copy.send(CopyJob { table, after: None, keys: None });
     }
 
     /// A statement inside a transaction. Row-based binlogs log DML as row events, so the one
@@ -731,7 +764,8 @@ impl Streamer<'_> {
             return;
         }
         if self.on_ddl(sql, default_db, log_pos, ts) {
-            let consistent = Some(self.consistent_from.is_none() && self.checkpoint.snapshot.chunked.is_empty());
+            let consistent =
+                Some(self.consistent_from.is_none() && !self.checkpoint.snapshot.copying_for_consistency());
             let position = Position::new(self.current_file.clone(), log_pos);
             self.push(Record::Commit(Commit { position, gtid: None, timestamp: ts, snapshot: false, consistent }));
         }
@@ -741,7 +775,7 @@ impl Streamer<'_> {
         let position = Position::new(self.current_file.clone(), log_pos);
         let reaches = self.reaches_consistency(&position);
         let consistent =
-            Some((self.consistent_from.is_none() || reaches) && self.checkpoint.snapshot.chunked.is_empty());
+            Some((self.consistent_from.is_none() || reaches) && !self.checkpoint.snapshot.copying_for_consistency());
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
@@ -783,7 +817,7 @@ impl Streamer<'_> {
     fn push_consistency_marker(&mut self, at: Position, ts: u32) {
         info!(position = %at, "the stream reached the newest table copy of the snapshot");
         self.consistent_from = None;
-        if !self.checkpoint.snapshot.chunked.is_empty() {
+        if self.checkpoint.snapshot.copying_for_consistency() {
             return; // the last chunk says it
         }
         self.push(Record::Commit(Commit::consistency_marker(at, ts)));
@@ -827,11 +861,17 @@ impl Streamer<'_> {
     }
 
     /// The copier cannot copy `table`: stop it (the stop says why and that a resync fixes it).
+    /// The copy of a table created while streaming just ends: the table may be gone already,
+    /// or have no primary key, and its rows bring its shape all the same.
     fn copy_failed(&mut self, table: TableRef, reason: String) {
-        if self.checkpoint.snapshot.chunked.remove(&table.key()).is_none() {
+        let Some(copy) = self.checkpoint.snapshot.chunked.remove(&table.key()) else {
             return; // dropped or renamed meanwhile
-        }
+        };
         self.checkpoint_dirty = true;
+        if copy.fresh {
+            info!(%table, %reason, "a table created while streaming was not copied: its first row creates its target table");
+            return;
+        }
         self.stop(table, reason);
         if !self.in_txn
             && let Some(at) = self.at.clone()
@@ -920,13 +960,21 @@ impl Streamer<'_> {
             Some(c) if c.resync => RECOPY_ROW_BASE,
             _ => 0,
         };
+        // The copy of a table created while streaming changes nothing about consistency.
+        let fresh = self.checkpoint.snapshot.chunked.get(&key).is_some_and(|c| c.fresh);
+        let chunk_commit = |at: &Position| {
+            let commit = Commit::copy_chunk(at.clone(), ts);
+            if fresh { Commit { consistent: None, ..commit } } else { commit }
+        };
         for (i, values) in rows.into_iter().enumerate() {
             // Row 0 is the chunk's commit.
             let position = Position { row: base + i as u32 + 1, ..at.clone() };
             self.push(Record::Change(ChangeEvent::snapshot(table.clone(), version, values, position, ts)));
         }
-        self.push(Record::Commit(Commit::copy_chunk(at.clone(), ts)));
-        self.stats.record_snapshot_rows(n);
+        self.push(Record::Commit(chunk_commit(&at)));
+        if !fresh {
+            self.stats.record_snapshot_rows(n);
+        }
         self.checkpoint_dirty = true;
         let Some(copy) = self.checkpoint.snapshot.chunked.get_mut(&key) else { return };
         // Set where streaming was when the copy was registered, and lowered to any chunk
@@ -942,7 +990,10 @@ impl Streamer<'_> {
         copy.after = upper.clone();
         copy.chunks += 1;
         copy.rows += n;
-        if upper.is_some() {
+        // A created table's copy ends with its first chunk: its rows also come from the
+        // binlog, all of them since its creation, so what the copy is for, the shape at a
+        // known position, is there. (Catching up, the table can have many rows by now.)
+        if upper.is_some() && !fresh {
             self.log_copy_progress();
             self.record_copy_progress();
             return;
@@ -953,6 +1004,7 @@ impl Streamer<'_> {
             rows = done.as_ref().map_or(0, |c| c.rows),
             chunks = done.as_ref().map_or(0, |c| c.chunks),
             resync = done.as_ref().is_some_and(|c| c.resync),
+            created = fresh,
             "table copied"
         );
         if done.as_ref().is_some_and(|c| c.resync) {
@@ -968,10 +1020,10 @@ impl Streamer<'_> {
         // the source does not have (a TRUNCATE at `start` removes exactly those). It brings the
         // shape the last chunk was read with, so an empty table gets its target table too.
         self.push(Record::Ddl(SchemaChange::new(table, TableChange::Truncate, start.clone(), ts).with_shape(version)));
-        self.push(Record::Commit(Commit::copy_chunk(start.clone(), ts)));
+        self.push(Record::Commit(chunk_commit(&start)));
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
-        if self.checkpoint.snapshot.chunked.is_empty() && self.consistent_from.is_none() {
+        if !fresh && !self.checkpoint.snapshot.copying_for_consistency() && self.consistent_from.is_none() {
             info!("snapshot complete: every chunked copy is in the buffer");
             self.push(Record::Commit(Commit::consistency_marker(at, ts)));
         }
@@ -998,6 +1050,7 @@ impl Streamer<'_> {
                 chunks: 0,
                 rows: 0,
                 resync: true,
+                fresh: false,
             };
             self.checkpoint.snapshot.chunked.insert(table.key(), copy);
             self.rebuilds.push(table.clone());
@@ -1101,7 +1154,8 @@ impl Streamer<'_> {
 
     /// Export what is left to copy.
     fn record_copy_progress(&self) {
-        let copies = self.checkpoint.snapshot.chunked.values();
+        // A created table's copy is over in a moment, and not what operators follow.
+        let copies = self.checkpoint.snapshot.chunked.values().filter(|c| !c.fresh);
         self.stats.set_copies(
             copies
                 .map(|c| CopyProgress { table: c.table.key(), rows: c.rows, chunks: c.chunks, resync: c.resync })

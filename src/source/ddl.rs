@@ -6,7 +6,9 @@
 //! a table, a DROP removes it (MariaDB's `CREATE OR REPLACE TABLE` too: it is a
 //! drop followed by a create), a RENAME moves it, and a column rename looks
 //! like a drop plus an add. Those statements are recognised here, so they can
-//! be applied to the target in source order.
+//! be applied to the target in source order. A CREATE TABLE is recognised too:
+//! a table without rows has no TABLE_MAP to bring its shape, so the source
+//! copies it (`binlog.rs`), which gives its target table the shape it had.
 //!
 //! This is deliberately a small tokenizer, not a SQL parser. It recognises
 //! the statement forms it knows, and anything else is `None`. Because column
@@ -15,7 +17,7 @@
 
 use crate::schema::TableRef;
 
-/// A DDL statement that affects replicated rows or names.
+/// A DDL statement that affects replicated rows, names or tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ddl {
     /// `TRUNCATE [TABLE] t`.
@@ -25,6 +27,9 @@ pub(crate) enum Ddl {
     /// `CREATE OR REPLACE TABLE t ...` (MariaDB): the table that was there, rows and all, is
     /// dropped, and a new one, empty, takes its name.
     Replace(TableRef),
+    /// `CREATE TABLE t ...` (also `LIKE` and `... SELECT`): a new table. Not with `IF NOT
+    /// EXISTS`, which the server logs whether or not the table was there.
+    Create(TableRef),
     /// `RENAME TABLE a TO b, ...` or `ALTER TABLE a RENAME [TO|AS] b`.
     RenameTables(Vec<(TableRef, TableRef)>),
     /// `ALTER TABLE t RENAME COLUMN a TO b` or `ALTER TABLE t CHANGE [COLUMN] a b ...`.
@@ -182,12 +187,19 @@ pub(crate) fn classify(sql: &str, default_db: &str) -> Option<Ddl> {
         return Some(Ddl::Drop(tables));
     }
     if c.kw("CREATE") {
-        // A plain CREATE TABLE changes no existing row (with IF NOT EXISTS, a table that is
-        // there stays as it is); its rows arrive as row events.
-        if !(c.kw("OR") && c.kw("REPLACE")) || c.kw("TEMPORARY") || !c.kw("TABLE") {
+        let replace = c.kw("OR");
+        if (replace && !c.kw("REPLACE")) || c.kw("TEMPORARY") || !c.kw("TABLE") {
             return None;
         }
-        return c.table().map(Ddl::Replace);
+        if replace {
+            return c.table().map(Ddl::Replace);
+        }
+        // With IF NOT EXISTS, a table that is there stays as it is, and nothing in the binlog
+        // says whether it was.
+        if c.peek_kw("IF") {
+            return None;
+        }
+        return c.table().map(Ddl::Create);
     }
     if c.kw("RENAME") {
         if !c.kw("TABLE") && !c.kw("TABLES") {
@@ -287,6 +299,12 @@ mod tests {
             Some(Ddl::Replace(t("shop", "orders")))
         );
         assert_eq!(classify("create or replace table orders like o2", "shop"), Some(Ddl::Replace(t("shop", "orders"))));
+        assert_eq!(classify("CREATE TABLE a (b INT)", "d"), Some(Ddl::Create(t("d", "a"))));
+        assert_eq!(classify("create table `x`.`a` like b", "d"), Some(Ddl::Create(t("x", "a"))));
+        assert_eq!(
+            classify("CREATE TABLE `a` (\n  `id` int(11) NOT NULL,\n  PRIMARY KEY (`id`)\n) START TRANSACTION", "d"),
+            Some(Ddl::Create(t("d", "a")))
+        );
         assert_eq!(
             classify("RENAME TABLE a TO b, x.y TO x.z", "d"),
             Some(Ddl::RenameTables(vec![(t("d", "a"), t("d", "b")), (t("x", "y"), t("x", "z"))]))
@@ -317,8 +335,10 @@ mod tests {
         assert_eq!(classify("ALTER TABLE a RENAME INDEX i TO j", "d"), None);
         assert_eq!(classify("DROP TEMPORARY TABLE t", "d"), None);
         assert_eq!(classify("CREATE INDEX i ON a (b)", "d"), None);
-        assert_eq!(classify("CREATE TABLE a (b INT)", "d"), None);
         assert_eq!(classify("CREATE TABLE IF NOT EXISTS a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE TEMPORARY TABLE a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE OR TABLE a (b INT)", "d"), None);
+        assert_eq!(classify("CREATE TABLE", "d"), None);
         assert_eq!(classify("CREATE OR REPLACE TEMPORARY TABLE a (b INT)", "d"), None);
         assert_eq!(classify("CREATE OR REPLACE VIEW v AS SELECT 1", "d"), None);
         assert_eq!(classify("CREATE OR REPLACE TABLE", "d"), None);

@@ -38,7 +38,15 @@ pub(super) async fn run<B: Journal>(
     let tables: Vec<TableRef> = list_tables(&mut conn, &settings.filter).await?;
     let (whole, chunked) = plan(&mut conn, server, settings, checkpoint, tables).await?;
     for table in chunked {
-        let copy = ChunkedCopy { table: table.clone(), start: None, after: None, chunks: 0, rows: 0, resync: false };
+        let copy = ChunkedCopy {
+            table: table.clone(),
+            start: None,
+            after: None,
+            chunks: 0,
+            rows: 0,
+            resync: false,
+            fresh: false,
+        };
         checkpoint.snapshot.chunked.insert(table.key(), copy);
     }
     if whole.is_empty() {
@@ -244,7 +252,7 @@ impl TableCopy<'_> {
 fn completion(checkpoint: &SourceCheckpoint) -> AppendBatch {
     let mut batch = AppendBatch::checkpoint_only(checkpoint.clone());
     if let Some(resume) = &checkpoint.resume
-        && checkpoint.snapshot.chunked.is_empty()
+        && !checkpoint.snapshot.copying_for_consistency()
         && checkpoint.snapshot.newest_copy_after(resume).is_none()
     {
         batch.records.push(Record::Commit(Commit {
