@@ -719,9 +719,9 @@ impl Streamer<'_> {
     /// A table was created at `at`. It brings its shape with its first row, and a table that
     /// stays empty would have no target table: copy it, as a resync would, so that its target
     /// table exists from here on with the shape the copy read (the copy's checks make sure no
-    /// statement changed it after `at` unseen). It is copied in chunks like any other, usually
-    /// in one empty one; one that cannot be (no primary key) gets its target table with its
-    /// first row, as before.
+    /// statement changed it after the copy read it unseen). Only its first chunk, usually
+    /// empty, is copied (see [`ChunkedCopy::fresh`]); a table that cannot be copied in chunks
+    /// (no primary key) gets its target table with its first row, as before.
     fn copy_created(&mut self, table: TableRef, at: Position) {
         let key = table.key();
         if self.stopped.contains(&table) || self.checkpoint.snapshot.chunked.contains_key(&key) {
