@@ -84,9 +84,10 @@ pub(super) struct CopyLink<'a> {
     /// stream ends.
     checks: JoinSet<ResyncCheck>,
     jobs: mpsc::Sender<CopyJob>,
-    /// Copies the full job queue could not take yet, sent in order as it frees: a resync of
-    /// more tables than the queue holds. Bounded by the tables being copied (a job left here
-    /// under a table's old name after a rename fails harmlessly: that copy is gone).
+    /// Copies and repairs the full job queue could not take yet, sent in order as it frees: a
+    /// resync of more tables than the queue holds. Bounded by the tables being copied or
+    /// repaired, one job each (a job left here under a table's old name after a rename fails
+    /// harmlessly: that copy is gone).
     waiting: VecDeque<CopyJob>,
     offers: mpsc::Receiver<Offer>,
     /// The chunk offered and not yet taken (the copier waits for the verdict).
@@ -1083,9 +1084,9 @@ impl Streamer<'_> {
             refuse(format!("a repair of {table} is under way"), "wait for it, then verify again")
         } else if keys.is_empty() {
             Ok(Repaired::default())
-        } else if self.copy.jobs.try_send(CopyJob { table: table.clone(), after: None, keys: Some(keys) }).is_err() {
-            Err(Error::new(ErrorKind::SourceUnavailable, "the copy queue is full; try again in a moment"))
         } else {
+            // Behind the copies queued before it, if any: the caller waits for the answer.
+            self.copy.send(CopyJob { table, after: None, keys: Some(keys) });
             self.copy.repairs.insert(key, reply);
             return;
         };
