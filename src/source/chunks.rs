@@ -1,5 +1,6 @@
 //! Copying tables in primary-key chunks while the binlog streams: the initial snapshot of
-//! every table with a primary key, and `binferry resync`.
+//! every table with a primary key, `binferry resync`, and the first chunk of a table created
+//! while streaming (which gives its target table the shape the table had then).
 //!
 //! # The technique, and why this variant
 //!
