@@ -210,7 +210,7 @@ async fn check_tables(
         rows.into_iter().map(|(d, t)| TableRef::new(d, t)).filter(|t| settings.filter.matches(t)).collect();
     if tables.is_empty() {
         r.notes.push(
-            "no existing table matches source.include yet (tables created later are replicated from their first row)"
+            "no existing table matches source.include yet (tables created later are replicated from their creation)"
                 .into(),
         );
     }
