@@ -1034,8 +1034,12 @@ impl Streamer<'_> {
     /// by [`resync::candidates`]); durable before it answers. The outer result is the
     /// stream's own failure (the buffer), the inner one the request's answer.
     async fn start_resync<B: Journal>(&mut self, candidates: Vec<Candidate>, buffer: &B) -> Result<Result<Resynced>> {
+        // A created table's copy ends with its first chunk ([`ChunkedCopy::fresh`]): a resync
+        // of it starts a whole copy, which takes that one's chunks over (the copy it queues
+        // after it then finds nothing to do).
         let chunked = &self.checkpoint.snapshot.chunked;
-        let out = match resync::plan(candidates, &self.stopped, |t| chunked.contains_key(&t.key())) {
+        let copying = |t: &TableRef| chunked.get(&t.key()).is_some_and(|c| !c.fresh);
+        let out = match resync::plan(candidates, &self.stopped, copying) {
             Ok(out) => out,
             Err(e) => return Ok(Err(e)),
         };
