@@ -236,6 +236,14 @@ pub struct ChunkedCopy {
     pub fresh: bool,
 }
 
+impl ChunkedCopy {
+    /// A copy of `table` from its first row, no chunk read yet, none of no older position
+    /// than `start` (`None`: where streaming starts).
+    pub fn new(table: TableRef, start: Option<Position>) -> Self {
+        ChunkedCopy { table, start, after: None, chunks: 0, rows: 0, resync: false, fresh: false }
+    }
+}
+
 impl SnapshotProgress {
     /// Whether a copy under way keeps the target from being consistent: any but those of
     /// tables created while streaming ([`ChunkedCopy::fresh`]).

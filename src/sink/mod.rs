@@ -53,23 +53,17 @@ pub(crate) fn name_stamp(timestamp: u32) -> String {
 
 /// The name target table `name` is kept under when `drop` (a DROP TABLE or the drop half of
 /// a `CREATE OR REPLACE TABLE`) removes it from the source:
-/// `<name>__dropped_<stamp>_<tag>`, at most `max_chars` long (the name is shortened to fit).
+/// `<name>__dropped_<stamp>_<tag>`, at most `max_chars` long (see [`marked_name`]).
 ///
-/// The tag, six hex digits of a hash of the name and the statement's position, tells apart
-/// two drops of one name within a second (a table replaced twice in a row), which the stamp
-/// alone would take for one drop applied twice; it also keeps two long names that share
-/// their beginning apart once shortened. The same statement always gives the same name, so
-/// a sink sees that a drop applied again (a replay, a retry) is done.
+/// The tag, six hex digits of a hash of the statement's position, tells apart two drops of
+/// one name within a second (a table replaced twice in a row), which the stamp alone would
+/// take for one drop applied twice. The same statement always gives the same name, so a sink
+/// sees that a drop applied again (a replay, a retry) is done.
 pub(crate) fn dropped_name(name: &str, drop: &SchemaChange, max_chars: usize) -> String {
     let mut hash = blake3::Hasher::new();
-    hash.update(name.as_bytes());
-    hash.update(&[0]);
     hash.update(drop.position.file.as_bytes());
     hash.update(&drop.position.offset.to_be_bytes());
-    let suffix = format!("__dropped_{}_{}", name_stamp(drop.timestamp), tag(hash));
-    let room = max_chars.saturating_sub(suffix.chars().count());
-    let kept: String = name.chars().take(room).collect();
-    format!("{kept}{suffix}")
+    marked_name(name, &format!("__dropped_{}_{}", name_stamp(drop.timestamp), tag(hash)), max_chars)
 }
 
 /// `<name><suffix>`, at most `max_chars` long: a name too long for that keeps its beginning

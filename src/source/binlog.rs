@@ -729,15 +729,7 @@ impl Streamer<'_> {
             return;
         }
         debug!(%table, "table created: copying it so that its target table exists");
-        let copy = ChunkedCopy {
-            table: table.clone(),
-            start: Some(at),
-            after: None,
-            chunks: 0,
-            rows: 0,
-            resync: false,
-            fresh: true,
-        };
+        let copy = ChunkedCopy { fresh: true, ..ChunkedCopy::new(table.clone(), Some(at)) };
         self.checkpoint.snapshot.chunked.insert(key, copy);
         self.checkpoint_dirty = true;
         self.copy.send(CopyJob { table, after: None, keys: None });
@@ -765,8 +757,7 @@ impl Streamer<'_> {
             return;
         }
         if self.on_ddl(sql, default_db, log_pos, ts) {
-            let consistent =
-                Some(self.consistent_from.is_none() && !self.checkpoint.snapshot.copying_for_consistency());
+            let consistent = Some(self.consistent_with(false));
             let position = Position::new(self.current_file.clone(), log_pos);
             self.push(Record::Commit(Commit { position, gtid: None, timestamp: ts, snapshot: false, consistent }));
         }
@@ -775,8 +766,7 @@ impl Streamer<'_> {
     fn on_commit(&mut self, log_pos: u64, ts: u32) {
         let position = Position::new(self.current_file.clone(), log_pos);
         let reaches = self.reaches_consistency(&position);
-        let consistent =
-            Some((self.consistent_from.is_none() || reaches) && !self.checkpoint.snapshot.copying_for_consistency());
+        let consistent = Some(self.consistent_with(reaches));
         if self.txn_has_changes {
             self.push(Record::Commit(Commit {
                 position: position.clone(),
@@ -804,6 +794,12 @@ impl Streamer<'_> {
         self.in_txn = false;
         self.txn_has_changes = false;
         self.txn_index = 0;
+    }
+
+    /// Whether the target is consistent once what the stream has read so far is applied;
+    /// `reaches`: the stream has just reached the newest table copy it was waiting for.
+    fn consistent_with(&self, reaches: bool) -> bool {
+        (self.consistent_from.is_none() || reaches) && !self.checkpoint.snapshot.copying_for_consistency()
     }
 
     /// Whether the stream, at `at`, reaches the newest table copy it was waiting for.
@@ -1024,7 +1020,7 @@ impl Streamer<'_> {
         self.push(Record::Commit(chunk_commit(&start)));
         self.copy.last_ddl.remove(&key);
         self.record_copy_progress();
-        if !fresh && !self.checkpoint.snapshot.copying_for_consistency() && self.consistent_from.is_none() {
+        if !fresh && self.consistent_with(false) {
             info!("snapshot complete: every chunked copy is in the buffer");
             self.push(Record::Commit(Commit::consistency_marker(at, ts)));
         }
@@ -1048,15 +1044,7 @@ impl Streamer<'_> {
         let start =
             self.at.clone().or_else(|| self.checkpoint.resume.clone()).map(|p| Position { row: RECOPY_ROW_BASE, ..p });
         for table in &out.started {
-            let copy = ChunkedCopy {
-                table: table.clone(),
-                start: start.clone(),
-                after: None,
-                chunks: 0,
-                rows: 0,
-                resync: true,
-                fresh: false,
-            };
+            let copy = ChunkedCopy { resync: true, ..ChunkedCopy::new(table.clone(), start.clone()) };
             self.checkpoint.snapshot.chunked.insert(table.key(), copy);
             self.rebuilds.push(table.clone());
             info!(%table, "resync requested: copying the table again in chunks while streaming");

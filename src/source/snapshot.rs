@@ -38,16 +38,7 @@ pub(super) async fn run<B: Journal>(
     let tables: Vec<TableRef> = list_tables(&mut conn, &settings.filter).await?;
     let (whole, chunked) = plan(&mut conn, server, settings, checkpoint, tables).await?;
     for table in chunked {
-        let copy = ChunkedCopy {
-            table: table.clone(),
-            start: None,
-            after: None,
-            chunks: 0,
-            rows: 0,
-            resync: false,
-            fresh: false,
-        };
-        checkpoint.snapshot.chunked.insert(table.key(), copy);
+        checkpoint.snapshot.chunked.insert(table.key(), ChunkedCopy::new(table, None));
     }
     if whole.is_empty() {
         let (file, pos) = super::preflight::current_binlog_position(&mut conn).await?;
