@@ -164,6 +164,62 @@ async fn a_poison_message_stops_its_table_then_the_partition() {
     assert!(log.contains(&origin) && log.contains("dead_letter"), "{log}");
 }
 
+/// With the `key` layout a table's rows are spread over every partition, and an undecodable
+/// message stops its table in one of them: the other partitions' writers must stop it too,
+/// not keep writing it until a resync, and the resync brings it back in every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_key_layout_a_table_one_partition_stopped_stops_in_every_partition() {
+    let mut env = Env::new("kstopall").await;
+    env.use_kafka("key");
+    env.listen_on_a_free_port();
+    let mut c = two_tables(&env).await;
+    let bf = env.start();
+    env.wait_equal(CONVERGE).await;
+    let src = env.src.clone();
+
+    let key = format!(r#"{{"db":"{src}","table":"a"}}"#);
+    inject(&env, Some(key.as_bytes()), b"{not an envelope").await;
+    // Rows of b on every partition make each writer commit, and so look at the stops (every
+    // 10 s): wait until the three other partitions' writers skip a too.
+    let adopted = "table stopped by another partition's writer";
+    let start = std::time::Instant::now();
+    let mut id = 100;
+    while env.log().matches(adopted).count() < 3 {
+        assert!(start.elapsed() < CONVERGE, "the other partitions never stopped table a:\n{}", env.log());
+        c.query_drop(format!("INSERT INTO `{src}`.b VALUES ({id}, 'before')")).await.unwrap();
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(env.log().contains("undecodable message: table stopped"), "{}", env.log());
+
+    // Now changes of a on every partition are skipped, b's applied.
+    c.query_drop(format!("INSERT INTO `{src}`.a SELECT seq, 'after' FROM seq_1000_to_1039")).await.unwrap();
+    c.query_drop(format!("INSERT INTO `{src}`.b SELECT seq, 'after' FROM seq_1000_to_1039")).await.unwrap();
+    // b's rows are spread over the partitions too: once all 40 are in, every partition has
+    // passed a's rows, which were written before them.
+    let mut t = env.target_pool.get_conn().await.unwrap();
+    let count = |table: &str| format!("SELECT COUNT(*) FROM `{}`.{table} WHERE id >= 1000", env.dst);
+    let start = std::time::Instant::now();
+    while t.query_first::<i64, _>(count("b")).await.unwrap() != Some(40) {
+        assert!(start.elapsed() < CONVERGE, "b's rows did not all arrive:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let applied_a = t.query_first::<i64, _>(count("a")).await.unwrap();
+    assert_eq!(applied_a, Some(0), "a stopped table kept being written by the other partitions:\n{}", env.log());
+
+    // A resync starts it again in every partition.
+    let cfg = env.config_path();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
+        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.a")])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}\n{}", env.log());
+    c.query_drop(format!("INSERT INTO `{src}`.a SELECT seq, 'resumed' FROM seq_2000_to_2039")).await.unwrap();
+    env.wait_equal(CONVERGE).await;
+    assert!(bf.interrupt(Duration::from_secs(60)).success(), "{}", env.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_goes_to_the_dead_letter_topic() {
     use rdkafka::consumer::{BaseConsumer, Consumer};

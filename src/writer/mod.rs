@@ -77,6 +77,13 @@ pub const MAX_OPEN_CHANGES: usize = 10_000;
 /// Longest wait for new records when idle.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
+/// How often a writer whose tables other streams write too (the partitions of a Kafka topic
+/// in the `key` layout) reads the stops those streams recorded in the target. A table one
+/// partition's writer stopped (a value the target refused, an undecodable message) is then
+/// skipped by every partition's writer from its next commit after this long, instead of
+/// being written by the others until a resync. On BigQuery each look is a small query job.
+const SHARED_STOPS_EVERY: Duration = Duration::from_secs(10);
+
 /// Batching limits, and for replays where to start and which tables to apply.
 #[derive(Clone, Debug)]
 pub struct WriterSettings {
@@ -235,6 +242,9 @@ struct Writer<'a, B> {
     commit_next: bool,
     /// Tables stopped by an incompatible schema change: their changes are skipped.
     stopped: std::collections::HashSet<TableRef>,
+    /// When the stops other streams recorded were last read; `None` where no other stream
+    /// writes this log's tables (see [`SHARED_STOPS_EVERY`]).
+    shared_stops_read: Option<tokio::time::Instant>,
     /// Source time of the oldest change read and not committed yet, overall and per table:
     /// what the lag is measured from (published to [`Stats`] when it changes, which is rarely).
     unapplied_since: Option<u64>,
@@ -258,6 +268,7 @@ impl<'a, B: Log> Writer<'a, B> {
             target_versions: HashMap::new(),
             commit_next: false,
             stopped: Default::default(),
+            shared_stops_read: None,
             unapplied_since: None,
             unapplied_tables: HashMap::new(),
         }
@@ -281,6 +292,9 @@ impl<'a, B: Log> Writer<'a, B> {
             sink.stop_table(&table, &reason).await?;
             self.stopped.insert(table);
             self.commit_next = true;
+        }
+        if self.buffer.ddl_copies().await?.is_some() {
+            self.shared_stops_read = Some(tokio::time::Instant::now());
         }
         let next = self.settings.start_at.unwrap_or(applied.map_or(0, |o| o + 1));
         if let Some(o) = applied {
@@ -719,6 +733,7 @@ impl<'a, B: Log> Writer<'a, B> {
         let Some((offset, commit)) = self.last_commit.take() else {
             return Ok(false);
         };
+        self.adopt_shared_stops(sink).await?;
         self.stats.set_writer_activity(format!("applying a batch up to offset {offset} to the target"));
         let started = Instant::now();
         let applied = self.apply(sink).await?;
@@ -736,6 +751,31 @@ impl<'a, B: Log> Writer<'a, B> {
         self.note_consistency(&commit);
         self.unapplied_committed();
         Ok(true)
+    }
+
+    /// Skip, from the batch about to be applied on, the tables that other streams writing the
+    /// same tables stopped (when [`SHARED_STOPS_EVERY`] has passed since the last look; a
+    /// stream with nothing to apply does not look, so an idle pipeline runs no queries).
+    ///
+    /// A stop is never adopted after the resync that lifts it: a resync's rebuild deletes the
+    /// table's stop as it is applied, and it is a DDL barrier, so no stream passes the
+    /// rebuild before then. A stop read here therefore either comes after every rebuild this
+    /// stream has passed, or before one it has yet to reach, which starts the table again.
+    async fn adopt_shared_stops<S: TableState>(&mut self, sink: &mut S) -> Result<()> {
+        let Some(read) = self.shared_stops_read else { return Ok(()) };
+        if read.elapsed() < SHARED_STOPS_EVERY {
+            return Ok(());
+        }
+        self.shared_stops_read = Some(tokio::time::Instant::now());
+        for (table, reason) in sink.stopped_tables().await? {
+            if self.stopped.insert(table.clone()) {
+                // Not counted or alerted again: the stream that stopped it did that.
+                warn!(%table, %reason, "table stopped by another partition's writer; its changes are skipped here too until it is resynchronised");
+                self.held.retain(|e| e.table != table);
+                self.batch.remove_table(&table);
+            }
+        }
+        Ok(())
     }
 
     /// A change of `table` made at `ts` (source time) is read and not committed yet.

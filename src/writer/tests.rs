@@ -7,7 +7,7 @@
 //! so retries with backoff cost nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -216,11 +216,20 @@ struct MemLog {
     acked: AtomicU64,
     /// The other logs that carry copies of this one's DDL, as a Kafka partition has.
     copies: Option<DdlCopies>,
+    /// Records at this index and after are not written yet: reads end before them.
+    visible: AtomicUsize,
 }
 
 impl MemLog {
     fn new(records: Vec<Record>, schemas: HashMap<u64, Arc<TableSchema>>) -> Arc<Self> {
-        Arc::new(MemLog { records, poison: HashMap::new(), schemas, acked: AtomicU64::new(0), copies: None })
+        Arc::new(MemLog {
+            records,
+            poison: HashMap::new(),
+            schemas,
+            acked: AtomicU64::new(0),
+            copies: None,
+            visible: AtomicUsize::new(usize::MAX),
+        })
     }
 }
 
@@ -233,6 +242,7 @@ impl Log for MemLog {
             .enumerate()
             .skip(from)
             .take(max)
+            .take_while(|(i, _)| *i < self.visible.load(Ordering::Relaxed))
             .map(|(i, r)| {
                 let item = match self.poison.get(&i) {
                     Some(table) => Item::Poison(Poison { table: table.clone(), reason: format!("garbage at {i}") }),
@@ -812,6 +822,7 @@ fn a_poison_message_stops_its_table_and_nothing_else() {
             schemas: source.schemas.clone(),
             acked: AtomicU64::new(0),
             copies: None,
+            visible: AtomicUsize::new(usize::MAX),
         };
         memlog.poison.insert(poisoned, table);
         let memlog = Arc::new(memlog);
@@ -890,6 +901,7 @@ fn apply_copies(sources: &[Source], copies: u32, drain_at_start: bool) -> (Vec<(
             schemas: source.schemas.clone(),
             acked: AtomicU64::new(0),
             copies: Some(DdlCopies { group: BARRIER_GROUP.into(), copies, rank: rank as u32 }),
+            visible: AtomicUsize::new(usize::MAX),
         });
         let target = Arc::new(Mutex::new(Target::default()));
         let sink = ModelSink {
@@ -988,6 +1000,77 @@ fn a_stopped_table_stays_stopped_for_the_next_writer() {
     assert!(held.keys().all(|(t, _)| t == "a"), "b replicated after it was stopped: {held:?}");
     assert_eq!(held.len(), 2);
     assert_eq!(state.stopped().len(), 1);
+}
+
+#[test]
+fn a_table_another_partition_stopped_is_skipped_here_from_the_next_batch_on() {
+    // Two partitions of one table set (the Kafka key layout). Partition 0 stops b at an
+    // undecodable message; partition 1 has applied b's first rows by then, and its later
+    // rows of b arrive more than SHARED_STOPS_EVERY later: they must be skipped, a's applied.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let shared = MemoryState::new();
+    let drain = Shutdown::new();
+    let zero = Source::build(&[Txn::Rows(vec![put(0, 1, 1), put(1, 1, 1)])]);
+    let one =
+        Source::build(&[Txn::Rows(vec![put(0, 2, 1), put(1, 2, 1)]), Txn::Rows(vec![put(0, 3, 1), put(1, 3, 1)])]);
+    let logs: Vec<Arc<MemLog>> = [&zero, &one]
+        .iter()
+        .enumerate()
+        .map(|(rank, source)| {
+            let records = source.log(&[]);
+            let mut poison = HashMap::new();
+            if rank == 0 {
+                let at = records.iter().position(|r| matches!(r, Record::Change(ev) if ev.table.name == "b")).unwrap();
+                poison.insert(at, Some(TableRef::new("d", "b")));
+            }
+            Arc::new(MemLog {
+                records,
+                poison,
+                schemas: source.schemas.clone(),
+                acked: AtomicU64::new(0),
+                copies: Some(DdlCopies { group: BARRIER_GROUP.into(), copies: 2, rank: rank as u32 }),
+                visible: AtomicUsize::new(usize::MAX),
+            })
+        })
+        .collect();
+    // Partition 1 holds only its first transaction at first.
+    let first_end = logs[1].records.iter().position(|r| matches!(r, Record::Commit(_))).unwrap() + 1;
+    logs[1].visible.store(first_end, Ordering::Relaxed);
+    let targets: Vec<_> = (0..2).map(|_| Arc::new(Mutex::new(Target::default()))).collect();
+    let runs: Vec<_> = (0..2)
+        .map(|rank| {
+            let sink = ModelSink {
+                target: Arc::clone(&targets[rank]),
+                states: Arc::new(vec![]),
+                log: Arc::clone(&logs[rank]),
+                state: shared.for_stream(&rank.to_string()),
+            };
+            // A batch is due at two changes: each transaction here is one batch.
+            run(settings(2, 1000), Arc::clone(&logs[rank]), sink, Arc::new(Stats::default()), drain.child())
+        })
+        .collect();
+    let last = |rank: usize| logs[rank].records.len() as u64 - 1;
+    let committed = |rank: usize, offset: u64| targets[rank].lock().unwrap().offset == Some(offset);
+    let watch = async {
+        while !(committed(0, last(0)) && committed(1, first_end as u64 - 1)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(shared.stopped().len(), 1, "partition 0 did not stop b");
+        tokio::time::sleep(super::SHARED_STOPS_EVERY + Duration::from_secs(1)).await;
+        logs[1].visible.store(usize::MAX, Ordering::Relaxed);
+        while !committed(1, last(1)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drain.trigger();
+    };
+    let (results, ()) = runtime.block_on(async { tokio::join!(futures_util::future::join_all(runs), watch) });
+    for r in results {
+        assert!(r.is_ok(), "{:?}", r.err());
+    }
+    let held = targets[1].lock().unwrap().durable.state();
+    let keys: Vec<_> = held.keys().cloned().collect();
+    let want: Vec<(String, i64)> = vec![("a".into(), 2), ("a".into(), 3), ("b".into(), 2)];
+    assert_eq!(keys, want, "partition 1 must apply b's rows from before it knew of the stop, and none after");
 }
 
 fn any_txn() -> impl Strategy<Value = Txn> {

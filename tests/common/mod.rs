@@ -384,6 +384,13 @@ impl Env {
 
     /// Carry this test's changes through the shared Kafka-protocol broker, in topics of its
     /// own (the prefix is the test's unique name), with `layout`.
+    /// Serve the operations endpoint on a free port of its own, for the commands that ask the
+    /// running process (`resync`, `verify --repair`).
+    pub fn listen_on_a_free_port(&mut self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        self.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    }
+
     pub fn use_kafka(&mut self, layout: &str) {
         ensure_kafka();
         self.set(&["buffer", "kind"], "kafka");
