@@ -92,6 +92,8 @@ pub(super) struct CopyLink<'a> {
     offers: mpsc::Receiver<Offer>,
     /// The chunk offered and not yet taken (the copier waits for the verdict).
     held: Option<(Chunk, oneshot::Sender<Verdict>)>,
+    /// Since when the held chunk waits, and when that was last logged ([`HELD_CHUNK_REPORT`]).
+    held_since: Option<(Instant, Instant)>,
     /// Per table being copied, the position of the newest statement that named it.
     last_ddl: HashMap<String, Position>,
     /// Schema versions already handed to the buffer with a chunk.
@@ -140,6 +142,7 @@ impl<'a> CopyLink<'a> {
             waiting: VecDeque::new(),
             offers,
             held: None,
+            held_since: None,
             last_ddl: HashMap::new(),
             schemas_sent: HashSet::new(),
             repairs: HashMap::new(),
@@ -162,6 +165,9 @@ const CHUNK_RECHECK: Duration = Duration::from_millis(20);
 const RECOPY_ROW_BASE: u32 = 1 << 31;
 /// How often a chunked copy in progress is logged.
 const COPY_PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// A chunk the stream has held this long is logged, with what it waits for, and again each
+/// time as long: a copy that makes no progress says why.
+const HELD_CHUNK_REPORT: Duration = Duration::from_secs(20);
 
 struct Streamer<'a> {
     collations: Collations,
@@ -878,9 +884,32 @@ impl Streamer<'_> {
         self.record_copy_progress();
     }
 
+    /// Log a chunk held for [`HELD_CHUNK_REPORT`] and more, with what it waits for.
+    fn report_held_chunk(&mut self) {
+        let Some((chunk, _)) = &self.copy.held else {
+            self.copy.held_since = None;
+            return;
+        };
+        let now = Instant::now();
+        let (since, reported) = *self.copy.held_since.get_or_insert((now, now));
+        if now.duration_since(reported) < HELD_CHUNK_REPORT {
+            return;
+        }
+        self.copy.held_since = Some((since, now));
+        info!(
+            table = %chunk.table,
+            chunk_at = %chunk.at,
+            stream_at = ?self.at.as_ref().map(|p| p.to_string()),
+            inside_transaction = self.in_txn,
+            waiting_s = now.duration_since(since).as_secs(),
+            "a copied chunk waits for the binlog stream to reach its position"
+        );
+    }
+
     /// Take the held chunk into the buffer if the stream can now (see [`judge`]), or answer
     /// that it must be read again or dropped.
     async fn take_held_chunk<B: Journal>(&mut self, buffer: &B) -> Result<()> {
+        self.report_held_chunk();
         if self.in_txn {
             return Ok(());
         }
@@ -906,6 +935,7 @@ impl Streamer<'_> {
             }
         }
         let Some((chunk, reply)) = self.copy.held.take() else { return Ok(()) };
+        self.copy.held_since = None;
         if !self.rebuilds.is_empty()
             && let Some(at) = self.at.clone()
         {
