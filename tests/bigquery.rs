@@ -777,8 +777,7 @@ async fn sigkill_with_partitions_sharing_merge_jobs_loses_nothing() {
 async fn resync_corrects_a_bigquery_table_and_keeps_unchanged_rows() {
     let mut env = Env::new("bqresync").await;
     env.use_bigquery();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    env.listen_on_a_free_port();
     // Chunks of 120 rows: a few per table, without slowing the initial copy down much (each
     // chunk waits for the emulator's commits of the one before).
     env.set(&["snapshot", "chunk_rows"], 120);
@@ -795,13 +794,8 @@ async fn resync_corrects_a_bigquery_table_and_keeps_unchanged_rows() {
     ))
     .await
     .unwrap();
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.recipes", env.src)])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n{}", env.log_tails());
+    let (ok, text) = env.resync(&[&format!("{}.recipes", env.src)]);
+    assert!(ok, "{text}\n{}", env.log_tails());
     env.wait_bq_equal(CONVERGE).await;
     let left =
         env.bq(&format!("SELECT COUNT(*) FROM {table} WHERE name = 'edited by hand' OR id >= 5000000")).await.unwrap();
@@ -818,8 +812,7 @@ async fn verify_finds_and_repairs_drift_in_bigquery() {
     env.use_bigquery();
     // Integer keys are compared a key range at a time: several ranges here.
     env.set(&["sink", "bigquery", "verify_chunk_rows"], 30);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    env.listen_on_a_free_port();
     let mut c = env.conn().await;
     create_schema(&mut c, &env.src).await;
     let mut w = Workload::new(&env.src, 28);
@@ -891,8 +884,7 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
         env.use_kafka(layout);
     }
     env.use_bigquery();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    env.listen_on_a_free_port();
     env.set(&["snapshot", "chunk_rows"], 100);
     let (src, dst) = (env.src.clone(), env.dst.clone());
     let rows = 300i64;

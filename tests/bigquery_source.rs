@@ -267,8 +267,7 @@ async fn linked_tables(prefix: &str, kafka: bool, crashes: u32) {
         wh.env.use_kafka("database");
     }
     // `binferry verify` asks the running process whether it has caught up, at a fixed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    wh.env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    wh.env.listen_on_a_free_port();
     wh.run(LINKED).await;
     let names: Vec<String> = (1..=8).map(|i| format!("({i}, 'ingredient {i}')")).collect();
     wh.run(&format!("INSERT INTO DS.ingredients VALUES {}", names.join(", "))).await;
@@ -509,8 +508,7 @@ async fn every_bigquery_type_arrives_exactly() {
 async fn bad_tables_stop_alone_with_the_fix() {
     let mut wh = Warehouse::new("bqsrc_bad").await;
     // `binferry resync` finds the running process at a fixed port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    wh.env.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+    wh.env.listen_on_a_free_port();
     wh.run(
         "CREATE TABLE DS.good (id INT64, v STRING, PRIMARY KEY (id) NOT ENFORCED);
          CREATE TABLE DS.nokey (id INT64, v STRING);
@@ -569,13 +567,8 @@ async fn bad_tables_stop_alone_with_the_fix() {
         .await
         .unwrap();
     drop(c);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{}.dup", wh.ds)])
-        .args(["--table", &format!("{}.good", wh.ds)])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && text.contains("resync complete"), "{text}\n{}", wh.env.log_tails());
+    let (ok, text) = wh.env.resync(&[&format!("{}.dup", wh.ds), &format!("{}.good", wh.ds)]);
+    assert!(ok && text.contains("resync complete"), "{text}\n{}", wh.env.log_tails());
     wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.good", "SELECT CAST(id AS CHAR), v FROM DST.good").await;
     wh.wait_same("SELECT CAST(id AS STRING), v FROM DS.dup", "SELECT CAST(id AS CHAR), v FROM DST.dup").await;
     let rows = wh.target_rows(stopped).await;

@@ -208,13 +208,8 @@ async fn with_the_key_layout_a_table_one_partition_stopped_stops_in_every_partit
     assert_eq!(applied_a, Some(0), "a stopped table kept being written by the other partitions:\n{}", env.log());
 
     // A resync starts it again in every partition.
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.a")])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n{}", env.log());
+    let (ok, text) = env.resync(&[&format!("{src}.a")]);
+    assert!(ok, "{text}\n{}", env.log());
     c.query_drop(format!("INSERT INTO `{src}`.a SELECT seq, 'resumed' FROM seq_2000_to_2039")).await.unwrap();
     env.wait_equal(CONVERGE).await;
     assert!(bf.interrupt(Duration::from_secs(60)).success(), "{}", env.log());

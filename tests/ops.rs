@@ -180,17 +180,13 @@ async fn lag_after_a_restart_is_the_age_of_the_backlog() {
 }
 
 /// A loopback port nobody listens on now (`status` must know the running process's port).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `status` with the pipeline running, stopped and killed: state, lag, position and
 /// retention, per-stream progress, a stopped table with its fix, and the run registry
 /// (running → ok; a SIGKILLed run is found interrupted by the next).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_the_pipeline_running_stopped_and_killed() {
     let mut env = Env::new("status").await;
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.listen_on_a_free_port();
     env.add_table_rule(&format!("{}.keyless", env.src), &[("without_primary_key", "refuse".into())]);
     let db = env.src.clone();
     let mut c = env.conn().await;
@@ -429,7 +425,7 @@ async fn alerts_reach_webhook_telegram_and_email_once_per_episode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
     let mut env = Env::new("verify").await;
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.listen_on_a_free_port();
     // Small chunks: verify compares each table in several key ranges.
     env.set(&["snapshot", "chunk_rows"], 60);
     let mut c = env.conn().await;
@@ -530,7 +526,7 @@ async fn verify_finds_no_drift_under_load_and_names_keys_that_drifted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resync_corrects_one_table_in_place_while_the_others_stream() {
     let mut env = Env::new("resync").await;
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.listen_on_a_free_port();
     env.set(&["snapshot", "chunk_rows"], 100);
     env.set(&["snapshot", "parallel"], 2);
     let mut c = env.conn().await;
@@ -590,30 +586,17 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.recipes")])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n{}", env.log_tails());
+    let (ok, text) = env.resync(&[&format!("{src}.recipes")]);
+    assert!(ok, "{text}\n{}", env.log_tails());
     assert!(text.contains(&format!("resync started: {src}.recipes")), "{text}");
     assert!(text.contains("resync complete"), "{text}");
     assert!(env.log().contains("resync requested"), "{}", env.log_tails());
     // A bad pattern is refused before anything is asked, under the option's name.
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", "recipes"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&bad.stderr);
-    assert!(!bad.status.success() && said.contains("--table: pattern \"recipes\" must have the form"), "{said}");
+    let (ok, said) = env.resync(&["recipes"]);
+    assert!(!ok && said.contains("--table: pattern \"recipes\" must have the form"), "{said}");
     // A pattern that names no replicated table: the running source reads the catalog and says so.
-    let none = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.no_such_table")])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&none.stderr);
-    assert!(!none.status.success() && said.contains("no replicated table matches"), "{said}");
+    let (ok, said) = env.resync(&[&format!("{src}.no_such_table")]);
+    assert!(!ok && said.contains("no replicated table matches"), "{said}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (polls, max_lag) = reader.await.unwrap();
     assert!(polls >= 20, "the reader polled only {polls} times during the resync");
@@ -646,7 +629,7 @@ async fn resync_corrects_one_table_in_place_while_the_others_stream() {
 async fn a_resync_through_key_partitions_sweeps_only_after_every_partition_copied() {
     let mut env = Env::new("ksweep").await;
     env.use_kafka("key");
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.listen_on_a_free_port();
     env.set(&["snapshot", "chunk_rows"], 100);
     let (src, dst) = (env.src.clone(), env.dst.clone());
     let mut c = env.conn().await;
@@ -739,8 +722,7 @@ async fn rebuild_crash(name: &str, kafka: Option<&str>, failpoints: &[&str]) {
     if let Some(layout) = kafka {
         env.use_kafka(layout);
     }
-    let base = format!("127.0.0.1:{}", free_port());
-    env.set(&["http", "listen"], base.clone());
+    let base = env.listen_on_a_free_port();
     env.set(&["snapshot", "chunk_rows"], 40);
     let (src, dst) = (env.src.clone(), env.dst.clone());
     let mut c = env.conn().await;
@@ -876,7 +858,7 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     if let Some(layout) = kafka {
         env.use_kafka(layout);
     }
-    env.set(&["http", "listen"], format!("127.0.0.1:{}", free_port()));
+    env.listen_on_a_free_port();
     env.set(&["snapshot", "chunk_rows"], 40);
     let (src, dst) = (env.src.clone(), env.dst.clone());
     let rows = 600u64;
@@ -908,13 +890,8 @@ async fn rebuild_aside(name: &str, kafka: Option<&str>) {
     let reader =
         read_stale_then_rebuilt(env.target_pool.clone(), read, stale, move |(n, _)| n == rows - 10, stop.clone());
 
-    let cfg = env.config_path();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"))
-        .args(["resync", "--config", cfg.to_str().unwrap(), "--table", &format!("{src}.s")])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}\n{}", env.log_tails());
+    let (ok, text) = env.resync(&[&format!("{src}.s")]);
+    assert!(ok, "{text}\n{}", env.log_tails());
     c.query_drop(format!("UPDATE `{src}`.s SET v = 7 WHERE id = 100")).await.unwrap();
     env.wait_equal(CONVERGE).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

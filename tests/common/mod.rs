@@ -385,10 +385,26 @@ impl Env {
     /// Carry this test's changes through the shared Kafka-protocol broker, in topics of its
     /// own (the prefix is the test's unique name), with `layout`.
     /// Serve the operations endpoint on a free port of its own, for the commands that ask the
-    /// running process (`resync`, `verify --repair`).
-    pub fn listen_on_a_free_port(&mut self) {
+    /// running process (`resync`, `verify --repair`); returns its address.
+    pub fn listen_on_a_free_port(&mut self) -> String {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        self.set(&["http", "listen"], format!("127.0.0.1:{port}"));
+        let addr = format!("127.0.0.1:{port}");
+        self.set(&["http", "listen"], addr.clone());
+        addr
+    }
+
+    /// `binferry resync --table T...` with this test's config, as an operator runs it next to
+    /// `run`: whether it succeeded, and what it printed (stdout, then stderr).
+    pub fn resync(&self, tables: &[&str]) -> (bool, String) {
+        let cfg = self.config_path();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_binferry"));
+        cmd.args(["resync", "--config", cfg.to_str().unwrap()]);
+        for t in tables {
+            cmd.args(["--table", t]);
+        }
+        let out = cmd.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
     }
 
     pub fn use_kafka(&mut self, layout: &str) {
